@@ -1,0 +1,2 @@
+//! Placeholder: the Raft step bench arrives with the Raft core.
+fn main() {}
