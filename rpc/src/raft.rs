@@ -234,17 +234,17 @@ pub enum MessageBody {
     TimeoutNow,
 }
 
-/// Where a rejecting follower's log diverges, so the leader skips whole terms
-/// instead of backing up one entry per round trip.
+/// Where a rejecting follower's log may diverge, so the leader skips whole terms
+/// instead of backing up one entry per round trip (the leader continues at the
+/// largest index ≤ `index` whose term in its own log is ≤ `term`).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct RejectHint {
-    /// The follower's last index (it has nothing past it).
-    pub last_index: Index,
-    /// Term of the follower's entry at `min(prev_index, last_index)`, 0 if none.
-    pub conflict_term: Term,
-    /// First index of `conflict_term` in the follower's log, 0 if none.
-    pub conflict_index: Index,
+    /// The largest index ≤ the append's `prev_index` at which the follower's term
+    /// is ≤ the append's `prev_term` (0 when none).
+    pub index: Index,
+    /// The follower's term at `index` (0 when unknown or none).
+    pub term: Term,
 }
 
 impl MessageBody {
@@ -272,7 +272,11 @@ mod tests {
 
     #[test]
     fn conf_change_round_trips_and_rejects_garbage() {
-        for cc in [ConfChange::AddLearner(7), ConfChange::Promote(u64::MAX), ConfChange::Remove(1)] {
+        for cc in [
+            ConfChange::AddLearner(7),
+            ConfChange::Promote(u64::MAX),
+            ConfChange::Remove(1),
+        ] {
             assert_eq!(ConfChange::decode(&cc.encode()), Some(cc));
         }
         assert_eq!(ConfChange::decode(&[]), None);
@@ -289,7 +293,12 @@ mod tests {
             body: MessageBody::Append {
                 prev_index: 4,
                 prev_term: 2,
-                entries: vec![Entry { term: 3, index: 5, kind: EntryKind::Normal, data: b"x".to_vec() }],
+                entries: vec![Entry {
+                    term: 3,
+                    index: 5,
+                    kind: EntryKind::Normal,
+                    data: b"x".to_vec(),
+                }],
                 commit: 4,
             },
         };

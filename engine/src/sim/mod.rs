@@ -1,1 +1,1 @@
-//! Placeholder replaced below.
+//! The deterministic simulator (arrives next).

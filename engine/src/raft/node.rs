@@ -1,0 +1,1528 @@
+//! `RawNode`: one replica of one Raft group as a deterministic state machine.
+//!
+//! Inputs: [`RawNode::tick`], [`RawNode::step`] (a message), [`RawNode::propose`],
+//! [`RawNode::read_index`], [`RawNode::propose_conf_change`],
+//! [`RawNode::transfer_leader`], [`RawNode::compact`] and
+//! [`RawNode::on_persisted`]. Output: [`Ready`], taken with [`RawNode::ready`].
+//! Nothing here touches a clock, a socket, a file or a thread; randomness (election
+//! timeouts) comes from a RNG seeded by the caller. The driver (the glommio runtime
+//! or the simulator) runs it on one core.
+//!
+//! Batching: proposals and commit advances only mark work; the appends go out once
+//! per [`RawNode::ready`], so every proposal of one loop iteration travels in one
+//! append per follower, and the reads of one iteration share one heartbeat round.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use corekv_rpc::raft::{
+    ConfChange, ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, NO_NODE,
+    NodeId, RejectHint, SnapshotMeta, Term,
+};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use thiserror::Error;
+
+use super::config::{Config, ConfigError};
+use super::inflights::Inflights;
+use super::log::RaftLog;
+use super::progress::{Progress, ProgressState, SnapshotTransfer};
+use super::quorum::{VoteResult, majority, majority_value, vote_result};
+use super::ready::{PendingPersist, ReadState, Ready, Role, Snapshot, SoftState};
+
+/// Snapshot chunks in flight to one follower, at most.
+const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: u64 = 4;
+/// Heartbeat rounds whose send tick is remembered for the lease, at most.
+const LEASE_ROUNDS_REMEMBERED_MAX: usize = 64;
+/// Heartbeat answers without replication progress before a streaming follower is
+/// probed again (an append was lost).
+const STALLED_HEARTBEATS_MAX: u32 = 2;
+
+/// What a node restarts from: exactly what its storage made durable.
+#[derive(Debug, Clone)]
+pub struct DurableState {
+    /// The last persisted hard state.
+    pub hard_state: HardState,
+    /// The last snapshot. A new group starts from a snapshot at index 0 whose
+    /// membership names the founding voters and whose data is empty.
+    pub snapshot: Snapshot,
+    /// The durable log after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+impl DurableState {
+    /// The state of a brand-new group member with founding `voters`.
+    pub fn bootstrap(voters: Vec<NodeId>) -> DurableState {
+        let mut voters = voters;
+        voters.sort_unstable();
+        voters.dedup();
+        DurableState {
+            hard_state: HardState::default(),
+            snapshot: Snapshot {
+                meta: SnapshotMeta {
+                    index: 0,
+                    term: 0,
+                    conf: ConfState {
+                        voters,
+                        learners: vec![],
+                    },
+                },
+                data: Arc::from(Vec::new()),
+            },
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// Why a proposal (or conf change, read, transfer) was refused. Nothing was
+/// appended: the caller may retry elsewhere or later.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node does not lead; `leader` is the one it knows of (0 = none).
+    #[error("not the leader (leader hint {leader})")]
+    NotLeader {
+        /// The leader this node knows of, or 0.
+        leader: NodeId,
+    },
+    /// A leader transfer is under way.
+    #[error("leader transfer in progress")]
+    TransferInProgress,
+    /// Too many uncommitted bytes or pending reads.
+    #[error("busy: too much uncommitted work")]
+    Busy,
+    /// A membership change is still being applied.
+    #[error("a membership change is pending")]
+    ConfChangePending,
+    /// The leader has not yet committed an entry of its term (needed before a
+    /// membership change or a read).
+    #[error("the leader has not committed an entry in its term yet")]
+    NotCommittedInTerm,
+    /// The membership change makes no sense for the current membership.
+    #[error("invalid membership change: {0}")]
+    InvalidConfChange(&'static str),
+}
+
+/// A message that cannot be processed (from a confused or hostile peer).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StepError {
+    /// The message is not addressed to this node or names no sender.
+    #[error("misaddressed message (from {from} to {to})")]
+    Misaddressed {
+        /// Sender.
+        from: NodeId,
+        /// Receiver.
+        to: NodeId,
+    },
+    /// The message contradicts itself.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+}
+
+/// A snapshot being received in chunks.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    total_bytes: u64,
+    data: Vec<u8>,
+}
+
+/// A read waiting for a heartbeat round.
+#[derive(Debug, Clone, Copy)]
+struct PendingRead {
+    ctx: u64,
+    index: Index,
+    round: u64,
+}
+
+/// Point-in-time facts about a node, for tests, status and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Node id.
+    pub id: NodeId,
+    /// Current term.
+    pub term: Term,
+    /// Vote in the current term.
+    pub vote: NodeId,
+    /// Role.
+    pub role: Role,
+    /// Known leader (0 = none).
+    pub leader: NodeId,
+    /// Raft commit index.
+    pub commit: Index,
+    /// Index handed to the application.
+    pub applied: Index,
+    /// Index durable locally.
+    pub persisted: Index,
+    /// Last log index.
+    pub last_index: Index,
+    /// Last snapshot index.
+    pub snapshot_index: Index,
+    /// Membership.
+    pub conf: ConfState,
+}
+
+/// One replica of one Raft group.
+#[derive(Debug)]
+pub struct RawNode {
+    cfg: Config,
+    term: Term,
+    vote: NodeId,
+    role: Role,
+    leader: NodeId,
+    log: RaftLog,
+    conf: ConfState,
+    rng: ChaCha8Rng,
+
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_election_timeout: u32,
+    /// Ticks since start: the lease clock.
+    ticks: u64,
+
+    votes: BTreeMap<NodeId, bool>,
+    progress: BTreeMap<NodeId, Progress>,
+    lead_transferee: NodeId,
+    /// A TimeoutNow went out in this term: the lease can no longer be trusted.
+    transfer_sent_in_term: bool,
+    pending_conf_index: Index,
+    uncommitted_bytes: u64,
+
+    read_round: u64,
+    round_sent_ticks: VecDeque<(u64, u64)>,
+    lease_start_tick: Option<u64>,
+    pending_reads: VecDeque<PendingRead>,
+    reads_waiting_commit: Vec<u64>,
+    read_heartbeat_due: bool,
+    ready_reads: Vec<ReadState>,
+    dropped_reads: Vec<u64>,
+
+    append_due: bool,
+    commit_advanced: bool,
+    incoming_snapshot: Option<IncomingSnapshot>,
+    snapshot_to_install: Option<Snapshot>,
+    latest_snapshot: Snapshot,
+
+    msgs: Vec<Message>,
+    msgs_after_persist: Vec<Message>,
+    prev_hard_state: HardState,
+    prev_soft_state: SoftState,
+    ready_number: u64,
+    pending_persists: VecDeque<PendingPersist>,
+}
+
+impl RawNode {
+    /// A node that starts (or restarts) from `durable`, with election timeouts drawn
+    /// from a RNG seeded with `seed`.
+    pub fn new(cfg: Config, durable: DurableState, seed: u64) -> Result<RawNode, ConfigError> {
+        cfg.validate()?;
+        let DurableState {
+            hard_state,
+            snapshot,
+            entries,
+        } = durable;
+        let meta = &snapshot.meta;
+        let log = RaftLog::restore_durable(meta.index, meta.term, entries, hard_state.commit);
+        let mut node = RawNode {
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: NO_NODE,
+            conf: meta.conf.clone(),
+            log,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: cfg.election_timeout_ticks,
+            ticks: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            lead_transferee: NO_NODE,
+            transfer_sent_in_term: false,
+            pending_conf_index: 0,
+            uncommitted_bytes: 0,
+            read_round: 0,
+            round_sent_ticks: VecDeque::new(),
+            lease_start_tick: None,
+            pending_reads: VecDeque::new(),
+            reads_waiting_commit: Vec::new(),
+            read_heartbeat_due: false,
+            ready_reads: Vec::new(),
+            dropped_reads: Vec::new(),
+            append_due: false,
+            commit_advanced: false,
+            incoming_snapshot: None,
+            snapshot_to_install: None,
+            latest_snapshot: snapshot,
+            msgs: Vec::new(),
+            msgs_after_persist: Vec::new(),
+            prev_hard_state: hard_state,
+            prev_soft_state: SoftState {
+                role: Role::Follower,
+                leader: NO_NODE,
+            },
+            ready_number: 0,
+            pending_persists: VecDeque::new(),
+            cfg,
+        };
+        node.reset_election_timeout();
+        Ok(node)
+    }
+
+    fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    /// Facts about this node now.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id(),
+            term: self.term,
+            vote: self.vote,
+            role: self.role,
+            leader: self.leader,
+            commit: self.log.committed(),
+            applied: self.log.applied(),
+            persisted: self.log.persisted(),
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index(),
+            conf: self.conf.clone(),
+        }
+    }
+
+    /// The leader's progress record of `peer` (leaders only; for tests and status).
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.progress.get(&peer)
+    }
+
+    /// The in-memory log (for tests and status).
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    /// True when this node may campaign: it is a voter.
+    fn promotable(&self) -> bool {
+        self.conf.voters.contains(&self.id())
+    }
+
+    fn reset_election_timeout(&mut self) {
+        let base = self.cfg.election_timeout_ticks;
+        self.randomized_election_timeout = self.rng.random_range(base..2 * base);
+    }
+
+    // ----- inputs -------------------------------------------------------------
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.election_elapsed = self.election_elapsed.saturating_add(1);
+            if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
+                self.election_elapsed = 0;
+                self.campaign(self.cfg.pre_vote, false);
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.cfg.election_timeout_ticks {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum {
+                if !self.quorum_recently_active() {
+                    self.become_follower(self.term, NO_NODE);
+                    return;
+                }
+                let me = self.id();
+                for (&id, pr) in self.progress.iter_mut() {
+                    pr.recent_active = id == me;
+                }
+            }
+            self.lead_transferee = NO_NODE;
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    fn quorum_recently_active(&self) -> bool {
+        let me = self.id();
+        let active = self
+            .conf
+            .voters
+            .iter()
+            .filter(|&&v| v == me || self.progress.get(&v).is_some_and(|p| p.recent_active))
+            .count();
+        active >= majority(self.conf.voters.len())
+    }
+
+    /// Appends `data` as a command if this node leads. Returns the entry's index and
+    /// term: the command is committed when an entry with that index *and term* is
+    /// applied. The append goes out at the next [`RawNode::ready`].
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(Index, Term), ProposeError> {
+        self.check_can_propose()?;
+        let size = corekv_rpc::raft::ENTRY_OVERHEAD_BYTES + data.len() as u64;
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes + size > self.cfg.uncommitted_bytes_max
+        {
+            return Err(ProposeError::Busy);
+        }
+        Ok(self.append_entry(EntryKind::Normal, data))
+    }
+
+    fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.lead_transferee != NO_NODE {
+            return Err(ProposeError::TransferInProgress);
+        }
+        Ok(())
+    }
+
+    fn append_entry(&mut self, kind: EntryKind, data: Vec<u8>) -> (Index, Term) {
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index() + 1,
+            kind,
+            data,
+        };
+        self.uncommitted_bytes += entry.size_bytes();
+        let at = (entry.index, entry.term);
+        self.log.append_own(entry);
+        self.append_due = true;
+        at
+    }
+
+    fn committed_in_term(&self) -> bool {
+        self.log.term(self.log.committed()) == Some(self.term)
+    }
+
+    /// Proposes a single-server membership change. Refused while another is
+    /// pending, and before the leader committed an entry of its own term (the
+    /// thesis' fix for single-server changes across leader changes).
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(Index, Term), ProposeError> {
+        self.check_can_propose()?;
+        if self.pending_conf_index > self.log.applied() {
+            return Err(ProposeError::ConfChangePending);
+        }
+        if !self.committed_in_term() {
+            return Err(ProposeError::NotCommittedInTerm);
+        }
+        let invalid = |why| Err(ProposeError::InvalidConfChange(why));
+        match cc {
+            ConfChange::AddLearner(id) if id == NO_NODE => return invalid("node id 0"),
+            ConfChange::AddLearner(id) if self.conf.contains(id) => {
+                return invalid("already a member");
+            }
+            ConfChange::Promote(id) if !self.conf.learners.contains(&id) => {
+                return invalid("not a learner");
+            }
+            ConfChange::Remove(id) if !self.conf.contains(id) => return invalid("not a member"),
+            ConfChange::Remove(id) if self.conf.voters == [id] => {
+                return invalid("cannot remove the last voter");
+            }
+            _ => {}
+        }
+        let at = self.append_entry(EntryKind::ConfChange, cc.encode());
+        self.pending_conf_index = at.0;
+        Ok(at)
+    }
+
+    /// Asks for a linearizable read tagged `ctx`. When confirmed, a [`ReadState`]
+    /// with that tag appears in a later `Ready`: serve the read once applied up to
+    /// its index. One heartbeat round confirms every read asked before it went out.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.pending_reads.len() + self.reads_waiting_commit.len() >= self.cfg.pending_reads_max
+        {
+            return Err(ProposeError::Busy);
+        }
+        if !self.committed_in_term() {
+            // The commit index may still be behind what earlier leaders committed.
+            self.reads_waiting_commit.push(ctx);
+            return Ok(());
+        }
+        let index = self.log.committed();
+        if self.conf.voters == [self.id()] || self.lease_valid() {
+            self.ready_reads.push(ReadState { index, ctx });
+            return Ok(());
+        }
+        self.pending_reads.push_back(PendingRead {
+            ctx,
+            index,
+            round: self.read_round + 1,
+        });
+        self.read_heartbeat_due = true;
+        Ok(())
+    }
+
+    fn lease_valid(&self) -> bool {
+        if !self.cfg.lease_read || self.transfer_sent_in_term {
+            return false;
+        }
+        let lease_ticks =
+            u64::from(self.cfg.election_timeout_ticks - self.cfg.lease_drift_margin_ticks);
+        self.lease_start_tick
+            .is_some_and(|start| self.ticks < start + lease_ticks)
+    }
+
+    /// Hands leadership to voter `to` (TimeoutNow once it has caught up). Proposals
+    /// are refused until it completes or an election timeout passes.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if to == self.id() || to == self.lead_transferee {
+            return Ok(());
+        }
+        if !self.conf.voters.contains(&to) {
+            return Err(ProposeError::InvalidConfChange(
+                "transfer target is not a voter",
+            ));
+        }
+        self.lead_transferee = to;
+        self.election_elapsed = 0;
+        if self.progress[&to].match_index == self.log.last_index() {
+            self.send_timeout_now(to);
+        } else if !self.send_append(to, false) {
+            // Everything was sent already but not acknowledged: probe now rather than
+            // wait for the stall detector, a transfer blocks proposals meanwhile.
+            self.progress
+                .get_mut(&to)
+                .expect("voters have progress")
+                .become_probe();
+            self.send_append(to, true);
+        }
+        Ok(())
+    }
+
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.transfer_sent_in_term = true;
+        self.send(to, MessageBody::TimeoutNow);
+    }
+
+    /// Tells the leader that the connection to `peer` broke: whatever was in flight
+    /// is lost, so probe it again.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&peer)
+            && pr.state == ProgressState::Replicate
+        {
+            pr.become_probe();
+        }
+    }
+
+    /// Replaces the log up to the applied index with `data`, the application's
+    /// state as of that index. Lagging followers will be sent this snapshot.
+    pub fn compact(&mut self, data: Arc<[u8]>) {
+        let index = self.log.applied();
+        if index <= self.log.snapshot_index() {
+            return;
+        }
+        let term = self
+            .log
+            .term(index)
+            .expect("the applied index is in the log");
+        self.log.compact_to(index);
+        self.latest_snapshot = Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                conf: self.conf.clone(),
+            },
+            data,
+        };
+    }
+
+    /// Storage made Ready number `number` durable. Readys must be reported in the
+    /// order they were taken (asserted).
+    pub fn on_persisted(&mut self, number: u64) {
+        let pending = self
+            .pending_persists
+            .pop_front()
+            .expect("on_persisted without a Ready to persist");
+        assert_eq!(
+            pending.number, number,
+            "Readys must become durable in the order they were taken"
+        );
+        if let Some((index, term)) = pending.last_entry {
+            self.log.persisted_to(index, term);
+        }
+        if self.role == Role::Leader {
+            let me = self.id();
+            let persisted = self.log.persisted();
+            if let Some(pr) = self.progress.get_mut(&me) {
+                pr.match_index = persisted;
+            }
+            self.maybe_commit();
+        }
+    }
+
+    /// Processes one message from a peer.
+    pub fn step(&mut self, m: Message) -> Result<(), StepError> {
+        if m.to != self.id() || m.from == NO_NODE || m.from == self.id() {
+            return Err(StepError::Misaddressed {
+                from: m.from,
+                to: m.to,
+            });
+        }
+        if m.term > self.term {
+            match &m.body {
+                MessageBody::Vote {
+                    pre_vote, transfer, ..
+                } => {
+                    let in_lease = self.cfg.check_quorum
+                        && self.leader != NO_NODE
+                        && self.election_elapsed < self.cfg.election_timeout_ticks;
+                    if in_lease && !transfer {
+                        return Ok(()); // a leader is alive: ignore a disruptive candidate
+                    }
+                    if !pre_vote {
+                        self.become_follower(m.term, NO_NODE);
+                    }
+                }
+                MessageBody::VoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => self.become_follower(m.term, m.from),
+                _ => self.become_follower(m.term, NO_NODE),
+            }
+        } else if m.term < self.term {
+            match &m.body {
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                    if self.cfg.check_quorum || self.cfg.pre_vote =>
+                {
+                    // A leader of an older term: tell it ours so it steps down (with
+                    // check-quorum we may not raise terms through votes).
+                    self.send(m.from, MessageBody::HeartbeatResponse { read_round: 0 });
+                }
+                MessageBody::Vote { pre_vote: true, .. } => {
+                    self.send(
+                        m.from,
+                        MessageBody::VoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        },
+                    );
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        self.step_same_term(m)
+    }
+
+    fn step_same_term(&mut self, m: Message) -> Result<(), StepError> {
+        let from = m.from;
+        match m.body {
+            MessageBody::Vote {
+                pre_vote,
+                last_index,
+                last_term,
+                ..
+            } => {
+                self.handle_vote(from, m.term, pre_vote, last_index, last_term);
+            }
+            MessageBody::VoteResponse { pre_vote, granted } => {
+                self.handle_vote_response(from, pre_vote, granted)
+            }
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                self.follow(from);
+                self.handle_append(from, prev_index, prev_term, entries, commit)?;
+            }
+            MessageBody::Heartbeat { commit, read_round } => {
+                self.follow(from);
+                self.log.commit_to(commit.min(self.log.last_index()));
+                self.send(from, MessageBody::HeartbeatResponse { read_round });
+            }
+            MessageBody::Snapshot {
+                meta,
+                total_bytes,
+                offset,
+                chunk,
+                chunk_crc,
+            } => {
+                self.follow(from);
+                self.handle_snapshot_chunk(from, meta, total_bytes, offset, chunk, chunk_crc);
+            }
+            MessageBody::AppendResponse { index, reject } => {
+                self.handle_append_response(from, index, reject)
+            }
+            MessageBody::HeartbeatResponse { read_round } => {
+                self.handle_heartbeat_response(from, read_round)
+            }
+            MessageBody::SnapshotResponse {
+                index,
+                next_offset,
+                rejected,
+            } => self.handle_snapshot_response(from, index, next_offset, rejected),
+            MessageBody::TimeoutNow => {
+                if self.role != Role::Leader && self.promotable() {
+                    self.campaign(false, true);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A message from the leader of the current term arrived.
+    fn follow(&mut self, leader: NodeId) {
+        if self.role != Role::Follower || self.leader != leader {
+            self.become_follower(self.term, leader);
+        }
+        self.election_elapsed = 0;
+    }
+
+    // ----- roles --------------------------------------------------------------
+
+    fn become_follower(&mut self, term: Term, leader: NodeId) {
+        if self.role == Role::Leader {
+            self.step_down_as_leader();
+        }
+        if term != self.term {
+            self.term = term;
+            self.vote = NO_NODE;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.election_elapsed = 0;
+        self.votes.clear();
+        self.reset_election_timeout();
+    }
+
+    fn step_down_as_leader(&mut self) {
+        self.progress.clear();
+        self.lead_transferee = NO_NODE;
+        self.append_due = false;
+        self.read_heartbeat_due = false;
+        self.lease_start_tick = None;
+        self.round_sent_ticks.clear();
+        self.dropped_reads
+            .extend(self.pending_reads.drain(..).map(|r| r.ctx));
+        self.dropped_reads.append(&mut self.reads_waiting_commit);
+    }
+
+    fn campaign(&mut self, pre_vote: bool, transfer: bool) {
+        let campaign_term = if pre_vote {
+            self.role = Role::PreCandidate;
+            self.term + 1
+        } else {
+            self.role = Role::Candidate;
+            self.term += 1;
+            self.vote = self.id();
+            self.term
+        };
+        self.leader = NO_NODE;
+        self.election_elapsed = 0;
+        self.reset_election_timeout();
+        self.votes.clear();
+        self.votes.insert(self.id(), true);
+        if self.tally_votes() != VoteResult::Pending {
+            return;
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let me = self.id();
+        for voter in self.conf.voters.clone() {
+            if voter == me {
+                continue;
+            }
+            let msg = Message {
+                from: me,
+                to: voter,
+                term: campaign_term,
+                body: MessageBody::Vote {
+                    pre_vote,
+                    last_index,
+                    last_term,
+                    transfer,
+                },
+            };
+            // A real candidate's own vote must be durable before anyone counts on it.
+            if pre_vote {
+                self.msgs.push(msg)
+            } else {
+                self.msgs_after_persist.push(msg)
+            }
+        }
+    }
+
+    /// Counts votes and acts on the outcome.
+    fn tally_votes(&mut self) -> VoteResult {
+        let granted = self.votes.values().filter(|&&g| g).count();
+        let rejected = self.votes.len() - granted;
+        let result = vote_result(self.conf.voters.len(), granted, rejected);
+        match result {
+            VoteResult::Won if self.role == Role::PreCandidate => self.campaign(false, false),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, NO_NODE),
+            VoteResult::Pending => {}
+        }
+        result
+    }
+
+    fn become_leader(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate becomes leader"
+        );
+        self.role = Role::Leader;
+        self.leader = self.id();
+        self.votes.clear();
+        self.lead_transferee = NO_NODE;
+        self.transfer_sent_in_term = false;
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        self.uncommitted_bytes = 0;
+        self.lease_start_tick = None;
+        // Any membership change in the uncommitted tail must apply before another.
+        self.pending_conf_index = self.log.last_index();
+        let next = self.log.last_index() + 1;
+        let members: Vec<NodeId> = self
+            .conf
+            .voters
+            .iter()
+            .chain(&self.conf.learners)
+            .copied()
+            .collect();
+        for id in members {
+            self.progress.insert(id, self.new_progress(next));
+        }
+        let me = self.id();
+        if let Some(pr) = self.progress.get_mut(&me) {
+            pr.match_index = self.log.persisted();
+            pr.become_replicate();
+            pr.recent_active = true;
+        }
+        // Commit an entry of this term at once: earlier terms' entries commit with it.
+        self.append_entry(EntryKind::Empty, Vec::new());
+    }
+
+    fn new_progress(&self, next: Index) -> Progress {
+        Progress::new(
+            next,
+            Inflights::new(self.cfg.inflight_msgs_max, self.cfg.inflight_bytes_max),
+        )
+    }
+
+    // ----- votes --------------------------------------------------------------
+
+    fn handle_vote(
+        &mut self,
+        from: NodeId,
+        msg_term: Term,
+        pre_vote: bool,
+        last_index: Index,
+        last_term: Term,
+    ) {
+        let can_vote = if pre_vote {
+            msg_term > self.term
+        } else {
+            self.vote == from || (self.vote == NO_NODE && self.leader == NO_NODE)
+        };
+        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let term = if granted { msg_term } else { self.term };
+        let msg = Message {
+            from: self.id(),
+            to: from,
+            term,
+            body: MessageBody::VoteResponse { pre_vote, granted },
+        };
+        if granted && !pre_vote {
+            self.vote = from;
+            self.election_elapsed = 0;
+            self.msgs_after_persist.push(msg); // the vote is durable before it is told
+        } else {
+            self.msgs.push(msg);
+        }
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, pre_vote: bool, granted: bool) {
+        let expected = if pre_vote {
+            Role::PreCandidate
+        } else {
+            Role::Candidate
+        };
+        if self.role != expected || !self.conf.voters.contains(&from) {
+            return;
+        }
+        self.votes.entry(from).or_insert(granted);
+        self.tally_votes();
+    }
+
+    // ----- replication: follower side ------------------------------------------
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    ) -> Result<(), StepError> {
+        let contiguous = entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == prev_index + 1 + i as u64);
+        let terms_ordered = entries.windows(2).all(|w| w[0].term <= w[1].term)
+            && entries.first().is_none_or(|e| e.term >= prev_term);
+        if !contiguous || !terms_ordered || entries.last().is_some_and(|e| e.term > self.term) {
+            return Err(StepError::Malformed("append entries out of order"));
+        }
+        let committed = self.log.committed();
+        if prev_index < committed {
+            self.respond_after_persist(
+                from,
+                MessageBody::AppendResponse {
+                    index: committed,
+                    reject: None,
+                },
+            );
+            return Ok(());
+        }
+        if self.log.matches(prev_index, prev_term) {
+            let last_new = self.log.append_after(prev_index, entries);
+            self.log.commit_to(commit.min(last_new));
+            self.respond_after_persist(
+                from,
+                MessageBody::AppendResponse {
+                    index: last_new,
+                    reject: None,
+                },
+            );
+        } else {
+            let (index, term) = self.log.find_conflict_by_term(prev_index, prev_term);
+            let reject = Some(RejectHint { index, term });
+            self.respond_after_persist(
+                from,
+                MessageBody::AppendResponse {
+                    index: prev_index,
+                    reject,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        total_bytes: u64,
+        offset: u64,
+        chunk: Vec<u8>,
+        chunk_crc: u32,
+    ) {
+        let index = meta.index;
+        if index <= self.log.committed() {
+            self.incoming_snapshot = None;
+            let committed = self.log.committed();
+            self.respond_after_persist(
+                from,
+                MessageBody::AppendResponse {
+                    index: committed,
+                    reject: None,
+                },
+            );
+            return;
+        }
+        if total_bytes > self.cfg.snapshot_bytes_max {
+            self.send(
+                from,
+                MessageBody::SnapshotResponse {
+                    index,
+                    next_offset: 0,
+                    rejected: true,
+                },
+            );
+            return;
+        }
+        let same = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta == meta && s.total_bytes == total_bytes);
+        if !same {
+            self.incoming_snapshot = None;
+            if offset == 0 {
+                // Grow as chunks arrive: a hostile total must not allocate up front.
+                self.incoming_snapshot = Some(IncomingSnapshot {
+                    meta,
+                    total_bytes,
+                    data: Vec::new(),
+                });
+            }
+        }
+        let Some(incoming) = self.incoming_snapshot.as_mut() else {
+            self.send(
+                from,
+                MessageBody::SnapshotResponse {
+                    index,
+                    next_offset: 0,
+                    rejected: false,
+                },
+            );
+            return;
+        };
+        let have = incoming.data.len() as u64;
+        let fits = offset + chunk.len() as u64 <= total_bytes;
+        if offset == have && fits && crc32fast::hash(&chunk) == chunk_crc {
+            incoming.data.extend_from_slice(&chunk);
+        }
+        let have = incoming.data.len() as u64;
+        if have < total_bytes {
+            self.send(
+                from,
+                MessageBody::SnapshotResponse {
+                    index,
+                    next_offset: have,
+                    rejected: false,
+                },
+            );
+            return;
+        }
+        let done = self.incoming_snapshot.take().expect("checked above");
+        let snapshot = Snapshot {
+            meta: done.meta,
+            data: Arc::from(done.data),
+        };
+        self.install_snapshot(snapshot);
+        self.respond_after_persist(
+            from,
+            MessageBody::SnapshotResponse {
+                index,
+                next_offset: total_bytes,
+                rejected: false,
+            },
+        );
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = &snapshot.meta;
+        self.log.restore_snapshot(meta.index, meta.term);
+        self.conf = meta.conf.clone();
+        self.latest_snapshot = snapshot.clone();
+        self.snapshot_to_install = Some(snapshot);
+    }
+
+    // ----- replication: leader side --------------------------------------------
+
+    fn handle_append_response(&mut self, from: NodeId, index: Index, reject: Option<RejectHint>) {
+        if self.role != Role::Leader || index > self.log.last_index() {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        if let Some(hint) = reject {
+            let next_probe = if hint.term > 0 {
+                self.log.find_conflict_by_term(hint.index, hint.term).0
+            } else {
+                hint.index
+            };
+            let pr = self.progress.get_mut(&from).expect("checked above");
+            if pr.on_reject(index, next_probe) {
+                self.send_append(from, true);
+            }
+            return;
+        }
+        let was_paused = pr.is_paused();
+        if !pr.on_ack(index) {
+            if was_paused {
+                self.send_append(from, false);
+            }
+            return;
+        }
+        match pr.state {
+            ProgressState::Probe => pr.become_replicate(),
+            ProgressState::Snapshot
+                if pr
+                    .snapshot
+                    .as_ref()
+                    .is_none_or(|s| pr.match_index >= s.meta.index) =>
+            {
+                pr.become_probe()
+            }
+            _ => {}
+        }
+        self.maybe_commit();
+        while self.send_append(from, false) {}
+        if from == self.lead_transferee && self.progress[&from].match_index == self.log.last_index()
+        {
+            self.send_timeout_now(from);
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        pr.acked_round = pr.acked_round.max(read_round);
+        pr.probe_sent = false;
+        match pr.state {
+            ProgressState::Replicate if pr.match_index < last_index => {
+                if pr.match_index == pr.match_at_last_heartbeat {
+                    pr.stalled_heartbeats += 1;
+                    if pr.stalled_heartbeats >= STALLED_HEARTBEATS_MAX {
+                        pr.become_probe(); // an append was lost in the stream
+                    }
+                } else {
+                    pr.stalled_heartbeats = 0;
+                }
+            }
+            ProgressState::Snapshot => {
+                if let Some(t) = pr.snapshot.as_mut() {
+                    if t.acked_offset == t.acked_at_last_heartbeat {
+                        t.sent_offset = t.acked_offset; // chunks were lost: resend
+                    }
+                    t.acked_at_last_heartbeat = t.acked_offset;
+                }
+            }
+            _ => {}
+        }
+        pr.match_at_last_heartbeat = pr.match_index;
+        let behind = pr.match_index < last_index;
+        if pr.state == ProgressState::Snapshot {
+            self.send_snapshot_chunks(from);
+        } else if behind {
+            self.send_append(from, true); // an empty probe finds the match point
+        }
+        self.advance_reads();
+    }
+
+    fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        index: Index,
+        next_offset: u64,
+        rejected: bool,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        let Some(t) = pr.snapshot.as_mut().filter(|t| t.meta.index == index) else {
+            return;
+        };
+        let total = t.data.len() as u64;
+        if rejected {
+            pr.become_probe();
+            pr.probe_sent = true; // try again at the next heartbeat, not in a hot loop
+            return;
+        }
+        if next_offset >= total {
+            pr.on_ack(index);
+            pr.become_probe();
+            self.maybe_commit();
+            self.send_append(from, true);
+            return;
+        }
+        t.acked_offset = t.acked_offset.max(next_offset);
+        if next_offset < t.sent_offset && next_offset == t.acked_offset {
+            t.sent_offset = next_offset; // the follower missed a chunk: resend from there
+        }
+        self.send_snapshot_chunks(from);
+    }
+
+    /// Sends one append to `to` if its progress allows. With `allow_empty`, an
+    /// append without entries still goes out (a probe or a commit update).
+    fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
+        let commit = self.log.committed();
+        let last_index = self.log.last_index();
+        let Some(pr) = self.progress.get(&to) else {
+            return false;
+        };
+        if pr.is_paused() {
+            return false;
+        }
+        let prev_index = pr.next_index - 1;
+        let Some(prev_term) = self.log.term(prev_index) else {
+            self.start_snapshot_transfer(to);
+            return true;
+        };
+        let entries = if pr.next_index > last_index {
+            Vec::new()
+        } else {
+            self.log
+                .entries_from(pr.next_index, self.cfg.append_bytes_max)
+        };
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        if let Some(last) = entries.last() {
+            let bytes = entries.iter().map(Entry::size_bytes).sum();
+            let pr = self.progress.get_mut(&to).expect("checked above");
+            pr.sent_entries(last.index, bytes);
+        }
+        self.send(
+            to,
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+        );
+        true
+    }
+
+    fn start_snapshot_transfer(&mut self, to: NodeId) {
+        let snap = &self.latest_snapshot;
+        let transfer = SnapshotTransfer {
+            meta: snap.meta.clone(),
+            data: snap.data.clone(),
+            acked_offset: 0,
+            sent_offset: 0,
+            acked_at_last_heartbeat: 0,
+        };
+        self.progress
+            .get_mut(&to)
+            .expect("caller checked")
+            .become_snapshot(transfer);
+        self.send_snapshot_chunks(to);
+    }
+
+    fn send_snapshot_chunks(&mut self, to: NodeId) {
+        let chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        let Some(t) = self.progress.get_mut(&to).and_then(|p| p.snapshot.as_mut()) else {
+            return;
+        };
+        let total = t.data.len() as u64;
+        let window = SNAPSHOT_CHUNKS_IN_FLIGHT_MAX * chunk_bytes;
+        let mut out = Vec::new();
+        loop {
+            let offset = t.sent_offset;
+            let is_first_of_empty = total == 0 && offset == 0 && t.acked_offset == 0;
+            if !(offset < total || is_first_of_empty) || offset - t.acked_offset >= window {
+                break;
+            }
+            let end = (offset + chunk_bytes).min(total);
+            let chunk = t.data[offset as usize..end as usize].to_vec();
+            let chunk_crc = crc32fast::hash(&chunk);
+            out.push(MessageBody::Snapshot {
+                meta: t.meta.clone(),
+                total_bytes: total,
+                offset,
+                chunk,
+                chunk_crc,
+            });
+            t.sent_offset = end;
+            if total == 0 {
+                t.sent_offset = 1; // the one empty chunk is out
+                break;
+            }
+        }
+        for body in out {
+            self.send(to, body);
+        }
+    }
+
+    /// Sends appends to every peer: as many as their windows allow.
+    fn broadcast_append(&mut self, allow_empty: bool) {
+        let me = self.id();
+        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&p| p != me).collect();
+        for peer in peers {
+            let mut allow_empty = allow_empty;
+            while self.send_append(peer, allow_empty) {
+                allow_empty = false;
+                if self.progress[&peer].state != ProgressState::Replicate {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        self.heartbeat_elapsed = 0;
+        self.read_heartbeat_due = false;
+        self.read_round += 1;
+        if self.round_sent_ticks.len() == LEASE_ROUNDS_REMEMBERED_MAX {
+            self.round_sent_ticks.pop_front();
+        }
+        self.round_sent_ticks
+            .push_back((self.read_round, self.ticks));
+        let me = self.id();
+        let commit = self.log.committed();
+        let targets: Vec<(NodeId, Index)> = self
+            .progress
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(&id, pr)| (id, pr.match_index))
+            .collect();
+        for (to, match_index) in targets {
+            let body = MessageBody::Heartbeat {
+                commit: commit.min(match_index),
+                read_round: self.read_round,
+            };
+            self.send(to, body);
+        }
+        self.advance_reads();
+    }
+
+    /// Releases reads whose heartbeat round a majority of voters has answered, and
+    /// extends the lease to the send time of that round.
+    fn advance_reads(&mut self) {
+        let me = self.id();
+        let mut acked: Vec<u64> = self
+            .conf
+            .voters
+            .iter()
+            .map(|v| {
+                if *v == me {
+                    self.read_round
+                } else {
+                    self.progress.get(v).map_or(0, |p| p.acked_round)
+                }
+            })
+            .collect();
+        let round = majority_value(&mut acked);
+        while let Some(r) = self.pending_reads.front() {
+            if r.round > round {
+                break;
+            }
+            self.ready_reads.push(ReadState {
+                index: r.index,
+                ctx: r.ctx,
+            });
+            self.pending_reads.pop_front();
+        }
+        while let Some(&(r, tick)) = self.round_sent_ticks.front() {
+            if r > round {
+                break;
+            }
+            if r == round {
+                self.lease_start_tick = Some(self.lease_start_tick.map_or(tick, |s| s.max(tick)));
+            }
+            self.round_sent_ticks.pop_front();
+        }
+    }
+
+    /// Raises the commit index to what a majority of voters holds, counting only
+    /// entries of the current term (Raft §5.4.2, Figure 8).
+    fn maybe_commit(&mut self) {
+        let me = self.id();
+        let mut matches: Vec<Index> = self
+            .conf
+            .voters
+            .iter()
+            .map(|v| {
+                if *v == me {
+                    self.log.persisted()
+                } else {
+                    self.progress.get(v).map_or(0, |p| p.match_index)
+                }
+            })
+            .collect();
+        let quorum_index = majority_value(&mut matches);
+        if quorum_index <= self.log.committed() || self.log.term(quorum_index) != Some(self.term) {
+            return;
+        }
+        let was_committed_in_term = self.committed_in_term();
+        let old = self.log.committed();
+        self.log.commit_to(quorum_index);
+        let newly: u64 = (old + 1..=quorum_index)
+            .filter_map(|i| self.log.get(i))
+            .map(Entry::size_bytes)
+            .sum();
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(newly);
+        self.commit_advanced = true;
+        if !was_committed_in_term {
+            let index = self.log.committed();
+            for ctx in std::mem::take(&mut self.reads_waiting_commit) {
+                if self.conf.voters == [me] || self.lease_valid() {
+                    self.ready_reads.push(ReadState { index, ctx });
+                } else {
+                    self.pending_reads.push_back(PendingRead {
+                        ctx,
+                        index,
+                        round: self.read_round + 1,
+                    });
+                    self.read_heartbeat_due = true;
+                }
+            }
+        }
+    }
+
+    // ----- membership ------------------------------------------------------------
+
+    fn apply_conf_change(&mut self, cc: ConfChange) {
+        let conf = &mut self.conf;
+        match cc {
+            ConfChange::AddLearner(id) => {
+                if !conf.contains(id) {
+                    conf.learners.push(id);
+                    conf.learners.sort_unstable();
+                }
+            }
+            ConfChange::Promote(id) => {
+                if let Some(pos) = conf.learners.iter().position(|&l| l == id) {
+                    conf.learners.remove(pos);
+                    conf.voters.push(id);
+                    conf.voters.sort_unstable();
+                }
+            }
+            ConfChange::Remove(id) => {
+                conf.voters.retain(|&v| v != id);
+                conf.learners.retain(|&l| l != id);
+            }
+        }
+        if self.role != Role::Leader {
+            return;
+        }
+        let members: Vec<NodeId> = self
+            .conf
+            .voters
+            .iter()
+            .chain(&self.conf.learners)
+            .copied()
+            .collect();
+        self.progress.retain(|id, _| members.contains(id));
+        let next = self.log.last_index() + 1;
+        for id in members {
+            if !self.progress.contains_key(&id) {
+                let pr = self.new_progress(next);
+                self.progress.insert(id, pr);
+                self.append_due = true;
+            }
+        }
+        if !self.conf.voters.contains(&self.lead_transferee) {
+            self.lead_transferee = NO_NODE;
+        }
+        if !self.promotable() {
+            self.become_follower(self.term, NO_NODE); // removed or demoted: stop leading
+            return;
+        }
+        self.maybe_commit();
+    }
+
+    // ----- output ----------------------------------------------------------------
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.id(),
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    fn respond_after_persist(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs_after_persist.push(Message {
+            from: self.id(),
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed(),
+        }
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+        }
+    }
+
+    /// True when [`RawNode::ready`] would return work.
+    pub fn has_ready(&self) -> bool {
+        (self.role == Role::Leader
+            && (self.append_due || self.commit_advanced || self.read_heartbeat_due))
+            || self.soft_state() != self.prev_soft_state
+            || self.hard_state() != self.prev_hard_state
+            || self.snapshot_to_install.is_some()
+            || self.log.has_unstable()
+            || !self.msgs.is_empty()
+            || !self.msgs_after_persist.is_empty()
+            || self.log.has_applicable()
+            || !self.ready_reads.is_empty()
+            || !self.dropped_reads.is_empty()
+    }
+
+    /// Takes the work accumulated since the last call. See [`Ready`] for the order
+    /// in which the driver must carry it out.
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            if self.read_heartbeat_due {
+                self.broadcast_heartbeat();
+            }
+            if self.append_due || self.commit_advanced {
+                self.broadcast_append(self.commit_advanced);
+            }
+        }
+        self.append_due = false;
+        self.commit_advanced = false;
+
+        let mut rd = Ready::default();
+        let soft = self.soft_state();
+        if soft != self.prev_soft_state {
+            rd.soft_state = Some(soft);
+            self.prev_soft_state = soft;
+        }
+        let hard = self.hard_state();
+        if hard != self.prev_hard_state {
+            rd.hard_state = Some(hard);
+            self.prev_hard_state = hard;
+        }
+        rd.snapshot = self.snapshot_to_install.take();
+        rd.entries = self.log.take_unstable();
+        rd.messages = std::mem::take(&mut self.msgs);
+        rd.messages_after_persist = std::mem::take(&mut self.msgs_after_persist);
+        let must_persist = rd.hard_state.is_some()
+            || rd.snapshot.is_some()
+            || !rd.entries.is_empty()
+            || !rd.messages_after_persist.is_empty();
+        if must_persist {
+            self.ready_number += 1;
+            rd.number = self.ready_number;
+            let last_entry = rd.entries.last().map(|e| (e.index, e.term));
+            self.pending_persists.push_back(PendingPersist {
+                number: rd.number,
+                last_entry,
+            });
+        }
+        rd.committed_entries = self.log.take_applicable(self.cfg.apply_bytes_max);
+        for e in &rd.committed_entries {
+            if e.kind == EntryKind::ConfChange
+                && let Some(cc) = ConfChange::decode(&e.data)
+            {
+                self.apply_conf_change(cc);
+            }
+        }
+        rd.read_states = std::mem::take(&mut self.ready_reads);
+        rd.dropped_reads = std::mem::take(&mut self.dropped_reads);
+        rd
+    }
+}
