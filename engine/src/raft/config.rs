@@ -83,8 +83,7 @@ impl Config {
         if self.inflight_msgs_max == 0 {
             return bad("inflight_msgs_max must be at least 1");
         }
-        if self.snapshot_chunk_bytes == 0 || self.append_bytes_max == 0 || self.apply_bytes_max == 0
-        {
+        if self.snapshot_chunk_bytes == 0 || self.append_bytes_max == 0 || self.apply_bytes_max == 0 {
             return bad("byte limits must be positive");
         }
         if self.lease_read && !self.check_quorum {
@@ -109,30 +108,10 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         assert_eq!(Config::new(1).validate(), Ok(()));
-        assert!(
-            Config {
-                id: 0,
-                ..Config::new(1)
-            }
-            .validate()
-            .is_err()
-        );
-        let c = Config {
-            election_timeout_ticks: 5,
-            heartbeat_interval_ticks: 5,
-            ..Config::new(1)
-        };
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError(
-                "election_timeout_ticks must exceed heartbeat_interval_ticks"
-            ))
-        );
-        let c = Config {
-            lease_read: true,
-            check_quorum: false,
-            ..Config::new(1)
-        };
+        assert!(Config { id: 0, ..Config::new(1) }.validate().is_err());
+        let c = Config { election_timeout_ticks: 5, heartbeat_interval_ticks: 5, ..Config::new(1) };
+        assert_eq!(c.validate(), Err(ConfigError("election_timeout_ticks must exceed heartbeat_interval_ticks")));
+        let c = Config { lease_read: true, check_quorum: false, ..Config::new(1) };
         assert!(c.validate().is_err());
     }
 }

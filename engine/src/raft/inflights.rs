@@ -21,16 +21,8 @@ pub struct Inflights {
 impl Inflights {
     /// An empty window holding at most `msgs_max` appends and `bytes_max` bytes.
     pub fn new(msgs_max: usize, bytes_max: u64) -> Inflights {
-        assert!(
-            msgs_max > 0,
-            "an in-flight window of 0 messages could never send"
-        );
-        Inflights {
-            window: VecDeque::with_capacity(msgs_max),
-            bytes: 0,
-            msgs_max,
-            bytes_max,
-        }
+        assert!(msgs_max > 0, "an in-flight window of 0 messages could never send");
+        Inflights { window: VecDeque::with_capacity(msgs_max), bytes: 0, msgs_max, bytes_max }
     }
 
     /// True when no further append may be sent until an acknowledgement frees room.
@@ -43,10 +35,7 @@ impl Inflights {
     pub fn add(&mut self, last_index: Index, bytes: u64) {
         assert!(!self.is_full(), "append sent into a full in-flight window");
         if let Some(&(back, _)) = self.window.back() {
-            assert!(
-                last_index > back,
-                "in-flight appends must have increasing indexes"
-            );
+            assert!(last_index > back, "in-flight appends must have increasing indexes");
         }
         self.window.push_back((last_index, bytes));
         self.bytes += bytes;
@@ -105,10 +94,7 @@ mod tests {
     fn full_by_bytes_but_an_oversized_append_still_fits_an_empty_window() {
         let mut w = Inflights::new(100, 1000);
         w.add(1, 5000);
-        assert!(
-            w.is_full(),
-            "one append over the byte limit fills the window"
-        );
+        assert!(w.is_full(), "one append over the byte limit fills the window");
         w.free_to(1);
         w.add(2, 400);
         w.add(3, 500);

@@ -35,11 +35,7 @@ impl RaftLog {
         committed: Index,
     ) -> RaftLog {
         for (i, e) in entries.iter().enumerate() {
-            assert_eq!(
-                e.index,
-                snapshot_index + 1 + i as u64,
-                "durable log has a gap"
-            );
+            assert_eq!(e.index, snapshot_index + 1 + i as u64, "durable log has a gap");
         }
         let last = snapshot_index + entries.len() as u64;
         RaftLog {
@@ -116,8 +112,7 @@ impl RaftLog {
 
     /// Raft's "at least as up to date" rule (§5.4.1) for a candidate's last entry.
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        last_term > self.last_term()
-            || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// The largest index ≤ `index` whose term is ≤ `term`, with that term; the
@@ -137,10 +132,7 @@ impl RaftLog {
     /// Up to `bytes_max` bytes of entries starting at `from` (at least one entry
     /// when any exists). Empty when `from` is past the end.
     pub fn entries_from(&self, from: Index, bytes_max: u64) -> Vec<Entry> {
-        assert!(
-            from > self.snapshot_index,
-            "entries below the snapshot are gone"
-        );
+        assert!(from > self.snapshot_index, "entries below the snapshot are gone");
         let mut out = Vec::new();
         let mut bytes = 0;
         let start = (from - self.snapshot_index - 1) as usize;
@@ -156,15 +148,8 @@ impl RaftLog {
 
     /// Appends entries created by this node as leader.
     pub fn append_own(&mut self, entry: Entry) {
-        assert_eq!(
-            entry.index,
-            self.last_index() + 1,
-            "leader appends must be contiguous"
-        );
-        assert!(
-            entry.term >= self.last_term(),
-            "leader appends must not go back in term"
-        );
+        assert_eq!(entry.index, self.last_index() + 1, "leader appends must be contiguous");
+        assert!(entry.term >= self.last_term(), "leader appends must not go back in term");
         self.entries.push_back(entry);
     }
 
@@ -184,10 +169,7 @@ impl RaftLog {
         }
         if let Some(first) = iter.peek() {
             let from = first.index;
-            assert!(
-                from > self.committed,
-                "a leader tried to overwrite committed entry {from}"
-            );
+            assert!(from > self.committed, "a leader tried to overwrite committed entry {from}");
             self.truncate_from(from);
         }
         for e in iter {
@@ -209,11 +191,7 @@ impl RaftLog {
     /// Raises the commit index (never lowers it).
     pub fn commit_to(&mut self, index: Index) {
         if index > self.committed {
-            assert!(
-                index <= self.last_index(),
-                "commit {index} past the last index {}",
-                self.last_index()
-            );
+            assert!(index <= self.last_index(), "commit {index} past the last index {}", self.last_index());
             self.committed = index;
         }
     }
@@ -279,10 +257,7 @@ impl RaftLog {
 
     /// Replaces the whole log with a snapshot received from the leader.
     pub fn restore_snapshot(&mut self, index: Index, term: Term) {
-        assert!(
-            index > self.committed,
-            "a snapshot must move the log forward"
-        );
+        assert!(index > self.committed, "a snapshot must move the log forward");
         self.entries.clear();
         self.snapshot_index = index;
         self.snapshot_term = term;
@@ -299,20 +274,11 @@ mod tests {
     use corekv_rpc::raft::EntryKind;
 
     fn e(index: Index, term: Term) -> Entry {
-        Entry {
-            term,
-            index,
-            kind: EntryKind::Normal,
-            data: vec![index as u8],
-        }
+        Entry { term, index, kind: EntryKind::Normal, data: vec![index as u8] }
     }
 
     fn log_with(terms: &[Term]) -> RaftLog {
-        let entries = terms
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| e(i as u64 + 1, t))
-            .collect();
+        let entries = terms.iter().enumerate().map(|(i, &t)| e(i as u64 + 1, t)).collect();
         RaftLog::restore_durable(0, 0, entries, 0)
     }
 
@@ -323,11 +289,7 @@ mod tests {
         assert_eq!(log.last_index(), 4, "matching entries are not a conflict");
         assert_eq!(log.append_after(2, vec![e(3, 3)]), 3);
         assert_eq!((log.last_index(), log.last_term()), (3, 3));
-        assert_eq!(
-            log.persisted(),
-            2,
-            "the replaced entries are no longer durable"
-        );
+        assert_eq!(log.persisted(), 2, "the replaced entries are no longer durable");
         assert_eq!(log.take_unstable(), vec![e(3, 3)]);
     }
 
@@ -348,13 +310,7 @@ mod tests {
         assert_eq!(log.take_applicable(u64::MAX).len(), 1);
         assert_eq!(log.take_unstable().len(), 2);
         log.persisted_to(3, 1);
-        assert_eq!(
-            log.take_applicable(u64::MAX)
-                .iter()
-                .map(|e| e.index)
-                .collect::<Vec<_>>(),
-            vec![2, 3]
-        );
+        assert_eq!(log.take_applicable(u64::MAX).iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3]);
     }
 
     #[test]
@@ -384,20 +340,9 @@ mod tests {
         log.commit_to(4);
         log.take_applicable(u64::MAX);
         log.compact_to(3);
-        assert_eq!(
-            (log.first_index(), log.term(3), log.term(2)),
-            (4, Some(2), None)
-        );
+        assert_eq!((log.first_index(), log.term(3), log.term(2)), (4, Some(2), None));
         log.restore_snapshot(10, 3);
-        assert_eq!(
-            (
-                log.last_index(),
-                log.last_term(),
-                log.committed(),
-                log.applied()
-            ),
-            (10, 3, 10, 10)
-        );
+        assert_eq!((log.last_index(), log.last_term(), log.committed(), log.applied()), (10, 3, 10, 10));
         assert!(log.is_up_to_date(10, 3) && !log.is_up_to_date(11, 2));
     }
 

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use corekv_rpc::raft::{
-    ConfChange, ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, NO_NODE,
-    NodeId, RejectHint, SnapshotMeta, Term,
+    ConfChange, ConfState, Entry, EntryKind, HardState, Index, Message, MessageBody, NO_NODE, NodeId, RejectHint,
+    SnapshotMeta, Term,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -59,14 +59,7 @@ impl DurableState {
         DurableState {
             hard_state: HardState::default(),
             snapshot: Snapshot {
-                meta: SnapshotMeta {
-                    index: 0,
-                    term: 0,
-                    conf: ConfState {
-                        voters,
-                        learners: vec![],
-                    },
-                },
+                meta: SnapshotMeta { index: 0, term: 0, conf: ConfState { voters, learners: vec![] } },
                 data: Arc::from(Vec::new()),
             },
             entries: Vec::new(),
@@ -215,11 +208,7 @@ impl RawNode {
     /// from a RNG seeded with `seed`.
     pub fn new(cfg: Config, durable: DurableState, seed: u64) -> Result<RawNode, ConfigError> {
         cfg.validate()?;
-        let DurableState {
-            hard_state,
-            snapshot,
-            entries,
-        } = durable;
+        let DurableState { hard_state, snapshot, entries } = durable;
         let meta = &snapshot.meta;
         let log = RaftLog::restore_durable(meta.index, meta.term, entries, hard_state.commit);
         let mut node = RawNode {
@@ -256,10 +245,7 @@ impl RawNode {
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             prev_hard_state: hard_state,
-            prev_soft_state: SoftState {
-                role: Role::Follower,
-                leader: NO_NODE,
-            },
+            prev_soft_state: SoftState { role: Role::Follower, leader: NO_NODE },
             ready_number: 0,
             pending_persists: VecDeque::new(),
             cfg,
@@ -364,9 +350,7 @@ impl RawNode {
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(Index, Term), ProposeError> {
         self.check_can_propose()?;
         let size = corekv_rpc::raft::ENTRY_OVERHEAD_BYTES + data.len() as u64;
-        if self.uncommitted_bytes > 0
-            && self.uncommitted_bytes + size > self.cfg.uncommitted_bytes_max
-        {
+        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > self.cfg.uncommitted_bytes_max {
             return Err(ProposeError::Busy);
         }
         Ok(self.append_entry(EntryKind::Normal, data))
@@ -374,9 +358,7 @@ impl RawNode {
 
     fn check_can_propose(&self) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader,
-            });
+            return Err(ProposeError::NotLeader { leader: self.leader });
         }
         if self.lead_transferee != NO_NODE {
             return Err(ProposeError::TransferInProgress);
@@ -385,12 +367,7 @@ impl RawNode {
     }
 
     fn append_entry(&mut self, kind: EntryKind, data: Vec<u8>) -> (Index, Term) {
-        let entry = Entry {
-            term: self.term,
-            index: self.log.last_index() + 1,
-            kind,
-            data,
-        };
+        let entry = Entry { term: self.term, index: self.log.last_index() + 1, kind, data };
         self.uncommitted_bytes += entry.size_bytes();
         let at = (entry.index, entry.term);
         self.log.append_own(entry);
@@ -438,12 +415,9 @@ impl RawNode {
     /// its index. One heartbeat round confirms every read asked before it went out.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader,
-            });
+            return Err(ProposeError::NotLeader { leader: self.leader });
         }
-        if self.pending_reads.len() + self.reads_waiting_commit.len() >= self.cfg.pending_reads_max
-        {
+        if self.pending_reads.len() + self.reads_waiting_commit.len() >= self.cfg.pending_reads_max {
             return Err(ProposeError::Busy);
         }
         if !self.committed_in_term() {
@@ -456,11 +430,7 @@ impl RawNode {
             self.ready_reads.push(ReadState { index, ctx });
             return Ok(());
         }
-        self.pending_reads.push_back(PendingRead {
-            ctx,
-            index,
-            round: self.read_round + 1,
-        });
+        self.pending_reads.push_back(PendingRead { ctx, index, round: self.read_round + 1 });
         self.read_heartbeat_due = true;
         Ok(())
     }
@@ -469,27 +439,21 @@ impl RawNode {
         if !self.cfg.lease_read || self.transfer_sent_in_term {
             return false;
         }
-        let lease_ticks =
-            u64::from(self.cfg.election_timeout_ticks - self.cfg.lease_drift_margin_ticks);
-        self.lease_start_tick
-            .is_some_and(|start| self.ticks < start + lease_ticks)
+        let lease_ticks = u64::from(self.cfg.election_timeout_ticks - self.cfg.lease_drift_margin_ticks);
+        self.lease_start_tick.is_some_and(|start| self.ticks < start + lease_ticks)
     }
 
     /// Hands leadership to voter `to` (TimeoutNow once it has caught up). Proposals
     /// are refused until it completes or an election timeout passes.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader,
-            });
+            return Err(ProposeError::NotLeader { leader: self.leader });
         }
         if to == self.id() || to == self.lead_transferee {
             return Ok(());
         }
         if !self.conf.voters.contains(&to) {
-            return Err(ProposeError::InvalidConfChange(
-                "transfer target is not a voter",
-            ));
+            return Err(ProposeError::InvalidConfChange("transfer target is not a voter"));
         }
         self.lead_transferee = to;
         self.election_elapsed = 0;
@@ -498,10 +462,7 @@ impl RawNode {
         } else if !self.send_append(to, false) {
             // Everything was sent already but not acknowledged: probe now rather than
             // wait for the stall detector, a transfer blocks proposals meanwhile.
-            self.progress
-                .get_mut(&to)
-                .expect("voters have progress")
-                .become_probe();
+            self.progress.get_mut(&to).expect("voters have progress").become_probe();
             self.send_append(to, true);
         }
         Ok(())
@@ -529,32 +490,16 @@ impl RawNode {
         if index <= self.log.snapshot_index() {
             return;
         }
-        let term = self
-            .log
-            .term(index)
-            .expect("the applied index is in the log");
+        let term = self.log.term(index).expect("the applied index is in the log");
         self.log.compact_to(index);
-        self.latest_snapshot = Snapshot {
-            meta: SnapshotMeta {
-                index,
-                term,
-                conf: self.conf.clone(),
-            },
-            data,
-        };
+        self.latest_snapshot = Snapshot { meta: SnapshotMeta { index, term, conf: self.conf.clone() }, data };
     }
 
     /// Storage made Ready number `number` durable. Readys must be reported in the
     /// order they were taken (asserted).
     pub fn on_persisted(&mut self, number: u64) {
-        let pending = self
-            .pending_persists
-            .pop_front()
-            .expect("on_persisted without a Ready to persist");
-        assert_eq!(
-            pending.number, number,
-            "Readys must become durable in the order they were taken"
-        );
+        let pending = self.pending_persists.pop_front().expect("on_persisted without a Ready to persist");
+        assert_eq!(pending.number, number, "Readys must become durable in the order they were taken");
         if let Some((index, term)) = pending.last_entry {
             self.log.persisted_to(index, term);
         }
@@ -571,16 +516,11 @@ impl RawNode {
     /// Processes one message from a peer.
     pub fn step(&mut self, m: Message) -> Result<(), StepError> {
         if m.to != self.id() || m.from == NO_NODE || m.from == self.id() {
-            return Err(StepError::Misaddressed {
-                from: m.from,
-                to: m.to,
-            });
+            return Err(StepError::Misaddressed { from: m.from, to: m.to });
         }
         if m.term > self.term {
             match &m.body {
-                MessageBody::Vote {
-                    pre_vote, transfer, ..
-                } => {
+                MessageBody::Vote { pre_vote, transfer, .. } => {
                     let in_lease = self.cfg.check_quorum
                         && self.leader != NO_NODE
                         && self.election_elapsed < self.cfg.election_timeout_ticks;
@@ -591,13 +531,10 @@ impl RawNode {
                         self.become_follower(m.term, NO_NODE);
                     }
                 }
-                MessageBody::VoteResponse {
-                    pre_vote: true,
-                    granted: true,
-                } => {}
-                MessageBody::Append { .. }
-                | MessageBody::Heartbeat { .. }
-                | MessageBody::Snapshot { .. } => self.become_follower(m.term, m.from),
+                MessageBody::VoteResponse { pre_vote: true, granted: true } => {}
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. } => {
+                    self.become_follower(m.term, m.from)
+                }
                 _ => self.become_follower(m.term, NO_NODE),
             }
         } else if m.term < self.term {
@@ -610,13 +547,7 @@ impl RawNode {
                     self.send(m.from, MessageBody::HeartbeatResponse { read_round: 0 });
                 }
                 MessageBody::Vote { pre_vote: true, .. } => {
-                    self.send(
-                        m.from,
-                        MessageBody::VoteResponse {
-                            pre_vote: true,
-                            granted: false,
-                        },
-                    );
+                    self.send(m.from, MessageBody::VoteResponse { pre_vote: true, granted: false });
                 }
                 _ => {}
             }
@@ -628,23 +559,11 @@ impl RawNode {
     fn step_same_term(&mut self, m: Message) -> Result<(), StepError> {
         let from = m.from;
         match m.body {
-            MessageBody::Vote {
-                pre_vote,
-                last_index,
-                last_term,
-                ..
-            } => {
+            MessageBody::Vote { pre_vote, last_index, last_term, .. } => {
                 self.handle_vote(from, m.term, pre_vote, last_index, last_term);
             }
-            MessageBody::VoteResponse { pre_vote, granted } => {
-                self.handle_vote_response(from, pre_vote, granted)
-            }
-            MessageBody::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            } => {
+            MessageBody::VoteResponse { pre_vote, granted } => self.handle_vote_response(from, pre_vote, granted),
+            MessageBody::Append { prev_index, prev_term, entries, commit } => {
                 self.follow(from);
                 self.handle_append(from, prev_index, prev_term, entries, commit)?;
             }
@@ -653,27 +572,15 @@ impl RawNode {
                 self.log.commit_to(commit.min(self.log.last_index()));
                 self.send(from, MessageBody::HeartbeatResponse { read_round });
             }
-            MessageBody::Snapshot {
-                meta,
-                total_bytes,
-                offset,
-                chunk,
-                chunk_crc,
-            } => {
+            MessageBody::Snapshot { meta, total_bytes, offset, chunk, chunk_crc } => {
                 self.follow(from);
                 self.handle_snapshot_chunk(from, meta, total_bytes, offset, chunk, chunk_crc);
             }
-            MessageBody::AppendResponse { index, reject } => {
-                self.handle_append_response(from, index, reject)
+            MessageBody::AppendResponse { index, reject } => self.handle_append_response(from, index, reject),
+            MessageBody::HeartbeatResponse { read_round } => self.handle_heartbeat_response(from, read_round),
+            MessageBody::SnapshotResponse { index, next_offset, rejected } => {
+                self.handle_snapshot_response(from, index, next_offset, rejected)
             }
-            MessageBody::HeartbeatResponse { read_round } => {
-                self.handle_heartbeat_response(from, read_round)
-            }
-            MessageBody::SnapshotResponse {
-                index,
-                next_offset,
-                rejected,
-            } => self.handle_snapshot_response(from, index, next_offset, rejected),
             MessageBody::TimeoutNow => {
                 if self.role != Role::Leader && self.promotable() {
                     self.campaign(false, true);
@@ -715,8 +622,7 @@ impl RawNode {
         self.read_heartbeat_due = false;
         self.lease_start_tick = None;
         self.round_sent_ticks.clear();
-        self.dropped_reads
-            .extend(self.pending_reads.drain(..).map(|r| r.ctx));
+        self.dropped_reads.extend(self.pending_reads.drain(..).map(|r| r.ctx));
         self.dropped_reads.append(&mut self.reads_waiting_commit);
     }
 
@@ -748,19 +654,10 @@ impl RawNode {
                 from: me,
                 to: voter,
                 term: campaign_term,
-                body: MessageBody::Vote {
-                    pre_vote,
-                    last_index,
-                    last_term,
-                    transfer,
-                },
+                body: MessageBody::Vote { pre_vote, last_index, last_term, transfer },
             };
             // A real candidate's own vote must be durable before anyone counts on it.
-            if pre_vote {
-                self.msgs.push(msg)
-            } else {
-                self.msgs_after_persist.push(msg)
-            }
+            if pre_vote { self.msgs.push(msg) } else { self.msgs_after_persist.push(msg) }
         }
     }
 
@@ -779,11 +676,7 @@ impl RawNode {
     }
 
     fn become_leader(&mut self) {
-        assert_eq!(
-            self.role,
-            Role::Candidate,
-            "only a candidate becomes leader"
-        );
+        assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
         self.role = Role::Leader;
         self.leader = self.id();
         self.votes.clear();
@@ -796,13 +689,7 @@ impl RawNode {
         // Any membership change in the uncommitted tail must apply before another.
         self.pending_conf_index = self.log.last_index();
         let next = self.log.last_index() + 1;
-        let members: Vec<NodeId> = self
-            .conf
-            .voters
-            .iter()
-            .chain(&self.conf.learners)
-            .copied()
-            .collect();
+        let members: Vec<NodeId> = self.conf.voters.iter().chain(&self.conf.learners).copied().collect();
         for id in members {
             self.progress.insert(id, self.new_progress(next));
         }
@@ -817,22 +704,12 @@ impl RawNode {
     }
 
     fn new_progress(&self, next: Index) -> Progress {
-        Progress::new(
-            next,
-            Inflights::new(self.cfg.inflight_msgs_max, self.cfg.inflight_bytes_max),
-        )
+        Progress::new(next, Inflights::new(self.cfg.inflight_msgs_max, self.cfg.inflight_bytes_max))
     }
 
     // ----- votes --------------------------------------------------------------
 
-    fn handle_vote(
-        &mut self,
-        from: NodeId,
-        msg_term: Term,
-        pre_vote: bool,
-        last_index: Index,
-        last_term: Term,
-    ) {
+    fn handle_vote(&mut self, from: NodeId, msg_term: Term, pre_vote: bool, last_index: Index, last_term: Term) {
         let can_vote = if pre_vote {
             msg_term > self.term
         } else {
@@ -840,12 +717,7 @@ impl RawNode {
         };
         let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
         let term = if granted { msg_term } else { self.term };
-        let msg = Message {
-            from: self.id(),
-            to: from,
-            term,
-            body: MessageBody::VoteResponse { pre_vote, granted },
-        };
+        let msg = Message { from: self.id(), to: from, term, body: MessageBody::VoteResponse { pre_vote, granted } };
         if granted && !pre_vote {
             self.vote = from;
             self.election_elapsed = 0;
@@ -856,11 +728,7 @@ impl RawNode {
     }
 
     fn handle_vote_response(&mut self, from: NodeId, pre_vote: bool, granted: bool) {
-        let expected = if pre_vote {
-            Role::PreCandidate
-        } else {
-            Role::Candidate
-        };
+        let expected = if pre_vote { Role::PreCandidate } else { Role::Candidate };
         if self.role != expected || !self.conf.voters.contains(&from) {
             return;
         }
@@ -878,46 +746,25 @@ impl RawNode {
         entries: Vec<Entry>,
         commit: Index,
     ) -> Result<(), StepError> {
-        let contiguous = entries
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.index == prev_index + 1 + i as u64);
-        let terms_ordered = entries.windows(2).all(|w| w[0].term <= w[1].term)
-            && entries.first().is_none_or(|e| e.term >= prev_term);
+        let contiguous = entries.iter().enumerate().all(|(i, e)| e.index == prev_index + 1 + i as u64);
+        let terms_ordered =
+            entries.windows(2).all(|w| w[0].term <= w[1].term) && entries.first().is_none_or(|e| e.term >= prev_term);
         if !contiguous || !terms_ordered || entries.last().is_some_and(|e| e.term > self.term) {
             return Err(StepError::Malformed("append entries out of order"));
         }
         let committed = self.log.committed();
         if prev_index < committed {
-            self.respond_after_persist(
-                from,
-                MessageBody::AppendResponse {
-                    index: committed,
-                    reject: None,
-                },
-            );
+            self.respond_after_persist(from, MessageBody::AppendResponse { index: committed, reject: None });
             return Ok(());
         }
         if self.log.matches(prev_index, prev_term) {
             let last_new = self.log.append_after(prev_index, entries);
             self.log.commit_to(commit.min(last_new));
-            self.respond_after_persist(
-                from,
-                MessageBody::AppendResponse {
-                    index: last_new,
-                    reject: None,
-                },
-            );
+            self.respond_after_persist(from, MessageBody::AppendResponse { index: last_new, reject: None });
         } else {
             let (index, term) = self.log.find_conflict_by_term(prev_index, prev_term);
             let reject = Some(RejectHint { index, term });
-            self.respond_after_persist(
-                from,
-                MessageBody::AppendResponse {
-                    index: prev_index,
-                    reject,
-                },
-            );
+            self.respond_after_persist(from, MessageBody::AppendResponse { index: prev_index, reject });
         }
         Ok(())
     }
@@ -935,50 +782,23 @@ impl RawNode {
         if index <= self.log.committed() {
             self.incoming_snapshot = None;
             let committed = self.log.committed();
-            self.respond_after_persist(
-                from,
-                MessageBody::AppendResponse {
-                    index: committed,
-                    reject: None,
-                },
-            );
+            self.respond_after_persist(from, MessageBody::AppendResponse { index: committed, reject: None });
             return;
         }
         if total_bytes > self.cfg.snapshot_bytes_max {
-            self.send(
-                from,
-                MessageBody::SnapshotResponse {
-                    index,
-                    next_offset: 0,
-                    rejected: true,
-                },
-            );
+            self.send(from, MessageBody::SnapshotResponse { index, next_offset: 0, rejected: true });
             return;
         }
-        let same = self
-            .incoming_snapshot
-            .as_ref()
-            .is_some_and(|s| s.meta == meta && s.total_bytes == total_bytes);
+        let same = self.incoming_snapshot.as_ref().is_some_and(|s| s.meta == meta && s.total_bytes == total_bytes);
         if !same {
             self.incoming_snapshot = None;
             if offset == 0 {
                 // Grow as chunks arrive: a hostile total must not allocate up front.
-                self.incoming_snapshot = Some(IncomingSnapshot {
-                    meta,
-                    total_bytes,
-                    data: Vec::new(),
-                });
+                self.incoming_snapshot = Some(IncomingSnapshot { meta, total_bytes, data: Vec::new() });
             }
         }
         let Some(incoming) = self.incoming_snapshot.as_mut() else {
-            self.send(
-                from,
-                MessageBody::SnapshotResponse {
-                    index,
-                    next_offset: 0,
-                    rejected: false,
-                },
-            );
+            self.send(from, MessageBody::SnapshotResponse { index, next_offset: 0, rejected: false });
             return;
         };
         let have = incoming.data.len() as u64;
@@ -988,29 +808,15 @@ impl RawNode {
         }
         let have = incoming.data.len() as u64;
         if have < total_bytes {
-            self.send(
-                from,
-                MessageBody::SnapshotResponse {
-                    index,
-                    next_offset: have,
-                    rejected: false,
-                },
-            );
+            self.send(from, MessageBody::SnapshotResponse { index, next_offset: have, rejected: false });
             return;
         }
         let done = self.incoming_snapshot.take().expect("checked above");
-        let snapshot = Snapshot {
-            meta: done.meta,
-            data: Arc::from(done.data),
-        };
+        let snapshot = Snapshot { meta: done.meta, data: Arc::from(done.data) };
         self.install_snapshot(snapshot);
         self.respond_after_persist(
             from,
-            MessageBody::SnapshotResponse {
-                index,
-                next_offset: total_bytes,
-                rejected: false,
-            },
+            MessageBody::SnapshotResponse { index, next_offset: total_bytes, rejected: false },
         );
     }
 
@@ -1033,11 +839,8 @@ impl RawNode {
         };
         pr.recent_active = true;
         if let Some(hint) = reject {
-            let next_probe = if hint.term > 0 {
-                self.log.find_conflict_by_term(hint.index, hint.term).0
-            } else {
-                hint.index
-            };
+            let next_probe =
+                if hint.term > 0 { self.log.find_conflict_by_term(hint.index, hint.term).0 } else { hint.index };
             let pr = self.progress.get_mut(&from).expect("checked above");
             if pr.on_reject(index, next_probe) {
                 self.send_append(from, true);
@@ -1053,20 +856,14 @@ impl RawNode {
         }
         match pr.state {
             ProgressState::Probe => pr.become_replicate(),
-            ProgressState::Snapshot
-                if pr
-                    .snapshot
-                    .as_ref()
-                    .is_none_or(|s| pr.match_index >= s.meta.index) =>
-            {
+            ProgressState::Snapshot if pr.snapshot.as_ref().is_none_or(|s| pr.match_index >= s.meta.index) => {
                 pr.become_probe()
             }
             _ => {}
         }
         self.maybe_commit();
         while self.send_append(from, false) {}
-        if from == self.lead_transferee && self.progress[&from].match_index == self.log.last_index()
-        {
+        if from == self.lead_transferee && self.progress[&from].match_index == self.log.last_index() {
             self.send_timeout_now(from);
         }
     }
@@ -1113,13 +910,7 @@ impl RawNode {
         self.advance_reads();
     }
 
-    fn handle_snapshot_response(
-        &mut self,
-        from: NodeId,
-        index: Index,
-        next_offset: u64,
-        rejected: bool,
-    ) {
+    fn handle_snapshot_response(&mut self, from: NodeId, index: Index, next_offset: u64, rejected: bool) {
         if self.role != Role::Leader {
             return;
         }
@@ -1169,8 +960,7 @@ impl RawNode {
         let entries = if pr.next_index > last_index {
             Vec::new()
         } else {
-            self.log
-                .entries_from(pr.next_index, self.cfg.append_bytes_max)
+            self.log.entries_from(pr.next_index, self.cfg.append_bytes_max)
         };
         if entries.is_empty() && !allow_empty {
             return false;
@@ -1180,15 +970,7 @@ impl RawNode {
             let pr = self.progress.get_mut(&to).expect("checked above");
             pr.sent_entries(last.index, bytes);
         }
-        self.send(
-            to,
-            MessageBody::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            },
-        );
+        self.send(to, MessageBody::Append { prev_index, prev_term, entries, commit });
         true
     }
 
@@ -1201,10 +983,7 @@ impl RawNode {
             sent_offset: 0,
             acked_at_last_heartbeat: 0,
         };
-        self.progress
-            .get_mut(&to)
-            .expect("caller checked")
-            .become_snapshot(transfer);
+        self.progress.get_mut(&to).expect("caller checked").become_snapshot(transfer);
         self.send_snapshot_chunks(to);
     }
 
@@ -1225,13 +1004,7 @@ impl RawNode {
             let end = (offset + chunk_bytes).min(total);
             let chunk = t.data[offset as usize..end as usize].to_vec();
             let chunk_crc = crc32fast::hash(&chunk);
-            out.push(MessageBody::Snapshot {
-                meta: t.meta.clone(),
-                total_bytes: total,
-                offset,
-                chunk,
-                chunk_crc,
-            });
+            out.push(MessageBody::Snapshot { meta: t.meta.clone(), total_bytes: total, offset, chunk, chunk_crc });
             t.sent_offset = end;
             if total == 0 {
                 t.sent_offset = 1; // the one empty chunk is out
@@ -1265,21 +1038,13 @@ impl RawNode {
         if self.round_sent_ticks.len() == LEASE_ROUNDS_REMEMBERED_MAX {
             self.round_sent_ticks.pop_front();
         }
-        self.round_sent_ticks
-            .push_back((self.read_round, self.ticks));
+        self.round_sent_ticks.push_back((self.read_round, self.ticks));
         let me = self.id();
         let commit = self.log.committed();
-        let targets: Vec<(NodeId, Index)> = self
-            .progress
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .map(|(&id, pr)| (id, pr.match_index))
-            .collect();
+        let targets: Vec<(NodeId, Index)> =
+            self.progress.iter().filter(|(id, _)| **id != me).map(|(&id, pr)| (id, pr.match_index)).collect();
         for (to, match_index) in targets {
-            let body = MessageBody::Heartbeat {
-                commit: commit.min(match_index),
-                read_round: self.read_round,
-            };
+            let body = MessageBody::Heartbeat { commit: commit.min(match_index), read_round: self.read_round };
             self.send(to, body);
         }
         self.advance_reads();
@@ -1293,23 +1058,14 @@ impl RawNode {
             .conf
             .voters
             .iter()
-            .map(|v| {
-                if *v == me {
-                    self.read_round
-                } else {
-                    self.progress.get(v).map_or(0, |p| p.acked_round)
-                }
-            })
+            .map(|v| if *v == me { self.read_round } else { self.progress.get(v).map_or(0, |p| p.acked_round) })
             .collect();
         let round = majority_value(&mut acked);
         while let Some(r) = self.pending_reads.front() {
             if r.round > round {
                 break;
             }
-            self.ready_reads.push(ReadState {
-                index: r.index,
-                ctx: r.ctx,
-            });
+            self.ready_reads.push(ReadState { index: r.index, ctx: r.ctx });
             self.pending_reads.pop_front();
         }
         while let Some(&(r, tick)) = self.round_sent_ticks.front() {
@@ -1331,13 +1087,7 @@ impl RawNode {
             .conf
             .voters
             .iter()
-            .map(|v| {
-                if *v == me {
-                    self.log.persisted()
-                } else {
-                    self.progress.get(v).map_or(0, |p| p.match_index)
-                }
-            })
+            .map(|v| if *v == me { self.log.persisted() } else { self.progress.get(v).map_or(0, |p| p.match_index) })
             .collect();
         let quorum_index = majority_value(&mut matches);
         if quorum_index <= self.log.committed() || self.log.term(quorum_index) != Some(self.term) {
@@ -1346,10 +1096,7 @@ impl RawNode {
         let was_committed_in_term = self.committed_in_term();
         let old = self.log.committed();
         self.log.commit_to(quorum_index);
-        let newly: u64 = (old + 1..=quorum_index)
-            .filter_map(|i| self.log.get(i))
-            .map(Entry::size_bytes)
-            .sum();
+        let newly: u64 = (old + 1..=quorum_index).filter_map(|i| self.log.get(i)).map(Entry::size_bytes).sum();
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(newly);
         self.commit_advanced = true;
         if !was_committed_in_term {
@@ -1358,11 +1105,7 @@ impl RawNode {
                 if self.conf.voters == [me] || self.lease_valid() {
                     self.ready_reads.push(ReadState { index, ctx });
                 } else {
-                    self.pending_reads.push_back(PendingRead {
-                        ctx,
-                        index,
-                        round: self.read_round + 1,
-                    });
+                    self.pending_reads.push_back(PendingRead { ctx, index, round: self.read_round + 1 });
                     self.read_heartbeat_due = true;
                 }
             }
@@ -1395,13 +1138,7 @@ impl RawNode {
         if self.role != Role::Leader {
             return;
         }
-        let members: Vec<NodeId> = self
-            .conf
-            .voters
-            .iter()
-            .chain(&self.conf.learners)
-            .copied()
-            .collect();
+        let members: Vec<NodeId> = self.conf.voters.iter().chain(&self.conf.learners).copied().collect();
         self.progress.retain(|id, _| members.contains(id));
         let next = self.log.last_index() + 1;
         for id in members {
@@ -1424,42 +1161,24 @@ impl RawNode {
     // ----- output ----------------------------------------------------------------
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
-        self.msgs.push(Message {
-            from: self.id(),
-            to,
-            term: self.term,
-            body,
-        });
+        self.msgs.push(Message { from: self.id(), to, term: self.term, body });
     }
 
     fn respond_after_persist(&mut self, to: NodeId, body: MessageBody) {
-        self.msgs_after_persist.push(Message {
-            from: self.id(),
-            to,
-            term: self.term,
-            body,
-        });
+        self.msgs_after_persist.push(Message { from: self.id(), to, term: self.term, body });
     }
 
     fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.committed(),
-        }
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed() }
     }
 
     fn soft_state(&self) -> SoftState {
-        SoftState {
-            role: self.role,
-            leader: self.leader,
-        }
+        SoftState { role: self.role, leader: self.leader }
     }
 
     /// True when [`RawNode::ready`] would return work.
     pub fn has_ready(&self) -> bool {
-        (self.role == Role::Leader
-            && (self.append_due || self.commit_advanced || self.read_heartbeat_due))
+        (self.role == Role::Leader && (self.append_due || self.commit_advanced || self.read_heartbeat_due))
             || self.soft_state() != self.prev_soft_state
             || self.hard_state() != self.prev_hard_state
             || self.snapshot_to_install.is_some()
@@ -1508,10 +1227,7 @@ impl RawNode {
             self.ready_number += 1;
             rd.number = self.ready_number;
             let last_entry = rd.entries.last().map(|e| (e.index, e.term));
-            self.pending_persists.push_back(PendingPersist {
-                number: rd.number,
-                last_entry,
-            });
+            self.pending_persists.push_back(PendingPersist { number: rd.number, last_entry });
         }
         rd.committed_entries = self.log.take_applicable(self.cfg.apply_bytes_max);
         for e in &rd.committed_entries {

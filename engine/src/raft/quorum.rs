@@ -62,11 +62,7 @@ mod tests {
         assert_eq!(vote_result(3, 2, 0), VoteResult::Won);
         assert_eq!(vote_result(3, 1, 1), VoteResult::Pending);
         assert_eq!(vote_result(3, 1, 2), VoteResult::Lost);
-        assert_eq!(
-            vote_result(4, 2, 2),
-            VoteResult::Lost,
-            "2 of 4 is no majority"
-        );
+        assert_eq!(vote_result(4, 2, 2), VoteResult::Lost, "2 of 4 is no majority");
         assert_eq!(vote_result(4, 2, 1), VoteResult::Pending);
         assert_eq!(vote_result(1, 1, 0), VoteResult::Won);
     }

@@ -9,12 +9,7 @@ use corekv_rpc::raft::{ConfChange, EntryKind, Message, MessageBody, NodeId};
 use super::*;
 
 fn config(id: NodeId) -> Config {
-    Config {
-        election_timeout_ticks: 10,
-        heartbeat_interval_ticks: 2,
-        inflight_msgs_max: 4,
-        ..Config::new(id)
-    }
+    Config { election_timeout_ticks: 10, heartbeat_interval_ticks: 2, inflight_msgs_max: 4, ..Config::new(id) }
 }
 
 /// Nodes that persist instantly and exchange messages through a queue.
@@ -35,10 +30,7 @@ impl Harness {
             .map(|&id| {
                 let mut cfg = config(id);
                 tweak(&mut cfg);
-                (
-                    id,
-                    RawNode::new(cfg, DurableState::bootstrap(voters.clone()), id).unwrap(),
-                )
+                (id, RawNode::new(cfg, DurableState::bootstrap(voters.clone()), id).unwrap())
             })
             .collect();
         Harness {
@@ -118,10 +110,7 @@ impl Harness {
     }
 
     fn leader(&self) -> Option<NodeId> {
-        self.nodes
-            .values()
-            .find(|n| n.status().role == Role::Leader)
-            .map(|n| n.status().id)
+        self.nodes.values().find(|n| n.status().role == Role::Leader).map(|n| n.status().id)
     }
 }
 
@@ -139,22 +128,14 @@ fn leader_election_needs_a_majority_and_one_leader_per_term() {
     let mut h = Harness::new(3, |_| {});
     h.elect(1);
     let term = h.node(1).status().term;
-    assert!(
-        h.nodes
-            .values()
-            .all(|n| n.status().term == term && n.status().leader == 1)
-    );
+    assert!(h.nodes.values().all(|n| n.status().term == term && n.status().leader == 1));
     let mut h = Harness::new(3, |_| {});
     h.cut.extend([2, 3]);
     for _ in 0..100 {
         h.node(1).tick();
         h.settle();
     }
-    assert_ne!(
-        h.node(1).status().role,
-        Role::Leader,
-        "no leader without a majority"
-    );
+    assert_ne!(h.node(1).status().role, Role::Leader, "no leader without a majority");
 }
 
 #[test]
@@ -164,23 +145,12 @@ fn a_granted_vote_is_sent_only_after_it_is_durable() {
         h.node(1).tick();
     }
     let rd = h.node(1).ready();
-    let vote = rd
-        .messages_after_persist
-        .iter()
-        .find(|m| m.to == 2)
-        .cloned()
-        .expect("vote request after persist");
-    assert!(
-        rd.hard_state.is_some_and(|hs| hs.vote == 1),
-        "the self-vote is persisted first"
-    );
+    let vote = rd.messages_after_persist.iter().find(|m| m.to == 2).cloned().expect("vote request after persist");
+    assert!(rd.hard_state.is_some_and(|hs| hs.vote == 1), "the self-vote is persisted first");
     h.node(2).step(vote).unwrap();
     let rd = h.node(2).ready();
     assert!(rd.messages.is_empty());
-    assert!(matches!(
-        rd.messages_after_persist[0].body,
-        MessageBody::VoteResponse { granted: true, .. }
-    ));
+    assert!(matches!(rd.messages_after_persist[0].body, MessageBody::VoteResponse { granted: true, .. }));
     assert_eq!(rd.hard_state.unwrap().vote, 1);
 }
 
@@ -204,16 +174,8 @@ fn the_leader_replicates_before_its_own_write_is_durable_but_commits_after() {
     h.node(1).propose(b"x".to_vec()).unwrap();
     let rd = h.node(1).ready();
     assert_eq!(rd.entries.len(), 1);
-    let appends: Vec<_> = rd
-        .messages
-        .iter()
-        .filter(|m| matches!(m.body, MessageBody::Append { .. }))
-        .collect();
-    assert_eq!(
-        appends.len(),
-        2,
-        "appends go out before the leader's own write is durable"
-    );
+    let appends: Vec<_> = rd.messages.iter().filter(|m| matches!(m.body, MessageBody::Append { .. })).collect();
+    assert_eq!(appends.len(), 2, "appends go out before the leader's own write is durable");
     for m in rd.messages.clone() {
         h.node(m.to).step(m).unwrap();
     }
@@ -225,10 +187,7 @@ fn the_leader_replicates_before_its_own_write_is_durable_but_commits_after() {
     // One follower persisted, the leader not yet: 1 of 3 (the leader's match does not
     // count before its own persist) is no majority.
     let st = h.node(1).status();
-    assert!(
-        st.commit < st.last_index,
-        "committed before a majority persisted"
-    );
+    assert!(st.commit < st.last_index, "committed before a majority persisted");
     h.node(1).on_persisted(rd.number);
     assert_eq!(h.node(1).status().commit, h.node(1).status().last_index);
 }
@@ -242,11 +201,7 @@ fn proposals_of_one_iteration_travel_in_one_append_per_follower() {
     }
     let rd = h.node(1).ready();
     assert_eq!(rd.entries.len(), 64);
-    let appends: Vec<_> = rd
-        .messages
-        .iter()
-        .filter(|m| matches!(m.body, MessageBody::Append { .. }))
-        .collect();
+    let appends: Vec<_> = rd.messages.iter().filter(|m| matches!(m.body, MessageBody::Append { .. })).collect();
     assert_eq!(appends.len(), 2);
 }
 
@@ -263,85 +218,38 @@ fn a_silent_follower_gets_exactly_the_inflight_window_then_nothing() {
     }
     let to3 = h.sent[before..]
         .iter()
-        .filter(|m| {
-            m.to == 3
-                && matches!(&m.body, MessageBody::Append { entries, .. } if !entries.is_empty())
-        })
+        .filter(|m| m.to == 3 && matches!(&m.body, MessageBody::Append { entries, .. } if !entries.is_empty()))
         .count();
     assert_eq!(to3, 3, "window of 3 appends, then the leader stops");
-    assert_eq!(
-        h.applied[&2].len(),
-        10,
-        "the other follower keeps committing"
-    );
+    assert_eq!(h.applied[&2].len(), 10, "the other follower keeps committing");
 }
 
 #[test]
 fn an_entry_of_an_earlier_term_is_not_committed_by_counting_replicas() {
     // Figure 8 (c): node 1 holds an uncommitted entry of term 2 and leads term 3.
     use corekv_rpc::raft::{Entry, HardState};
-    let entry = |index, term| Entry {
-        term,
-        index,
-        kind: EntryKind::Normal,
-        data: vec![],
-    };
+    let entry = |index, term| Entry { term, index, kind: EntryKind::Normal, data: vec![] };
     let mut durable = DurableState::bootstrap((1..=5).collect());
-    durable.hard_state = HardState {
-        term: 2,
-        vote: 1,
-        commit: 1,
-    };
+    durable.hard_state = HardState { term: 2, vote: 1, commit: 1 };
     durable.entries = vec![entry(1, 1), entry(2, 2)];
-    let mut n = RawNode::new(
-        Config {
-            pre_vote: false,
-            ..config(1)
-        },
-        durable,
-        1,
-    )
-    .unwrap();
+    let mut n = RawNode::new(Config { pre_vote: false, ..config(1) }, durable, 1).unwrap();
     while n.status().role != Role::Candidate {
         n.tick();
     }
-    let vote = |from| Message {
-        from,
-        to: 1,
-        term: 3,
-        body: MessageBody::VoteResponse {
-            pre_vote: false,
-            granted: true,
-        },
-    };
+    let vote =
+        |from| Message { from, to: 1, term: 3, body: MessageBody::VoteResponse { pre_vote: false, granted: true } };
     n.step(vote(2)).unwrap();
     n.step(vote(3)).unwrap();
     assert_eq!((n.status().role, n.status().last_index), (Role::Leader, 3));
     let rd = n.ready();
     n.on_persisted(rd.number);
-    let ack = |from, index| Message {
-        from,
-        to: 1,
-        term: 3,
-        body: MessageBody::AppendResponse {
-            index,
-            reject: None,
-        },
-    };
+    let ack = |from, index| Message { from, to: 1, term: 3, body: MessageBody::AppendResponse { index, reject: None } };
     n.step(ack(2, 2)).unwrap();
     n.step(ack(3, 2)).unwrap();
-    assert_eq!(
-        n.status().commit,
-        1,
-        "a majority holds index 2, but it is of term 2"
-    );
+    assert_eq!(n.status().commit, 1, "a majority holds index 2, but it is of term 2");
     n.step(ack(2, 3)).unwrap();
     n.step(ack(3, 3)).unwrap();
-    assert_eq!(
-        n.status().commit,
-        3,
-        "committing an entry of term 3 commits what precedes it"
-    );
+    assert_eq!(n.status().commit, 3, "committing an entry of term 3 commits what precedes it");
 }
 
 #[test]
@@ -369,15 +277,7 @@ fn fast_backup_skips_divergent_terms_in_few_round_trips() {
     h.tick_all(3);
     let rejections = h.sent[before..]
         .iter()
-        .filter(|m| {
-            matches!(
-                m.body,
-                MessageBody::AppendResponse {
-                    reject: Some(_),
-                    ..
-                }
-            )
-        })
+        .filter(|m| matches!(m.body, MessageBody::AppendResponse { reject: Some(_), .. }))
         .count();
     assert!(rejections <= 2, "fast back-up took {rejections} rejections");
     assert_eq!(h.node(1).status().commit, h.node(2).status().commit);
@@ -391,11 +291,7 @@ fn a_rejoining_node_does_not_disturb_a_stable_leader_with_pre_vote() {
     let term = h.node(1).status().term;
     h.cut.insert(3);
     h.tick_all(200);
-    assert_eq!(
-        h.node(3).status().term,
-        term,
-        "pre-votes do not raise the term"
-    );
+    assert_eq!(h.node(3).status().term, term, "pre-votes do not raise the term");
     h.cut.clear();
     h.tick_all(20);
     assert_eq!(h.leader(), Some(1));
@@ -424,10 +320,7 @@ fn one_heartbeat_round_confirms_many_reads() {
         h.node(1).read_index(ctx).unwrap();
     }
     h.settle();
-    let heartbeats = h.sent[before..]
-        .iter()
-        .filter(|m| matches!(m.body, MessageBody::Heartbeat { .. }))
-        .count();
+    let heartbeats = h.sent[before..].iter().filter(|m| matches!(m.body, MessageBody::Heartbeat { .. })).count();
     assert_eq!(heartbeats, 2, "one round to the two followers");
     let reads = &h.reads[&1];
     assert_eq!(reads.len(), 100);
@@ -454,11 +347,7 @@ fn lease_reads_skip_the_round_only_while_the_lease_holds() {
     h.tick_all(2);
     let before = h.sent.len();
     h.node(1).read_index(1).unwrap();
-    assert_eq!(
-        h.node(1).ready().read_states.len(),
-        1,
-        "served under the lease at once"
-    );
+    assert_eq!(h.node(1).ready().read_states.len(), 1, "served under the lease at once");
     assert_eq!(h.sent.len(), before);
     h.cut.extend([2, 3]);
     for _ in 0..9 {
@@ -467,10 +356,7 @@ fn lease_reads_skip_the_round_only_while_the_lease_holds() {
     }
     h.node(1).read_index(2).unwrap();
     h.settle();
-    assert!(
-        h.reads[&1].iter().all(|r| r.ctx != 2),
-        "lease expired: needs a majority"
-    );
+    assert!(h.reads[&1].iter().all(|r| r.ctx != 2), "lease expired: needs a majority");
 }
 
 #[test]
@@ -489,24 +375,13 @@ fn membership_change_waits_for_a_commit_in_term_and_for_the_previous_change() {
             }
         }
     }
-    assert_eq!(
-        fresh.node(1).propose_conf_change(ConfChange::AddLearner(4)),
-        Err(ProposeError::NotCommittedInTerm)
-    );
+    assert_eq!(fresh.node(1).propose_conf_change(ConfChange::AddLearner(4)), Err(ProposeError::NotCommittedInTerm));
 
-    h.node(1)
-        .propose_conf_change(ConfChange::AddLearner(4))
-        .unwrap();
-    assert_eq!(
-        h.node(1).propose_conf_change(ConfChange::Remove(3)),
-        Err(ProposeError::ConfChangePending)
-    );
+    h.node(1).propose_conf_change(ConfChange::AddLearner(4)).unwrap();
+    assert_eq!(h.node(1).propose_conf_change(ConfChange::Remove(3)), Err(ProposeError::ConfChangePending));
     h.settle();
     assert_eq!(h.node(1).status().conf.learners, vec![4]);
-    assert!(matches!(
-        h.node(1).propose_conf_change(ConfChange::Promote(3)),
-        Err(ProposeError::InvalidConfChange(_))
-    ));
+    assert!(matches!(h.node(1).propose_conf_change(ConfChange::Promote(3)), Err(ProposeError::InvalidConfChange(_))));
 }
 
 #[test]
@@ -518,36 +393,23 @@ fn a_learner_catches_up_by_snapshot_then_is_promoted_and_votes() {
     }
     h.settle();
     for id in 1..=3 {
-        h.node(id)
-            .compact(std::sync::Arc::from(b"state-at-21".to_vec()));
+        h.node(id).compact(std::sync::Arc::from(b"state-at-21".to_vec()));
     }
     let learner = RawNode::new(config(4), DurableState::bootstrap(vec![]), 4).unwrap();
     h.nodes.insert(4, learner);
-    h.node(1)
-        .propose_conf_change(ConfChange::AddLearner(4))
-        .unwrap();
+    h.node(1).propose_conf_change(ConfChange::AddLearner(4)).unwrap();
     h.tick_all(4);
     let st = h.node(4).status();
     assert_eq!(st.snapshot_index, 21, "the learner was sent the snapshot");
     assert_eq!(st.commit, h.node(1).status().commit);
-    let chunks = h
-        .sent
-        .iter()
-        .filter(|m| matches!(m.body, MessageBody::Snapshot { .. }))
-        .count();
+    let chunks = h.sent.iter().filter(|m| matches!(m.body, MessageBody::Snapshot { .. })).count();
     assert!(chunks >= 4, "11 bytes in chunks of 3");
-    h.node(1)
-        .propose_conf_change(ConfChange::Promote(4))
-        .unwrap();
+    h.node(1).propose_conf_change(ConfChange::Promote(4)).unwrap();
     h.tick_all(2);
     assert_eq!(h.node(4).status().conf.voters, vec![1, 2, 3, 4]);
-    h.node(1)
-        .propose_conf_change(ConfChange::Remove(1))
-        .unwrap();
+    h.node(1).propose_conf_change(ConfChange::Remove(1)).unwrap();
     h.tick_all(40);
-    let leader = h
-        .leader()
-        .expect("a new leader after the old one removed itself");
+    let leader = h.leader().expect("a new leader after the old one removed itself");
     assert_ne!(leader, 1);
     assert_eq!(h.node(leader).status().conf.voters, vec![2, 3, 4]);
 }
@@ -561,10 +423,7 @@ fn leader_transfer_hands_over_after_catching_the_target_up() {
     h.settle();
     h.cut.clear();
     h.node(1).transfer_leader(3).unwrap();
-    assert_eq!(
-        h.node(1).propose(b"y".to_vec()),
-        Err(ProposeError::TransferInProgress)
-    );
+    assert_eq!(h.node(1).propose(b"y".to_vec()), Err(ProposeError::TransferInProgress));
     h.tick_all(4);
     assert_eq!(h.leader(), Some(3));
     assert_eq!(h.node(3).status().commit, h.node(3).status().last_index);
@@ -573,12 +432,7 @@ fn leader_transfer_hands_over_after_catching_the_target_up() {
 #[test]
 fn garbage_from_the_network_is_an_error_not_a_panic() {
     let mut h = Harness::new(3, |_| {});
-    let bad = Message {
-        from: 0,
-        to: 1,
-        term: 1,
-        body: MessageBody::TimeoutNow,
-    };
+    let bad = Message { from: 0, to: 1, term: 1, body: MessageBody::TimeoutNow };
     assert!(h.node(1).step(bad).is_err());
     let gap = Message {
         from: 2,
@@ -587,17 +441,9 @@ fn garbage_from_the_network_is_an_error_not_a_panic() {
         body: MessageBody::Append {
             prev_index: 0,
             prev_term: 0,
-            entries: vec![corekv_rpc::raft::Entry {
-                term: 1,
-                index: 5,
-                kind: EntryKind::Normal,
-                data: vec![],
-            }],
+            entries: vec![corekv_rpc::raft::Entry { term: 1, index: 5, kind: EntryKind::Normal, data: vec![] }],
             commit: 0,
         },
     };
-    assert_eq!(
-        h.node(1).step(gap),
-        Err(StepError::Malformed("append entries out of order"))
-    );
+    assert_eq!(h.node(1).step(gap), Err(StepError::Malformed("append entries out of order")));
 }

@@ -1,1 +1,760 @@
-//! The deterministic simulator (arrives next).
+//! The deterministic simulator: whole Raft clusters in one thread, one seed,
+//! simulated time (DESIGN §11).
+//!
+//! It drives the very [`RawNode`] code the runtime will drive, through:
+//! - a simulated network ([`net`]): per-link cuts, partitions, drops, duplicates,
+//!   delays, long delays (reordering);
+//! - a simulated disk: every `Ready` becomes durable only after a simulated fsync
+//!   latency; a crash loses what was not yet durable, and the restarted node gets
+//!   nothing addressed to its old incarnation;
+//! - drifting node clocks (each node ticks at its own rate);
+//! - a client that proposes unique commands and records which were acknowledged.
+//!
+//! Every event is checked against the Raft safety invariants ([`invariants`]); a
+//! violation panics with `CORE_SEED=<seed>`, and a run is reproduced bit for bit by
+//! its seed ([`Sim::trace`] is the hash of every event, in order). No clock, thread,
+//! socket, file or global RNG is used here.
+
+pub mod invariants;
+pub mod net;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Index, Message, NodeId};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::raft::{Config, DurableState, ProposeError, RawNode, Ready, Role, Snapshot, Status};
+use invariants::{History, chain, check_log_matching};
+pub use net::{Links, NetFaults};
+
+/// How a simulated cluster is built.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed: everything random derives from it.
+    pub seed: u64,
+    /// Founding voters are `1..=nodes`.
+    pub nodes: u64,
+    /// Simulated time per Raft tick.
+    pub tick_us: u64,
+    /// Each node's clock runs up to this many parts per thousand fast or slow.
+    pub clock_drift_permille: u64,
+    /// fsync latency, uniform in this range.
+    pub fsync_us: (u64, u64),
+    /// Network faults (changeable during a run).
+    pub faults: NetFaults,
+    /// A node compacts its log into a snapshot every this many applied entries
+    /// (0 = never).
+    pub snapshot_every: u64,
+    /// Extra bytes in each snapshot, to exercise chunked transfer.
+    pub snapshot_padding_bytes: usize,
+    /// Bytes in each client command (at least 8: the command id).
+    pub command_bytes: usize,
+    /// Raft configuration applied to every node (the id is set per node).
+    pub raft: Config,
+}
+
+impl SimConfig {
+    /// A reliable cluster of `nodes` with 10 ms ticks.
+    pub fn new(seed: u64, nodes: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes,
+            tick_us: 10_000,
+            clock_drift_permille: 10,
+            fsync_us: (100, 2_000),
+            faults: NetFaults::reliable(),
+            snapshot_every: 0,
+            snapshot_padding_bytes: 0,
+            command_bytes: 16,
+            // The lab's timing: elections after 200–400 ms, heartbeats every 50 ms.
+            raft: Config {
+                election_timeout_ticks: 20,
+                heartbeat_interval_ticks: 5,
+                snapshot_chunk_bytes: 1024,
+                inflight_msgs_max: 32,
+                ..Config::new(1)
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick { node: NodeId, incarnation: u64 },
+    Deliver { msg: Message, incarnation: u64 },
+    PersistDone { node: NodeId, incarnation: u64 },
+}
+
+/// What the simulated disk holds for one node.
+#[derive(Debug, Clone)]
+struct Disk {
+    hard_state: HardState,
+    snapshot: Snapshot,
+    entries: Vec<Entry>,
+}
+
+impl Disk {
+    fn durable_state(&self) -> DurableState {
+        DurableState { hard_state: self.hard_state, snapshot: self.snapshot.clone(), entries: self.entries.clone() }
+    }
+
+    /// Applies one Ready's write, checking that the core hands out a contiguous log.
+    fn write(&mut self, w: Write) -> Result<(), String> {
+        if let Some(snap) = w.snapshot {
+            self.entries.clear();
+            self.snapshot = snap;
+        }
+        if let Some(first) = w.entries.first() {
+            let start = self.snapshot.meta.index + 1;
+            let next = start + self.entries.len() as u64;
+            if first.index < start || first.index > next {
+                return Err(format!("ready entries start at {} but the durable log ends at {}", first.index, next - 1));
+            }
+            self.entries.truncate((first.index - start) as usize);
+            self.entries.extend(w.entries);
+        }
+        if let Some(hs) = w.hard_state {
+            self.hard_state = hs;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Write {
+    hard_state: Option<HardState>,
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry>,
+}
+
+/// A Ready waiting for its simulated fsync.
+#[derive(Debug)]
+struct InflightWrite {
+    number: u64,
+    write: Write,
+    messages_after_persist: Vec<Message>,
+}
+
+/// The replicated state machine of a node: the chain of applied commands.
+#[derive(Debug, Clone, Copy)]
+struct Machine {
+    applied: Index,
+    state: u64,
+}
+
+#[derive(Debug)]
+struct SimNode {
+    raft: Option<RawNode>,
+    incarnation: u64,
+    disk: Disk,
+    inflight: VecDeque<InflightWrite>,
+    last_persist_done_us: u64,
+    machine: Machine,
+    /// Tick period of this node's clock.
+    tick_us: u64,
+}
+
+/// Counters of what crossed the network.
+#[derive(Debug, Default, Clone)]
+pub struct NetStats {
+    /// Messages sent, by kind.
+    pub sent_by_kind: BTreeMap<&'static str, u64>,
+    /// Entry payload bytes sent in appends.
+    pub append_payload_bytes: u64,
+    /// Messages sent in all.
+    pub sent: u64,
+}
+
+/// A simulated cluster.
+pub struct Sim {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    now_us: u64,
+    seq: u64,
+    events: BTreeMap<(u64, u64), Event>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    links: Links,
+    history: History,
+    /// command id -> (index, term, proposing node), for commands in flight.
+    proposed: BTreeMap<u64, (Index, u64)>,
+    /// command id -> index where it was acknowledged.
+    acked: BTreeMap<u64, Index>,
+    next_command: u64,
+    trace: Vec<u64>,
+    stats: NetStats,
+    /// Entries each node applied, by node (only the count is kept).
+    applied_counts: BTreeMap<NodeId, u64>,
+}
+
+impl Sim {
+    /// Builds the cluster and schedules every node's first tick.
+    pub fn new(cfg: SimConfig) -> Sim {
+        let mut sim = Sim {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            now_us: 0,
+            seq: 0,
+            events: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            links: Links::default(),
+            history: History::default(),
+            proposed: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            next_command: 1,
+            trace: Vec::new(),
+            stats: NetStats::default(),
+            applied_counts: BTreeMap::new(),
+            cfg,
+        };
+        let voters: Vec<NodeId> = (1..=sim.cfg.nodes).collect();
+        for &id in &voters {
+            sim.add_node_with(id, DurableState::bootstrap(voters.clone()));
+        }
+        sim
+    }
+
+    fn add_node_with(&mut self, id: NodeId, durable: DurableState) {
+        let drift = self.cfg.clock_drift_permille;
+        let skew = self.rng.random_range(0..=2 * drift) as i64 - drift as i64;
+        let tick_us = (self.cfg.tick_us as i64 * (1000 + skew) / 1000) as u64;
+        let disk = Disk { hard_state: durable.hard_state, snapshot: durable.snapshot, entries: durable.entries };
+        let node = SimNode {
+            raft: None,
+            incarnation: 0,
+            disk,
+            inflight: VecDeque::new(),
+            last_persist_done_us: 0,
+            machine: Machine { applied: 0, state: 0 },
+            tick_us,
+        };
+        self.nodes.insert(id, node);
+        self.start(id);
+    }
+
+    /// Adds a node that belongs to no configuration yet (to be added as a learner).
+    pub fn add_empty_node(&mut self, id: NodeId) {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists");
+        self.add_node_with(id, DurableState::bootstrap(vec![]));
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let mut cfg = self.cfg.raft.clone();
+        cfg.id = id;
+        let seed = self.rng.random::<u64>();
+        let durable = node.disk.durable_state();
+        let raft = RawNode::new(cfg, durable, seed).unwrap_or_else(|e| panic!("bad simulator config: {e}"));
+        node.machine = machine_from_snapshot(&node.disk.snapshot);
+        node.raft = Some(raft);
+        let incarnation = node.incarnation;
+        let phase = self.rng.random_range(0..node.tick_us);
+        self.schedule(phase, Event::Tick { node: id, incarnation });
+        let m = self.nodes[&id].machine;
+        if let Some(expected) = self.history.chain_at(m.applied)
+            && expected != m.state
+        {
+            self.fail(format!("node {id} restarted from a snapshot at {} with a foreign state", m.applied));
+        }
+    }
+
+    fn schedule(&mut self, after_us: u64, event: Event) {
+        self.seq += 1;
+        self.events.insert((self.now_us + after_us, self.seq), event);
+    }
+
+    fn fail(&self, what: String) -> ! {
+        panic!("CORE_SEED={} at t={}ms: {what}", self.cfg.seed, self.now_us / 1000);
+    }
+
+    fn record(&mut self, parts: &[u64]) {
+        let mut h = self.trace.last().copied().unwrap_or(0);
+        for &p in parts {
+            h = chain(h, &p.to_le_bytes());
+        }
+        self.trace.push(h);
+    }
+
+    // ----- time ------------------------------------------------------------------
+
+    /// Current simulated time in milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.now_us / 1000
+    }
+
+    /// Runs the cluster for `ms` of simulated time.
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now_us + ms * 1000;
+        while let Some((&(at, seq), _)) = self.events.first_key_value() {
+            if at > until {
+                break;
+            }
+            let event = self.events.remove(&(at, seq)).expect("just seen");
+            self.now_us = at;
+            self.handle(event);
+        }
+        self.now_us = until;
+    }
+
+    /// Runs until `done` holds (checked every 10 ms) or `timeout_ms` passes.
+    /// Returns whether it held.
+    pub fn run_until(&mut self, timeout_ms: u64, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let mut waited = 0;
+        while waited <= timeout_ms {
+            if done(self) {
+                return true;
+            }
+            self.run_for(10);
+            waited += 10;
+        }
+        done(self)
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, incarnation } => {
+                let Some(n) = self.nodes.get_mut(&node) else { return };
+                if n.incarnation != incarnation || n.raft.is_none() {
+                    return;
+                }
+                let tick_us = n.tick_us;
+                n.raft.as_mut().expect("live").tick();
+                self.record(&[1, node]);
+                self.schedule(tick_us, Event::Tick { node, incarnation });
+                self.process(node);
+            }
+            Event::Deliver { msg, incarnation } => {
+                let to = msg.to;
+                let live = self.nodes.get(&to).is_some_and(|n| n.incarnation == incarnation && n.raft.is_some());
+                if !live {
+                    return;
+                }
+                self.record(&[2, msg.from, to, msg.term]);
+                let raft = self.nodes.get_mut(&to).and_then(|n| n.raft.as_mut()).expect("live");
+                if let Err(e) = raft.step(msg) {
+                    self.fail(format!("node {to} refused a message from a correct peer: {e}"));
+                }
+                self.process(to);
+            }
+            Event::PersistDone { node, incarnation } => {
+                let Some(n) = self.nodes.get_mut(&node) else { return };
+                if n.incarnation != incarnation || n.raft.is_none() {
+                    return;
+                }
+                let done = n.inflight.pop_front().expect("a write was in flight");
+                if let Err(e) = n.disk.write(done.write) {
+                    self.fail(format!("node {node}: {e}"));
+                }
+                n.raft.as_mut().expect("live").on_persisted(done.number);
+                self.record(&[3, node, done.number]);
+                for m in done.messages_after_persist {
+                    self.send(m);
+                }
+                self.process(node);
+            }
+        }
+    }
+
+    fn send(&mut self, msg: Message) {
+        *self.stats.sent_by_kind.entry(msg.body.kind_name()).or_default() += 1;
+        self.stats.sent += 1;
+        if let corekv_rpc::raft::MessageBody::Append { entries, .. } = &msg.body {
+            self.stats.append_payload_bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        }
+        if !self.links.connected(msg.from, msg.to) {
+            return;
+        }
+        let Some(incarnation) = self.nodes.get(&msg.to).map(|n| n.incarnation) else { return };
+        let delays = net::fate(&mut self.rng, &self.cfg.faults);
+        for delay in delays {
+            self.schedule(delay, Event::Deliver { msg: msg.clone(), incarnation });
+        }
+    }
+
+    /// Drains a node's Readys: messages out, writes to the disk queue, entries applied.
+    fn process(&mut self, id: NodeId) {
+        loop {
+            let n = self.nodes.get_mut(&id).expect("known node");
+            let raft = n.raft.as_mut().expect("live");
+            if !raft.has_ready() {
+                return;
+            }
+            let rd = raft.ready();
+            self.handle_ready(id, rd);
+        }
+    }
+
+    fn handle_ready(&mut self, id: NodeId, rd: Ready) {
+        if let Some(ss) = rd.soft_state
+            && ss.role == Role::Leader
+        {
+            self.on_new_leader(id);
+        }
+        let must_persist = rd.must_persist();
+        for m in rd.messages {
+            self.send(m);
+        }
+        if must_persist {
+            let lo = self.cfg.fsync_us.0;
+            let hi = self.cfg.fsync_us.1;
+            let latency = self.rng.random_range(lo..=hi);
+            let n = self.nodes.get_mut(&id).expect("known node");
+            // One disk per node: writes complete in order.
+            let done_at = (self.now_us + latency).max(n.last_persist_done_us);
+            n.last_persist_done_us = done_at;
+            n.inflight.push_back(InflightWrite {
+                number: rd.number,
+                write: Write { hard_state: rd.hard_state, snapshot: rd.snapshot.clone(), entries: rd.entries },
+                messages_after_persist: rd.messages_after_persist,
+            });
+            let incarnation = n.incarnation;
+            let after = done_at - self.now_us;
+            self.schedule(after, Event::PersistDone { node: id, incarnation });
+        } else if !rd.messages_after_persist.is_empty() {
+            self.fail("messages after persist without anything to persist".into());
+        }
+        if let Some(snap) = &rd.snapshot {
+            self.install(id, snap);
+        }
+        for e in &rd.committed_entries {
+            self.apply(id, e);
+        }
+        self.maybe_compact(id);
+    }
+
+    fn on_new_leader(&mut self, id: NodeId) {
+        let raft = self.nodes[&id].raft.as_ref().expect("live");
+        let st = raft.status();
+        if let Err(e) = self.history.on_leader(st.term, id) {
+            self.fail(e);
+        }
+        let log = raft.log();
+        if let Err(e) = self.history.check_leader_complete(id, st.snapshot_index, |i| log.term(i)) {
+            self.fail(e);
+        }
+        self.record(&[4, id, st.term]);
+    }
+
+    fn install(&mut self, id: NodeId, snap: &Snapshot) {
+        let m = machine_from_snapshot(snap);
+        let before = self.nodes[&id].machine.applied;
+        if m.applied <= before {
+            self.fail(format!("node {id} installed snapshot {} at or below applied {before}", m.applied));
+        }
+        self.nodes.get_mut(&id).expect("known node").machine = m;
+        match self.history.chain_at(m.applied) {
+            Some(expected) if expected != m.state => {
+                self.fail(format!("node {id} installed a snapshot at {} whose state differs", m.applied))
+            }
+            _ => {}
+        }
+    }
+
+    fn apply(&mut self, id: NodeId, e: &Entry) {
+        let n = self.nodes.get_mut(&id).expect("known node");
+        if e.index != n.machine.applied + 1 {
+            let applied = n.machine.applied;
+            self.fail(format!("node {id} applied index {} right after {applied}", e.index));
+        }
+        n.machine.applied = e.index;
+        n.machine.state = chain(n.machine.state, &e.data);
+        let state = n.machine.state;
+        *self.applied_counts.entry(id).or_default() += 1;
+        if let Err(err) = self.history.on_apply(id, e, state) {
+            self.fail(err);
+        }
+        if e.kind == EntryKind::Normal && e.data.len() >= 8 {
+            let cmd = u64::from_le_bytes(e.data[..8].try_into().expect("8 bytes"));
+            if let Some(&(index, term)) = self.proposed.get(&cmd)
+                && index == e.index
+                && term == e.term
+            {
+                self.proposed.remove(&cmd);
+                self.acked.insert(cmd, e.index);
+            }
+        }
+    }
+
+    fn maybe_compact(&mut self, id: NodeId) {
+        let every = self.cfg.snapshot_every;
+        let padding = self.cfg.snapshot_padding_bytes;
+        let n = self.nodes.get_mut(&id).expect("known node");
+        let raft = n.raft.as_mut().expect("live");
+        let st = raft.status();
+        if every == 0 || st.applied < st.snapshot_index + every {
+            return;
+        }
+        let mut data = Vec::with_capacity(16 + padding);
+        data.extend_from_slice(&n.machine.applied.to_le_bytes());
+        data.extend_from_slice(&n.machine.state.to_le_bytes());
+        data.resize(16 + padding, 0xAB);
+        assert_eq!(n.machine.applied, st.applied, "the machine applied what Raft handed out");
+        raft.compact(Arc::from(data.clone()));
+        // The application persists its snapshot, then drops the log it covers.
+        let index = st.applied;
+        let term = raft.log().snapshot_term();
+        let conf = raft.status().conf;
+        n.disk.snapshot =
+            Snapshot { meta: corekv_rpc::raft::SnapshotMeta { index, term, conf }, data: Arc::from(data) };
+        n.disk.entries.retain(|e| e.index > index);
+    }
+
+    // ----- faults ----------------------------------------------------------------
+
+    /// Ids of every node in the simulation.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Changes the network's fault rates.
+    pub fn set_faults(&mut self, faults: NetFaults) {
+        self.cfg.faults = faults;
+    }
+
+    /// Cuts `node` off from everyone.
+    pub fn isolate(&mut self, node: NodeId) {
+        let all = self.node_ids();
+        self.links.isolate(node, &all);
+    }
+
+    /// Cuts the link between `a` and `b` (both directions).
+    pub fn cut(&mut self, a: NodeId, b: NodeId) {
+        self.links.cut(a, b);
+    }
+
+    /// Splits the cluster into groups that only talk inside themselves.
+    pub fn partition(&mut self, groups: &[&[NodeId]]) {
+        let all = self.node_ids();
+        self.links.partition(groups, &all);
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.links.heal();
+    }
+
+    /// Crashes `node`: volatile state and unsynced writes are lost.
+    pub fn crash(&mut self, node: NodeId) {
+        let n = self.nodes.get_mut(&node).expect("known node");
+        n.raft = None;
+        n.incarnation += 1;
+        n.inflight.clear();
+        n.last_persist_done_us = 0;
+        self.record(&[5, node]);
+    }
+
+    /// Restarts a crashed `node` from its disk.
+    pub fn restart(&mut self, node: NodeId) {
+        assert!(self.nodes[&node].raft.is_none(), "node {node} is running");
+        self.record(&[6, node]);
+        self.start(node);
+        self.process(node);
+    }
+
+    /// True when `node` runs.
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.nodes.get(&node).is_some_and(|n| n.raft.is_some())
+    }
+
+    // ----- clients and queries ---------------------------------------------------
+
+    /// Status of a running node.
+    pub fn status(&self, node: NodeId) -> Option<Status> {
+        self.nodes.get(&node).and_then(|n| n.raft.as_ref()).map(RawNode::status)
+    }
+
+    /// The running node that leads the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .keys()
+            .filter_map(|&id| self.status(id))
+            .filter(|s| s.role == Role::Leader)
+            .max_by_key(|s| s.term)
+            .map(|s| s.id)
+    }
+
+    /// Running nodes that believe they lead, with their terms.
+    pub fn leaders(&self) -> Vec<(NodeId, u64)> {
+        self.nodes
+            .keys()
+            .filter_map(|&id| self.status(id))
+            .filter(|s| s.role == Role::Leader)
+            .map(|s| (s.id, s.term))
+            .collect()
+    }
+
+    /// Proposes a fresh command at `node`. Returns its id when the node accepted
+    /// it; it counts as acknowledged once that node applies it.
+    pub fn propose_at(&mut self, node: NodeId) -> Option<u64> {
+        self.propose_many_at(node, 1).pop()
+    }
+
+    /// Proposes up to `count` fresh commands at `node` in one loop iteration (one
+    /// Ready for all of them), stopping at the first refusal. Returns the ids of
+    /// the accepted ones.
+    pub fn propose_many_at(&mut self, node: NodeId, count: usize) -> Vec<u64> {
+        let mut accepted = Vec::new();
+        for _ in 0..count {
+            let cmd = self.next_command;
+            let mut data = cmd.to_le_bytes().to_vec();
+            data.resize(self.cfg.command_bytes.max(8), 0x5A);
+            let Some(raft) = self.nodes.get_mut(&node).and_then(|n| n.raft.as_mut()) else { break };
+            match raft.propose(data) {
+                Ok((index, term)) => {
+                    self.next_command += 1;
+                    self.proposed.insert(cmd, (index, term));
+                    self.record(&[7, node, cmd]);
+                    accepted.push(cmd);
+                }
+                Err(ProposeError::NotLeader { .. } | ProposeError::Busy | ProposeError::TransferInProgress) => break,
+                Err(e) => self.fail(format!("unexpected proposal error: {e}")),
+            }
+        }
+        if self.is_up(node) {
+            self.process(node);
+        }
+        accepted
+    }
+
+    /// Proposes at whichever node leads now.
+    pub fn propose(&mut self) -> Option<u64> {
+        let leader = self.leader()?;
+        self.propose_at(leader)
+    }
+
+    /// Proposes a membership change at the leader.
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(), ProposeError> {
+        let leader = self.leader().ok_or(ProposeError::NotLeader { leader: 0 })?;
+        let raft = self.nodes.get_mut(&leader).and_then(|n| n.raft.as_mut()).expect("live leader");
+        raft.propose_conf_change(cc)?;
+        self.process(leader);
+        Ok(())
+    }
+
+    /// Asks the leader to hand over to `to`.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        let leader = self.leader().ok_or(ProposeError::NotLeader { leader: 0 })?;
+        let raft = self.nodes.get_mut(&leader).and_then(|n| n.raft.as_mut()).expect("live leader");
+        raft.transfer_leader(to)?;
+        self.process(leader);
+        Ok(())
+    }
+
+    /// Whether command `cmd` was acknowledged (applied where it was proposed).
+    pub fn is_acked(&self, cmd: u64) -> bool {
+        self.acked.contains_key(&cmd)
+    }
+
+    /// Number of acknowledged commands.
+    pub fn acked_count(&self) -> usize {
+        self.acked.len()
+    }
+
+    /// The highest index applied anywhere.
+    pub fn applied_max(&self) -> Index {
+        self.history.applied_max
+    }
+
+    /// Index applied by `node`'s state machine (running or not).
+    pub fn applied(&self, node: NodeId) -> Index {
+        self.nodes[&node].machine.applied
+    }
+
+    /// Network counters so far.
+    pub fn net_stats(&self) -> &NetStats {
+        &self.stats
+    }
+
+    /// The distinct terms that had a leader.
+    pub fn leader_terms(&self) -> usize {
+        self.history.leader_terms()
+    }
+
+    /// The running hash of every event so far, one per event.
+    pub fn trace(&self) -> &[u64] {
+        &self.trace
+    }
+
+    /// Entries in `node`'s durable log (after its snapshot).
+    pub fn durable_log_len(&self, node: NodeId) -> usize {
+        self.nodes[&node].disk.entries.len()
+    }
+
+    /// Index of the snapshot on `node`'s disk.
+    pub fn snapshot_index_on_disk(&self, node: NodeId) -> Index {
+        self.nodes[&node].disk.snapshot.meta.index
+    }
+
+    /// Checks log matching across every pair of running nodes.
+    pub fn check_log_matching(&self) {
+        let logs: Vec<(NodeId, Vec<Entry>)> = self
+            .nodes
+            .iter()
+            .filter_map(|(&id, n)| n.raft.as_ref().map(|r| (id, r.log())))
+            .map(|(id, log)| (id, (log.first_index()..=log.last_index()).filter_map(|i| log.get(i).cloned()).collect()))
+            .collect();
+        for (i, (a, log_a)) in logs.iter().enumerate() {
+            for (b, log_b) in &logs[i + 1..] {
+                if let Err(e) = check_log_matching(*a, log_a, *b, log_b) {
+                    self.fail(e);
+                }
+            }
+        }
+    }
+
+    /// Heals the network, restarts crashed nodes, and runs until every member has
+    /// applied everything any node applied and every acknowledged command is in
+    /// place. Then checks log matching and that no acknowledged command was lost.
+    pub fn finish(&mut self, timeout_ms: u64) {
+        self.heal();
+        self.set_faults(NetFaults::reliable());
+        for id in self.node_ids() {
+            if !self.is_up(id) {
+                self.restart(id);
+            }
+        }
+        // Commit something in the final term so every earlier entry commits too.
+        let settled = self.run_until(timeout_ms, |s| s.leader().is_some());
+        if !settled {
+            self.fail("no leader after healing".into());
+        }
+        self.run_for(200);
+        let _ = self.propose();
+        let members = self.members();
+        let target = |s: &Sim| s.history.applied_max;
+        let converged = self.run_until(timeout_ms, |s| {
+            let t = target(s);
+            members.iter().all(|&m| s.applied(m) >= t)
+        });
+        if !converged {
+            let applied: Vec<_> = members.iter().map(|&m| (m, self.applied(m))).collect();
+            self.fail(format!("did not converge after healing: applied {applied:?}, max {}", self.applied_max()));
+        }
+        self.check_log_matching();
+        for (&cmd, &index) in &self.acked {
+            let expected = cmd.to_le_bytes();
+            match self.history.entry_at(index) {
+                Some((_, data)) if data.starts_with(&expected) => {}
+                _ => self.fail(format!("acknowledged command {cmd} at index {index} was lost")),
+            }
+        }
+    }
+
+    /// Voters and learners according to the leader (or all nodes when none).
+    fn members(&self) -> BTreeSet<NodeId> {
+        match self.leader().and_then(|l| self.status(l)) {
+            Some(st) => st.conf.voters.iter().chain(&st.conf.learners).copied().collect(),
+            None => self.nodes.keys().copied().collect(),
+        }
+    }
+}
+
+fn machine_from_snapshot(snap: &Snapshot) -> Machine {
+    if snap.data.len() < 16 {
+        return Machine { applied: snap.meta.index, state: 0 };
+    }
+    let applied = u64::from_le_bytes(snap.data[..8].try_into().expect("8 bytes"));
+    let state = u64::from_le_bytes(snap.data[8..16].try_into().expect("8 bytes"));
+    assert_eq!(applied, snap.meta.index, "snapshot data and meta disagree");
+    Machine { applied, state }
+}
