@@ -25,7 +25,7 @@ use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Index, Message, 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::raft::{Config, DurableState, ProposeError, RawNode, Ready, Role, Snapshot, Status};
+use crate::raft::{Config, DurableState, ProposeError, RawNode, ReadState, Ready, Role, Snapshot, Status};
 use invariants::{History, chain, check_log_matching};
 pub use net::{Links, NetFaults};
 
@@ -152,6 +152,8 @@ struct SimNode {
     inflight: VecDeque<InflightWrite>,
     last_persist_done_us: u64,
     machine: Machine,
+    /// Reads confirmed by Raft, waiting for the machine to reach their index.
+    confirmed_reads: Vec<ReadState>,
     /// Tick period of this node's clock.
     tick_us: u64,
 }
@@ -184,8 +186,12 @@ pub struct Sim {
     next_command: u64,
     trace: Vec<u64>,
     stats: NetStats,
-    /// Entries each node applied, by node (only the count is kept).
-    applied_counts: BTreeMap<NodeId, u64>,
+    /// Highest index of any acknowledged command.
+    acked_index_max: Index,
+    /// read tag -> the acknowledged index the read must reflect.
+    reads_in_flight: BTreeMap<u64, Index>,
+    next_read: u64,
+    reads_served: u64,
 }
 
 impl Sim {
@@ -204,7 +210,10 @@ impl Sim {
             next_command: 1,
             trace: Vec::new(),
             stats: NetStats::default(),
-            applied_counts: BTreeMap::new(),
+            acked_index_max: 0,
+            reads_in_flight: BTreeMap::new(),
+            next_read: 1,
+            reads_served: 0,
             cfg,
         };
         let voters: Vec<NodeId> = (1..=sim.cfg.nodes).collect();
@@ -226,6 +235,7 @@ impl Sim {
             inflight: VecDeque::new(),
             last_persist_done_us: 0,
             machine: Machine { applied: 0, state: 0 },
+            confirmed_reads: Vec::new(),
             tick_us,
         };
         self.nodes.insert(id, node);
@@ -419,6 +429,11 @@ impl Sim {
         for e in &rd.committed_entries {
             self.apply(id, e);
         }
+        for ctx in rd.dropped_reads {
+            self.reads_in_flight.remove(&ctx);
+        }
+        self.nodes.get_mut(&id).expect("known node").confirmed_reads.extend(rd.read_states);
+        self.serve_reads(id);
         self.maybe_compact(id);
     }
 
@@ -459,7 +474,6 @@ impl Sim {
         n.machine.applied = e.index;
         n.machine.state = chain(n.machine.state, &e.data);
         let state = n.machine.state;
-        *self.applied_counts.entry(id).or_default() += 1;
         if let Err(err) = self.history.on_apply(id, e, state) {
             self.fail(err);
         }
@@ -471,7 +485,29 @@ impl Sim {
             {
                 self.proposed.remove(&cmd);
                 self.acked.insert(cmd, e.index);
+                self.acked_index_max = self.acked_index_max.max(e.index);
             }
+        }
+    }
+
+    /// Serves the confirmed reads whose index the machine reached. A read must see
+    /// every command acknowledged before it was issued: its index must cover them.
+    fn serve_reads(&mut self, id: NodeId) {
+        let n = self.nodes.get_mut(&id).expect("known node");
+        let applied = n.machine.applied;
+        let (ready, waiting): (Vec<ReadState>, Vec<ReadState>) =
+            n.confirmed_reads.drain(..).partition(|r| r.index <= applied);
+        n.confirmed_reads = waiting;
+        for r in ready {
+            let Some(floor) = self.reads_in_flight.remove(&r.ctx) else { continue };
+            if r.index < floor {
+                self.fail(format!(
+                    "stale read at node {id}: read index {} misses command acknowledged at {floor}",
+                    r.index
+                ));
+            }
+            self.reads_served += 1;
+            self.record(&[8, id, r.ctx]);
         }
     }
 
@@ -537,6 +573,7 @@ impl Sim {
     pub fn crash(&mut self, node: NodeId) {
         let n = self.nodes.get_mut(&node).expect("known node");
         n.raft = None;
+        n.confirmed_reads.clear();
         n.incarnation += 1;
         n.inflight.clear();
         n.last_persist_done_us = 0;
@@ -614,6 +651,26 @@ impl Sim {
             self.process(node);
         }
         accepted
+    }
+
+    /// Issues a linearizable read at `node`. Returns false when the node refused it
+    /// (not the leader, or busy).
+    pub fn read_at(&mut self, node: NodeId) -> bool {
+        let ctx = self.next_read;
+        let floor = self.acked_index_max;
+        let Some(raft) = self.nodes.get_mut(&node).and_then(|n| n.raft.as_mut()) else { return false };
+        if raft.read_index(ctx).is_err() {
+            return false;
+        }
+        self.next_read += 1;
+        self.reads_in_flight.insert(ctx, floor);
+        self.process(node);
+        true
+    }
+
+    /// Reads served and checked so far.
+    pub fn reads_served(&self) -> u64 {
+        self.reads_served
     }
 
     /// Proposes at whichever node leads now.
