@@ -812,8 +812,13 @@ impl RawNode {
             return;
         }
         let done = self.incoming_snapshot.take().expect("checked above");
-        let snapshot = Snapshot { meta: done.meta, data: Arc::from(done.data) };
-        self.install_snapshot(snapshot);
+        if self.log.matches(done.meta.index, done.meta.term) {
+            // The log already holds the snapshot's last entry: keep it and what follows
+            // (entries this node may have acknowledged), just learn the commit.
+            self.log.commit_to(done.meta.index);
+        } else {
+            self.install_snapshot(Snapshot { meta: done.meta, data: Arc::from(done.data) });
+        }
         self.respond_after_persist(
             from,
             MessageBody::SnapshotResponse { index, next_offset: total_bytes, rejected: false },
@@ -934,9 +939,14 @@ impl RawNode {
             self.send_append(from, true);
             return;
         }
-        t.acked_offset = t.acked_offset.max(next_offset);
-        if next_offset < t.sent_offset && next_offset == t.acked_offset {
-            t.sent_offset = next_offset; // the follower missed a chunk: resend from there
+        if next_offset < t.acked_offset {
+            // The follower lost what it had received (it restarted): start over there.
+            t.acked_offset = next_offset;
+            t.sent_offset = next_offset;
+        } else if next_offset == t.acked_offset && next_offset < t.sent_offset {
+            t.sent_offset = next_offset; // a chunk went missing: resend from there
+        } else {
+            t.acked_offset = next_offset;
         }
         self.send_snapshot_chunks(from);
     }

@@ -24,7 +24,7 @@ pub enum ProgressState {
 
 /// A snapshot transfer to one follower. It keeps its own handle on the data so a
 /// newer local compaction does not disturb a transfer under way.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SnapshotTransfer {
     /// What is being sent.
     pub meta: SnapshotMeta,
@@ -36,6 +36,17 @@ pub struct SnapshotTransfer {
     pub sent_offset: u64,
     /// `acked_offset` at the previous heartbeat answer, to detect a stalled transfer.
     pub acked_at_last_heartbeat: u64,
+}
+
+impl std::fmt::Debug for SnapshotTransfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotTransfer")
+            .field("meta", &self.meta)
+            .field("bytes", &self.data.len())
+            .field("acked_offset", &self.acked_offset)
+            .field("sent_offset", &self.sent_offset)
+            .finish()
+    }
 }
 
 /// The leader's view of one peer (voter or learner), itself included.

@@ -447,3 +447,56 @@ fn garbage_from_the_network_is_an_error_not_a_panic() {
     };
     assert_eq!(h.node(1).step(gap), Err(StepError::Malformed("append entries out of order")));
 }
+
+#[test]
+fn a_snapshot_covering_entries_the_follower_holds_keeps_the_entries_after_it() {
+    // Raft Figure 13 step 6: the follower acknowledged entries past the snapshot;
+    // wiping them would leave the leader's match index above the follower's log.
+    use corekv_rpc::raft::{Entry, HardState, SnapshotMeta};
+    let mut durable = DurableState::bootstrap(vec![1, 2, 3]);
+    durable.hard_state = HardState { term: 1, vote: 1, commit: 10 };
+    durable.entries =
+        (1..=30).map(|index| Entry { term: 1, index, kind: EntryKind::Normal, data: vec![index as u8] }).collect();
+    let mut n = RawNode::new(config(2), durable, 2).unwrap();
+    let meta = SnapshotMeta { index: 21, term: 1, conf: n.status().conf };
+    let chunk = b"state".to_vec();
+    let body = MessageBody::Snapshot { meta, total_bytes: 5, offset: 0, chunk_crc: crc32fast::hash(&chunk), chunk };
+    n.step(Message { from: 1, to: 2, term: 1, body }).unwrap();
+    let st = n.status();
+    assert_eq!((st.last_index, st.commit, st.snapshot_index), (30, 21, 0));
+    let rd = n.ready();
+    assert!(rd.snapshot.is_none(), "nothing to install");
+}
+
+#[test]
+fn a_snapshot_transfer_restarts_when_the_follower_lost_its_partial_copy() {
+    let mut h = Harness::new(3, |c| c.snapshot_chunk_bytes = 2);
+    h.elect(1);
+    h.cut.insert(3);
+    for i in 0..20u8 {
+        h.node(1).propose(vec![i]).unwrap();
+    }
+    h.settle();
+    h.node(1).compact(std::sync::Arc::from(b"0123456789abcdef".to_vec()));
+    h.cut.clear();
+    // Let chunks through until the leader saw some acknowledged, then node 3
+    // restarts with an empty disk.
+    let acked = |h: &Harness| h.nodes[&1].progress(3).and_then(|p| p.snapshot.as_ref()).map_or(0, |t| t.acked_offset);
+    for _ in 0..100 {
+        if acked(&h) > 0 {
+            break;
+        }
+        h.node(1).tick();
+        h.collect();
+        let msgs = std::mem::take(&mut h.queue);
+        for m in msgs {
+            h.node(m.to).step(m).unwrap();
+        }
+    }
+    assert!(acked(&h) > 0, "the transfer never started");
+    let fresh = RawNode::new(config(3), DurableState::bootstrap(vec![1, 2, 3]), 3).unwrap();
+    h.nodes.insert(3, fresh);
+    h.tick_all(10);
+    assert_eq!(h.node(3).status().snapshot_index, 21, "the transfer started over and completed");
+    assert_eq!(h.node(3).status().commit, h.node(1).status().commit);
+}

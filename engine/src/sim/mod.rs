@@ -785,7 +785,16 @@ impl Sim {
         });
         if !converged {
             let applied: Vec<_> = members.iter().map(|&m| (m, self.applied(m))).collect();
-            self.fail(format!("did not converge after healing: applied {applied:?}, max {}", self.applied_max()));
+            let leader = self.leader().and_then(|l| self.nodes[&l].raft.as_ref());
+            let lagging: Vec<String> = members
+                .iter()
+                .filter(|&&m| self.applied(m) < self.applied_max())
+                .map(|&m| format!("{:?}; leader's view: {:?}", self.status(m), leader.and_then(|l| l.progress(m))))
+                .collect();
+            self.fail(format!(
+                "did not converge after healing: applied {applied:?}, max {}; lagging: {lagging:?}",
+                self.applied_max()
+            ));
         }
         self.check_log_matching();
         for (&cmd, &index) in &self.acked {
