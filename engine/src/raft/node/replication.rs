@@ -1,0 +1,342 @@
+//! Log replication, both sides: the follower accepting appends and snapshot chunks,
+//! the leader feeding each follower by its progress (probe, streaming inside the
+//! in-flight window, snapshot) and committing by counting current-term entries.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl RawNode {
+    pub(super) fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    ) -> Result<(), StepError> {
+        let contiguous = entries.iter().enumerate().all(|(i, e)| e.index == prev_index + 1 + i as u64);
+        let terms_ordered =
+            entries.windows(2).all(|w| w[0].term <= w[1].term) && entries.first().is_none_or(|e| e.term >= prev_term);
+        if !contiguous || !terms_ordered || entries.last().is_some_and(|e| e.term > self.term) {
+            return Err(StepError::Malformed("append entries out of order"));
+        }
+        let committed = self.log.committed();
+        if prev_index < committed {
+            self.respond_after_persist(from, MessageBody::AppendResponse { index: committed, reject: None });
+            return Ok(());
+        }
+        if self.log.matches(prev_index, prev_term) {
+            let last_new = self.log.append_after(prev_index, entries);
+            self.log.commit_to(commit.min(last_new));
+            self.respond_after_persist(from, MessageBody::AppendResponse { index: last_new, reject: None });
+        } else {
+            let (index, term) = self.log.find_conflict_by_term(prev_index, prev_term);
+            let reject = Some(RejectHint { index, term });
+            self.respond_after_persist(from, MessageBody::AppendResponse { index: prev_index, reject });
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        total_bytes: u64,
+        offset: u64,
+        chunk: Vec<u8>,
+        chunk_crc: u32,
+    ) {
+        let index = meta.index;
+        if index <= self.log.committed() {
+            self.incoming_snapshot = None;
+            let committed = self.log.committed();
+            self.respond_after_persist(from, MessageBody::AppendResponse { index: committed, reject: None });
+            return;
+        }
+        if total_bytes > self.cfg.snapshot_bytes_max {
+            self.send(from, MessageBody::SnapshotResponse { index, next_offset: 0, rejected: true });
+            return;
+        }
+        let same = self.incoming_snapshot.as_ref().is_some_and(|s| s.meta == meta && s.total_bytes == total_bytes);
+        if !same {
+            self.incoming_snapshot = None;
+            if offset == 0 {
+                // Grow as chunks arrive: a hostile total must not allocate up front.
+                self.incoming_snapshot = Some(IncomingSnapshot { meta, total_bytes, data: Vec::new() });
+            }
+        }
+        let Some(incoming) = self.incoming_snapshot.as_mut() else {
+            self.send(from, MessageBody::SnapshotResponse { index, next_offset: 0, rejected: false });
+            return;
+        };
+        let have = incoming.data.len() as u64;
+        let fits = offset + chunk.len() as u64 <= total_bytes;
+        if offset == have && fits && crc32fast::hash(&chunk) == chunk_crc {
+            incoming.data.extend_from_slice(&chunk);
+        }
+        let have = incoming.data.len() as u64;
+        if have < total_bytes {
+            self.send(from, MessageBody::SnapshotResponse { index, next_offset: have, rejected: false });
+            return;
+        }
+        let done = self.incoming_snapshot.take().expect("checked above");
+        if self.log.matches(done.meta.index, done.meta.term) {
+            // The log already holds the snapshot's last entry: keep it and what follows
+            // (entries this node may have acknowledged), just learn the commit.
+            self.log.commit_to(done.meta.index);
+        } else {
+            self.install_snapshot(Snapshot { meta: done.meta, data: Arc::from(done.data) });
+        }
+        self.respond_after_persist(
+            from,
+            MessageBody::SnapshotResponse { index, next_offset: total_bytes, rejected: false },
+        );
+    }
+
+    pub(super) fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = &snapshot.meta;
+        self.log.restore_snapshot(meta.index, meta.term);
+        self.conf = meta.conf.clone();
+        self.latest_snapshot = snapshot.clone();
+        self.snapshot_to_install = Some(snapshot);
+    }
+
+    pub(super) fn handle_append_response(&mut self, from: NodeId, index: Index, reject: Option<RejectHint>) {
+        if self.role != Role::Leader || index > self.log.last_index() {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        if let Some(hint) = reject {
+            let next_probe =
+                if hint.term > 0 { self.log.find_conflict_by_term(hint.index, hint.term).0 } else { hint.index };
+            let pr = self.progress.get_mut(&from).expect("checked above");
+            if pr.on_reject(index, next_probe) {
+                self.send_append(from, true);
+            }
+            return;
+        }
+        let was_paused = pr.is_paused();
+        if !pr.on_ack(index) {
+            if was_paused {
+                self.send_append(from, false);
+            }
+            return;
+        }
+        match pr.state {
+            ProgressState::Probe => pr.become_replicate(),
+            ProgressState::Snapshot if pr.snapshot.as_ref().is_none_or(|s| pr.match_index >= s.meta.index) => {
+                pr.become_probe()
+            }
+            _ => {}
+        }
+        self.maybe_commit();
+        while self.send_append(from, false) {}
+        if from == self.lead_transferee && self.progress[&from].match_index == self.log.last_index() {
+            self.send_timeout_now(from);
+        }
+    }
+
+    pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        pr.acked_round = pr.acked_round.max(read_round);
+        pr.probe_sent = false;
+        match pr.state {
+            ProgressState::Replicate if pr.match_index < last_index => {
+                if pr.match_index == pr.match_at_last_heartbeat {
+                    pr.stalled_heartbeats += 1;
+                    if pr.stalled_heartbeats >= STALLED_HEARTBEATS_MAX {
+                        pr.become_probe(); // an append was lost in the stream
+                    }
+                } else {
+                    pr.stalled_heartbeats = 0;
+                }
+            }
+            ProgressState::Snapshot => {
+                if let Some(t) = pr.snapshot.as_mut() {
+                    if t.acked_offset == t.acked_at_last_heartbeat {
+                        t.sent_offset = t.acked_offset; // chunks were lost: resend
+                    }
+                    t.acked_at_last_heartbeat = t.acked_offset;
+                }
+            }
+            _ => {}
+        }
+        pr.match_at_last_heartbeat = pr.match_index;
+        let behind = pr.match_index < last_index;
+        if pr.state == ProgressState::Snapshot {
+            self.send_snapshot_chunks(from);
+        } else if behind {
+            self.send_append(from, true); // an empty probe finds the match point
+        }
+        self.advance_reads();
+    }
+
+    pub(super) fn handle_snapshot_response(&mut self, from: NodeId, index: Index, next_offset: u64, rejected: bool) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        let Some(t) = pr.snapshot.as_mut().filter(|t| t.meta.index == index) else {
+            return;
+        };
+        let total = t.data.len() as u64;
+        if rejected {
+            pr.become_probe();
+            pr.probe_sent = true; // try again at the next heartbeat, not in a hot loop
+            return;
+        }
+        if next_offset >= total {
+            pr.on_ack(index);
+            pr.become_probe();
+            self.maybe_commit();
+            self.send_append(from, true);
+            return;
+        }
+        if next_offset < t.acked_offset {
+            // The follower lost what it had received (it restarted): start over there.
+            t.acked_offset = next_offset;
+            t.sent_offset = next_offset;
+        } else if next_offset == t.acked_offset && next_offset < t.sent_offset {
+            t.sent_offset = next_offset; // a chunk went missing: resend from there
+        } else {
+            t.acked_offset = next_offset;
+        }
+        self.send_snapshot_chunks(from);
+    }
+
+    /// Sends one append to `to` if its progress allows. With `allow_empty`, an
+    /// append without entries still goes out (a probe or a commit update).
+    pub(super) fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
+        let commit = self.log.committed();
+        let last_index = self.log.last_index();
+        let Some(pr) = self.progress.get(&to) else {
+            return false;
+        };
+        if pr.is_paused() {
+            return false;
+        }
+        let prev_index = pr.next_index - 1;
+        let Some(prev_term) = self.log.term(prev_index) else {
+            self.start_snapshot_transfer(to);
+            return true;
+        };
+        let entries = if pr.next_index > last_index {
+            Vec::new()
+        } else {
+            self.log.entries_from(pr.next_index, self.cfg.append_bytes_max)
+        };
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        if let Some(last) = entries.last() {
+            let bytes = entries.iter().map(Entry::size_bytes).sum();
+            let pr = self.progress.get_mut(&to).expect("checked above");
+            pr.sent_entries(last.index, bytes);
+        }
+        self.send(to, MessageBody::Append { prev_index, prev_term, entries, commit });
+        true
+    }
+
+    pub(super) fn start_snapshot_transfer(&mut self, to: NodeId) {
+        let snap = &self.latest_snapshot;
+        let transfer = SnapshotTransfer {
+            meta: snap.meta.clone(),
+            data: snap.data.clone(),
+            acked_offset: 0,
+            sent_offset: 0,
+            acked_at_last_heartbeat: 0,
+        };
+        self.progress.get_mut(&to).expect("caller checked").become_snapshot(transfer);
+        self.send_snapshot_chunks(to);
+    }
+
+    pub(super) fn send_snapshot_chunks(&mut self, to: NodeId) {
+        let chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        let Some(t) = self.progress.get_mut(&to).and_then(|p| p.snapshot.as_mut()) else {
+            return;
+        };
+        let total = t.data.len() as u64;
+        let window = SNAPSHOT_CHUNKS_IN_FLIGHT_MAX * chunk_bytes;
+        let mut out = Vec::new();
+        loop {
+            let offset = t.sent_offset;
+            let is_first_of_empty = total == 0 && offset == 0 && t.acked_offset == 0;
+            if !(offset < total || is_first_of_empty) || offset - t.acked_offset >= window {
+                break;
+            }
+            let end = (offset + chunk_bytes).min(total);
+            let chunk = t.data[offset as usize..end as usize].to_vec();
+            let chunk_crc = crc32fast::hash(&chunk);
+            out.push(MessageBody::Snapshot { meta: t.meta.clone(), total_bytes: total, offset, chunk, chunk_crc });
+            t.sent_offset = end;
+            if total == 0 {
+                t.sent_offset = 1; // the one empty chunk is out
+                break;
+            }
+        }
+        for body in out {
+            self.send(to, body);
+        }
+    }
+
+    /// Sends appends to every peer: as many as their windows allow.
+    pub(super) fn broadcast_append(&mut self, allow_empty: bool) {
+        let me = self.id();
+        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&p| p != me).collect();
+        for peer in peers {
+            let mut allow_empty = allow_empty;
+            while self.send_append(peer, allow_empty) {
+                allow_empty = false;
+                if self.progress[&peer].state != ProgressState::Replicate {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Raises the commit index to what a majority of voters holds, counting only
+    /// entries of the current term (Raft §5.4.2, Figure 8).
+    pub(super) fn maybe_commit(&mut self) {
+        let me = self.id();
+        let mut matches: Vec<Index> = self
+            .conf
+            .voters
+            .iter()
+            .map(|v| if *v == me { self.log.persisted() } else { self.progress.get(v).map_or(0, |p| p.match_index) })
+            .collect();
+        let quorum_index = majority_value(&mut matches);
+        if quorum_index <= self.log.committed() || self.log.term(quorum_index) != Some(self.term) {
+            return;
+        }
+        let was_committed_in_term = self.committed_in_term();
+        let old = self.log.committed();
+        self.log.commit_to(quorum_index);
+        let newly: u64 = (old + 1..=quorum_index).filter_map(|i| self.log.get(i)).map(Entry::size_bytes).sum();
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(newly);
+        self.commit_advanced = true;
+        if !was_committed_in_term {
+            let index = self.log.committed();
+            for ctx in std::mem::take(&mut self.reads_waiting_commit) {
+                if self.conf.voters == [me] || self.lease_valid() {
+                    self.ready_reads.push(ReadState { index, ctx });
+                } else {
+                    self.pending_reads.push_back(PendingRead { ctx, index, round: self.read_round + 1 });
+                    self.read_heartbeat_due = true;
+                }
+            }
+        }
+    }
+}
