@@ -2,7 +2,6 @@
 //! `super::super::ready`), and membership changes taking effect as their entries
 //! are handed out for apply.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl RawNode {

@@ -2,7 +2,6 @@
 //! before the round went out; the lease (anchored at the send time of the newest
 //! round a majority answered) lets the leader skip the round while it holds.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl RawNode {

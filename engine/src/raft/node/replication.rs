@@ -2,7 +2,6 @@
 //! the leader feeding each follower by its progress (probe, streaming inside the
 //! in-flight window, snapshot) and committing by counting current-term entries.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 impl RawNode {
