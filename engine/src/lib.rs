@@ -8,5 +8,6 @@
 //! per-core node core and the glommio runtime) join as their issues land; see
 //! `docs/ARCHITECTURE.md`.
 
+pub mod check;
 pub mod raft;
 pub mod sim;
