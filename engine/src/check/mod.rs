@@ -87,6 +87,8 @@ mod shrink;
 mod tests;
 
 #[cfg(test)]
+mod tests_oracle;
+#[cfg(test)]
 mod tests_prop;
 
 use std::collections::BTreeMap;
@@ -308,7 +310,84 @@ fn search_key(
             deadline,
         });
     }
+    if let Some(read) = unexplained_read(&key_ops) {
+        return Search::NotLinearizable {
+            longest_prefix: Vec::new(),
+            blocked: read,
+            states_explored: 0,
+        };
+    }
+    require_observed_writes(&mut key_ops);
     search::search(&key_ops, config.states_per_key_max)
+}
+
+/// A read whose value and version no write can have produced, whatever the
+/// order: no write of that value, or only writes of it with known versions,
+/// none the one read. Found in one pass, before any search, so that a plainly
+/// impossible answer is reported at once and never costs the budget.
+fn unexplained_read(key_ops: &[KeyOp]) -> Option<usize> {
+    let mut versions_of: BTreeMap<ValueId, Vec<Option<Version>>> = BTreeMap::new();
+    for key_op in key_ops {
+        if let Step::Put { value, version } | Step::Cas { value, version, .. } = key_op.step {
+            versions_of.entry(value).or_default().push(version);
+        }
+    }
+    key_ops.iter().position(|key_op| {
+        let (Step::Get(Seen::Value { value, version })
+        | Step::GetAt {
+            seen: Seen::Value { value, version },
+            ..
+        }) = key_op.step
+        else {
+            return false;
+        };
+        match versions_of.get(&value) {
+            None => true,
+            Some(versions) => versions
+                .iter()
+                .all(|written| written.is_some_and(|written| written != version)),
+        }
+    })
+}
+
+/// An indeterminate write whose value some read returned, and which is the
+/// only write of that value, took effect, and before that read returned: give
+/// it that deadline. Every linearization already satisfies this; saying it
+/// up front spares the search from trying to leave the write out, or to place
+/// it after its reader.
+fn require_observed_writes(key_ops: &mut [KeyOp]) {
+    let written_value = |step: &Step| match *step {
+        Step::Put { value, .. } | Step::Cas { value, .. } => Some(value),
+        _ => None,
+    };
+    let mut writers: BTreeMap<ValueId, usize> = BTreeMap::new();
+    let mut first_read_return: BTreeMap<ValueId, u64> = BTreeMap::new();
+    for key_op in key_ops.iter() {
+        if let Some(value) = written_value(&key_op.step) {
+            *writers.entry(value).or_default() += 1;
+        }
+        let seen = match key_op.step {
+            Step::Get(seen) | Step::GetAt { seen, .. } => seen,
+            _ => continue,
+        };
+        if let (Seen::Value { value, .. }, Deadline::Required(time)) = (seen, key_op.deadline) {
+            let deadline = first_read_return.entry(value).or_insert(time);
+            *deadline = (*deadline).min(time);
+        }
+    }
+    for key_op in key_ops.iter_mut() {
+        if key_op.deadline != Deadline::Unbounded {
+            continue;
+        }
+        let Some(value) = written_value(&key_op.step) else {
+            continue;
+        };
+        if writers.get(&value) == Some(&1)
+            && let Some(&time) = first_read_return.get(&value)
+        {
+            key_op.deadline = Deadline::Required(time);
+        }
+    }
 }
 
 fn intern<'a>(values: &mut BTreeMap<&'a [u8], ValueId>, value: &'a [u8]) -> ValueId {

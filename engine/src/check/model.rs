@@ -14,8 +14,9 @@
 //!   versions, so narrowing one interval to a non-empty part of itself and
 //!   propagating along the chain can never fail; [`State::restrict`] relies on
 //!   it and asserts it;
-//! - the chain may have lost a prefix that no remaining `GetAt` can observe
-//!   ([`State::prune`]); the last entry (the key's current value) is never lost.
+//! - the chain may have lost entries that no remaining `GetAt` can observe
+//!   ([`State::prune`]), only where that loses no ordering constraint between
+//!   the entries kept; the last entry (the key's current value) is never lost.
 
 /// A value of one key, interned: equal ids mean equal bytes.
 pub(crate) type ValueId = u32;
@@ -288,13 +289,18 @@ impl State {
         out
     }
 
-    /// Forgets the entries no remaining read can observe. `observable_min` is
-    /// the smallest `at_version` among the `GetAt` reads not yet linearized
-    /// (`Version::MAX` when none remain): an entry followed by one whose version
-    /// is certainly ≤ that is never the newest ≤ V for any of them.
-    /// Two states equal after pruning behave the same from here on, which is
-    /// what lets the memo merge them.
-    pub(crate) fn prune(&mut self, observable_min: Version) {
+    /// Forgets the entries no remaining read can observe, so that two states
+    /// that differ only there merge in the memo. `reads_at` holds the
+    /// `at_version`s of the `GetAt` reads not yet linearized, ascending.
+    ///
+    /// Entry i is observable by a read at V iff it can be the newest ≤ V:
+    /// `lo[i] <= V < hi[i+1]`. The last entry is always kept (it is the key's
+    /// current value). An unobservable entry is dropped when that loses no
+    /// constraint between the entries kept: a prefix (nothing flows forward
+    /// out of it that its successor's `lo` does not already hold), an entry
+    /// whose version is known, or an unknown one between known ones.
+    pub(crate) fn prune(&mut self, reads_at: &[Version]) {
+        let observable_min = reads_at.first().copied().unwrap_or(Version::MAX);
         let keep_from = self
             .chain
             .iter()
@@ -303,6 +309,27 @@ impl State {
         if keep_from > 0 {
             self.chain.drain(..keep_from);
         }
+        let chain = &self.chain;
+        let known = |index: usize| chain[index].lo == chain[index].hi;
+        let keep: Vec<bool> = (0..chain.len())
+            .map(|index| {
+                if index + 1 == chain.len() {
+                    return true;
+                }
+                let first_at_or_above = reads_at.partition_point(|&at| at < chain[index].lo);
+                let observable = reads_at
+                    .get(first_at_or_above)
+                    .is_some_and(|&at| at < chain[index + 1].hi);
+                let decoupled =
+                    known(index) || ((index == 0 || known(index - 1)) && known(index + 1));
+                observable || !decoupled
+            })
+            .collect();
+        if keep.iter().all(|&kept| kept) {
+            return;
+        }
+        let mut keep = keep.into_iter();
+        self.chain.retain(|_| keep.next().unwrap_or(true));
     }
 
     /// The chain, for reports and tests: (value, lowest, highest version).
@@ -367,6 +394,23 @@ mod tests {
     }
 
     #[test]
+    fn prune_keeps_unknown_versions_that_still_order_others() {
+        let state = put(&State::default(), 1, None);
+        let state = put(&state, 2, None);
+        let state = put(&state, 3, None);
+        // The middle entry is unobservable, but pinning the first later must
+        // still push the last two versions above it.
+        let mut pruned = state;
+        pruned.prune(&[]);
+        assert_eq!(pruned.entries().len(), 1);
+        let state = put(&State::default(), 1, None);
+        let state = put(&state, 2, None);
+        let mut state = put(&state, 3, None);
+        state.prune(&[1]);
+        assert_eq!(state.entries().len(), 3);
+    }
+
+    #[test]
     fn no_room_between_adjacent_versions() {
         let state = put(&State::default(), 1, Some(3));
         let state = put(&state, 2, None);
@@ -386,10 +430,14 @@ mod tests {
         let state = put(&state, 2, Some(5));
         let state = put(&state, 3, Some(7));
         let mut pruned = state.clone();
-        pruned.prune(5);
+        pruned.prune(&[5]);
         assert_eq!(pruned.entries(), vec![(Some(2), 5, 5), (Some(3), 7, 7)]);
+        // A read at 3 or 4 sees the first, one at 7 or more the last.
+        let mut pruned = state.clone();
+        pruned.prune(&[4, 8]);
+        assert_eq!(pruned.entries(), vec![(Some(1), 3, 3), (Some(3), 7, 7)]);
         let mut pruned = state;
-        pruned.prune(Version::MAX);
+        pruned.prune(&[]);
         assert_eq!(pruned.entries(), vec![(Some(3), 7, 7)]);
     }
 }
