@@ -57,10 +57,24 @@
 //! # The search
 //!
 //! Wing & Gong's backtracking search with Lowe's just-in-time linearization and
-//! memoisation of (linearized set, model state) pairs, the chain first stripped
-//! of entries no remaining read-at can observe (see `search` and `model`). The
-//! memo is bounded by [`CheckConfig::states_per_key_max`]: when it fills, that
-//! key's answer is [`CheckResult::Unknown`], which callers must treat as a
+//! memoisation of (settled operations, model state) pairs, the chain first
+//! stripped of entries no remaining read-at can observe (see `search` and
+//! `model`). What keeps indeterminate writes affordable, each an exact
+//! argument, not a heuristic (the property tests hold the checker to a
+//! brute-force oracle on small histories):
+//! - a read whose value and version no write can have produced fails before
+//!   any search;
+//! - an indeterminate write whose value is read, and is the only write of that
+//!   value, must take effect before that read returns: it gets that deadline;
+//! - indeterminate writes are tried only after the operations that must take
+//!   effect, and the memo treats a node as explored when it met the same
+//!   state with a subset of the indeterminate writes linearized;
+//! - an indeterminate write that no read-at can see is never linearized
+//!   directly before a put, which would hide it: the same order without it is
+//!   also a linearization.
+//!
+//! The memo is bounded by [`CheckConfig::states_per_key_max`]: when it fills,
+//! that key's answer is [`CheckResult::Unknown`], which callers must treat as a
 //! failure to check, never as a pass.
 //!
 //! # Shrinking
@@ -68,10 +82,9 @@
 //! [`shrink_key_history`] reduces a failing key history by greedy delta
 //! debugging. It only makes changes that cannot turn a linearizable history
 //! into a failing one: it drops reads, not-found deletes and failed cas freely
-//! (they only constrain), and drops a write only if the rest still fails with
-//! every dropped write made indeterminate, i.e. whether or not, and wherever, it
-//! took effect. So the kept operations fail on their own *and* prove the whole
-//! history fails.
+//! (they only constrain), and drops a write only if the rest still fails when
+//! every dropped write may either have taken effect as recorded or never. So
+//! the kept operations fail on their own *and* prove the whole history fails.
 //!
 //! # Limits
 //!

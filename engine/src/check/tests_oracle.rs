@@ -299,8 +299,14 @@ fn apply_write(
 /// and some versions for them explain every answer.
 fn brute_force_linearizable(history: &[Operation]) -> bool {
     let ops: Vec<&Operation> = history.iter().filter(|op| op.constrains()).collect();
+    brute_force(&ops, ops.len())
+}
+
+/// As [`brute_force_linearizable`], where `ops[may_from..]` may also never
+/// have happened (but if they did, inside their window as recorded).
+fn brute_force(ops: &[&Operation], may_from: usize) -> bool {
     let optional: Vec<usize> = (0..ops.len())
-        .filter(|&i| ops[i].outcome == Outcome::Indeterminate)
+        .filter(|&i| i >= may_from || ops[i].outcome == Outcome::Indeterminate)
         .collect();
     let mentioned_max = ops
         .iter()
@@ -320,7 +326,7 @@ fn brute_force_linearizable(history: &[Operation]) -> bool {
             })
             .collect();
         orders(
-            &ops,
+            ops,
             &chosen,
             &mut Vec::new(),
             &mut Chain::new(),
@@ -397,6 +403,43 @@ proptest! {
                 prop_assert!(!expected, "checker failed a good history: {}", witness)
             }
             KeyVerdict::Unknown { .. } => prop_assert!(false, "small history left undecided"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 500,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// The shrinker's weakened writes (as recorded, or never) against the
+    /// oracle.
+    #[test]
+    fn weakened_writes_agree_with_brute_force(
+        seed in any::<u64>(),
+        ops_count in 1usize..=7,
+        perturb in any::<bool>(),
+        weaken in any::<u8>(),
+    ) {
+        let history = model_history(seed, ops_count, perturb);
+        let (mut required, mut may) = (Vec::new(), Vec::new());
+        for (index, op) in history.iter().filter(|op| op.constrains()).enumerate() {
+            let definite_write = matches!(op.outcome, Outcome::Written { .. });
+            if definite_write && weaken & (1 << (index % 8)) != 0 {
+                may.push(op.clone());
+            } else {
+                required.push(op.clone());
+            }
+        }
+        let all: Vec<&Operation> = required.iter().chain(&may).collect();
+        let expected = brute_force(&all, required.len());
+        let found = super::search_key(&required, &may, &CheckConfig::default());
+        match found {
+            search::Search::Linearizable { .. } => prop_assert!(expected, "passed a bad history"),
+            search::Search::NotLinearizable { .. } => prop_assert!(!expected, "failed a good history"),
+            search::Search::Unknown { .. } => prop_assert!(false, "small history left undecided"),
         }
     }
 }
