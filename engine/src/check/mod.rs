@@ -66,9 +66,8 @@
 //!   any search;
 //! - an indeterminate write whose value is read, and is the only write of that
 //!   value, must take effect before that read returns: it gets that deadline;
-//! - indeterminate writes are tried only after the operations that must take
-//!   effect, and the memo treats a node as explored when it met the same
-//!   state with a subset of the indeterminate writes linearized;
+//! - the memo treats a node as explored when it met the same state with a
+//!   subset of the indeterminate writes linearized;
 //! - an indeterminate write that no read-at can see is never linearized
 //!   directly before a put, which would hide it: the same order without it is
 //!   also a linearization.

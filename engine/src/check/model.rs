@@ -293,38 +293,32 @@ impl State {
     /// that differ only there merge in the memo. `reads_at` holds the
     /// `at_version`s of the `GetAt` reads not yet linearized, ascending.
     ///
-    /// Entry i is observable by a read at V iff it can be the newest ≤ V:
+    /// Entry i is observable iff it can be the newest ≤ V for one of them:
     /// `lo[i] <= V < hi[i+1]`. The last entry is always kept (it is the key's
     /// current value). An unobservable entry is dropped when that loses no
-    /// constraint between the entries kept: a prefix (nothing flows forward
-    /// out of it that its successor's `lo` does not already hold), an entry
-    /// whose version is known, or an unknown one between known ones.
+    /// constraint between the entries kept: when its version is known, or when
+    /// every entry between it and the previous known one (or the start of the
+    /// chain) is unobservable too. Such an entry's interval never changes again
+    /// (nothing observes it and no bound flows into it from a fixed version),
+    /// so what it implied for its successors is already in their `lo`, and a
+    /// successor's shrinking `hi` can never empty it.
     pub(crate) fn prune(&mut self, reads_at: &[Version]) {
-        let observable_min = reads_at.first().copied().unwrap_or(Version::MAX);
-        let keep_from = self
-            .chain
-            .iter()
-            .rposition(|entry| entry.hi <= observable_min)
-            .unwrap_or(0);
-        if keep_from > 0 {
-            self.chain.drain(..keep_from);
-        }
         let chain = &self.chain;
-        let known = |index: usize| chain[index].lo == chain[index].hi;
-        let keep: Vec<bool> = (0..chain.len())
-            .map(|index| {
-                if index + 1 == chain.len() {
-                    return true;
-                }
-                let first_at_or_above = reads_at.partition_point(|&at| at < chain[index].lo);
-                let observable = reads_at
-                    .get(first_at_or_above)
-                    .is_some_and(|&at| at < chain[index + 1].hi);
-                let decoupled =
-                    known(index) || ((index == 0 || known(index - 1)) && known(index + 1));
-                observable || !decoupled
-            })
-            .collect();
+        let last = chain.len().saturating_sub(1);
+        let observable = |index: usize| {
+            let first_at_or_above = reads_at.partition_point(|&at| at < chain[index].lo);
+            reads_at
+                .get(first_at_or_above)
+                .is_some_and(|&at| at < chain[index + 1].hi)
+        };
+        let mut keep = vec![true; chain.len()];
+        let mut after_fixed = true;
+        for (index, kept) in keep.iter_mut().enumerate().take(last) {
+            let known = chain[index].lo == chain[index].hi;
+            let dropped = (known || after_fixed) && !observable(index);
+            *kept = !dropped;
+            after_fixed = known || dropped;
+        }
         if keep.iter().all(|&kept| kept) {
             return;
         }

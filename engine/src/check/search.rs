@@ -20,8 +20,12 @@
 //! - unbounded (indeterminate writes): no return event; anywhere after the
 //!   call, or never.
 //!
-//! Choices are tried in that order, so the search leaves indeterminate writes
-//! out until an operation needs them (just in time). The memo is keyed on
+//! Choices are tried in list (time) order, except that indeterminate writes
+//! that no read-at can see ([`Searcher::must_be_used`]) come last: those the
+//! search leaves out until an operation needs them (just in time), while the
+//! others, which a late read-at may reveal, are first tried soon after their
+//! call, where a write that took effect usually did. The order only decides
+//! how soon an answer comes, never which. The memo is keyed on
 //! (settled required and deadline operations, model state) and holds the sets
 //! of unbounded operations linearized when that key was met. A node is skipped
 //! when a set met before is a subset of its own: the earlier node had every
@@ -393,11 +397,12 @@ impl Searcher<'_> {
         }
     }
 
-    /// The choices at the current node, required ones first; `None` when no
-    /// return event is left, i.e. the current prefix is a linearization.
+    /// The choices at the current node in the order of the module doc; `None`
+    /// when no return event is left, i.e. the current prefix is a
+    /// linearization.
     fn choices(&mut self, restricted: bool) -> Option<Vec<Choice>> {
-        let mut required = Vec::new();
-        let mut unbounded = Vec::new();
+        let mut choices = Vec::new();
+        let mut just_in_time = Vec::new();
         let mut node = self.list.first();
         while node != NIL {
             let Event { op, is_call } = self.list.events[node];
@@ -407,16 +412,16 @@ impl Searcher<'_> {
             }
             if !is_call {
                 match self.ops[op].deadline {
-                    Deadline::Optional(_) => required.push(Choice::Omit(op)),
+                    Deadline::Optional(_) => choices.push(Choice::Omit(op)),
                     _ => self.note_blocked(op),
                 }
-                required.extend(unbounded);
-                return Some(required);
+                choices.extend(just_in_time);
+                return Some(choices);
             }
-            if self.ops[op].deadline == Deadline::Unbounded {
-                unbounded.push(Choice::Linearize(op));
+            if self.ops[op].deadline == Deadline::Unbounded && self.must_be_used[op] {
+                just_in_time.push(Choice::Linearize(op));
             } else {
-                required.push(Choice::Linearize(op));
+                choices.push(Choice::Linearize(op));
             }
             node = self.list.next[node];
         }

@@ -378,11 +378,7 @@ fn orders(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 1_500,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(super::tests_prop::proptest_config(1_500))]
 
     #[test]
     fn checker_agrees_with_brute_force(
@@ -408,11 +404,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 500,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(super::tests_prop::proptest_config(500))]
 
     /// The shrinker's weakened writes (as recorded, or never) against the
     /// oracle.
