@@ -1,7 +1,9 @@
 //! Linearizability checker for recorded client histories of the versioned
 //! key-value API (DESIGN §6, §11): pure functions, no I/O, no clocks, no
 //! threads, no randomness. The simulator checks every run with it and
-//! `corekv-ctl check-history` checks bench histories with it.
+//! `corekv-ctl check-history` checks bench histories with it. It runs on the
+//! caller's thread (no core affinity, nothing shared) and its answers depend
+//! only on its inputs.
 //!
 //! # What it decides
 //!
@@ -88,7 +90,13 @@
 //! # Limits
 //!
 //! [`STATES_PER_KEY_MAX_DEFAULT`] and [`SHRINK_CHECKS_MAX_DEFAULT`] bound the
-//! work (and, through the memo, the memory) of one key.
+//! work (and, through the memo, the memory) of one key. Deciding
+//! linearizability is NP-complete in general, and the hard case here is a
+//! read-at of an old version that reveals, long afterwards, where an
+//! indeterminate write took effect: the search may then have to revisit
+//! choices hundreds of operations back, and can run out of budget (an honest
+//! `Unknown`). Each step also costs time linear in the key's pending
+//! operations, so one key's history of a few thousand operations takes seconds.
 
 mod history;
 mod model;

@@ -534,6 +534,28 @@ fn malformed_histories_are_errors_not_panics() {
     ));
 }
 
+#[test]
+fn extreme_versions_and_times_do_not_panic() {
+    let max = u64::MAX;
+    assert_linearizable(&[
+        op(0, 1, put("a"), written(max)),
+        op(2, 3, get_at(max), value("a", max)),
+        op(4, 5, get(), value("a", max)),
+        lost(6, put("b")),
+        op(max - 1, max, get_at(max - 1), Outcome::NotFound),
+    ]);
+    // Nothing can follow the largest version.
+    assert_not_linearizable(&[
+        op(0, 1, put("a"), written(max)),
+        op(2, 3, put("b"), written(max)),
+    ]);
+    assert_not_linearizable(&[
+        op(0, 1, put("a"), written(max)),
+        lost(2, put("b")),
+        op(3, 4, get(), value("b", max)),
+    ]);
+}
+
 // ---- shrinking ----
 
 #[test]
