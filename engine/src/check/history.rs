@@ -76,10 +76,7 @@ impl Call {
 
     /// True for calls that may change the key (put, delete, cas).
     pub fn is_write(&self) -> bool {
-        matches!(
-            self,
-            Call::Put { .. } | Call::Delete { .. } | Call::Cas { .. }
-        )
+        matches!(self, Call::Put { .. } | Call::Delete { .. } | Call::Cas { .. })
     }
 
     fn name(&self) -> &'static str {
@@ -226,17 +223,10 @@ pub fn validate(ops: &[Operation]) -> Result<(), HistoryError> {
 fn validate_one(index: usize, op: &Operation) -> Result<(), HistoryError> {
     match op.return_time {
         Some(return_time) if return_time < op.invoke_time => {
-            return Err(HistoryError::ReturnBeforeInvoke {
-                index,
-                invoke_time: op.invoke_time,
-                return_time,
-            });
+            return Err(HistoryError::ReturnBeforeInvoke { index, invoke_time: op.invoke_time, return_time });
         }
         None if op.outcome.is_definite() => {
-            return Err(HistoryError::DefiniteOutcomeWithoutReturn {
-                index,
-                outcome: op.outcome.name(),
-            });
+            return Err(HistoryError::DefiniteOutcomeWithoutReturn { index, outcome: op.outcome.name() });
         }
         _ => {}
     }
@@ -244,28 +234,15 @@ fn validate_one(index: usize, op: &Operation) -> Result<(), HistoryError> {
         (&op.call, &op.outcome),
         (_, Outcome::Unavailable | Outcome::Indeterminate)
             | (Call::Get { .. }, Outcome::Value { .. } | Outcome::NotFound)
-            | (
-                Call::GetAt { .. },
-                Outcome::Value { .. } | Outcome::NotFound | Outcome::Compacted
-            )
+            | (Call::GetAt { .. }, Outcome::Value { .. } | Outcome::NotFound | Outcome::Compacted)
             | (Call::Put { .. }, Outcome::Written { .. })
-            | (
-                Call::Delete { .. },
-                Outcome::Written { .. } | Outcome::NotFound
-            )
-            | (
-                Call::Cas { .. },
-                Outcome::Written { .. } | Outcome::VersionMismatch { .. }
-            )
+            | (Call::Delete { .. }, Outcome::Written { .. } | Outcome::NotFound)
+            | (Call::Cas { .. }, Outcome::Written { .. } | Outcome::VersionMismatch { .. })
     );
     if fits {
         Ok(())
     } else {
-        Err(HistoryError::OutcomeDoesNotFitCall {
-            index,
-            call: op.call.name(),
-            outcome: op.outcome.name(),
-        })
+        Err(HistoryError::OutcomeDoesNotFitCall { index, call: op.call.name(), outcome: op.outcome.name() })
     }
 }
 
@@ -289,16 +266,9 @@ impl fmt::Display for Call {
             Call::GetAt { key, at_version } => write!(f, "get {} at {at_version}", Bytes(key)),
             Call::Put { key, value } => write!(f, "put {} = {}", Bytes(key), Bytes(value)),
             Call::Delete { key } => write!(f, "delete {}", Bytes(key)),
-            Call::Cas {
-                key,
-                expected_version,
-                value,
-            } => write!(
-                f,
-                "cas {} if version {expected_version} = {}",
-                Bytes(key),
-                Bytes(value)
-            ),
+            Call::Cas { key, expected_version, value } => {
+                write!(f, "cas {} if version {expected_version} = {}", Bytes(key), Bytes(value))
+            }
         }
     }
 }
@@ -322,10 +292,6 @@ impl fmt::Display for Operation {
             Some(time) => time.to_string(),
             None => "never".to_owned(),
         };
-        write!(
-            f,
-            "client {} [{} .. {returned}] {} -> {}",
-            self.client, self.invoke_time, self.call, self.outcome
-        )
+        write!(f, "client {} [{} .. {returned}] {} -> {}", self.client, self.invoke_time, self.call, self.outcome)
     }
 }

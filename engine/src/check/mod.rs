@@ -140,9 +140,7 @@ pub struct CheckConfig {
 
 impl Default for CheckConfig {
     fn default() -> CheckConfig {
-        CheckConfig {
-            states_per_key_max: STATES_PER_KEY_MAX_DEFAULT,
-        }
+        CheckConfig { states_per_key_max: STATES_PER_KEY_MAX_DEFAULT }
     }
 }
 
@@ -226,14 +224,9 @@ impl fmt::Display for CheckResult {
             CheckResult::NotLinearizable { key, witness } => {
                 write!(f, "key {} is not linearizable: {witness}", Bytes(key))
             }
-            CheckResult::Unknown {
-                key,
-                states_explored,
-            } => write!(
-                f,
-                "unknown: key {} still undecided after {states_explored} states",
-                Bytes(key)
-            ),
+            CheckResult::Unknown { key, states_explored } => {
+                write!(f, "unknown: key {} still undecided after {states_explored} states", Bytes(key))
+            }
         }
     }
 }
@@ -242,10 +235,7 @@ impl fmt::Display for CheckResult {
 pub fn split_by_key(ops: &[Operation]) -> BTreeMap<Vec<u8>, Vec<Operation>> {
     let mut by_key: BTreeMap<Vec<u8>, Vec<Operation>> = BTreeMap::new();
     for op in ops {
-        by_key
-            .entry(op.call.key().to_vec())
-            .or_default()
-            .push(op.clone());
+        by_key.entry(op.call.key().to_vec()).or_default().push(op.clone());
     }
     by_key
 }
@@ -262,10 +252,7 @@ pub fn check_history(ops: &[Operation], config: &CheckConfig) -> Result<CheckRes
                 return Ok(CheckResult::NotLinearizable { key, witness });
             }
             KeyVerdict::Unknown { states_explored } => {
-                first_unknown.get_or_insert(CheckResult::Unknown {
-                    key,
-                    states_explored,
-                });
+                first_unknown.get_or_insert(CheckResult::Unknown { key, states_explored });
             }
         }
     }
@@ -289,15 +276,9 @@ fn check_validated_key(ops: &[Operation], config: &CheckConfig) -> KeyVerdict {
     match search_key(&history, &[], config) {
         Search::Linearizable { states_explored } => KeyVerdict::Linearizable { states_explored },
         Search::Unknown { states_explored } => KeyVerdict::Unknown { states_explored },
-        Search::NotLinearizable {
-            longest_prefix,
-            blocked,
-            ..
-        } => KeyVerdict::NotLinearizable(Witness {
-            history,
-            longest_prefix,
-            blocked,
-        }),
+        Search::NotLinearizable { longest_prefix, blocked, .. } => {
+            KeyVerdict::NotLinearizable(Witness { history, longest_prefix, blocked })
+        }
     }
 }
 
@@ -305,17 +286,10 @@ fn check_validated_key(ops: &[Operation], config: &CheckConfig) -> KeyVerdict {
 /// recorded, plus writes from `may_have_happened` that either took effect as
 /// recorded or never did. Indices in the answer follow `required` then
 /// `may_have_happened`.
-fn search_key(
-    required: &[Operation],
-    may_have_happened: &[Operation],
-    config: &CheckConfig,
-) -> Search {
+fn search_key(required: &[Operation], may_have_happened: &[Operation], config: &CheckConfig) -> Search {
     let mut values: BTreeMap<&[u8], ValueId> = BTreeMap::new();
     let mut key_ops = Vec::with_capacity(required.len() + may_have_happened.len());
-    for (op, is_required) in required
-        .iter()
-        .map(|op| (op, true))
-        .chain(may_have_happened.iter().map(|op| (op, false)))
+    for (op, is_required) in required.iter().map(|op| (op, true)).chain(may_have_happened.iter().map(|op| (op, false)))
     {
         let step = to_step(op, &mut values);
         let deadline = match op.return_time {
@@ -324,18 +298,10 @@ fn search_key(
             Some(time) => Deadline::Optional(time),
             None => unreachable!("validated: a definite outcome has a return time"),
         };
-        key_ops.push(KeyOp {
-            step,
-            invoke_time: op.invoke_time,
-            deadline,
-        });
+        key_ops.push(KeyOp { step, invoke_time: op.invoke_time, deadline });
     }
     if let Some(read) = unexplained_read(&key_ops) {
-        return Search::NotLinearizable {
-            longest_prefix: Vec::new(),
-            blocked: read,
-            states_explored: 0,
-        };
+        return Search::NotLinearizable { longest_prefix: Vec::new(), blocked: read, states_explored: 0 };
     }
     require_observed_writes(&mut key_ops);
     search::search(&key_ops, config.states_per_key_max)
@@ -353,19 +319,14 @@ fn unexplained_read(key_ops: &[KeyOp]) -> Option<usize> {
         }
     }
     key_ops.iter().position(|key_op| {
-        let (Step::Get(Seen::Value { value, version })
-        | Step::GetAt {
-            seen: Seen::Value { value, version },
-            ..
-        }) = key_op.step
+        let (Step::Get(Seen::Value { value, version }) | Step::GetAt { seen: Seen::Value { value, version }, .. }) =
+            key_op.step
         else {
             return false;
         };
         match versions_of.get(&value) {
             None => true,
-            Some(versions) => versions
-                .iter()
-                .all(|written| written.is_some_and(|written| written != version)),
+            Some(versions) => versions.iter().all(|written| written.is_some_and(|written| written != version)),
         }
     })
 }
@@ -421,38 +382,18 @@ fn to_step<'a>(op: &'a Operation, values: &mut BTreeMap<&'a [u8], ValueId>) -> S
         _ => None,
     };
     let seen = match &op.outcome {
-        Outcome::Value { value, version } => Seen::Value {
-            value: intern(values, value),
-            version: *version,
-        },
+        Outcome::Value { value, version } => Seen::Value { value: intern(values, value), version: *version },
         _ => Seen::NotFound,
     };
     match &op.call {
         Call::Get { .. } => Step::Get(seen),
-        Call::GetAt { at_version, .. } => Step::GetAt {
-            at_version: *at_version,
-            seen,
-        },
-        Call::Put { value, .. } => Step::Put {
-            value: intern(values, value),
-            version: written,
-        },
+        Call::GetAt { at_version, .. } => Step::GetAt { at_version: *at_version, seen },
+        Call::Put { value, .. } => Step::Put { value: intern(values, value), version: written },
         Call::Delete { .. } if op.outcome == Outcome::NotFound => Step::DeleteNotFound,
         Call::Delete { .. } => Step::Delete { version: written },
-        Call::Cas {
-            expected_version,
-            value,
-            ..
-        } => match op.outcome {
-            Outcome::VersionMismatch { current } => Step::CasMismatch {
-                expected: *expected_version,
-                current,
-            },
-            _ => Step::Cas {
-                expected: *expected_version,
-                value: intern(values, value),
-                version: written,
-            },
+        Call::Cas { expected_version, value, .. } => match op.outcome {
+            Outcome::VersionMismatch { current } => Step::CasMismatch { expected: *expected_version, current },
+            _ => Step::Cas { expected: *expected_version, value: intern(values, value), version: written },
         },
     }
 }

@@ -41,20 +41,13 @@ pub(crate) enum Step {
     /// A read of the newest version ≤ `at_version`.
     GetAt { at_version: Version, seen: Seen },
     /// A put that took effect (`Some`) or may have (`None`).
-    Put {
-        value: ValueId,
-        version: Option<Version>,
-    },
+    Put { value: ValueId, version: Option<Version> },
     /// A delete that wrote a tombstone (`Some`) or may have (`None`).
     Delete { version: Option<Version> },
     /// A delete that found nothing and wrote nothing.
     DeleteNotFound,
     /// A cas that took effect (`Some`) or may have (`None`).
-    Cas {
-        expected: Version,
-        value: ValueId,
-        version: Option<Version>,
-    },
+    Cas { expected: Version, value: ValueId, version: Option<Version> },
     /// A cas that failed, reporting the key's `current` version.
     CasMismatch { expected: Version, current: Version },
 }
@@ -65,9 +58,7 @@ impl Step {
     pub(crate) fn is_optional(&self) -> bool {
         matches!(
             self,
-            Step::Put { version: None, .. }
-                | Step::Delete { version: None }
-                | Step::Cas { version: None, .. }
+            Step::Put { version: None, .. } | Step::Delete { version: None } | Step::Cas { version: None, .. }
         )
     }
 
@@ -127,10 +118,7 @@ impl State {
                 break;
             }
             self.chain[next].lo = floor;
-            assert!(
-                floor <= self.chain[next].hi,
-                "version chain lost bounds-consistency"
-            );
+            assert!(floor <= self.chain[next].hi, "version chain lost bounds-consistency");
         }
         for previous in (0..index).rev() {
             let ceiling = self.chain[previous + 1].hi - 1;
@@ -138,10 +126,7 @@ impl State {
                 break;
             }
             self.chain[previous].hi = ceiling;
-            assert!(
-                self.chain[previous].lo <= ceiling,
-                "version chain lost bounds-consistency"
-            );
+            assert!(self.chain[previous].lo <= ceiling, "version chain lost bounds-consistency");
         }
         true
     }
@@ -158,11 +143,7 @@ impl State {
         }
         // Enter it unconstrained above, then narrow: `restrict` propagates the
         // new upper bound back to the older entries.
-        self.chain.push(Entry {
-            value,
-            lo,
-            hi: Version::MAX,
-        });
+        self.chain.push(Entry { value, lo, hi: Version::MAX });
         let last = self.chain.len() - 1;
         self.restrict(last, lo, hi)
     }
@@ -199,26 +180,14 @@ impl State {
                 keep_if(self.live() && next.append_write(None, version), next)
             }
             Step::DeleteNotFound => keep_if(!self.live(), self.clone()),
-            Step::Cas {
-                expected,
-                value,
-                version,
-            } => {
+            Step::Cas { expected, value, version } => {
                 let mut next = self.clone();
-                let matched = if expected == 0 {
-                    !self.live()
-                } else {
-                    self.live() && next.pin_current(expected)
-                };
+                let matched = if expected == 0 { !self.live() } else { self.live() && next.pin_current(expected) };
                 keep_if(matched && next.append_write(Some(value), version), next)
             }
             Step::CasMismatch { expected, current } => {
                 let mut next = self.clone();
-                let reported = if current == 0 {
-                    !self.live()
-                } else {
-                    self.live() && next.pin_current(current)
-                };
+                let reported = if current == 0 { !self.live() } else { self.live() && next.pin_current(current) };
                 keep_if(reported && current != expected, next)
             }
         }
@@ -307,9 +276,7 @@ impl State {
         let last = chain.len().saturating_sub(1);
         let observable = |index: usize| {
             let first_at_or_above = reads_at.partition_point(|&at| at < chain[index].lo);
-            reads_at
-                .get(first_at_or_above)
-                .is_some_and(|&at| at < chain[index + 1].hi)
+            reads_at.get(first_at_or_above).is_some_and(|&at| at < chain[index + 1].hi)
         };
         let mut keep = vec![true; chain.len()];
         let mut after_fixed = true;
@@ -329,10 +296,7 @@ impl State {
     /// The chain, for reports and tests: (value, lowest, highest version).
     #[cfg(test)]
     pub(crate) fn entries(&self) -> Vec<(Option<ValueId>, Version, Version)> {
-        self.chain
-            .iter()
-            .map(|entry| (entry.value, entry.lo, entry.hi))
-            .collect()
+        self.chain.iter().map(|entry| (entry.value, entry.lo, entry.hi)).collect()
     }
 }
 
@@ -353,14 +317,7 @@ mod tests {
     #[test]
     fn put_version_must_exceed_the_current_one() {
         let state = put(&State::default(), 1, Some(5));
-        assert!(
-            state
-                .successors(&Step::Put {
-                    value: 2,
-                    version: Some(5)
-                })
-                .is_empty()
-        );
+        assert!(state.successors(&Step::Put { value: 2, version: Some(5) }).is_empty());
         assert_eq!(put(&state, 2, Some(6)).entries().len(), 2);
     }
 
@@ -369,20 +326,11 @@ mod tests {
         let state = put(&State::default(), 1, Some(3));
         let state = put(&state, 2, None);
         let state = put(&state, 3, Some(9));
-        assert_eq!(
-            state.entries(),
-            vec![(Some(1), 3, 3), (Some(2), 4, 8), (Some(3), 9, 9)]
-        );
+        assert_eq!(state.entries(), vec![(Some(1), 3, 3), (Some(2), 4, 8), (Some(3), 9, 9)]);
         // A read at 6 that finds nothing newer than the value at 3 pins the
         // unknown one above 6.
-        let seen = Seen::Value {
-            value: 1,
-            version: 3,
-        };
-        let after = state.successors(&Step::GetAt {
-            at_version: 6,
-            seen,
-        });
+        let seen = Seen::Value { value: 1, version: 3 };
+        let after = state.successors(&Step::GetAt { at_version: 6, seen });
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].entries()[1], (Some(2), 7, 8));
     }
@@ -408,14 +356,7 @@ mod tests {
     fn no_room_between_adjacent_versions() {
         let state = put(&State::default(), 1, Some(3));
         let state = put(&state, 2, None);
-        assert!(
-            state
-                .successors(&Step::Put {
-                    value: 3,
-                    version: Some(4)
-                })
-                .is_empty()
-        );
+        assert!(state.successors(&Step::Put { value: 3, version: Some(4) }).is_empty());
     }
 
     #[test]

@@ -81,11 +81,7 @@ pub(crate) enum Search {
     /// None exists. `longest_prefix` is the longest partial linearization met
     /// (operation indices in order) and `blocked` the operation whose return
     /// the search could not get past from it.
-    NotLinearizable {
-        longest_prefix: Vec<usize>,
-        blocked: usize,
-        states_explored: u64,
-    },
+    NotLinearizable { longest_prefix: Vec<usize>, blocked: usize, states_explored: u64 },
     /// The memo filled up before an answer.
     Unknown { states_explored: u64 },
 }
@@ -132,10 +128,7 @@ impl EventList {
         };
         let mut previous = head;
         for (node, &(_, is_return, op)) in timed.iter().enumerate() {
-            list.events.push(Event {
-                op,
-                is_call: !is_return,
-            });
+            list.events.push(Event { op, is_call: !is_return });
             if is_return {
                 list.return_node[op] = node;
             } else {
@@ -201,10 +194,7 @@ impl Bitset {
         self.0[index / 64] & (1 << (index % 64)) != 0
     }
     fn is_subset(&self, other: &Bitset) -> bool {
-        self.0
-            .iter()
-            .zip(&other.0)
-            .all(|(mine, theirs)| mine & !theirs == 0)
+        self.0.iter().zip(&other.0).all(|(mine, theirs)| mine & !theirs == 0)
     }
 }
 
@@ -272,21 +262,15 @@ struct Searcher<'a> {
 /// Searches for a linearization of `ops`, exploring at most `states_max`
 /// distinct nodes.
 pub(crate) fn search(ops: &[KeyOp], states_max: u64) -> Search {
-    let mut reads_at: Vec<(Version, usize)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(op, key_op)| key_op.step.at_version().map(|at| (at, op)))
-        .collect();
+    let mut reads_at: Vec<(Version, usize)> =
+        ops.iter().enumerate().filter_map(|(op, key_op)| key_op.step.at_version().map(|at| (at, op))).collect();
     reads_at.sort_unstable();
     let (mut settled_count, mut unbounded_count) = (0, 0);
     let rank = ops
         .iter()
         .map(|key_op| {
-            let counter = if key_op.deadline == Deadline::Unbounded {
-                &mut unbounded_count
-            } else {
-                &mut settled_count
-            };
+            let counter =
+                if key_op.deadline == Deadline::Unbounded { &mut unbounded_count } else { &mut settled_count };
             *counter += 1;
             *counter - 1
         })
@@ -318,14 +302,8 @@ fn must_be_used(ops: &[KeyOp]) -> Vec<bool> {
     let mut not_found_read_at = false;
     for key_op in ops {
         match key_op.step {
-            Step::GetAt {
-                seen: Seen::Value { value, .. },
-                ..
-            } => values_read_at.push(value),
-            Step::GetAt {
-                seen: Seen::NotFound,
-                ..
-            } => not_found_read_at = true,
+            Step::GetAt { seen: Seen::Value { value, .. }, .. } => values_read_at.push(value),
+            Step::GetAt { seen: Seen::NotFound, .. } => not_found_read_at = true,
             _ => {}
         }
     }
@@ -335,9 +313,7 @@ fn must_be_used(ops: &[KeyOp]) -> Vec<bool> {
                 return false;
             }
             match key_op.step {
-                Step::Put { value, .. } | Step::Cas { value, .. } => {
-                    !values_read_at.contains(&value)
-                }
+                Step::Put { value, .. } | Step::Cas { value, .. } => !values_read_at.contains(&value),
                 Step::Delete { .. } => !not_found_read_at,
                 _ => false,
             }
@@ -352,22 +328,14 @@ impl Searcher<'_> {
     fn run(&mut self) -> Search {
         let states_explored = |searcher: &Searcher| searcher.states_explored;
         match self.walk() {
-            Ok(true) => Search::Linearizable {
-                states_explored: states_explored(self),
-            },
+            Ok(true) => Search::Linearizable { states_explored: states_explored(self) },
             Ok(false) => {
                 // A failed search always meets a required return unless every
                 // return is optional, and then it cannot fail; stay total anyway.
                 let (longest_prefix, blocked) = self.longest.take().unwrap_or_default();
-                Search::NotLinearizable {
-                    longest_prefix,
-                    blocked,
-                    states_explored: states_explored(self),
-                }
+                Search::NotLinearizable { longest_prefix, blocked, states_explored: states_explored(self) }
             }
-            Err(OutOfStates) => Search::Unknown {
-                states_explored: states_explored(self),
-            },
+            Err(OutOfStates) => Search::Unknown { states_explored: states_explored(self) },
         }
     }
 
@@ -431,10 +399,7 @@ impl Searcher<'_> {
     /// True when the step into the current node linearized a write that the
     /// next step must not hide ([`Searcher::must_be_used`]).
     fn restricted(&self) -> bool {
-        self.stack
-            .last()
-            .and_then(|node| node.taken.map(|choice| self.restricts(node, choice)))
-            .unwrap_or(false)
+        self.stack.last().and_then(|node| node.taken.map(|choice| self.restricts(node, choice))).unwrap_or(false)
     }
 
     /// Whether taking `choice` at `node` restricts the next node. Leaving an
@@ -498,11 +463,7 @@ impl Searcher<'_> {
 
     /// Records `op` as settled on the current path, or not.
     fn mark(&mut self, op: usize, settled: bool) {
-        let set = if self.ops[op].deadline == Deadline::Unbounded {
-            &mut self.unbounded
-        } else {
-            &mut self.settled
-        };
+        let set = if self.ops[op].deadline == Deadline::Unbounded { &mut self.unbounded } else { &mut self.settled };
         if settled {
             set.set(self.rank[op]);
         } else {
@@ -512,20 +473,10 @@ impl Searcher<'_> {
 
     /// Pops the first candidate that the memo does not subsume, and records it.
     /// `restricted`: the step leading there restricts the next one.
-    fn take_new(
-        &mut self,
-        candidates: &mut Vec<State>,
-        restricted: bool,
-    ) -> Result<Option<State>, OutOfStates> {
+    fn take_new(&mut self, candidates: &mut Vec<State>, restricted: bool) -> Result<Option<State>, OutOfStates> {
         while let Some(candidate) = candidates.pop() {
-            let seen = self
-                .memo
-                .entry((self.settled.clone(), candidate.clone(), restricted))
-                .or_default();
-            if seen
-                .iter()
-                .any(|earlier| earlier.is_subset(&self.unbounded))
-            {
+            let seen = self.memo.entry((self.settled.clone(), candidate.clone(), restricted)).or_default();
+            if seen.iter().any(|earlier| earlier.is_subset(&self.unbounded)) {
                 continue;
             }
             if self.states_explored >= self.states_max {
@@ -542,20 +493,12 @@ impl Searcher<'_> {
 
     /// The `at_version`s of the `GetAt` reads not linearized yet, ascending.
     fn remaining_reads_at(&self) -> Vec<Version> {
-        self.reads_at
-            .iter()
-            .filter(|(_, op)| !self.settled.contains(self.rank[*op]))
-            .map(|(at, _)| *at)
-            .collect()
+        self.reads_at.iter().filter(|(_, op)| !self.settled.contains(self.rank[*op])).map(|(at, _)| *at).collect()
     }
 
     fn note_blocked(&mut self, op: usize) {
         let depth = self.stack.len();
-        if self
-            .longest
-            .as_ref()
-            .is_none_or(|(prefix, _)| depth > prefix.len())
-        {
+        if self.longest.as_ref().is_none_or(|(prefix, _)| depth > prefix.len()) {
             let prefix = self
                 .stack
                 .iter()

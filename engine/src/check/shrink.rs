@@ -48,13 +48,8 @@ pub fn shrink_key_history(
     let KeyVerdict::NotLinearizable(witness) = check_key(ops, config)? else {
         return Ok(None);
     };
-    let mut shrinker = Shrinker {
-        config,
-        checks_max,
-        checks_used: 1,
-        kept: witness.history,
-        dropped_writes: Vec::new(),
-    };
+    let mut shrinker =
+        Shrinker { config, checks_max, checks_used: 1, kept: witness.history, dropped_writes: Vec::new() };
     let budget_exhausted = !shrinker.run();
     Ok(Some(Shrunk {
         ops: shrinker.kept,
@@ -102,22 +97,12 @@ impl Shrinker<'_> {
             return None;
         }
         self.checks_used += 1;
-        let writes: Vec<Operation> = self.kept[start..end]
-            .iter()
-            .filter(|op| op.call.is_write() && !is_pure_constraint(op))
-            .cloned()
-            .collect();
-        let candidate: Vec<Operation> = self.kept[..start]
-            .iter()
-            .chain(&self.kept[end..])
-            .cloned()
-            .collect();
+        let writes: Vec<Operation> =
+            self.kept[start..end].iter().filter(|op| op.call.is_write() && !is_pure_constraint(op)).cloned().collect();
+        let candidate: Vec<Operation> = self.kept[..start].iter().chain(&self.kept[end..]).cloned().collect();
         let mut may_have_happened = self.dropped_writes.clone();
         may_have_happened.extend(writes);
-        let fails = matches!(
-            search_key(&candidate, &may_have_happened, self.config),
-            Search::NotLinearizable { .. }
-        );
+        let fails = matches!(search_key(&candidate, &may_have_happened, self.config), Search::NotLinearizable { .. });
         if fails {
             self.kept = candidate;
             self.dropped_writes = may_have_happened;
@@ -128,8 +113,5 @@ impl Shrinker<'_> {
 
 /// Writes that wrote nothing: a not-found delete, a failed cas.
 fn is_pure_constraint(op: &Operation) -> bool {
-    matches!(
-        op.outcome,
-        Outcome::NotFound | Outcome::VersionMismatch { .. }
-    )
+    matches!(op.outcome, Outcome::NotFound | Outcome::VersionMismatch { .. })
 }

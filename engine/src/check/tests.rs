@@ -9,24 +9,12 @@ const KEY: &[u8] = b"k";
 
 /// Operation on `KEY` by client 0, invoked and returned at the given times.
 fn op(invoke_time: u64, return_time: u64, call: Call, outcome: Outcome) -> Operation {
-    Operation {
-        client: 0,
-        invoke_time,
-        return_time: Some(return_time),
-        call,
-        outcome,
-    }
+    Operation { client: 0, invoke_time, return_time: Some(return_time), call, outcome }
 }
 
 /// An operation that never returned.
 fn lost(invoke_time: u64, call: Call) -> Operation {
-    Operation {
-        client: 0,
-        invoke_time,
-        return_time: None,
-        call,
-        outcome: Outcome::Indeterminate,
-    }
+    Operation { client: 0, invoke_time, return_time: None, call, outcome: Outcome::Indeterminate }
 }
 
 fn get() -> Call {
@@ -34,17 +22,11 @@ fn get() -> Call {
 }
 
 fn get_at(at_version: Version) -> Call {
-    Call::GetAt {
-        key: KEY.to_vec(),
-        at_version,
-    }
+    Call::GetAt { key: KEY.to_vec(), at_version }
 }
 
 fn put(value: &str) -> Call {
-    Call::Put {
-        key: KEY.to_vec(),
-        value: value.as_bytes().to_vec(),
-    }
+    Call::Put { key: KEY.to_vec(), value: value.as_bytes().to_vec() }
 }
 
 fn delete() -> Call {
@@ -52,18 +34,11 @@ fn delete() -> Call {
 }
 
 fn cas(expected_version: Version, value: &str) -> Call {
-    Call::Cas {
-        key: KEY.to_vec(),
-        expected_version,
-        value: value.as_bytes().to_vec(),
-    }
+    Call::Cas { key: KEY.to_vec(), expected_version, value: value.as_bytes().to_vec() }
 }
 
 fn value(value: &str, version: Version) -> Outcome {
-    Outcome::Value {
-        value: value.as_bytes().to_vec(),
-        version,
-    }
+    Outcome::Value { value: value.as_bytes().to_vec(), version }
 }
 
 fn written(version: Version) -> Outcome {
@@ -153,10 +128,7 @@ fn concurrent_cas_one_wins() {
 #[test]
 fn operations_that_touch_count_as_concurrent() {
     // The read is invoked at the instant the put returns.
-    assert_linearizable(&[
-        op(0, 10, put("a"), written(1)),
-        op(10, 20, get(), Outcome::NotFound),
-    ]);
+    assert_linearizable(&[op(0, 10, put("a"), written(1)), op(10, 20, get(), Outcome::NotFound)]);
 }
 
 #[test]
@@ -178,11 +150,7 @@ fn read_at_version_sees_newest_at_or_below() {
 
 #[test]
 fn indeterminate_put_that_took_effect() {
-    assert_linearizable(&[
-        op(0, 10, put("a"), written(1)),
-        lost(20, put("b")),
-        op(30, 40, get(), value("b", 4)),
-    ]);
+    assert_linearizable(&[op(0, 10, put("a"), written(1)), lost(20, put("b")), op(30, 40, get(), value("b", 4))]);
 }
 
 #[test]
@@ -244,22 +212,10 @@ fn unconstraining_outcomes_are_ignored() {
 
 #[test]
 fn keys_are_checked_independently() {
-    let other = |call: Call, outcome| Operation {
-        client: 1,
-        invoke_time: 5,
-        return_time: Some(6),
-        call,
-        outcome,
-    };
+    let other = |call: Call, outcome| Operation { client: 1, invoke_time: 5, return_time: Some(6), call, outcome };
     let history = vec![
         op(0, 10, put("a"), written(1)),
-        other(
-            Call::Put {
-                key: b"j".to_vec(),
-                value: b"z".to_vec(),
-            },
-            written(1),
-        ),
+        other(Call::Put { key: b"j".to_vec(), value: b"z".to_vec() }, written(1)),
         op(20, 30, get(), value("a", 1)),
     ];
     assert_linearizable(&history);
@@ -291,10 +247,7 @@ fn lost_write_is_caught() {
 
 #[test]
 fn read_of_a_value_never_written_is_caught() {
-    assert_not_linearizable(&[
-        op(0, 10, put("a"), written(1)),
-        op(20, 30, get(), value("z", 1)),
-    ]);
+    assert_not_linearizable(&[op(0, 10, put("a"), written(1)), op(20, 30, get(), value("z", 1))]);
 }
 
 #[test]
@@ -320,10 +273,7 @@ fn double_apply_of_a_cas_is_caught() {
 
 #[test]
 fn versions_going_backwards_are_caught() {
-    assert_not_linearizable(&[
-        op(0, 10, put("a"), written(5)),
-        op(20, 30, put("b"), written(3)),
-    ]);
+    assert_not_linearizable(&[op(0, 10, put("a"), written(5)), op(20, 30, put("b"), written(3))]);
 }
 
 #[test]
@@ -333,10 +283,7 @@ fn version_zero_is_never_written() {
 
 #[test]
 fn read_version_must_match_the_write() {
-    assert_not_linearizable(&[
-        op(0, 10, put("a"), written(4)),
-        op(20, 30, get(), value("a", 5)),
-    ]);
+    assert_not_linearizable(&[op(0, 10, put("a"), written(4)), op(20, 30, get(), value("a", 5))]);
 }
 
 #[test]
@@ -350,10 +297,7 @@ fn cas_against_a_stale_version_is_caught() {
 
 #[test]
 fn cas_mismatch_must_report_the_current_version() {
-    assert_not_linearizable(&[
-        op(0, 10, put("a"), written(1)),
-        op(20, 30, cas(7, "c"), mismatch(2)),
-    ]);
+    assert_not_linearizable(&[op(0, 10, put("a"), written(1)), op(20, 30, cas(7, "c"), mismatch(2))]);
     // A deleted key reports 0.
     assert_not_linearizable(&[
         op(0, 10, put("a"), written(1)),
@@ -364,19 +308,13 @@ fn cas_mismatch_must_report_the_current_version() {
 
 #[test]
 fn cas_expecting_absent_fails_on_a_live_key() {
-    assert_not_linearizable(&[
-        op(0, 10, put("a"), written(1)),
-        op(20, 30, cas(0, "c"), written(2)),
-    ]);
+    assert_not_linearizable(&[op(0, 10, put("a"), written(1)), op(20, 30, cas(0, "c"), written(2))]);
 }
 
 #[test]
 fn delete_of_an_absent_key_writes_nothing() {
     assert_not_linearizable(&[op(0, 10, delete(), written(1))]);
-    assert_not_linearizable(&[
-        op(0, 10, put("a"), written(1)),
-        op(20, 30, delete(), Outcome::NotFound),
-    ]);
+    assert_not_linearizable(&[op(0, 10, put("a"), written(1)), op(20, 30, delete(), Outcome::NotFound)]);
 }
 
 #[test]
@@ -390,11 +328,7 @@ fn read_after_delete_finds_nothing() {
 
 #[test]
 fn read_at_version_must_return_the_newest_at_or_below() {
-    let writes = [
-        op(0, 1, put("a"), written(3)),
-        op(2, 3, put("b"), written(5)),
-        op(4, 5, delete(), written(7)),
-    ];
+    let writes = [op(0, 1, put("a"), written(3)), op(2, 3, put("b"), written(5)), op(4, 5, delete(), written(7))];
     let with = |read: Operation| {
         let mut history = writes.to_vec();
         history.push(read);
@@ -417,11 +351,7 @@ fn indeterminate_write_cannot_take_effect_before_its_invocation() {
 
 #[test]
 fn indeterminate_version_must_exceed_the_one_before() {
-    assert_not_linearizable(&[
-        op(0, 10, put("a"), written(1)),
-        lost(20, put("b")),
-        op(30, 40, get(), value("b", 1)),
-    ]);
+    assert_not_linearizable(&[op(0, 10, put("a"), written(1)), lost(20, put("b")), op(30, 40, get(), value("b", 1))]);
 }
 
 #[test]
@@ -442,10 +372,7 @@ fn no_room_for_an_indeterminate_write_between_adjacent_versions() {
 
 #[test]
 fn unavailable_write_never_takes_effect() {
-    assert_not_linearizable(&[
-        op(0, 10, put("a"), Outcome::Unavailable),
-        op(20, 30, get(), value("a", 1)),
-    ]);
+    assert_not_linearizable(&[op(0, 10, put("a"), Outcome::Unavailable), op(20, 30, get(), value("a", 1))]);
 }
 
 #[test]
@@ -475,22 +402,13 @@ fn exhausted_budget_answers_unknown() {
     // a tiny budget it must say so rather than pass.
     let mut history = vec![op(0, 100, put("a"), written(1))];
     for i in 0..12 {
-        let outcome = if i % 2 == 0 {
-            Outcome::NotFound
-        } else {
-            value("a", 1)
-        };
+        let outcome = if i % 2 == 0 { Outcome::NotFound } else { value("a", 1) };
         history.push(op(i, 100 - i, get(), outcome));
     }
     history.push(op(200, 210, get(), Outcome::NotFound));
-    let config = CheckConfig {
-        states_per_key_max: 100,
-    };
+    let config = CheckConfig { states_per_key_max: 100 };
     match check_history(&history, &config).expect("valid history") {
-        CheckResult::Unknown {
-            key,
-            states_explored,
-        } => {
+        CheckResult::Unknown { key, states_explored } => {
             assert_eq!(key, KEY);
             assert_eq!(states_explored, 100);
         }
@@ -506,10 +424,7 @@ fn exhausted_budget_answers_unknown() {
 fn malformed_histories_are_errors_not_panics() {
     let config = CheckConfig::default();
     let early = op(10, 5, get(), Outcome::NotFound);
-    assert!(matches!(
-        check_history(&[early], &config),
-        Err(HistoryError::ReturnBeforeInvoke { index: 0, .. })
-    ));
+    assert!(matches!(check_history(&[early], &config), Err(HistoryError::ReturnBeforeInvoke { index: 0, .. })));
     let mut unreturned = lost(0, get());
     unreturned.outcome = Outcome::NotFound;
     assert!(matches!(
@@ -517,21 +432,12 @@ fn malformed_histories_are_errors_not_panics() {
         Err(HistoryError::DefiniteOutcomeWithoutReturn { index: 0, .. })
     ));
     let misfit = op(0, 1, put("a"), Outcome::Compacted);
-    assert!(matches!(
-        check_history(&[misfit], &config),
-        Err(HistoryError::OutcomeDoesNotFitCall { index: 0, .. })
-    ));
+    assert!(matches!(check_history(&[misfit], &config), Err(HistoryError::OutcomeDoesNotFitCall { index: 0, .. })));
     let two_keys = [
         op(0, 1, get(), Outcome::NotFound),
-        Operation {
-            call: Call::Get { key: b"j".to_vec() },
-            ..op(0, 1, get(), Outcome::NotFound)
-        },
+        Operation { call: Call::Get { key: b"j".to_vec() }, ..op(0, 1, get(), Outcome::NotFound) },
     ];
-    assert!(matches!(
-        check_key(&two_keys, &config),
-        Err(HistoryError::MoreThanOneKey { index: 1 })
-    ));
+    assert!(matches!(check_key(&two_keys, &config), Err(HistoryError::MoreThanOneKey { index: 1 })));
 }
 
 #[test]
@@ -545,15 +451,8 @@ fn extreme_versions_and_times_do_not_panic() {
         op(max - 1, max, get_at(max - 1), Outcome::NotFound),
     ]);
     // Nothing can follow the largest version.
-    assert_not_linearizable(&[
-        op(0, 1, put("a"), written(max)),
-        op(2, 3, put("b"), written(max)),
-    ]);
-    assert_not_linearizable(&[
-        op(0, 1, put("a"), written(max)),
-        lost(2, put("b")),
-        op(3, 4, get(), value("b", max)),
-    ]);
+    assert_not_linearizable(&[op(0, 1, put("a"), written(max)), op(2, 3, put("b"), written(max))]);
+    assert_not_linearizable(&[op(0, 1, put("a"), written(max)), lost(2, put("b")), op(3, 4, get(), value("b", max))]);
 }
 
 // ---- shrinking ----
@@ -566,12 +465,7 @@ fn shrink_finds_the_stale_read_in_a_long_history() {
     for i in 0..40u64 {
         let time = i * 100;
         history.push(op(time, time + 10, put(&format!("v{i}")), written(i + 1)));
-        history.push(op(
-            time + 20,
-            time + 30,
-            get(),
-            value(&format!("v{i}"), i + 1),
-        ));
+        history.push(op(time + 20, time + 30, get(), value(&format!("v{i}"), i + 1)));
     }
     history.push(op(2_050, 2_060, get(), value("v3", 4)));
     let shrunk = shrink_key_history(&history, &CheckConfig::default(), SHRINK_CHECKS_MAX_DEFAULT)
@@ -579,15 +473,8 @@ fn shrink_finds_the_stale_read_in_a_long_history() {
         .expect("the history fails");
     assert!(!shrunk.budget_exhausted);
     assert!(shrunk.ops.len() <= 3, "kept {:?}", shrunk.ops);
-    assert!(
-        shrunk
-            .ops
-            .contains(&op(2_050, 2_060, get(), value("v3", 4)))
-    );
-    assert!(matches!(
-        check_key(&shrunk.ops, &CheckConfig::default()),
-        Ok(KeyVerdict::NotLinearizable(_))
-    ));
+    assert!(shrunk.ops.contains(&op(2_050, 2_060, get(), value("v3", 4))));
+    assert!(matches!(check_key(&shrunk.ops, &CheckConfig::default()), Ok(KeyVerdict::NotLinearizable(_))));
 }
 
 #[test]
@@ -600,9 +487,8 @@ fn shrink_does_not_blame_a_read_for_a_dropped_write() {
         op(40, 50, put("b"), written(2)),
         op(60, 70, get(), value("a", 1)),
     ];
-    let shrunk = shrink_key_history(&history, &CheckConfig::default(), 100)
-        .expect("valid history")
-        .expect("the history fails");
+    let shrunk =
+        shrink_key_history(&history, &CheckConfig::default(), 100).expect("valid history").expect("the history fails");
     assert!(shrunk.ops.contains(&history[2]), "kept {:?}", shrunk.ops);
     assert!(shrunk.ops.contains(&history[3]), "kept {:?}", shrunk.ops);
     assert!(!shrunk.ops.contains(&history[1]), "kept {:?}", shrunk.ops);
@@ -611,8 +497,5 @@ fn shrink_does_not_blame_a_read_for_a_dropped_write() {
 #[test]
 fn shrink_of_a_linearizable_history_is_none() {
     let history = [op(0, 10, put("a"), written(1))];
-    assert_eq!(
-        shrink_key_history(&history, &CheckConfig::default(), 10),
-        Ok(None)
-    );
+    assert_eq!(shrink_key_history(&history, &CheckConfig::default(), 10), Ok(None));
 }

@@ -40,45 +40,23 @@ fn random_history(seed: u64, ops_count: usize) -> Vec<Operation> {
             let version = 1 + rng.below(VERSION_MAX);
             let indeterminate = rng.below(5) == 0;
             let (call, outcome) = match rng.below(5) {
-                0 => (
-                    Call::Get { key: key.clone() },
-                    read_outcome(&mut rng, value.clone(), version),
-                ),
+                0 => (Call::Get { key: key.clone() }, read_outcome(&mut rng, value.clone(), version)),
                 1 => (
-                    Call::GetAt {
-                        key: key.clone(),
-                        at_version: rng.below(VERSION_MAX + 1),
-                    },
+                    Call::GetAt { key: key.clone(), at_version: rng.below(VERSION_MAX + 1) },
                     read_outcome(&mut rng, value.clone(), version),
                 ),
-                2 => (
-                    Call::Put {
-                        key: key.clone(),
-                        value,
-                    },
-                    Outcome::Written { version },
-                ),
+                2 => (Call::Put { key: key.clone(), value }, Outcome::Written { version }),
                 3 => {
-                    let outcome = if rng.below(2) == 0 {
-                        Outcome::Written { version }
-                    } else {
-                        Outcome::NotFound
-                    };
+                    let outcome = if rng.below(2) == 0 { Outcome::Written { version } } else { Outcome::NotFound };
                     (Call::Delete { key: key.clone() }, outcome)
                 }
                 _ => {
                     let outcome = if rng.below(2) == 0 {
                         Outcome::Written { version }
                     } else {
-                        Outcome::VersionMismatch {
-                            current: rng.below(VERSION_MAX + 1),
-                        }
+                        Outcome::VersionMismatch { current: rng.below(VERSION_MAX + 1) }
                     };
-                    let call = Call::Cas {
-                        key: key.clone(),
-                        expected_version: rng.below(4),
-                        value,
-                    };
+                    let call = Call::Cas { key: key.clone(), expected_version: rng.below(4), value };
                     (call, outcome)
                 }
             };
@@ -92,13 +70,7 @@ fn random_history(seed: u64, ops_count: usize) -> Vec<Operation> {
             } else {
                 outcome
             };
-            Operation {
-                client: index as u64,
-                invoke_time,
-                return_time,
-                call,
-                outcome,
-            }
+            Operation { client: index as u64, invoke_time, return_time, call, outcome }
         })
         .collect()
 }
@@ -120,14 +92,8 @@ fn model_history(seed: u64, ops_count: usize, perturb: bool) -> Vec<Operation> {
             let new_version = last_version + 1 + rng.below(2);
             let call = match rng.below(5) {
                 0 => Call::Get { key: key.clone() },
-                1 => Call::GetAt {
-                    key: key.clone(),
-                    at_version: rng.below(last_version + 2),
-                },
-                2 => Call::Put {
-                    key: key.clone(),
-                    value,
-                },
+                1 => Call::GetAt { key: key.clone(), at_version: rng.below(last_version + 2) },
+                2 => Call::Put { key: key.clone(), value },
                 3 => Call::Delete { key: key.clone() },
                 _ => Call::Cas {
                     key: key.clone(),
@@ -158,10 +124,7 @@ fn model_history(seed: u64, ops_count: usize, perturb: bool) -> Vec<Operation> {
             if op.outcome != Outcome::Indeterminate || applies {
                 let mut definite = op.clone();
                 definite.outcome = applied_outcome;
-                assert!(
-                    apply(&mut chain, &definite, new_version),
-                    "the model applies"
-                );
+                assert!(apply(&mut chain, &definite, new_version), "the model applies");
             }
             op
         })
@@ -171,9 +134,8 @@ fn model_history(seed: u64, ops_count: usize, perturb: bool) -> Vec<Operation> {
         let original = &mut history[target];
         // Borrow a random answer from a random operation of the same kind.
         let kind = std::mem::discriminant(&original.call);
-        let replacement = (0..50)
-            .flat_map(|_| random_history(rng.next(), 1))
-            .find(|op| std::mem::discriminant(&op.call) == kind);
+        let replacement =
+            (0..50).flat_map(|_| random_history(rng.next(), 1)).find(|op| std::mem::discriminant(&op.call) == kind);
         if let Some(replacement) = replacement
             && original.return_time.is_some()
             && replacement.return_time.is_some()
@@ -192,37 +154,22 @@ fn true_outcome(chain: &Chain, op: &Operation, new_version: Version) -> Outcome 
         _ => 0,
     };
     let newest_at = |at: Version| match chain.iter().rev().find(|(v, _)| *v <= at) {
-        Some((version, Some(value))) => Outcome::Value {
-            value: value.clone(),
-            version: *version,
-        },
+        Some((version, Some(value))) => Outcome::Value { value: value.clone(), version: *version },
         _ => Outcome::NotFound,
     };
     match &op.call {
         Call::Get { .. } => newest_at(Version::MAX),
         Call::GetAt { at_version, .. } => newest_at(*at_version),
-        Call::Put { .. } => Outcome::Written {
-            version: new_version,
-        },
+        Call::Put { .. } => Outcome::Written { version: new_version },
         Call::Delete { .. } if current == 0 => Outcome::NotFound,
-        Call::Delete { .. } => Outcome::Written {
-            version: new_version,
-        },
-        Call::Cas {
-            expected_version, ..
-        } if *expected_version == current => Outcome::Written {
-            version: new_version,
-        },
+        Call::Delete { .. } => Outcome::Written { version: new_version },
+        Call::Cas { expected_version, .. } if *expected_version == current => Outcome::Written { version: new_version },
         Call::Cas { .. } => Outcome::VersionMismatch { current },
     }
 }
 
 fn read_outcome(rng: &mut SplitMix, value: Vec<u8>, version: Version) -> Outcome {
-    if rng.below(3) == 0 {
-        Outcome::NotFound
-    } else {
-        Outcome::Value { value, version }
-    }
+    if rng.below(3) == 0 { Outcome::NotFound } else { Outcome::Value { value, version } }
 }
 
 /// The concrete register: versions oldest first, `None` a tombstone.
@@ -238,10 +185,7 @@ fn apply(chain: &mut Chain, op: &Operation, unknown: Version) -> bool {
     };
     let live = current != 0;
     let newest_at = |chain: &Chain, at: Version| match chain.iter().rev().find(|(v, _)| *v <= at) {
-        Some((version, Some(value))) => Outcome::Value {
-            value: value.clone(),
-            version: *version,
-        },
+        Some((version, Some(value))) => Outcome::Value { value: value.clone(), version: *version },
         _ => Outcome::NotFound,
     };
     let new_version = match op.outcome {
@@ -277,14 +221,7 @@ fn apply_write(
         (Call::Delete { .. }, Outcome::Written { .. }) => live && push(None),
         // An indeterminate delete of an absent key writes nothing.
         (Call::Delete { .. }, _) => !live || push(None),
-        (
-            Call::Cas {
-                expected_version,
-                value,
-                ..
-            },
-            outcome,
-        ) => {
+        (Call::Cas { expected_version, value, .. }, outcome) => {
             let matches = *expected_version == current;
             match outcome {
                 Outcome::VersionMismatch { current: reported } => !matches && *reported == current,
@@ -305,9 +242,8 @@ fn brute_force_linearizable(history: &[Operation]) -> bool {
 /// As [`brute_force_linearizable`], where `ops[may_from..]` may also never
 /// have happened (but if they did, inside their window as recorded).
 fn brute_force(ops: &[&Operation], may_from: usize) -> bool {
-    let optional: Vec<usize> = (0..ops.len())
-        .filter(|&i| i >= may_from || ops[i].outcome == Outcome::Indeterminate)
-        .collect();
+    let optional: Vec<usize> =
+        (0..ops.len()).filter(|&i| i >= may_from || ops[i].outcome == Outcome::Indeterminate).collect();
     let mentioned_max = ops
         .iter()
         .map(|op| match (&op.call, &op.outcome) {
@@ -325,13 +261,7 @@ fn brute_force(ops: &[&Operation], may_from: usize) -> bool {
                 None => true,
             })
             .collect();
-        orders(
-            ops,
-            &chosen,
-            &mut Vec::new(),
-            &mut Chain::new(),
-            version_max,
-        )
+        orders(ops, &chosen, &mut Vec::new(), &mut Chain::new(), version_max)
     })
 }
 
@@ -352,18 +282,12 @@ fn orders(
     };
     remaining.iter().any(|&next| {
         // Nothing left may have had to finish before `next` began.
-        let blocked = remaining
-            .iter()
-            .any(|&other| deadline(other).is_some_and(|time| time < ops[next].invoke_time));
+        let blocked = remaining.iter().any(|&other| deadline(other).is_some_and(|time| time < ops[next].invoke_time));
         if blocked {
             return false;
         }
         let rest: Vec<usize> = remaining.iter().copied().filter(|&i| i != next).collect();
-        let versions = if ops[next].outcome == Outcome::Indeterminate {
-            1..=version_max
-        } else {
-            0..=0
-        };
+        let versions = if ops[next].outcome == Outcome::Indeterminate { 1..=version_max } else { 0..=0 };
         versions.into_iter().any(|version| {
             let mut after = chain.clone();
             if !apply(&mut after, ops[next], version) {

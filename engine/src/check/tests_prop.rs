@@ -51,10 +51,7 @@ impl Register {
 
     fn read(&self, at_version: Version) -> Outcome {
         match self.chain.iter().rev().find(|(v, _)| *v <= at_version) {
-            Some((version, Some(value))) => Outcome::Value {
-                value: value.clone(),
-                version: *version,
-            },
+            Some((version, Some(value))) => Outcome::Value { value: value.clone(), version: *version },
             _ => Outcome::NotFound,
         }
     }
@@ -94,10 +91,7 @@ fn generate(seed: u64, ops_count: usize, keys: u64, stretch: u64) -> Vec<Operati
             0..=2 => (Call::Get { key }, Some(register.latest())),
             3 => {
                 let at_version = rng.below(register.last_version() + 3);
-                (
-                    Call::GetAt { key, at_version },
-                    Some(register.read(at_version)),
-                )
+                (Call::GetAt { key, at_version }, Some(register.read(at_version)))
             }
             4 | 5 | 9 => (Call::Put { key, value }, None),
             6 => (Call::Delete { key }, None),
@@ -108,11 +102,7 @@ fn generate(seed: u64, ops_count: usize, keys: u64, stretch: u64) -> Vec<Operati
                     2 => register.current() + 1,
                     _ => rng.below(register.last_version() + 2),
                 };
-                let call = Call::Cas {
-                    key,
-                    expected_version,
-                    value,
-                };
+                let call = Call::Cas { key, expected_version, value };
                 (call, None)
             }
         };
@@ -125,13 +115,7 @@ fn generate(seed: u64, ops_count: usize, keys: u64, stretch: u64) -> Vec<Operati
             (Outcome::Indeterminate, 0) => None,
             _ => Some(return_time),
         };
-        history.push(Operation {
-            client: index as u64 % 4,
-            invoke_time,
-            return_time,
-            call,
-            outcome,
-        });
+        history.push(Operation { client: index as u64 % 4, invoke_time, return_time, call, outcome });
     }
     history
 }
@@ -142,35 +126,13 @@ fn apply_write(register: &mut Register, call: &Call, new_version: Version, fate:
     let applies = matches!(fate, Fate::Acknowledged | Fate::IndeterminateApplied);
     let live = register.current() != 0;
     let (outcome, entry) = match call {
-        Call::Put { value, .. } => (
-            Outcome::Written {
-                version: new_version,
-            },
-            Some(Some(value.clone())),
-        ),
-        Call::Delete { .. } if live => (
-            Outcome::Written {
-                version: new_version,
-            },
-            Some(None),
-        ),
+        Call::Put { value, .. } => (Outcome::Written { version: new_version }, Some(Some(value.clone()))),
+        Call::Delete { .. } if live => (Outcome::Written { version: new_version }, Some(None)),
         Call::Delete { .. } => (Outcome::NotFound, None),
-        Call::Cas {
-            expected_version,
-            value,
-            ..
-        } if *expected_version == register.current() => (
-            Outcome::Written {
-                version: new_version,
-            },
-            Some(Some(value.clone())),
-        ),
-        Call::Cas { .. } => (
-            Outcome::VersionMismatch {
-                current: register.current(),
-            },
-            None,
-        ),
+        Call::Cas { expected_version, value, .. } if *expected_version == register.current() => {
+            (Outcome::Written { version: new_version }, Some(Some(value.clone())))
+        }
+        Call::Cas { .. } => (Outcome::VersionMismatch { current: register.current() }, None),
         Call::Get { .. } | Call::GetAt { .. } => unreachable!("reads are not writes"),
     };
     if applies && let Some(entry) = entry {
@@ -192,34 +154,20 @@ fn apply_write(register: &mut Register, call: &Call, new_version: Version, fate:
 fn mutate_one_read(history: &[Operation], pick: u64) -> Option<Vec<Operation>> {
     let reads: Vec<usize> = (0..history.len())
         .filter(|&i| {
-            !history[i].call.is_write()
-                && matches!(
-                    history[i].outcome,
-                    Outcome::Value { .. } | Outcome::NotFound
-                )
+            !history[i].call.is_write() && matches!(history[i].outcome, Outcome::Value { .. } | Outcome::NotFound)
         })
         .collect();
     let target = *reads.get((pick / 3) as usize % reads.len().max(1))?;
     let mut mutated = history.to_vec();
-    let never_written = Outcome::Value {
-        value: b"never written".to_vec(),
-        version: 1,
-    };
+    let never_written = Outcome::Value { value: b"never written".to_vec(), version: 1 };
     // When the picked way does not apply to this read, fall back to a value
     // never written, which always does.
     mutated[target].outcome = match (pick % 3, &history[target].outcome) {
         (0, Outcome::Value { value, version }) => {
-            let acknowledged = history.iter().any(|op| {
-                matches!(op.outcome, Outcome::Written { .. }) && written_value(op) == Some(value)
-            });
-            if acknowledged {
-                Outcome::Value {
-                    value: value.clone(),
-                    version: version + 1,
-                }
-            } else {
-                never_written
-            }
+            let acknowledged = history
+                .iter()
+                .any(|op| matches!(op.outcome, Outcome::Written { .. }) && written_value(op) == Some(value));
+            if acknowledged { Outcome::Value { value: value.clone(), version: version + 1 } } else { never_written }
         }
         (2, _) => stale_value(history, target).unwrap_or(never_written),
         _ => never_written,
@@ -241,9 +189,8 @@ fn stale_value(history: &[Operation], read: usize) -> Option<Outcome> {
     if !matches!(read.call, Call::Get { .. }) {
         return None;
     }
-    let acknowledged = |op: &&Operation| {
-        op.call.key() == read.call.key() && matches!(op.outcome, Outcome::Written { .. })
-    };
+    let acknowledged =
+        |op: &&Operation| op.call.key() == read.call.key() && matches!(op.outcome, Outcome::Written { .. });
     let version_of = |op: &Operation| match op.outcome {
         Outcome::Written { version } => version,
         _ => 0,
@@ -254,20 +201,13 @@ fn stale_value(history: &[Operation], read: usize) -> Option<Outcome> {
         .filter(|op| op.return_time.is_some_and(|time| time < read.invoke_time))
         .map(version_of)
         .max()?;
-    let stale = history
-        .iter()
-        .filter(acknowledged)
-        .find(|op| version_of(op) < newest_before && written_value(op).is_some())?;
-    Some(Outcome::Value {
-        value: written_value(stale)?.clone(),
-        version: version_of(stale),
-    })
+    let stale =
+        history.iter().filter(acknowledged).find(|op| version_of(op) < newest_before && written_value(op).is_some())?;
+    Some(Outcome::Value { value: written_value(stale)?.clone(), version: version_of(stale) })
 }
 
 fn config() -> CheckConfig {
-    CheckConfig {
-        states_per_key_max: 200_000,
-    }
+    CheckConfig { states_per_key_max: 200_000 }
 }
 
 /// Inputs proptest once found that ran the search out of budget before the
@@ -290,10 +230,7 @@ fn regressions_are_decided() {
                 continue;
             };
             let result = check_history(&mutated, &config()).expect("valid");
-            assert!(
-                matches!(result, CheckResult::NotLinearizable { .. }),
-                "seed {seed} pick {pick}: {result}"
-            );
+            assert!(matches!(result, CheckResult::NotLinearizable { .. }), "seed {seed} pick {pick}: {result}");
         }
     }
 }
@@ -302,10 +239,7 @@ fn regressions_are_decided() {
 /// others and `PROPTEST_CASES` runs more. Failures print their inputs (the ones
 /// found so far are in [`REGRESSIONS`]); nothing is written to disk.
 pub(super) fn proptest_config(cases: u32) -> ProptestConfig {
-    let mut config = ProptestConfig {
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
+    let mut config = ProptestConfig { failure_persistence: None, ..ProptestConfig::default() };
     if matches!(config.rng_seed, RngSeed::Random) {
         config.rng_seed = RngSeed::Fixed(0x636f_7265_6b76);
     }
