@@ -716,7 +716,7 @@ fn change(sim: &mut Sim, cc: ConfChange) {
     let done = |s: &Sim| {
         s.leader().and_then(|l| s.status(l)).is_some_and(|st| match cc {
             ConfChange::AddLearner(n) => st.conf.learners.contains(&n),
-            ConfChange::Promote(n) => st.conf.voters.contains(&n),
+            ConfChange::Promote(n) | ConfChange::AddVoter(n) => st.conf.voters.contains(&n),
             ConfChange::Remove(n) => !st.conf.voters.contains(&n) && !st.conf.learners.contains(&n),
         })
     };

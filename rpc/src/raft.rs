@@ -100,6 +100,10 @@ pub enum ConfChange {
     Promote(NodeId),
     /// Remove `0`, voter or learner.
     Remove(NodeId),
+    /// Make `0` a voter directly. Only written at bootstrap: the founding members
+    /// are the first entries of every group's log, so a member fed the log from
+    /// index 1 learns them. A running group adds a learner and promotes it.
+    AddVoter(NodeId),
 }
 
 impl ConfChange {
@@ -109,6 +113,7 @@ impl ConfChange {
             ConfChange::AddLearner(id) => (1u8, id),
             ConfChange::Promote(id) => (2, id),
             ConfChange::Remove(id) => (3, id),
+            ConfChange::AddVoter(id) => (4, id),
         };
         let mut out = Vec::with_capacity(9);
         out.push(tag);
@@ -124,6 +129,7 @@ impl ConfChange {
             1 => Some(ConfChange::AddLearner(id)),
             2 => Some(ConfChange::Promote(id)),
             3 => Some(ConfChange::Remove(id)),
+            4 => Some(ConfChange::AddVoter(id)),
             _ => None,
         }
     }
@@ -272,7 +278,9 @@ mod tests {
 
     #[test]
     fn conf_change_round_trips_and_rejects_garbage() {
-        for cc in [ConfChange::AddLearner(7), ConfChange::Promote(u64::MAX), ConfChange::Remove(1)] {
+        for cc in
+            [ConfChange::AddLearner(7), ConfChange::Promote(u64::MAX), ConfChange::Remove(1), ConfChange::AddVoter(3)]
+        {
             assert_eq!(ConfChange::decode(&cc.encode()), Some(cc));
         }
         assert_eq!(ConfChange::decode(&[]), None);

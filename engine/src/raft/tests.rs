@@ -393,14 +393,15 @@ fn a_learner_catches_up_by_snapshot_then_is_promoted_and_votes() {
     }
     h.settle();
     for id in 1..=3 {
-        h.node(id).compact(std::sync::Arc::from(b"state-at-21".to_vec()));
+        h.node(id).compact(std::sync::Arc::from(b"state-after-20".to_vec()));
     }
     let learner = RawNode::new(config(4), DurableState::bootstrap(vec![]), 4).unwrap();
     h.nodes.insert(4, learner);
     h.node(1).propose_conf_change(ConfChange::AddLearner(4)).unwrap();
     h.tick_all(4);
     let st = h.node(4).status();
-    assert_eq!(st.snapshot_index, 21, "the learner was sent the snapshot");
+    assert_eq!(st.snapshot_index, h.node(1).status().snapshot_index, "the learner was sent the snapshot");
+    assert!(st.snapshot_index > 20);
     assert_eq!(st.commit, h.node(1).status().commit);
     let chunks = h.sent.iter().filter(|m| matches!(m.body, MessageBody::Snapshot { .. })).count();
     assert!(chunks >= 4, "11 bytes in chunks of 3");
@@ -497,6 +498,48 @@ fn a_snapshot_transfer_restarts_when_the_follower_lost_its_partial_copy() {
     let fresh = RawNode::new(config(3), DurableState::bootstrap(vec![1, 2, 3]), 3).unwrap();
     h.nodes.insert(3, fresh);
     h.tick_all(10);
-    assert_eq!(h.node(3).status().snapshot_index, 21, "the transfer started over and completed");
+    let leader_snapshot = h.node(1).status().snapshot_index;
+    assert_eq!(h.node(3).status().snapshot_index, leader_snapshot, "the transfer started over and completed");
     assert_eq!(h.node(3).status().commit, h.node(1).status().commit);
+}
+
+#[test]
+fn a_member_fed_the_log_from_index_1_learns_the_founding_voters() {
+    // Found by review: the founding membership lived only in the bootstrap
+    // snapshot, so a learner fed from index 1 believed it was the only voter and
+    // once promoted elected itself alone (split brain).
+    let mut h = Harness::new(3, |_| {});
+    h.elect(1);
+    for i in 0..5u8 {
+        h.node(1).propose(vec![i]).unwrap();
+    }
+    h.settle();
+    h.nodes.insert(4, RawNode::new(config(4), DurableState::bootstrap(vec![]), 4).unwrap());
+    h.node(1).propose_conf_change(ConfChange::AddLearner(4)).unwrap();
+    h.tick_all(4);
+    assert_eq!(h.node(4).status().snapshot_index, 0, "fed from the log, not a snapshot");
+    h.node(1).propose_conf_change(ConfChange::Promote(4)).unwrap();
+    h.tick_all(4);
+    assert_eq!(h.node(4).status().conf.voters, vec![1, 2, 3, 4]);
+    // Cut off, the new voter cannot elect itself.
+    h.cut.insert(4);
+    for _ in 0..60 {
+        h.node(4).tick();
+        h.settle();
+    }
+    assert_ne!(h.node(4).status().role, Role::Leader);
+}
+
+#[test]
+fn the_founding_membership_is_committed_log_entries_and_cannot_be_proposed_later() {
+    let d = DurableState::bootstrap(vec![3, 1, 2, 1]);
+    assert_eq!(d.entries.len(), 3);
+    assert_eq!(d.hard_state.commit, 3);
+    assert!(d.entries.iter().all(|e| e.term == 1 && e.kind == EntryKind::ConfChange));
+    assert_eq!(d.snapshot.meta.conf.voters, vec![1, 2, 3]);
+    let joining = DurableState::bootstrap(vec![]);
+    assert!(joining.entries.is_empty() && joining.hard_state == corekv_rpc::raft::HardState::default());
+    let mut h = Harness::new(3, |_| {});
+    h.elect(1);
+    assert!(matches!(h.node(1).propose_conf_change(ConfChange::AddVoter(9)), Err(ProposeError::InvalidConfChange(_))));
 }

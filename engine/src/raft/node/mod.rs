@@ -55,18 +55,35 @@ pub struct DurableState {
 }
 
 impl DurableState {
-    /// The state of a brand-new group member with founding `voters`.
+    /// The state of a brand-new group member. A founding member (`voters` non-empty)
+    /// starts with the founding membership both in its snapshot at index 0 and as
+    /// committed `AddVoter` entries 1..=n of term 1, identical on every founding
+    /// member; a member that joins later starts empty (`voters` empty) and learns
+    /// everything from the leader, whether it is sent a snapshot or the log from
+    /// index 1.
     pub fn bootstrap(voters: Vec<NodeId>) -> DurableState {
         let mut voters = voters;
         voters.sort_unstable();
         voters.dedup();
+        let entries: Vec<Entry> = voters
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| Entry {
+                term: 1,
+                index: i as u64 + 1,
+                kind: EntryKind::ConfChange,
+                data: ConfChange::AddVoter(id).encode(),
+            })
+            .collect();
+        let founded = !entries.is_empty();
+        let commit = entries.len() as u64;
         DurableState {
-            hard_state: HardState::default(),
+            hard_state: HardState { term: u64::from(founded), vote: NO_NODE, commit },
             snapshot: Snapshot {
                 meta: SnapshotMeta { index: 0, term: 0, conf: ConfState { voters, learners: vec![] } },
                 data: Arc::from(Vec::new()),
             },
-            entries: Vec::new(),
+            entries,
         }
     }
 }
@@ -405,6 +422,7 @@ impl RawNode {
             ConfChange::Remove(id) if self.conf.voters == [id] => {
                 return invalid("cannot remove the last voter");
             }
+            ConfChange::AddVoter(_) => return invalid("add a learner, let it catch up, then promote it"),
             _ => {}
         }
         let at = self.append_entry(EntryKind::ConfChange, cc.encode());

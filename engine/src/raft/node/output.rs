@@ -107,6 +107,13 @@ impl RawNode {
                 conf.voters.retain(|&v| v != id);
                 conf.learners.retain(|&l| l != id);
             }
+            ConfChange::AddVoter(id) => {
+                conf.learners.retain(|&l| l != id);
+                if !conf.voters.contains(&id) {
+                    conf.voters.push(id);
+                    conf.voters.sort_unstable();
+                }
+            }
         }
         if self.role != Role::Leader {
             return;
