@@ -173,7 +173,7 @@ impl Progress {
         if self.next_index == 0 || self.next_index - 1 != rejected {
             return false;
         }
-        self.next_index = (hint + 1).min(rejected).max(self.match_index + 1);
+        self.next_index = hint.saturating_add(1).min(rejected).max(self.match_index + 1);
         self.probe_sent = false;
         true
     }

@@ -543,3 +543,210 @@ fn the_founding_membership_is_committed_log_entries_and_cannot_be_proposed_later
     h.elect(1);
     assert!(matches!(h.node(1).propose_conf_change(ConfChange::AddVoter(9)), Err(ProposeError::InvalidConfChange(_))));
 }
+
+// ----- regressions found by review: snapshot transfers and hostile input --------------
+
+fn drain(h: &mut Harness, id: NodeId) -> Vec<Message> {
+    let mut out = vec![];
+    let n = h.node(id);
+    while n.has_ready() {
+        let rd = n.ready();
+        if rd.must_persist() {
+            n.on_persisted(rd.number);
+        }
+        out.extend(rd.messages);
+        out.extend(rd.messages_after_persist);
+    }
+    out
+}
+
+fn durable_of(h: &mut Harness, id: NodeId) -> DurableState {
+    use corekv_rpc::raft::{HardState, SnapshotMeta};
+    let n = h.node(id);
+    let st = n.status();
+    let log = n.log();
+    let entries = (log.first_index()..=log.last_index()).filter_map(|i| log.get(i).cloned()).collect();
+    DurableState {
+        hard_state: HardState { term: st.term, vote: st.vote, commit: st.commit },
+        snapshot: Snapshot {
+            meta: SnapshotMeta { index: log.snapshot_index(), term: log.snapshot_term(), conf: st.conf.clone() },
+            data: std::sync::Arc::from(Vec::new()),
+        },
+        entries,
+    }
+}
+
+fn step_all(h: &mut Harness, msgs: Vec<Message>) {
+    for m in msgs {
+        h.node(m.to).step(m).unwrap();
+    }
+}
+
+/// Delivers messages until quiet, dropping those `keep` refuses.
+fn pump(h: &mut Harness, mut keep: impl FnMut(&Message) -> bool) {
+    let ids: Vec<NodeId> = h.nodes.keys().copied().collect();
+    for _ in 0..1000 {
+        let mut q = vec![];
+        for &id in &ids {
+            q.extend(drain(h, id));
+        }
+        if q.is_empty() {
+            return;
+        }
+        for m in q {
+            if keep(&m) {
+                h.node(m.to).step(m).unwrap();
+            }
+        }
+    }
+    panic!("the cluster never went quiet");
+}
+
+fn lagging_follower_needing_a_snapshot() -> Harness {
+    let mut h = Harness::new(3, |c| c.snapshot_chunk_bytes = 4);
+    h.elect(1);
+    h.settle();
+    h.cut.insert(3);
+    for i in 0..10u8 {
+        h.node(1).propose(vec![i]).unwrap();
+        h.settle();
+    }
+    h.node(1).compact(std::sync::Arc::from(vec![7u8; 40])); // 10 chunks, 4 in flight
+    h.cut.clear();
+    h
+}
+
+#[test]
+fn a_snapshot_never_discards_entries_the_follower_already_acknowledged() {
+    let mut h = Harness::new(3, |_| {});
+    h.elect(1);
+    h.settle();
+    let base = h.node(1).status().last_index;
+    for i in 0..3u8 {
+        h.node(1).propose(vec![i]).unwrap();
+    }
+    let a = drain(&mut h, 1);
+    for i in 3..5u8 {
+        h.node(1).propose(vec![i]).unwrap();
+    }
+    let b = drain(&mut h, 1);
+    let top = base + 5;
+    step_all(&mut h, a.iter().chain(&b).filter(|m| m.to == 3).cloned().collect());
+    let delayed_acks_from_3 = drain(&mut h, 3);
+    assert!(
+        delayed_acks_from_3
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::AppendResponse { index, reject: None } if index == top))
+    );
+    step_all(&mut h, a.iter().filter(|m| m.to == 2).cloned().collect());
+    let acks_from_2 = drain(&mut h, 2);
+    step_all(&mut h, acks_from_2);
+    let _lost = drain(&mut h, 1);
+    assert_eq!(h.node(1).status().commit, base + 3);
+    h.node(1).compact(std::sync::Arc::from(b"state".to_vec()));
+    h.node(1).report_unreachable(3);
+    let mut to_1 = vec![];
+    for _ in 0..10 {
+        h.node(1).tick();
+        for m in drain(&mut h, 1) {
+            if m.to == 3 {
+                h.node(3).step(m).unwrap();
+                to_1.extend(drain(&mut h, 3));
+            }
+        }
+        for m in std::mem::take(&mut to_1) {
+            h.node(1).step(m).unwrap();
+        }
+        if h.node(3).status().commit >= base + 3 {
+            break;
+        }
+    }
+    assert!(h.node(3).status().commit >= base + 3, "the snapshot (or its commit) reached 3");
+    step_all(&mut h, delayed_acks_from_3);
+    let commit = h.node(1).status().commit;
+    let holders = [1, 2, 3].iter().filter(|&&id| h.nodes[&id].log().term(top).is_some()).count();
+    assert!(commit < top || holders >= 2, "leader committed {commit} but only {holders} of 3 hold entry {top}");
+}
+
+#[test]
+fn a_snapshot_transfer_completes_after_the_follower_restarts_mid_transfer() {
+    let mut h = lagging_follower_needing_a_snapshot();
+    let mut first_delivered = false;
+    for _ in 0..40 {
+        h.node(1).tick();
+        pump(&mut h, |m| match m.body {
+            MessageBody::Snapshot { offset: 0, .. } if !first_delivered => {
+                first_delivered = true;
+                true
+            }
+            MessageBody::Snapshot { .. } => false,
+            _ => true,
+        });
+        if first_delivered {
+            break;
+        }
+    }
+    assert!(first_delivered);
+    let durable = durable_of(&mut h, 3);
+    h.nodes.insert(3, RawNode::new(config(3), durable, 3).unwrap());
+    h.tick_all(300);
+    let (c1, c3) = (h.node(1).status().commit, h.node(3).status().commit);
+    assert_eq!(c3, c1, "node 3 never finished the snapshot transfer");
+}
+
+#[test]
+fn a_transfer_restarted_by_a_leader_transfer_neither_panics_nor_stalls() {
+    let mut h = lagging_follower_needing_a_snapshot();
+    let mut chunks = 0;
+    for _ in 0..40 {
+        h.node(1).tick();
+        pump(&mut h, |m| {
+            if matches!(m.body, MessageBody::Snapshot { .. }) {
+                chunks += 1;
+                return chunks <= 8;
+            }
+            !(chunks >= 8 && m.to == 3)
+        });
+        if chunks >= 8 {
+            break;
+        }
+    }
+    assert_eq!(h.node(3).status().snapshot_index, 0);
+    h.node(1).transfer_leader(3).unwrap(); // restarts at 0 while 3 holds 32 bytes
+    h.tick_all(40);
+    assert_eq!(h.leader(), Some(3), "the transfer completed");
+}
+
+#[test]
+fn hostile_indexes_and_offsets_are_errors_not_panics() {
+    use corekv_rpc::raft::{RejectHint, SnapshotMeta};
+    let mut h = Harness::new(3, |_| {});
+    h.elect(1);
+    h.settle();
+    let term = h.node(1).status().term;
+    let e = corekv_rpc::raft::Entry { term, index: 0, kind: EntryKind::Normal, data: vec![] };
+    let body = MessageBody::Append { prev_index: u64::MAX, prev_term: term, entries: vec![e], commit: 0 };
+    assert!(h.node(2).step(Message { from: 1, to: 2, term, body }).is_err());
+
+    h.node(1).report_unreachable(2);
+    let matched = h.node(1).progress(2).unwrap().match_index;
+    let hint = RejectHint { index: u64::MAX, term: 0 };
+    let body = MessageBody::AppendResponse { index: matched, reject: Some(hint) };
+    h.node(1).step(Message { from: 2, to: 1, term, body }).unwrap();
+
+    let meta = SnapshotMeta { index: 100, term, conf: h.node(2).status().conf };
+    let chunk = |offset: u64| Message {
+        from: 1,
+        to: 2,
+        term,
+        body: MessageBody::Snapshot {
+            meta: meta.clone(),
+            total_bytes: 10,
+            offset,
+            chunk: vec![1],
+            chunk_crc: crc32fast::hash(&[1]),
+        },
+    };
+    h.node(2).step(chunk(0)).unwrap();
+    h.node(2).step(chunk(u64::MAX)).unwrap();
+}

@@ -137,6 +137,9 @@ pub enum StepError {
 struct IncomingSnapshot {
     meta: SnapshotMeta,
     total_bytes: u64,
+    /// The leader sending it, and its term.
+    from: NodeId,
+    term: Term,
     data: Vec<u8>,
 }
 

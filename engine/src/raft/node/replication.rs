@@ -13,6 +13,9 @@ impl RawNode {
         entries: Vec<Entry>,
         commit: Index,
     ) -> Result<(), StepError> {
+        if prev_index.checked_add(entries.len() as u64).is_none() {
+            return Err(StepError::Malformed("append past the last possible index"));
+        }
         let contiguous = entries.iter().enumerate().all(|(i, e)| e.index == prev_index + 1 + i as u64);
         let terms_ordered =
             entries.windows(2).all(|w| w[0].term <= w[1].term) && entries.first().is_none_or(|e| e.term >= prev_term);
@@ -46,8 +49,20 @@ impl RawNode {
         chunk_crc: u32,
     ) {
         let index = meta.index;
-        if index <= self.log.committed() {
+        if index > self.log.committed() && self.log.matches(index, meta.term) {
+            // The log already holds the snapshot's last entry: keep it and what follows
+            // (entries this node may have acknowledged), just learn the commit.
+            self.log.commit_to(index);
             self.incoming_snapshot = None;
+            let done = MessageBody::SnapshotResponse { index, next_offset: total_bytes, rejected: false };
+            self.respond_after_persist(from, done);
+            return;
+        }
+        if index <= self.log.committed() {
+            // A stale or duplicated chunk must not throw away a newer transfer.
+            if self.incoming_snapshot.as_ref().is_some_and(|s| s.meta.index <= index) {
+                self.incoming_snapshot = None;
+            }
             let committed = self.log.committed();
             self.respond_after_persist(from, MessageBody::AppendResponse { index: committed, reject: None });
             return;
@@ -56,20 +71,27 @@ impl RawNode {
             self.send(from, MessageBody::SnapshotResponse { index, next_offset: 0, rejected: true });
             return;
         }
-        let same = self.incoming_snapshot.as_ref().is_some_and(|s| s.meta == meta && s.total_bytes == total_bytes);
-        if !same {
-            self.incoming_snapshot = None;
-            if offset == 0 {
-                // Grow as chunks arrive: a hostile total must not allocate up front.
-                self.incoming_snapshot = Some(IncomingSnapshot { meta, total_bytes, data: Vec::new() });
-            }
-        }
-        let Some(incoming) = self.incoming_snapshot.as_mut() else {
+        // Chunks are only spliced from one sender in one term: two leaders' snapshots
+        // of the same index may serialize the same state differently.
+        let term = self.term;
+        let same = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta == meta && s.total_bytes == total_bytes && s.from == from && s.term == term);
+        let older =
+            self.incoming_snapshot.as_ref().is_some_and(|s| s.from == from && s.term == term && s.meta.index > index);
+        if !same && offset == 0 && !older {
+            // Grow as chunks arrive: a hostile total must not allocate up front.
+            self.incoming_snapshot = Some(IncomingSnapshot { meta, total_bytes, from, term, data: Vec::new() });
+        } else if !same {
+            // A chunk of a transfer this node does not hold (it restarted, or the
+            // chunk is stale): ask for the start, keeping any transfer under way.
             self.send(from, MessageBody::SnapshotResponse { index, next_offset: 0, rejected: false });
             return;
-        };
+        }
+        let incoming = self.incoming_snapshot.as_mut().expect("set above");
         let have = incoming.data.len() as u64;
-        let fits = offset + chunk.len() as u64 <= total_bytes;
+        let fits = offset.checked_add(chunk.len() as u64).is_some_and(|end| end <= total_bytes);
         if offset == have && fits && crc32fast::hash(&chunk) == chunk_crc {
             incoming.data.extend_from_slice(&chunk);
         }
@@ -79,13 +101,7 @@ impl RawNode {
             return;
         }
         let done = self.incoming_snapshot.take().expect("checked above");
-        if self.log.matches(done.meta.index, done.meta.term) {
-            // The log already holds the snapshot's last entry: keep it and what follows
-            // (entries this node may have acknowledged), just learn the commit.
-            self.log.commit_to(done.meta.index);
-        } else {
-            self.install_snapshot(Snapshot { meta: done.meta, data: Arc::from(done.data) });
-        }
+        self.install_snapshot(Snapshot { meta: done.meta, data: Arc::from(done.data) });
         self.respond_after_persist(
             from,
             MessageBody::SnapshotResponse { index, next_offset: total_bytes, rejected: false },
@@ -118,7 +134,10 @@ impl RawNode {
             return;
         }
         let was_paused = pr.is_paused();
-        if !pr.on_ack(index) {
+        let updated = pr.on_ack(index);
+        // A probe answered at the known match point (after a snapshot) also ends probing.
+        let probe_matched = pr.state == ProgressState::Probe && pr.match_index == index;
+        if !updated && !probe_matched {
             if was_paused {
                 self.send_append(from, false);
             }
@@ -133,6 +152,12 @@ impl RawNode {
         }
         self.maybe_commit();
         while self.send_append(from, false) {}
+        self.maybe_finish_transfer(from);
+    }
+
+    /// Sends TimeoutNow once the transfer target holds the whole log, however it
+    /// got there (appends or a snapshot).
+    pub(super) fn maybe_finish_transfer(&mut self, from: NodeId) {
         if from == self.lead_transferee && self.progress[&from].match_index == self.log.last_index() {
             self.send_timeout_now(from);
         }
@@ -202,10 +227,12 @@ impl RawNode {
             pr.become_probe();
             self.maybe_commit();
             self.send_append(from, true);
+            self.maybe_finish_transfer(from);
             return;
         }
-        if next_offset < t.acked_offset {
-            // The follower lost what it had received (it restarted): start over there.
+        if next_offset < t.acked_offset || next_offset > t.sent_offset {
+            // The follower's offset is the truth: it lost what it had (restart), or
+            // holds more than this transfer sent (a transfer restarted by a probe).
             t.acked_offset = next_offset;
             t.sent_offset = next_offset;
         } else if next_offset == t.acked_offset && next_offset < t.sent_offset {
@@ -273,7 +300,7 @@ impl RawNode {
         loop {
             let offset = t.sent_offset;
             let is_first_of_empty = total == 0 && offset == 0 && t.acked_offset == 0;
-            if !(offset < total || is_first_of_empty) || offset - t.acked_offset >= window {
+            if !(offset < total || is_first_of_empty) || offset.saturating_sub(t.acked_offset) >= window {
                 break;
             }
             let end = (offset + chunk_bytes).min(total);
