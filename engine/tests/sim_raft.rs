@@ -671,6 +671,70 @@ fn lease_reads_are_linearizable_while_drift_stays_within_the_margin() {
     });
 }
 
+#[test]
+fn lease_reads_stay_linearizable_when_a_voter_restarts() {
+    // Found by review: a voter that crashed and restarted forgot the leader whose
+    // lease it had acknowledged, voted at once, and the old leader served a stale
+    // lease read.
+    seeds("lease_restart", |seed| {
+        let mut cfg = SimConfig::new(seed, 3);
+        cfg.raft.lease_read = true;
+        cfg.raft.lease_drift_margin_ticks = 4;
+        let mut sim = Sim::new(cfg);
+        let mut r = rng(seed);
+        let l = one_leader(&mut sim, 2_000);
+        agree(&mut sim, 2, 2_000);
+        let a = others(&[1, 2, 3], &[l])[0];
+        let b = others(&[1, 2, 3], &[l, a])[0];
+        sim.cut(l, a);
+        sim.run_for(500 + r.random_range(0..400));
+        sim.crash(b);
+        sim.cut(l, b);
+        sim.restart(b);
+        for _ in 0..300 {
+            let _ = sim.propose_at(a);
+            sim.read_at(l);
+            sim.run_for(1);
+        }
+        sim.finish(5_000);
+    });
+}
+
+#[test]
+fn snapshots_under_long_reordering_and_crashes() {
+    seeds("snapshot_reorder_crash", |seed| {
+        let mut cfg = SimConfig::new(seed, 3);
+        cfg.snapshot_every = 5;
+        cfg.snapshot_padding_bytes = 5_000;
+        cfg.raft.inflight_msgs_max = 4;
+        cfg.faults = NetFaults::unreliable_long_reordering();
+        let mut sim = Sim::new(cfg);
+        let mut r = rng(seed);
+        for round in 0..20 {
+            for _ in 0..30 {
+                let _ = sim.propose();
+                let _ = sim.propose();
+                sim.run_for(10);
+            }
+            let n = r.random_range(1..=3);
+            match round % 4 {
+                0 => sim.isolate(n),
+                1 => sim.heal(),
+                2 if sim.is_up(n) => sim.crash(n),
+                _ => {
+                    for id in 1..=3 {
+                        if !sim.is_up(id) {
+                            sim.restart(id);
+                        }
+                    }
+                }
+            }
+        }
+        sim.finish(20_000);
+        assert!(sim.net_stats().sent_by_kind.get("snapshot").is_some_and(|&n| n > 0), "no snapshot was sent");
+    });
+}
+
 // ----- leadership and membership -----------------------------------------------------
 
 #[test]

@@ -37,7 +37,9 @@ pub struct Config {
     /// Reads the leader may hold waiting for a heartbeat round, at most.
     pub pending_reads_max: usize,
     /// Serve reads under a leader lease instead of a heartbeat round when the
-    /// lease holds. Needs `check_quorum`.
+    /// lease holds. Needs `check_quorum`. Costs one election timeout after a node
+    /// starts, during which it grants no vote (it may have acknowledged a lease
+    /// before it crashed).
     pub lease_read: bool,
     /// The lease lasts `election_timeout_ticks - lease_drift_margin_ticks` from
     /// the send of the heartbeat round a majority answered: the margin covers clock

@@ -339,10 +339,31 @@ fn a_read_is_not_confirmed_without_a_majority() {
 
 #[test]
 fn lease_reads_skip_the_round_only_while_the_lease_holds() {
+    let mut fresh = Harness::new(3, |c| {
+        c.lease_read = true;
+        c.lease_drift_margin_ticks = 2;
+    });
+    fresh.node(2).tick();
+    let vote = Message {
+        from: 1,
+        to: 2,
+        term: 2,
+        body: MessageBody::Vote { pre_vote: true, last_index: 10, last_term: 1, transfer: false },
+    };
+    fresh.node(2).step(vote).unwrap();
+    assert!(fresh.node(2).ready().messages.is_empty(), "a node that just started grants no vote under leases");
     let mut h = Harness::new(3, |c| {
         c.lease_read = true;
         c.lease_drift_margin_ticks = 2;
     });
+    // Freshly started voters grant no vote for an election timeout (lease safety).
+    for id in [2, 3] {
+        for _ in 0..10 {
+            h.node(id).tick();
+        }
+    }
+    h.collect();
+    h.queue.clear();
     h.elect(1);
     h.tick_all(2);
     let before = h.sent.len();

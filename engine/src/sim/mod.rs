@@ -394,7 +394,38 @@ impl Sim {
         }
     }
 
+    /// A leader's commit index must be held by a majority of its voters (durably
+    /// or in memory): catches a follower that threw away entries it acknowledged.
+    /// Skipped near membership changes, where the old configuration still counts.
+    fn check_commit_replicated(&self, id: NodeId) {
+        let Some(raft) = self.nodes[&id].raft.as_ref() else { return };
+        let st = raft.status();
+        let commit = st.commit;
+        if st.role != Role::Leader || commit <= st.snapshot_index {
+            return;
+        }
+        let log = raft.log();
+        let term = log.term(commit);
+        let recent_conf_change =
+            (commit.saturating_sub(64)..=commit).any(|i| log.get(i).is_some_and(|e| e.kind == EntryKind::ConfChange));
+        if recent_conf_change {
+            return;
+        }
+        let holds = |n: &SimNode| match n.raft.as_ref() {
+            Some(r) => r.log().snapshot_index() >= commit || r.log().term(commit) == term,
+            None => {
+                n.disk.snapshot.meta.index >= commit
+                    || n.disk.entries.iter().any(|e| e.index == commit && Some(e.term) == term)
+            }
+        };
+        let holders = st.conf.voters.iter().filter(|v| self.nodes.get(v).is_some_and(holds)).count();
+        if holders < st.conf.voters.len() / 2 + 1 {
+            self.fail(format!("leader {id} committed {commit} but only {holders} voters hold it"));
+        }
+    }
+
     fn handle_ready(&mut self, id: NodeId, rd: Ready) {
+        self.check_commit_replicated(id);
         if let Some(ss) = rd.soft_state
             && ss.role == Role::Leader
         {

@@ -514,6 +514,12 @@ impl RawNode {
                     let in_lease = self.cfg.check_quorum
                         && self.leader != NO_NODE
                         && self.election_elapsed < self.cfg.election_timeout_ticks;
+                    // Volatile memory of the leader is lost in a crash, but a lease this
+                    // node acknowledged before it may still run: with lease reads on, a
+                    // node that just started waits an election timeout before voting.
+                    let lease_after_start =
+                        self.cfg.lease_read && self.ticks < u64::from(self.cfg.election_timeout_ticks);
+                    let in_lease = in_lease || lease_after_start;
                     if in_lease && !transfer {
                         return Ok(()); // a leader is alive: ignore a disruptive candidate
                     }
