@@ -808,13 +808,13 @@ impl Sim {
         }
         self.run_for(200);
         let _ = self.propose();
-        let members = self.members();
-        let target = |s: &Sim| s.history.applied_max;
+        // Membership may still be changing: ask the current leader at every check.
         let converged = self.run_until(timeout_ms, |s| {
-            let t = target(s);
-            members.iter().all(|&m| s.applied(m) >= t)
+            let max = s.history.applied_max;
+            s.members().is_some_and(|members| members.iter().all(|&m| s.applied(m) >= max))
         });
         if !converged {
+            let members = self.members().unwrap_or_else(|| self.nodes.keys().copied().collect());
             let applied: Vec<_> = members.iter().map(|&m| (m, self.applied(m))).collect();
             let leader = self.leader().and_then(|l| self.nodes[&l].raft.as_ref());
             let lagging: Vec<String> = members
@@ -837,12 +837,10 @@ impl Sim {
         }
     }
 
-    /// Voters and learners according to the leader (or all nodes when none).
-    fn members(&self) -> BTreeSet<NodeId> {
-        match self.leader().and_then(|l| self.status(l)) {
-            Some(st) => st.conf.voters.iter().chain(&st.conf.learners).copied().collect(),
-            None => self.nodes.keys().copied().collect(),
-        }
+    /// Voters and learners according to the current leader, if there is one.
+    fn members(&self) -> Option<BTreeSet<NodeId>> {
+        let st = self.leader().and_then(|l| self.status(l))?;
+        Some(st.conf.voters.iter().chain(&st.conf.learners).copied().collect())
     }
 }
 
