@@ -1,0 +1,1 @@
+//! glommio runtime (placeholder while the WAL compiles).

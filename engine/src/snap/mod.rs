@@ -1,0 +1,1 @@
+//! Shard snapshot files (placeholder).
