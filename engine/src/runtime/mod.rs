@@ -1,1 +1,64 @@
-//! glommio runtime (placeholder while the WAL compiles).
+//! The glommio runtime: the only module that names glommio (DESIGN §1, §12), so the
+//! runtime can be swapped and the sans-I/O core never sees it.
+//!
+//! Owns: executor setup ([`run_local`]) and the drivers that execute the sans-I/O
+//! layers' commands on real files ([`dma_wal`]). Each executor is one core; what
+//! runs inside it stays on that core.
+//!
+//! The pinned crate is `glommio-ng` 0.12.0 (the community fork; upstream 0.9.0 has
+//! a DMA read bug on this machine, DESIGN §12), imported under the name `glommio`.
+
+pub mod dma_wal;
+
+use std::future::Future;
+
+pub use dma_wal::{DmaWal, WalStats};
+
+/// Why an executor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Executor setup failed for lack of locked memory.
+    #[error(
+        "cannot start executor {name}: {source}; glommio locks io_memory (default 10 MiB) and needs \
+         RLIMIT_MEMLOCK >= 512 KiB: raise it (`ulimit -l`, LimitMEMLOCK= in systemd) or use a smaller io_memory"
+    )]
+    MemLock {
+        /// The executor.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Any other setup failure.
+    #[error("cannot start executor {name}: {source}")]
+    Setup {
+        /// The executor.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs `future` to completion on a new glommio executor on the calling thread,
+/// unpinned, parking when idle (no busy-polling, DESIGN §1.7).
+pub fn run_local<T>(name: &str, future: impl Future<Output = T>) -> Result<T, RuntimeError> {
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name(name)
+        .make()
+        .map_err(|e| {
+            let source = std::io::Error::from(e);
+            let memlock = source.raw_os_error() == Some(12) // ENOMEM
+                || source.to_string().contains("MemLock");
+            if memlock {
+                RuntimeError::MemLock {
+                    name: name.to_string(),
+                    source,
+                }
+            } else {
+                RuntimeError::Setup {
+                    name: name.to_string(),
+                    source,
+                }
+            }
+        })?;
+    Ok(executor.run(future))
+}

@@ -19,6 +19,7 @@
 //! [`WalWriter::complete`] says which entries are durable. [`SyncWal`] does exactly
 //! that over any [`SegmentStore`].
 
+pub mod dir;
 pub mod format;
 pub mod fuzzing;
 pub mod recovery;
@@ -27,6 +28,7 @@ pub mod writer;
 
 use std::io;
 
+pub use dir::{list_segment_files, recover_dir};
 pub use format::{Record, SnapshotMarker, WalIdentity};
 pub use recovery::{GroupLog, Recovered, ResumePoint, SegmentFile, SegmentSummary, recover};
 pub use sim_disk::{CrashMode, SimDisk};
