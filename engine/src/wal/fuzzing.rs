@@ -1,4 +1,4 @@
-//! Entry points shared by the cargo-fuzz targets (`engine/fuzz`) and the stable
+//! Entry points (WAL and snapshot decoders) shared by the cargo-fuzz targets (`engine/fuzz`) and the stable
 //! test suite, which replays the committed corpus and runs proptest over arbitrary
 //! bytes through the same functions (DESIGN §11).
 //!
@@ -34,4 +34,9 @@ pub fn recover_any(data: &[u8]) {
         }
     }
     let _ = recovery.finish();
+}
+
+/// Reads `data` as a snapshot file, every chunk (may fail).
+pub fn read_snapshot_any(data: &[u8]) {
+    let _ = crate::snap::verify_reader(data, "fuzz");
 }

@@ -637,6 +637,7 @@ fn the_committed_fuzz_corpus_replays_without_panics() {
     for (target, run) in [
         ("wal_decode", fuzzing::decode_any as fn(&[u8])),
         ("wal_recover", fuzzing::recover_any),
+        ("snapshot_read", fuzzing::read_snapshot_any),
     ] {
         let dir = root.join(target);
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -644,7 +645,7 @@ fn the_committed_fuzz_corpus_replays_without_panics() {
             replayed += 1;
         }
     }
-    assert!(replayed >= 4, "the corpus is committed");
+    assert!(replayed >= 9, "the corpus is committed");
 }
 
 fn arb_entry_run() -> impl Strategy<Value = Vec<Entry>> {
@@ -737,6 +738,7 @@ proptest! {
     fn arbitrary_bytes_never_panic_the_decoders(data in proptest::collection::vec(any::<u8>(), 0..9000)) {
         fuzzing::decode_any(&data);
         fuzzing::recover_any(&data);
+        fuzzing::read_snapshot_any(&data);
     }
 
     #[test]
