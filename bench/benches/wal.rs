@@ -62,7 +62,7 @@ impl Workload {
                 .expect("append");
         }
         self.batches += 1;
-        if self.batches % 32 == 0 {
+        if self.batches.is_multiple_of(32) {
             for group_id in 0..GROUPS {
                 let index = self.next_index[group_id as usize] - 1;
                 let marker = SnapshotMarker { index, term: 1 };

@@ -372,6 +372,11 @@ pub fn classify_direct_io_error(dir: &Path, error: io::Error) -> WalError {
     }
 }
 
+/// fsyncs a directory so created, renamed and deleted entries are durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,9 +395,4 @@ mod tests {
         let other = classify_direct_io_error(Path::new("/x"), io::Error::from_raw_os_error(13));
         assert!(matches!(other, WalError::Io { .. }));
     }
-}
-
-/// fsyncs a directory so created, renamed and deleted entries are durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -272,7 +272,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, FormatError>
     let segment_seq = r.u64()?;
     let first_batch_seq = r.u64()?;
     let segment_bytes = r.u64()?;
-    if segment_bytes % BLOCK_BYTES != 0 || segment_bytes < 2 * BLOCK_BYTES {
+    if !segment_bytes.is_multiple_of(BLOCK_BYTES) || segment_bytes < 2 * BLOCK_BYTES {
         return Err(FormatError::InvalidField {
             offset: 56,
             field: "segment_bytes",

@@ -65,7 +65,7 @@ impl WalConfig {
 
     /// Checks the sizes.
     pub fn validate(&self) -> Result<(), WalError> {
-        if self.segment_bytes % BLOCK_BYTES != 0
+        if !self.segment_bytes.is_multiple_of(BLOCK_BYTES)
             || self.segment_bytes < 4 * BLOCK_BYTES
             || self.segment_bytes > BATCH_PAYLOAD_BYTES_MAX
         {
