@@ -189,7 +189,8 @@ pub struct WalWriter {
     segments: VecDeque<SegmentSummary>,
     /// Segment and offset of the next batch; `None`: the next batch starts a segment.
     current: Option<(u64, u64)>,
-    /// Covered segments waiting to be recycled, oldest first.
+    /// Covered segments waiting to be recycled, oldest first; always the segments
+    /// right before the live ones.
     free_segments: VecDeque<u64>,
     pending_payload: Vec<u8>,
     pending_records: u32,
@@ -549,11 +550,15 @@ impl WalWriter {
     fn compact(&mut self) {
         while self.segments.len() >= 2 && self.covered(&self.segments[0]) {
             let gone = self.segments.pop_front().expect("len >= 2").segment_seq;
-            if self.free_segments.len() < self.config.recycle_segments_max {
-                self.free_segments.push_back(gone);
-            } else {
-                self.housekeeping
-                    .push(IoCommand::DeleteSegment { segment_seq: gone });
+            // The pool keeps the newest covered segments and gives up its oldest
+            // first, so the files on disk (pool, then live segments) always form
+            // one consecutive range: recovery treats a gap as a lost segment.
+            self.free_segments.push_back(gone);
+            if self.free_segments.len() > self.config.recycle_segments_max {
+                let oldest = self.free_segments.pop_front().expect("over the limit");
+                self.housekeeping.push(IoCommand::DeleteSegment {
+                    segment_seq: oldest,
+                });
             }
         }
     }
