@@ -372,6 +372,42 @@ pub fn classify_direct_io_error(dir: &Path, error: io::Error) -> WalError {
     }
 }
 
+/// Measures the disk's floor for one durable WAL write: `iterations` times one
+/// 4 KiB O_DIRECT overwrite of a written 1 MiB file in `dir`, then fdatasync.
+/// Returns the total time (benchmarks and a disk self-check; `dir` is left clean).
+pub async fn dma_write_fdatasync_probe(
+    dir: &Path,
+    iterations: u64,
+) -> io::Result<std::time::Duration> {
+    const PROBE_FILE_BYTES: u64 = 1 << 20;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(".fdatasync-probe");
+    let mut options = OpenOptions::new();
+    let file = options
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&path)
+        .await?;
+    let mut zeros = file.alloc_dma_buffer(PROBE_FILE_BYTES as usize);
+    zeros.as_bytes_mut().fill(0);
+    file.write_at(zeros, 0).await?;
+    file.fdatasync().await?;
+    let start = std::time::Instant::now();
+    for i in 0..iterations {
+        let mut block = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+        block.as_bytes_mut().fill(i as u8);
+        file.write_at(block, (i * BLOCK_BYTES) % PROBE_FILE_BYTES)
+            .await?;
+        file.fdatasync().await?;
+    }
+    let elapsed = start.elapsed();
+    file.close().await?;
+    std::fs::remove_file(&path)?;
+    Ok(elapsed)
+}
+
 /// fsyncs a directory so created, renamed and deleted entries are durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

@@ -12,7 +12,7 @@ pub mod dma_wal;
 
 use std::future::Future;
 
-pub use dma_wal::{DmaWal, WalStats};
+pub use dma_wal::{DmaWal, WalStats, dma_write_fdatasync_probe};
 
 /// Why an executor could not start.
 #[derive(Debug, thiserror::Error)]
