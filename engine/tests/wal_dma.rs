@@ -4,6 +4,7 @@
 //!
 //! Directories live under Cargo's per-target temp dir (the build disk, not tmpfs).
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -93,6 +94,39 @@ fn dma_wal_round_trips_across_segments_and_reopens() {
         // The reopened WAL continues where it stopped.
         append_batch(&wal, 200);
         assert_eq!(wal.flush().await.unwrap().unwrap().batch_seq, 201);
+        wal.close().await.unwrap();
+    })
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn records_appended_during_a_flush_form_the_next_batch_on_the_real_disk() {
+    let dir = fresh_dir("dma_group_commit");
+    run_local("wal-test", async {
+        let (wal, _) = DmaWal::open(&dir, config(64 * 1024)).await.unwrap();
+        append_batch(&wal, 0);
+        let first = {
+            // Start the first flush and leave it waiting on its I/O (one poll).
+            let mut first = std::pin::pin!(wal.flush());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(
+                first.as_mut().poll(&mut cx).is_pending(),
+                "the write is in flight"
+            );
+            append_batch(&wal, 1);
+            append_batch(&wal, 2);
+            assert_eq!(
+                wal.flush().await.unwrap(),
+                None,
+                "one batch in flight at a time"
+            );
+            first.await.unwrap().unwrap()
+        };
+        assert_eq!((first.batch_seq, first.record_count), (1, 2));
+        let second = wal.flush().await.unwrap().unwrap();
+        assert_eq!((second.batch_seq, second.record_count), (2, 4));
+        assert_eq!(wal.stats().batches, 2);
         wal.close().await.unwrap();
     })
     .unwrap();
