@@ -852,3 +852,40 @@ proptest! {
         let _ = recover(None, &[SegmentFile { file_name: "x", segment_seq: 1, bytes: &bytes }]);
     }
 }
+
+#[test]
+fn a_departed_group_releases_its_segments_by_truncating_from_1() {
+    let segment_bytes = 16 * 1024;
+    let (mut wal, _) = reopen(SimDisk::new(), segment_bytes);
+    let entry = |index| Entry {
+        term: 1,
+        index,
+        kind: EntryKind::Normal,
+        data: vec![1; 3000],
+    };
+    // Group 1 never snapshots: it pins every segment it wrote to.
+    for index in 1..=20 {
+        wal.append(&Record::Entries {
+            group_id: 1,
+            entries: vec![entry(index)],
+        })
+        .unwrap();
+        wal.flush().unwrap();
+    }
+    let pinned = wal.writer_ref().live_segments().len();
+    assert!(pinned >= 5);
+    // The group leaves the core.
+    wal.append(&Record::Truncate {
+        group_id: 1,
+        from_index: 1,
+    })
+    .unwrap();
+    wal.flush().unwrap();
+    assert!(
+        wal.writer_ref().live_segments().len() <= 2,
+        "{:?}",
+        wal.writer_ref().live_segments()
+    );
+    let (_, recovered) = reopen(wal.into_store(), segment_bytes);
+    assert!(recovered.groups[&1].entries.is_empty());
+}
