@@ -2,7 +2,7 @@
 //! truncations and snapshot markers of every group on one core, written in
 //! group-commit batches to fixed-size, block-aligned segment files.
 //!
-//! Owns: the on-disk format ([`format`]), recovery ([`recovery`]), the group-commit
+//! Owns: the on-disk format ([`format`](mod@format)), recovery ([`recovery`]), the group-commit
 //! writer state machine ([`writer`]) and the synchronous [`SegmentStore`] seam with
 //! its simulated disk ([`sim_disk`]). Everything here is sans-I/O or synchronous:
 //! the glommio DMA executor of the same commands lives in `crate::runtime`.
