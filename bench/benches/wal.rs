@@ -23,9 +23,7 @@ const GROUPS: u64 = 64;
 const BASELINE_FILE_BYTES_MAX: u64 = 256 << 20;
 
 fn bench_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("wal-bench")
-        .join(name);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("wal-bench").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
     dir
@@ -41,10 +39,7 @@ struct Workload {
 
 impl Workload {
     fn new() -> Self {
-        Workload {
-            next_index: vec![1; GROUPS as usize],
-            batches: 0,
-        }
+        Workload { next_index: vec![1; GROUPS as usize], batches: 0 }
     }
 
     fn append(&mut self, wal: &DmaWal, records: usize, record_bytes: usize) {
@@ -52,22 +47,15 @@ impl Workload {
             let group_id = r as u64 % GROUPS;
             let index = self.next_index[group_id as usize];
             self.next_index[group_id as usize] += 1;
-            let entry = Entry {
-                term: 1,
-                index,
-                kind: EntryKind::Normal,
-                data: vec![0x5A; record_bytes],
-            };
-            wal.append_entries(group_id, std::slice::from_ref(&entry))
-                .expect("append");
+            let entry = Entry { term: 1, index, kind: EntryKind::Normal, data: vec![0x5A; record_bytes] };
+            wal.append_entries(group_id, std::slice::from_ref(&entry)).expect("append");
         }
         self.batches += 1;
         if self.batches.is_multiple_of(32) {
             for group_id in 0..GROUPS {
                 let index = self.next_index[group_id as usize] - 1;
                 let marker = SnapshotMarker { index, term: 1 };
-                wal.append(&Record::SnapshotMarker { group_id, marker })
-                    .expect("append");
+                wal.append(&Record::SnapshotMarker { group_id, marker }).expect("append");
             }
         }
     }
@@ -78,16 +66,8 @@ fn dma_wal(c: &mut Criterion, rt: &LocalRuntime) {
     for record_bytes in RECORD_BYTES {
         for records in RECORDS {
             let dir = bench_dir(&format!("dma-{records}x{record_bytes}"));
-            let identity = WalIdentity {
-                cluster_id: 1,
-                node_id: 1,
-                core_id: 0,
-            };
-            let config = WalConfig {
-                segment_bytes: 64 << 20,
-                pending_bytes_max: 16 << 20,
-                ..WalConfig::new(identity)
-            };
+            let identity = WalIdentity { cluster_id: 1, node_id: 1, core_id: 0 };
+            let config = WalConfig { segment_bytes: 64 << 20, pending_bytes_max: 16 << 20, ..WalConfig::new(identity) };
             let (wal, _) = rt.block_on(DmaWal::open(&dir, config)).expect("open WAL");
             let mut workload = Workload::new();
             group.throughput(Throughput::Bytes((records * record_bytes) as u64));
@@ -120,13 +100,8 @@ fn std_baseline(c: &mut Criterion) {
     for record_bytes in RECORD_BYTES {
         for records in RECORDS {
             let dir = bench_dir(&format!("std-{records}x{record_bytes}"));
-            let mut file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .read(true)
-                .write(true)
-                .open(dir.join("log"))
-                .unwrap();
+            let mut file =
+                OpenOptions::new().create(true).truncate(true).read(true).write(true).open(dir.join("log")).unwrap();
             let bytes = vec![0x5A; records * record_bytes];
             group.throughput(Throughput::Bytes(bytes.len() as u64));
             group.bench_function(BenchmarkId::new(format!("{record_bytes}B"), records), |b| {
@@ -179,10 +154,7 @@ fn raw_dma_fdatasync(c: &mut Criterion, rt: &LocalRuntime) {
     let dir = bench_dir("raw-dma");
     let mut group = c.benchmark_group("raw");
     group.bench_function("dma_write_4KiB_fdatasync", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(dma_write_fdatasync_probe(&dir, iters))
-                .expect("probe")
-        })
+        b.iter_custom(|iters| rt.block_on(dma_write_fdatasync_probe(&dir, iters)).expect("probe"))
     });
     group.finish();
     let _ = std::fs::remove_dir_all(&dir);

@@ -13,11 +13,7 @@ use corekv_engine::runtime::{DmaWal, run_local};
 use corekv_engine::wal::{IoMode, Record, SnapshotMarker, WalConfig, WalError, WalIdentity};
 use corekv_rpc::raft::{Entry, EntryKind, HardState};
 
-const IDENTITY: WalIdentity = WalIdentity {
-    cluster_id: 77,
-    node_id: 1,
-    core_id: 0,
-};
+const IDENTITY: WalIdentity = WalIdentity { cluster_id: 77, node_id: 1, core_id: 0 };
 const CHILD_DIR_ENV: &str = "COREKV_WAL_KILL_CHILD_DIR";
 const GROUPS: u64 = 4;
 
@@ -28,42 +24,20 @@ fn fresh_dir(name: &str) -> PathBuf {
 }
 
 fn config(segment_bytes: u64) -> WalConfig {
-    WalConfig {
-        segment_bytes,
-        pending_bytes_max: segment_bytes / 2,
-        ..WalConfig::new(IDENTITY)
-    }
+    WalConfig { segment_bytes, pending_bytes_max: segment_bytes / 2, ..WalConfig::new(IDENTITY) }
 }
 
 /// Batch `k` (from 0) appends one entry to group `k % GROUPS` at index `k / GROUPS + 1`.
 fn entry_of_batch(k: u64) -> (u64, Entry) {
-    let data = (0..(k % 700) as usize)
-        .map(|i| (i as u64 ^ k) as u8)
-        .collect();
-    (
-        k % GROUPS,
-        Entry {
-            term: 1 + k / 100,
-            index: k / GROUPS + 1,
-            kind: EntryKind::Normal,
-            data,
-        },
-    )
+    let data = (0..(k % 700) as usize).map(|i| (i as u64 ^ k) as u8).collect();
+    (k % GROUPS, Entry { term: 1 + k / 100, index: k / GROUPS + 1, kind: EntryKind::Normal, data })
 }
 
 fn append_batch(wal: &DmaWal, k: u64) {
     let (group_id, entry) = entry_of_batch(k);
     wal.append_entries(group_id, &[entry]).unwrap();
-    let hard_state = HardState {
-        term: 1 + k / 100,
-        vote: 1,
-        commit: k / GROUPS,
-    };
-    wal.append(&Record::HardState {
-        group_id,
-        hard_state,
-    })
-    .unwrap();
+    let hard_state = HardState { term: 1 + k / 100, vote: 1, commit: k / GROUPS };
+    wal.append(&Record::HardState { group_id, hard_state }).unwrap();
 }
 
 #[test]
@@ -86,10 +60,7 @@ fn dma_wal_round_trips_across_segments_and_reopens() {
         assert_eq!(recovered.next_batch_seq, 201);
         for k in 0..200 {
             let (group_id, entry) = entry_of_batch(k);
-            assert_eq!(
-                recovered.groups[&group_id].entries[(entry.index - 1) as usize],
-                entry
-            );
+            assert_eq!(recovered.groups[&group_id].entries[(entry.index - 1) as usize], entry);
         }
         // The reopened WAL continues where it stopped.
         append_batch(&wal, 200);
@@ -110,17 +81,10 @@ fn records_appended_during_a_flush_form_the_next_batch_on_the_real_disk() {
             // Start the first flush and leave it waiting on its I/O (one poll).
             let mut first = std::pin::pin!(wal.flush());
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            assert!(
-                first.as_mut().poll(&mut cx).is_pending(),
-                "the write is in flight"
-            );
+            assert!(first.as_mut().poll(&mut cx).is_pending(), "the write is in flight");
             append_batch(&wal, 1);
             append_batch(&wal, 2);
-            assert_eq!(
-                wal.flush().await.unwrap(),
-                None,
-                "one batch in flight at a time"
-            );
+            assert_eq!(wal.flush().await.unwrap(), None, "one batch in flight at a time");
             first.await.unwrap().unwrap()
         };
         assert_eq!((first.batch_seq, first.record_count), (1, 2));
@@ -139,20 +103,11 @@ fn dma_wal_recycles_covered_segments() {
     run_local("wal-test", async {
         let (wal, _) = DmaWal::open(&dir, config(16 * 1024)).await.unwrap();
         for index in 1..=300u64 {
-            let entry = Entry {
-                term: 1,
-                index,
-                kind: EntryKind::Normal,
-                data: vec![3; 3000],
-            };
+            let entry = Entry { term: 1, index, kind: EntryKind::Normal, data: vec![3; 3000] };
             wal.append_entries(9, &[entry]).unwrap();
             if index % 5 == 0 {
                 let marker = SnapshotMarker { index, term: 1 };
-                wal.append(&Record::SnapshotMarker {
-                    group_id: 9,
-                    marker,
-                })
-                .unwrap();
+                wal.append(&Record::SnapshotMarker { group_id: 9, marker }).unwrap();
             }
             wal.flush().await.unwrap().unwrap();
         }
@@ -161,21 +116,12 @@ fn dma_wal_recycles_covered_segments() {
         assert!(wal.live_segments().len() <= 3, "{:?}", wal.live_segments());
         wal.close().await.unwrap();
         let (_, recovered) = DmaWal::open(&dir, config(16 * 1024)).await.unwrap();
-        assert_eq!(
-            recovered.groups[&9].snapshot,
-            Some(SnapshotMarker {
-                index: 300,
-                term: 1
-            })
-        );
+        assert_eq!(recovered.groups[&9].snapshot, Some(SnapshotMarker { index: 300, term: 1 }));
         assert!(recovered.groups[&9].entries.is_empty());
     })
     .unwrap();
     let files = std::fs::read_dir(&dir).unwrap().count();
-    assert!(
-        files <= 6,
-        "deleted or recycled, not accumulated: {files} files"
-    );
+    assert!(files <= 6, "deleted or recycled, not accumulated: {files} files");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -201,10 +147,7 @@ fn tmpfs_gives_o_direct_or_a_clear_error_and_buffered_mode_works() {
             }
             Err(other) => panic!("unexpected error on tmpfs: {other}"),
         }
-        let buffered = WalConfig {
-            io_mode: IoMode::Buffered,
-            ..config(64 * 1024)
-        };
+        let buffered = WalConfig { io_mode: IoMode::Buffered, ..config(64 * 1024) };
         let (wal, _) = DmaWal::open(&dir, buffered.clone()).await.unwrap();
         for k in 0..20 {
             append_batch(&wal, k);
@@ -246,12 +189,7 @@ fn kill_child_writer() {
 fn killed_writer_loses_nothing_it_reported_synced() {
     let dir = fresh_dir("dma_kill");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "kill_child_writer",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "kill_child_writer", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, &dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -278,17 +216,10 @@ fn killed_writer_loses_nothing_it_reported_synced() {
     assert!(last_synced >= 500);
     run_local("wal-test", async {
         let (_, recovered) = DmaWal::open(&dir, config(64 * 1024)).await.unwrap();
-        assert!(
-            recovered.next_batch_seq > last_synced + 1,
-            "batch {last_synced} was reported synced"
-        );
+        assert!(recovered.next_batch_seq > last_synced + 1, "batch {last_synced} was reported synced");
         for k in 0..recovered.next_batch_seq - 1 {
             let (group_id, entry) = entry_of_batch(k);
-            assert_eq!(
-                recovered.groups[&group_id].entries[(entry.index - 1) as usize],
-                entry,
-                "batch {k}"
-            );
+            assert_eq!(recovered.groups[&group_id].entries[(entry.index - 1) as usize], entry, "batch {k}");
         }
     })
     .unwrap();

@@ -272,11 +272,7 @@ mod tests {
 
     #[test]
     fn conf_change_round_trips_and_rejects_garbage() {
-        for cc in [
-            ConfChange::AddLearner(7),
-            ConfChange::Promote(u64::MAX),
-            ConfChange::Remove(1),
-        ] {
+        for cc in [ConfChange::AddLearner(7), ConfChange::Promote(u64::MAX), ConfChange::Remove(1)] {
             assert_eq!(ConfChange::decode(&cc.encode()), Some(cc));
         }
         assert_eq!(ConfChange::decode(&[]), None);
@@ -293,12 +289,7 @@ mod tests {
             body: MessageBody::Append {
                 prev_index: 4,
                 prev_term: 2,
-                entries: vec![Entry {
-                    term: 3,
-                    index: 5,
-                    kind: EntryKind::Normal,
-                    data: b"x".to_vec(),
-                }],
+                entries: vec![Entry { term: 3, index: 5, kind: EntryKind::Normal, data: b"x".to_vec() }],
                 commit: 4,
             },
         };

@@ -48,10 +48,7 @@ pub enum OfflineError {
 /// The sub-directories named `kind` ("wal" or "snap") that `path` designates: a
 /// data dir (`core-*/kind`), a core dir (`kind`), or the directory itself.
 pub fn resolve_dirs(path: &Path, kind: &str) -> Result<Vec<PathBuf>, OfflineError> {
-    let not_found = |reason: &str| OfflineError::Path {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    };
+    let not_found = |reason: &str| OfflineError::Path { path: path.display().to_string(), reason: reason.to_string() };
     if !path.is_dir() {
         return Err(not_found("not a directory"));
     }
@@ -74,11 +71,7 @@ pub fn resolve_dirs(path: &Path, kind: &str) -> Result<Vec<PathBuf>, OfflineErro
 
 /// `i` for a directory named `core-<i>`.
 fn core_index(path: &Path) -> Option<u32> {
-    path.file_name()?
-        .to_str()?
-        .strip_prefix("core-")?
-        .parse()
-        .ok()
+    path.file_name()?.to_str()?.strip_prefix("core-")?.parse().ok()
 }
 
 /// Verifies every WAL under `path`: recovery from scratch, as a starting node does.
@@ -90,8 +83,7 @@ pub fn wal_verify(path: &Path, out: &mut dyn Write) -> Result<(), OfflineError> 
             continue;
         }
         let recovered = recover_dir(&dir, None)?;
-        if let (Some(dir_core), Some(identity)) =
-            (dir.parent().and_then(core_index), recovered.identity)
+        if let (Some(dir_core), Some(identity)) = (dir.parent().and_then(core_index), recovered.identity)
             && dir_core != identity.core_id
         {
             return Err(OfflineError::WrongCore {
@@ -121,9 +113,8 @@ pub fn wal_dump(path: &Path, out: &mut dyn Write) -> Result<(), OfflineError> {
     for dir in resolve_dirs(path, "wal")? {
         writeln!(out, "wal {}", dir.display())?;
         for (segment_seq, file) in list_segment_files(&dir)? {
-            let bytes = std::fs::read(&file).map_err(|e| {
-                corekv_engine::wal::io_error("read", &file.display().to_string(), e)
-            })?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| corekv_engine::wal::io_error("read", &file.display().to_string(), e))?;
             dump_segment(segment_seq, &file, &bytes, out)?;
         }
         wal_verify(&dir, out)?;
@@ -131,12 +122,7 @@ pub fn wal_dump(path: &Path, out: &mut dyn Write) -> Result<(), OfflineError> {
     Ok(())
 }
 
-fn dump_segment(
-    segment_seq: u64,
-    file: &Path,
-    bytes: &[u8],
-    out: &mut dyn Write,
-) -> Result<(), OfflineError> {
+fn dump_segment(segment_seq: u64, file: &Path, bytes: &[u8], out: &mut dyn Write) -> Result<(), OfflineError> {
     match format::decode_segment_header(bytes) {
         Ok(h) => writeln!(
             out,
@@ -151,11 +137,7 @@ fn dump_segment(
             h.segment_bytes
         )?,
         Err(e) => {
-            writeln!(
-                out,
-                "segment {} (seq {segment_seq}): bad header: {e}",
-                file.display()
-            )?;
+            writeln!(out, "segment {} (seq {segment_seq}): bad header: {e}", file.display())?;
             return Ok(());
         }
     }
@@ -196,24 +178,12 @@ pub fn describe_record(record: &Record) -> String {
                 first.index, last.index, first.term, last.term
             )
         }
-        Record::HardState {
-            group_id,
-            hard_state: h,
-        } => {
-            format!(
-                "group {group_id} hard_state term {} vote {} commit {}",
-                h.term, h.vote, h.commit
-            )
+        Record::HardState { group_id, hard_state: h } => {
+            format!("group {group_id} hard_state term {} vote {} commit {}", h.term, h.vote, h.commit)
         }
-        Record::Truncate {
-            group_id,
-            from_index,
-        } => format!("group {group_id} truncate from {from_index}"),
+        Record::Truncate { group_id, from_index } => format!("group {group_id} truncate from {from_index}"),
         Record::SnapshotMarker { group_id, marker } => {
-            format!(
-                "group {group_id} snapshot_marker index {} term {}",
-                marker.index, marker.term
-            )
+            format!("group {group_id} snapshot_marker index {} term {}", marker.index, marker.term)
         }
     }
 }
@@ -282,12 +252,7 @@ pub fn snapshot_dump(path: &Path, out: &mut dyn Write) -> Result<(), OfflineErro
             );
             out.write_all(line.as_bytes())?;
         }
-        writeln!(
-            out,
-            "  end: {} chunks, {} bytes",
-            reader.chunks(),
-            reader.data_bytes()
-        )?;
+        writeln!(out, "  end: {} chunks, {} bytes", reader.chunks(), reader.data_bytes())?;
     }
     Ok(())
 }

@@ -25,8 +25,8 @@ use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 
 use crate::wal::format::BLOCK_BYTES;
 use crate::wal::{
-    DurableBatch, IoCommand, IoMode, Record, Recovered, WalConfig, WalError, WalWriter, describe,
-    io_error, recover_dir, segment_file_name,
+    DurableBatch, IoCommand, IoMode, Record, Recovered, WalConfig, WalError, WalWriter, describe, io_error,
+    recover_dir, segment_file_name,
 };
 
 /// Bytes zero-filled per write when a fresh segment is created.
@@ -65,10 +65,7 @@ impl SegmentHandle {
             SegmentHandle::Buffered(file) => file.write_at(bytes.to_vec(), offset_bytes).await?,
         };
         if written != bytes.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {}", bytes.len()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {}", bytes.len())));
         }
         Ok(())
     }
@@ -106,10 +103,7 @@ pub struct DmaWal {
 
 impl std::fmt::Debug for DmaWal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DmaWal")
-            .field("dir", &self.dir)
-            .field("io_mode", &self.io_mode)
-            .finish_non_exhaustive()
+        f.debug_struct("DmaWal").field("dir", &self.dir).field("io_mode", &self.io_mode).finish_non_exhaustive()
     }
 }
 
@@ -117,14 +111,10 @@ impl DmaWal {
     /// Recovers the WAL in `dir` (created if absent) and opens it for writing.
     /// With [`IoMode::Direct`], a file system without O_DIRECT is refused with
     /// [`WalError::DirectIoUnsupported`], which names the buffered option.
-    pub async fn open(
-        dir: impl AsRef<Path>,
-        config: WalConfig,
-    ) -> Result<(DmaWal, Recovered), WalError> {
+    pub async fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<(DmaWal, Recovered), WalError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| io_error("create directory", &dir.display().to_string(), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir.display().to_string(), e))?;
         if config.io_mode == IoMode::Direct {
             probe_direct_io(&dir).await?;
         }
@@ -193,10 +183,7 @@ impl DmaWal {
         let files = std::mem::take(&mut *self.files.borrow_mut());
         for (seq, handle) in files {
             if let Ok(handle) = Rc::try_unwrap(handle) {
-                handle
-                    .close()
-                    .await
-                    .map_err(|e| io_error("close", &segment_file_name(seq), e))?;
+                handle.close().await.map_err(|e| io_error("close", &segment_file_name(seq), e))?;
             }
         }
         Ok(())
@@ -207,31 +194,16 @@ impl DmaWal {
     }
 
     async fn execute(&self, command: &IoCommand) -> Result<(), WalError> {
-        self.execute_io(command)
-            .await
-            .map_err(|e| io_error("execute", &describe(command), e))
+        self.execute_io(command).await.map_err(|e| io_error("execute", &describe(command), e))
     }
 
     async fn execute_io(&self, command: &IoCommand) -> io::Result<()> {
         match command {
-            IoCommand::CreateSegment {
-                segment_seq,
-                recycle_from,
-                segment_bytes,
-                header,
-            } => {
-                self.create_segment(*segment_seq, *recycle_from, *segment_bytes, header)
-                    .await
+            IoCommand::CreateSegment { segment_seq, recycle_from, segment_bytes, header } => {
+                self.create_segment(*segment_seq, *recycle_from, *segment_bytes, header).await
             }
-            IoCommand::Write {
-                segment_seq,
-                offset_bytes,
-                bytes,
-            } => {
-                self.handle(*segment_seq)
-                    .await?
-                    .write_at(bytes, *offset_bytes)
-                    .await
+            IoCommand::Write { segment_seq, offset_bytes, bytes } => {
+                self.handle(*segment_seq).await?.write_at(bytes, *offset_bytes).await
             }
             IoCommand::Sync { segment_seq } => {
                 self.handle(*segment_seq).await?.fdatasync().await?;
@@ -285,11 +257,7 @@ impl DmaWal {
                 handle
             }
         };
-        assert_eq!(
-            header.len() as u64,
-            BLOCK_BYTES,
-            "segment header is one block"
-        );
+        assert_eq!(header.len() as u64, BLOCK_BYTES, "segment header is one block");
         handle.write_at(header, 0).await?;
         handle.fdatasync().await?;
         self.count(|s| s.fdatasyncs += 1);
@@ -310,11 +278,7 @@ impl DmaWal {
 
     async fn open_file(&self, path: &Path, create: bool) -> io::Result<SegmentHandle> {
         let mut options = OpenOptions::new();
-        options
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(create);
+        options.read(true).write(true).create(create).truncate(create);
         Ok(match self.io_mode {
             IoMode::Direct => SegmentHandle::Direct(options.dma_open(path).await?),
             IoMode::Buffered => SegmentHandle::Buffered(options.buffered_open(path).await?),
@@ -342,13 +306,7 @@ impl DmaWal {
 async fn probe_direct_io(dir: &Path) -> Result<(), WalError> {
     let probe = dir.join(".odirect-probe");
     let result = async {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .dma_open(&probe)
-            .await?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).dma_open(&probe).await?;
         let mut block = file.alloc_dma_buffer(BLOCK_BYTES as usize);
         block.as_bytes_mut().fill(0);
         file.write_at(block, 0).await?;
@@ -364,9 +322,7 @@ async fn probe_direct_io(dir: &Path) -> Result<(), WalError> {
 /// means "no O_DIRECT here" and names the buffered option.
 pub fn classify_direct_io_error(dir: &Path, error: io::Error) -> WalError {
     if error.kind() == io::ErrorKind::InvalidInput {
-        WalError::DirectIoUnsupported {
-            path: dir.display().to_string(),
-        }
+        WalError::DirectIoUnsupported { path: dir.display().to_string() }
     } else {
         io_error("open O_DIRECT", &dir.display().to_string(), error)
     }
@@ -375,21 +331,12 @@ pub fn classify_direct_io_error(dir: &Path, error: io::Error) -> WalError {
 /// Measures the disk's floor for one durable WAL write: `iterations` times one
 /// 4 KiB O_DIRECT overwrite of a written 1 MiB file in `dir`, then fdatasync.
 /// Returns the total time (benchmarks and a disk self-check; `dir` is left clean).
-pub async fn dma_write_fdatasync_probe(
-    dir: &Path,
-    iterations: u64,
-) -> io::Result<std::time::Duration> {
+pub async fn dma_write_fdatasync_probe(dir: &Path, iterations: u64) -> io::Result<std::time::Duration> {
     const PROBE_FILE_BYTES: u64 = 1 << 20;
     std::fs::create_dir_all(dir)?;
     let path = dir.join(".fdatasync-probe");
     let mut options = OpenOptions::new();
-    let file = options
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .dma_open(&path)
-        .await?;
+    let file = options.read(true).write(true).create(true).truncate(true).dma_open(&path).await?;
     let mut zeros = file.alloc_dma_buffer(PROBE_FILE_BYTES as usize);
     zeros.as_bytes_mut().fill(0);
     file.write_at(zeros, 0).await?;
@@ -398,8 +345,7 @@ pub async fn dma_write_fdatasync_probe(
     for i in 0..iterations {
         let mut block = file.alloc_dma_buffer(BLOCK_BYTES as usize);
         block.as_bytes_mut().fill(i as u8);
-        file.write_at(block, (i * BLOCK_BYTES) % PROBE_FILE_BYTES)
-            .await?;
+        file.write_at(block, (i * BLOCK_BYTES) % PROBE_FILE_BYTES).await?;
         file.fdatasync().await?;
     }
     let elapsed = start.elapsed();
@@ -423,9 +369,7 @@ mod tests {
         assert!(matches!(err, WalError::DirectIoUnsupported { .. }));
         let text = err.to_string();
         assert!(
-            text.contains("/mnt/tmp")
-                && text.contains("O_DIRECT")
-                && text.contains("--wal-io-mode buffered"),
+            text.contains("/mnt/tmp") && text.contains("O_DIRECT") && text.contains("--wal-io-mode buffered"),
             "{text}"
         );
         let other = classify_direct_io_error(Path::new("/x"), io::Error::from_raw_os_error(13));

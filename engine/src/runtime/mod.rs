@@ -54,23 +54,15 @@ impl std::fmt::Debug for LocalRuntime {
 impl LocalRuntime {
     /// Starts the executor. Lack of locked memory gets an error that says how to fix it.
     pub fn new(name: &str) -> Result<Self, RuntimeError> {
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .name(name)
-            .make()
-            .map_err(|e| {
+        let executor =
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).name(name).make().map_err(|e| {
                 let source = std::io::Error::from(e);
                 let memlock = source.raw_os_error() == Some(12) // ENOMEM
                     || source.to_string().contains("MemLock");
                 if memlock {
-                    RuntimeError::MemLock {
-                        name: name.to_string(),
-                        source,
-                    }
+                    RuntimeError::MemLock { name: name.to_string(), source }
                 } else {
-                    RuntimeError::Setup {
-                        name: name.to_string(),
-                        source,
-                    }
+                    RuntimeError::Setup { name: name.to_string(), source }
                 }
             })?;
         Ok(LocalRuntime { executor })

@@ -93,11 +93,7 @@ pub enum SnapError {
 }
 
 fn io_err(op: &'static str, path: &Path, source: io::Error) -> SnapError {
-    SnapError::Io {
-        op,
-        path: path.display().to_string(),
-        source,
-    }
+    SnapError::Io { op, path: path.display().to_string(), source }
 }
 
 /// The final file name of a group's snapshot.
@@ -166,14 +162,10 @@ impl SnapshotWriter {
     pub fn create(dir: &Path, header: &SnapshotHeader) -> Result<Self, SnapError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
         let name = snapshot_file_name(header.group_id);
-        let temp_path = dir.join(format!(
-            "{}{TEMP_SUFFIX}",
-            name.trim_end_matches(FINAL_SUFFIX)
-        ));
+        let temp_path = dir.join(format!("{}{TEMP_SUFFIX}", name.trim_end_matches(FINAL_SUFFIX)));
         let file = File::create(&temp_path).map_err(|e| io_err("create", &temp_path, e))?;
         let mut file = io::BufWriter::new(file);
-        file.write_all(&encode_header(header)?)
-            .map_err(|e| io_err("write", &temp_path, e))?;
+        file.write_all(&encode_header(header)?).map_err(|e| io_err("write", &temp_path, e))?;
         Ok(SnapshotWriter {
             file,
             dir: dir.to_path_buf(),
@@ -187,13 +179,9 @@ impl SnapshotWriter {
     /// Appends one chunk (at most [`SNAP_CHUNK_BYTES_MAX`] bytes).
     pub fn write_chunk(&mut self, data: &[u8]) -> Result<(), SnapError> {
         if data.len() as u64 > u64::from(SNAP_CHUNK_BYTES_MAX) {
-            return Err(SnapError::ChunkTooLarge {
-                chunk_bytes: data.len() as u64,
-            });
+            return Err(SnapError::ChunkTooLarge { chunk_bytes: data.len() as u64 });
         }
-        self.file
-            .write_all(&encode_frame(FRAME_CHUNK, data))
-            .map_err(|e| io_err("write", &self.temp_path, e))?;
+        self.file.write_all(&encode_frame(FRAME_CHUNK, data)).map_err(|e| io_err("write", &self.temp_path, e))?;
         self.data_bytes += data.len() as u64;
         self.chunks += 1;
         Ok(())
@@ -205,21 +193,12 @@ impl SnapshotWriter {
         let mut end = Vec::with_capacity(16);
         end.extend_from_slice(&self.data_bytes.to_le_bytes());
         end.extend_from_slice(&self.chunks.to_le_bytes());
-        self.file
-            .write_all(&encode_frame(FRAME_END, &end))
-            .map_err(|e| io_err("write", &self.temp_path, e))?;
-        let file = self
-            .file
-            .into_inner()
-            .map_err(|e| io_err("flush", &self.temp_path, e.into_error()))?;
-        file.sync_data()
-            .map_err(|e| io_err("fdatasync", &self.temp_path, e))?;
+        self.file.write_all(&encode_frame(FRAME_END, &end)).map_err(|e| io_err("write", &self.temp_path, e))?;
+        let file = self.file.into_inner().map_err(|e| io_err("flush", &self.temp_path, e.into_error()))?;
+        file.sync_data().map_err(|e| io_err("fdatasync", &self.temp_path, e))?;
         drop(file);
-        std::fs::rename(&self.temp_path, &self.final_path)
-            .map_err(|e| io_err("rename", &self.temp_path, e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err("fsync directory", &self.dir, e))?;
+        std::fs::rename(&self.temp_path, &self.final_path).map_err(|e| io_err("rename", &self.temp_path, e))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io_err("fsync directory", &self.dir, e))?;
         Ok(self.final_path)
     }
 }
@@ -292,21 +271,16 @@ impl<R: Read> SnapshotReader<R> {
         if version != SNAP_FORMAT_VERSION {
             return Err(corrupt(
                 8,
-                format!(
-                    "unsupported snapshot format version {version} (this build reads {SNAP_FORMAT_VERSION})"
-                ),
+                format!("unsupported snapshot format version {version} (this build reads {SNAP_FORMAT_VERSION})"),
             ));
         }
         let header_bytes = le_u32(&fixed[12..16]);
         let (voters, learners) = (le_u32(&fixed[48..52]), le_u32(&fixed[52..56]));
         let members = u64::from(voters) + u64::from(learners);
-        if members > u64::from(SNAP_MEMBERS_MAX) || u64::from(header_bytes) != 56 + 8 * members + 4
-        {
+        if members > u64::from(SNAP_MEMBERS_MAX) || u64::from(header_bytes) != 56 + 8 * members + 4 {
             return Err(corrupt(
                 12,
-                format!(
-                    "header length {header_bytes} does not fit {voters} voters and {learners} learners"
-                ),
+                format!("header length {header_bytes} does not fit {voters} voters and {learners} learners"),
             ));
         }
         let mut rest = vec![0u8; header_bytes as usize - 56];
@@ -326,10 +300,7 @@ impl<R: Read> SnapshotReader<R> {
             meta: SnapshotMeta {
                 index: le_u64(&fixed[32..40]),
                 term: le_u64(&fixed[40..48]),
-                conf: ConfState {
-                    voters: voter_ids.to_vec(),
-                    learners: learner_ids.to_vec(),
-                },
+                conf: ConfState { voters: voter_ids.to_vec(), learners: learner_ids.to_vec() },
             },
         };
         Ok(SnapshotReader {
@@ -359,11 +330,7 @@ impl<R: Read> SnapshotReader<R> {
     }
 
     fn corrupt(&self, offset_bytes: u64, reason: String) -> SnapError {
-        SnapError::Corrupt {
-            file: self.file_name.clone(),
-            offset_bytes,
-            reason,
-        }
+        SnapError::Corrupt { file: self.file_name.clone(), offset_bytes, reason }
     }
 
     /// The next chunk; `None` after the end frame, which must agree with what was read.
@@ -374,29 +341,17 @@ impl<R: Read> SnapshotReader<R> {
         let frame_offset = self.offset_bytes;
         let mut head = [0u8; FRAME_HEADER_BYTES as usize];
         read_exact(&mut self.reader, &mut head, &self.file_name, frame_offset)?;
-        let (kind, body_bytes, stored) = (
-            le_u32(&head[0..4]),
-            le_u32(&head[4..8]),
-            le_u32(&head[8..12]),
-        );
+        let (kind, body_bytes, stored) = (le_u32(&head[0..4]), le_u32(&head[4..8]), le_u32(&head[8..12]));
         let limit = match kind {
             FRAME_CHUNK => SNAP_CHUNK_BYTES_MAX,
             FRAME_END => 16,
             other => return Err(self.corrupt(frame_offset, format!("unknown frame kind {other}"))),
         };
         if body_bytes > limit || (kind == FRAME_END && body_bytes != 16) {
-            return Err(self.corrupt(
-                frame_offset,
-                format!("frame length {body_bytes} over its limit {limit}"),
-            ));
+            return Err(self.corrupt(frame_offset, format!("frame length {body_bytes} over its limit {limit}")));
         }
         let mut body = vec![0u8; body_bytes as usize];
-        read_exact(
-            &mut self.reader,
-            &mut body,
-            &self.file_name,
-            frame_offset + FRAME_HEADER_BYTES,
-        )?;
+        read_exact(&mut self.reader, &mut body, &self.file_name, frame_offset + FRAME_HEADER_BYTES)?;
         if frame_crc(kind, &body) != stored {
             return Err(self.corrupt(frame_offset, "frame CRC mismatch".into()));
         }
@@ -415,11 +370,7 @@ impl<R: Read> SnapshotReader<R> {
             self.done = true;
             return Ok(None);
         }
-        let chunk = SnapshotChunk {
-            data_offset: self.data_bytes,
-            crc: crc32fast::hash(&body),
-            data: body,
-        };
+        let chunk = SnapshotChunk { data_offset: self.data_bytes, crc: crc32fast::hash(&body), data: body };
         self.data_bytes += chunk.data.len() as u64;
         self.chunks += 1;
         Ok(Some(chunk))
@@ -441,11 +392,7 @@ pub struct SnapshotSummary {
 pub fn verify_reader<R: Read>(reader: R, file_name: &str) -> Result<SnapshotSummary, SnapError> {
     let mut reader = SnapshotReader::new(reader, file_name)?;
     while reader.next_chunk()?.is_some() {}
-    Ok(SnapshotSummary {
-        header: reader.header().clone(),
-        chunks: reader.chunks(),
-        data_bytes: reader.data_bytes(),
-    })
+    Ok(SnapshotSummary { header: reader.header().clone(), chunks: reader.chunks(), data_bytes: reader.data_bytes() })
 }
 
 /// Checks a whole snapshot file.
@@ -454,23 +401,14 @@ pub fn verify_file(path: &Path) -> Result<SnapshotSummary, SnapError> {
     verify_reader(BufReader::new(file), &path.display().to_string())
 }
 
-fn read_exact<R: Read>(
-    reader: &mut R,
-    buf: &mut [u8],
-    file_name: &str,
-    offset_bytes: u64,
-) -> Result<(), SnapError> {
+fn read_exact<R: Read>(reader: &mut R, buf: &mut [u8], file_name: &str, offset_bytes: u64) -> Result<(), SnapError> {
     reader.read_exact(buf).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => SnapError::Corrupt {
             file: file_name.to_string(),
             offset_bytes,
             reason: format!("file ends inside a {}-byte structure", buf.len()),
         },
-        _ => SnapError::Io {
-            op: "read",
-            path: file_name.to_string(),
-            source: e,
-        },
+        _ => SnapError::Io { op: "read", path: file_name.to_string(), source: e },
     })
 }
 

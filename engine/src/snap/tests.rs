@@ -18,14 +18,7 @@ fn header(group_id: u64) -> SnapshotHeader {
     SnapshotHeader {
         cluster_id: 0xABCD,
         group_id,
-        meta: SnapshotMeta {
-            index: 42,
-            term: 7,
-            conf: ConfState {
-                voters: vec![1, 2, 3],
-                learners: vec![9],
-            },
-        },
+        meta: SnapshotMeta { index: 42, term: 7, conf: ConfState { voters: vec![1, 2, 3], learners: vec![9] } },
     }
 }
 
@@ -71,10 +64,7 @@ fn a_torn_temporary_file_is_never_listed_and_is_removed_on_restart() {
     assert_eq!(list_snapshots(&dir).unwrap(), vec![complete.clone()]);
     let removed = remove_temp_files(&dir).unwrap();
     assert_eq!(removed.len(), 1);
-    assert!(
-        verify_file(&complete).is_ok(),
-        "the older complete snapshot is intact"
-    );
+    assert!(verify_file(&complete).is_ok(), "the older complete snapshot is intact");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -89,14 +79,9 @@ fn a_corrupt_chunk_is_reported_with_file_and_offset() {
     bytes[(second_frame + FRAME_HEADER_BYTES + 10) as usize] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
     let mut reader = SnapshotReader::open(&path).unwrap();
-    assert!(
-        reader.next_chunk().unwrap().is_some(),
-        "the first chunk is fine"
-    );
+    assert!(reader.next_chunk().unwrap().is_some(), "the first chunk is fine");
     match reader.next_chunk() {
-        Err(SnapError::Corrupt {
-            file, offset_bytes, ..
-        }) => {
+        Err(SnapError::Corrupt { file, offset_bytes, .. }) => {
             assert_eq!(file, path.display().to_string());
             assert_eq!(offset_bytes, second_frame);
         }
@@ -112,10 +97,7 @@ fn a_truncated_snapshot_is_corrupt_not_short() {
     let bytes = std::fs::read(&path).unwrap();
     for cut in [bytes.len() - 1, bytes.len() - 20, 70, 10] {
         std::fs::write(&path, &bytes[..cut]).unwrap();
-        assert!(
-            matches!(verify_file(&path), Err(SnapError::Corrupt { .. })),
-            "cut at {cut}"
-        );
+        assert!(matches!(verify_file(&path), Err(SnapError::Corrupt { .. })), "cut at {cut}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -127,23 +109,18 @@ fn oversized_lengths_are_refused_before_allocation() {
     bytes.extend_from_slice(&u32::MAX.to_le_bytes());
     bytes.extend_from_slice(&0u32.to_le_bytes());
     match verify_reader(&bytes[..], "x") {
-        Err(SnapError::Corrupt {
-            offset_bytes,
-            reason,
-            ..
-        }) => {
+        Err(SnapError::Corrupt { offset_bytes, reason, .. }) => {
             assert!(reason.contains("over its limit"), "{reason}");
-            assert_eq!(
-                offset_bytes,
-                encode_header(&header(4)).unwrap().len() as u64
-            );
+            assert_eq!(offset_bytes, encode_header(&header(4)).unwrap().len() as u64);
         }
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        SnapshotWriter::create(&test_dir("big"), &header(4))
-            .unwrap()
-            .write_chunk(&vec![0; SNAP_CHUNK_BYTES_MAX as usize + 1]),
+        SnapshotWriter::create(&test_dir("big"), &header(4)).unwrap().write_chunk(&vec![
+            0;
+            SNAP_CHUNK_BYTES_MAX as usize
+                + 1
+        ]),
         Err(SnapError::ChunkTooLarge { .. })
     ));
     let _ = std::fs::remove_dir_all(test_dir("big"));

@@ -9,8 +9,7 @@ use super::{Recovered, SegmentFile, WalError, WalIdentity, io_error, parse_segme
 
 /// The segment files of a WAL directory, ascending by sequence number.
 pub fn list_segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| io_error("read directory", &dir.display().to_string(), e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error("read directory", &dir.display().to_string(), e))?;
     let mut segments = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| io_error("read directory", &dir.display().to_string(), e))?;
@@ -28,14 +27,9 @@ pub fn list_segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 pub fn recover_dir(dir: &Path, expected: Option<WalIdentity>) -> Result<Recovered, WalError> {
     let mut recovery = Recovery::new(expected);
     for (segment_seq, path) in list_segment_files(dir)? {
-        let bytes =
-            std::fs::read(&path).map_err(|e| io_error("read", &path.display().to_string(), e))?;
+        let bytes = std::fs::read(&path).map_err(|e| io_error("read", &path.display().to_string(), e))?;
         let file_name = path.display().to_string();
-        recovery.add_segment(&SegmentFile {
-            file_name: &file_name,
-            segment_seq,
-            bytes: &bytes,
-        })?;
+        recovery.add_segment(&SegmentFile { file_name: &file_name, segment_seq, bytes: &bytes })?;
     }
     recovery.finish()
 }

@@ -245,25 +245,15 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, FormatError>
     let stored = u32::from_le_bytes(bytes[64..68].try_into().expect("4 bytes"));
     let computed = crc32fast::hash(&bytes[..64]);
     if stored != computed {
-        return Err(FormatError::BadCrc {
-            offset: 0,
-            stored,
-            computed,
-        });
+        return Err(FormatError::BadCrc { offset: 0, stored, computed });
     }
     let format_version = r.u32()?;
     if format_version != FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion {
-            found: format_version,
-        });
+        return Err(FormatError::UnsupportedVersion { found: format_version });
     }
     let block_bytes = r.u32()?;
     if u64::from(block_bytes) != BLOCK_BYTES {
-        return Err(FormatError::InvalidField {
-            offset: 12,
-            field: "block_bytes",
-            value: block_bytes.into(),
-        });
+        return Err(FormatError::InvalidField { offset: 12, field: "block_bytes", value: block_bytes.into() });
     }
     let cluster_id = r.u64()?;
     let node_id = r.u64()?;
@@ -273,19 +263,11 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, FormatError>
     let first_batch_seq = r.u64()?;
     let segment_bytes = r.u64()?;
     if !segment_bytes.is_multiple_of(BLOCK_BYTES) || segment_bytes < 2 * BLOCK_BYTES {
-        return Err(FormatError::InvalidField {
-            offset: 56,
-            field: "segment_bytes",
-            value: segment_bytes,
-        });
+        return Err(FormatError::InvalidField { offset: 56, field: "segment_bytes", value: segment_bytes });
     }
     Ok(SegmentHeader {
         format_version,
-        identity: WalIdentity {
-            cluster_id,
-            node_id,
-            core_id,
-        },
+        identity: WalIdentity { cluster_id, node_id, core_id },
         segment_seq,
         first_batch_seq,
         segment_bytes,
@@ -297,11 +279,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, FormatError>
 /// Panics if an entry's data exceeds [`ENTRY_DATA_BYTES_MAX`] or entries are not
 /// consecutive: callers check with [`check_record`] first (our own invariant).
 pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
-    assert!(
-        check_record(record).is_ok(),
-        "encode_record on an invalid record: {:?}",
-        check_record(record)
-    );
+    assert!(check_record(record).is_ok(), "encode_record on an invalid record: {:?}", check_record(record));
     let body_bytes = record.body_bytes();
     out.reserve(RECORD_HEADER_BYTES + body_bytes);
     out.extend_from_slice(&(body_bytes as u32).to_le_bytes());
@@ -327,11 +305,7 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
 ///
 /// Panics on entries [`check_entries`] refuses (our own invariant).
 pub fn encode_entries_record(group_id: u64, entries: &[Entry], out: &mut Vec<u8>) {
-    assert!(
-        check_entries(entries).is_ok(),
-        "encode_entries_record on invalid entries: {:?}",
-        check_entries(entries)
-    );
+    assert!(check_entries(entries).is_ok(), "encode_entries_record on invalid entries: {:?}", check_entries(entries));
     let body_bytes = entries_body_bytes(entries);
     out.reserve(RECORD_HEADER_BYTES + body_bytes);
     out.extend_from_slice(&(body_bytes as u32).to_le_bytes());
@@ -343,10 +317,7 @@ pub fn encode_entries_record(group_id: u64, entries: &[Entry], out: &mut Vec<u8>
 
 /// Bytes of an entries record's body.
 fn entries_body_bytes(entries: &[Entry]) -> usize {
-    4 + entries
-        .iter()
-        .map(|e| ENTRY_HEADER_BYTES + e.data.len())
-        .sum::<usize>()
+    4 + entries.iter().map(|e| ENTRY_HEADER_BYTES + e.data.len()).sum::<usize>()
 }
 
 fn encode_entries_body(entries: &[Entry], out: &mut Vec<u8>) {
@@ -390,9 +361,7 @@ pub fn check_record(record: &Record) -> Result<(), RecordError> {
     match record {
         Record::Entries { entries, .. } => check_entries(entries),
         Record::Truncate { from_index: 0, .. } => Err(RecordError::ZeroIndex),
-        Record::HardState { .. } | Record::Truncate { .. } | Record::SnapshotMarker { .. } => {
-            Ok(())
-        }
+        Record::HardState { .. } | Record::Truncate { .. } | Record::SnapshotMarker { .. } => Ok(()),
     }
 }
 
@@ -408,26 +377,15 @@ pub fn check_entries(entries: &[Entry]) -> Result<(), RecordError> {
             return Err(RecordError::NotConsecutive { index: entry.index });
         }
         if entry.data.len() as u64 > ENTRY_DATA_BYTES_MAX {
-            return Err(RecordError::EntryTooLarge {
-                index: entry.index,
-                data_bytes: entry.data.len() as u64,
-            });
+            return Err(RecordError::EntryTooLarge { index: entry.index, data_bytes: entry.data.len() as u64 });
         }
     }
     Ok(())
 }
 
 /// Encodes a batch of already-encoded records (`payload`) into block-padded bytes.
-pub fn encode_batch(
-    batch_seq: u64,
-    segment_seq: u64,
-    record_count: u32,
-    payload: &[u8],
-) -> Vec<u8> {
-    assert!(
-        payload.len() as u64 <= BATCH_PAYLOAD_BYTES_MAX,
-        "batch payload over the format limit"
-    );
+pub fn encode_batch(batch_seq: u64, segment_seq: u64, record_count: u32, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() as u64 <= BATCH_PAYLOAD_BYTES_MAX, "batch payload over the format limit");
     let total = pad_to_block((BATCH_HEADER_BYTES + payload.len()) as u64) as usize;
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&BATCH_MAGIC);
@@ -478,11 +436,7 @@ pub fn check_batch(bytes: &[u8]) -> Result<(BatchHeader, &[u8]), FormatError> {
     let payload_bytes = r.u32()?;
     let stored = r.u32()?;
     if u64::from(payload_bytes) > BATCH_PAYLOAD_BYTES_MAX {
-        return Err(FormatError::InvalidField {
-            offset: 24,
-            field: "payload_bytes",
-            value: payload_bytes.into(),
-        });
+        return Err(FormatError::InvalidField { offset: 24, field: "payload_bytes", value: payload_bytes.into() });
     }
     let payload = r.take(payload_bytes as usize)?;
     let mut hasher = crc32fast::Hasher::new();
@@ -490,21 +444,9 @@ pub fn check_batch(bytes: &[u8]) -> Result<(BatchHeader, &[u8]), FormatError> {
     hasher.update(payload);
     let computed = hasher.finalize();
     if stored != computed {
-        return Err(FormatError::BadCrc {
-            offset: 0,
-            stored,
-            computed,
-        });
+        return Err(FormatError::BadCrc { offset: 0, stored, computed });
     }
-    Ok((
-        BatchHeader {
-            batch_seq,
-            segment_seq,
-            record_count,
-            payload_bytes,
-        },
-        payload,
-    ))
+    Ok((BatchHeader { batch_seq, segment_seq, record_count, payload_bytes }, payload))
 }
 
 /// Decodes the batch at the start of `bytes`: header, CRC, then every record.
@@ -521,11 +463,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Batch, FormatError> {
 
 /// Decodes exactly `record_count` records filling `payload`. `base_offset` is
 /// added to offsets in errors.
-pub fn decode_records(
-    payload: &[u8],
-    record_count: u32,
-    base_offset: u64,
-) -> Result<Vec<Record>, FormatError> {
+pub fn decode_records(payload: &[u8], record_count: u32, base_offset: u64) -> Result<Vec<Record>, FormatError> {
     // Every record takes at least its header: a count that cannot fit is refused
     // before the Vec is sized by it.
     if u64::from(record_count) * RECORD_HEADER_BYTES as u64 > payload.len() as u64 {
@@ -556,50 +494,27 @@ fn decode_record(r: &mut Reader<'_>) -> Result<Record, FormatError> {
     let kind = r.u8()?;
     let reserved = r.take(3)?;
     if reserved != [0, 0, 0] {
-        return Err(FormatError::InvalidField {
-            offset: record_offset + 5,
-            field: "record reserved",
-            value: 0,
-        });
+        return Err(FormatError::InvalidField { offset: record_offset + 5, field: "record reserved", value: 0 });
     }
     let group_id = r.u64()?;
     let body_offset = r.offset();
     let body = r.take(body_bytes as usize)?;
     let mut b = Reader::new(body, body_offset);
     let record = match kind {
-        KIND_ENTRIES => Record::Entries {
-            group_id,
-            entries: decode_entries(&mut b)?,
-        },
-        KIND_HARD_STATE => Record::HardState {
-            group_id,
-            hard_state: HardState {
-                term: b.u64()?,
-                vote: b.u64()?,
-                commit: b.u64()?,
-            },
-        },
+        KIND_ENTRIES => Record::Entries { group_id, entries: decode_entries(&mut b)? },
+        KIND_HARD_STATE => {
+            Record::HardState { group_id, hard_state: HardState { term: b.u64()?, vote: b.u64()?, commit: b.u64()? } }
+        }
         KIND_TRUNCATE => {
             let from_index = b.u64()?;
             if from_index == 0 {
-                return Err(FormatError::InvalidField {
-                    offset: body_offset,
-                    field: "truncate from_index",
-                    value: 0,
-                });
+                return Err(FormatError::InvalidField { offset: body_offset, field: "truncate from_index", value: 0 });
             }
-            Record::Truncate {
-                group_id,
-                from_index,
-            }
+            Record::Truncate { group_id, from_index }
         }
-        KIND_SNAPSHOT_MARKER => Record::SnapshotMarker {
-            group_id,
-            marker: SnapshotMarker {
-                index: b.u64()?,
-                term: b.u64()?,
-            },
-        },
+        KIND_SNAPSHOT_MARKER => {
+            Record::SnapshotMarker { group_id, marker: SnapshotMarker { index: b.u64()?, term: b.u64()? } }
+        }
         other => {
             return Err(FormatError::InvalidField {
                 offset: record_offset + 4,
@@ -622,11 +537,7 @@ fn decode_entries(b: &mut Reader<'_>) -> Result<Vec<Entry>, FormatError> {
     let count_offset = b.offset();
     let count = b.u32()?;
     if count == 0 || u64::from(count) * ENTRY_HEADER_BYTES as u64 > b.remaining() as u64 {
-        return Err(FormatError::InvalidField {
-            offset: count_offset,
-            field: "entry count",
-            value: count.into(),
-        });
+        return Err(FormatError::InvalidField { offset: count_offset, field: "entry count", value: count.into() });
     }
     let mut entries = Vec::with_capacity(count as usize);
     for i in 0..u64::from(count) {
@@ -656,18 +567,9 @@ fn decode_entries(b: &mut Reader<'_>) -> Result<Vec<Entry>, FormatError> {
         let data = b.take(data_bytes as usize)?.to_vec();
         let first_index = entries.first().map_or(index, |e: &Entry| e.index);
         if index == 0 || index != first_index + i {
-            return Err(FormatError::InvalidField {
-                offset: entry_offset,
-                field: "entry index",
-                value: index,
-            });
+            return Err(FormatError::InvalidField { offset: entry_offset, field: "entry index", value: index });
         }
-        entries.push(Entry {
-            term,
-            index,
-            kind,
-            data,
-        });
+        entries.push(Entry { term, index, kind, data });
     }
     Ok(entries)
 }
@@ -681,11 +583,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], base_offset: u64) -> Self {
-        Reader {
-            bytes,
-            pos: 0,
-            base_offset,
-        }
+        Reader { bytes, pos: 0, base_offset }
     }
 
     fn offset(&self) -> u64 {
@@ -719,15 +617,11 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, FormatError> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
 
     fn u64(&mut self) -> Result<u64, FormatError> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 }
 
@@ -761,36 +655,15 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        Entry {
-            term,
-            index,
-            kind: EntryKind::Normal,
-            data: data.to_vec(),
-        }
+        Entry { term, index, kind: EntryKind::Normal, data: data.to_vec() }
     }
 
     fn sample_records() -> Vec<Record> {
         vec![
-            Record::Entries {
-                group_id: 7,
-                entries: vec![entry(5, 2, b"a"), entry(6, 3, b"")],
-            },
-            Record::HardState {
-                group_id: 7,
-                hard_state: HardState {
-                    term: 3,
-                    vote: 2,
-                    commit: 5,
-                },
-            },
-            Record::Truncate {
-                group_id: u64::MAX,
-                from_index: 9,
-            },
-            Record::SnapshotMarker {
-                group_id: 0,
-                marker: SnapshotMarker { index: 4, term: 1 },
-            },
+            Record::Entries { group_id: 7, entries: vec![entry(5, 2, b"a"), entry(6, 3, b"")] },
+            Record::HardState { group_id: 7, hard_state: HardState { term: 3, vote: 2, commit: 5 } },
+            Record::Truncate { group_id: u64::MAX, from_index: 9 },
+            Record::SnapshotMarker { group_id: 0, marker: SnapshotMarker { index: 4, term: 1 } },
         ]
     }
 
@@ -809,20 +682,13 @@ mod tests {
         assert_eq!(bytes.len() as u64 % BLOCK_BYTES, 0);
         let batch = decode_batch(&bytes).expect("decode");
         assert_eq!(batch.records, records);
-        assert_eq!(
-            (batch.batch_seq, batch.segment_seq, batch.padded_bytes),
-            (11, 3, BLOCK_BYTES)
-        );
+        assert_eq!((batch.batch_seq, batch.segment_seq, batch.padded_bytes), (11, 3, BLOCK_BYTES));
     }
 
     #[test]
     fn every_flipped_bit_of_a_batch_is_detected() {
         let bytes = batch_bytes(&sample_records());
-        let used = BATCH_HEADER_BYTES
-            + sample_records()
-                .iter()
-                .map(Record::encoded_bytes)
-                .sum::<usize>();
+        let used = BATCH_HEADER_BYTES + sample_records().iter().map(Record::encoded_bytes).sum::<usize>();
         for i in 0..used {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
@@ -834,11 +700,7 @@ mod tests {
     fn segment_header_round_trips_and_rejects_damage() {
         let header = SegmentHeader {
             format_version: FORMAT_VERSION,
-            identity: WalIdentity {
-                cluster_id: 1,
-                node_id: 2,
-                core_id: 3,
-            },
+            identity: WalIdentity { cluster_id: 1, node_id: 2, core_id: 3 },
             segment_seq: 4,
             first_batch_seq: 5,
             segment_bytes: 1 << 20,
@@ -848,15 +710,9 @@ mod tests {
         for i in 0..SEGMENT_HEADER_BYTES {
             let mut bad = block.clone();
             bad[i] ^= 1;
-            assert!(
-                decode_segment_header(&bad).is_err(),
-                "flip at {i} not detected"
-            );
+            assert!(decode_segment_header(&bad).is_err(), "flip at {i} not detected");
         }
-        assert!(matches!(
-            decode_segment_header(&block[..10]),
-            Err(FormatError::Truncated { .. })
-        ));
+        assert!(matches!(decode_segment_header(&block[..10]), Err(FormatError::Truncated { .. })));
     }
 
     #[test]
@@ -871,38 +727,14 @@ mod tests {
         h.update(&bytes[32..32 + payload_bytes]);
         let crc = h.finalize();
         bytes[28..32].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(
-            decode_batch(&bytes),
-            Err(FormatError::InvalidField {
-                field: "record_count",
-                ..
-            })
-        ));
+        assert!(matches!(decode_batch(&bytes), Err(FormatError::InvalidField { field: "record_count", .. })));
     }
 
     #[test]
     fn check_record_refuses_what_encode_cannot_write() {
-        assert_eq!(
-            check_record(&Record::Entries {
-                group_id: 1,
-                entries: vec![]
-            }),
-            Err(RecordError::NoEntries)
-        );
-        let gap = Record::Entries {
-            group_id: 1,
-            entries: vec![entry(1, 1, b""), entry(3, 1, b"")],
-        };
-        assert_eq!(
-            check_record(&gap),
-            Err(RecordError::NotConsecutive { index: 3 })
-        );
-        assert_eq!(
-            check_record(&Record::Truncate {
-                group_id: 1,
-                from_index: 0
-            }),
-            Err(RecordError::ZeroIndex)
-        );
+        assert_eq!(check_record(&Record::Entries { group_id: 1, entries: vec![] }), Err(RecordError::NoEntries));
+        let gap = Record::Entries { group_id: 1, entries: vec![entry(1, 1, b""), entry(3, 1, b"")] };
+        assert_eq!(check_record(&gap), Err(RecordError::NotConsecutive { index: 3 }));
+        assert_eq!(check_record(&Record::Truncate { group_id: 1, from_index: 0 }), Err(RecordError::ZeroIndex));
     }
 }

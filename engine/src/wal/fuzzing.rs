@@ -24,11 +24,7 @@ pub fn recover_any(data: &[u8]) {
     let segment_len = rest.len().div_ceil(segment_count).max(1);
     let mut recovery = Recovery::new(None);
     for (i, bytes) in rest.chunks(segment_len).enumerate() {
-        let segment = SegmentFile {
-            file_name: "fuzz",
-            segment_seq: i as u64 + 1,
-            bytes,
-        };
+        let segment = SegmentFile { file_name: "fuzz", segment_seq: i as u64 + 1, bytes };
         if recovery.add_segment(&segment).is_err() {
             return;
         }

@@ -82,10 +82,7 @@ pub enum WalError {
         missing_seq: u64,
     },
     /// A segment written by another format version.
-    #[error(
-        "{file}: unsupported WAL format version {found} (this build reads {})",
-        format::FORMAT_VERSION
-    )]
+    #[error("{file}: unsupported WAL format version {found} (this build reads {})", format::FORMAT_VERSION)]
     UnsupportedVersion {
         /// The segment file.
         file: String,
@@ -161,24 +158,13 @@ pub trait SegmentStore {
 }
 
 /// Reads and recovers every segment of `store`, one at a time.
-pub fn recover_store<S: SegmentStore>(
-    store: &mut S,
-    expected: Option<WalIdentity>,
-) -> Result<Recovered, WalError> {
-    let list = store
-        .list_segments()
-        .map_err(|source| io_error("list", "segments", source))?;
+pub fn recover_store<S: SegmentStore>(store: &mut S, expected: Option<WalIdentity>) -> Result<Recovered, WalError> {
+    let list = store.list_segments().map_err(|source| io_error("list", "segments", source))?;
     let mut recovery = recovery::Recovery::new(expected);
     for segment_seq in list {
         let file_name = segment_file_name(segment_seq);
-        let bytes = store
-            .read_segment(segment_seq)
-            .map_err(|source| io_error("read", &file_name, source))?;
-        recovery.add_segment(&SegmentFile {
-            file_name: &file_name,
-            segment_seq,
-            bytes: &bytes,
-        })?;
+        let bytes = store.read_segment(segment_seq).map_err(|source| io_error("read", &file_name, source))?;
+        recovery.add_segment(&SegmentFile { file_name: &file_name, segment_seq, bytes: &bytes })?;
     }
     recovery.finish()
 }
@@ -213,9 +199,7 @@ impl<S: SegmentStore> SyncWal<S> {
             return Ok(None);
         };
         for command in &batch.commands {
-            self.store
-                .execute(command)
-                .map_err(|source| io_error("execute", &describe(command), source))?;
+            self.store.execute(command).map_err(|source| io_error("execute", &describe(command), source))?;
         }
         Ok(Some(self.writer.complete(batch.batch_seq)))
     }
@@ -247,16 +231,8 @@ pub fn describe(command: &IoCommand) -> String {
         IoCommand::CreateSegment { segment_seq, .. } => {
             format!("create {}", segment_file_name(*segment_seq))
         }
-        IoCommand::Write {
-            segment_seq,
-            offset_bytes,
-            bytes,
-        } => {
-            format!(
-                "write {} bytes at {offset_bytes} of {}",
-                bytes.len(),
-                segment_file_name(*segment_seq)
-            )
+        IoCommand::Write { segment_seq, offset_bytes, bytes } => {
+            format!("write {} bytes at {offset_bytes} of {}", bytes.len(), segment_file_name(*segment_seq))
         }
         IoCommand::Sync { segment_seq } => format!("fdatasync {}", segment_file_name(*segment_seq)),
         IoCommand::DeleteSegment { segment_seq } => {
@@ -267,11 +243,7 @@ pub fn describe(command: &IoCommand) -> String {
 
 /// Wraps an I/O error.
 pub fn io_error(op: &'static str, path: &str, source: io::Error) -> WalError {
-    WalError::Io {
-        op,
-        path: path.to_string(),
-        source,
-    }
+    WalError::Io { op, path: path.to_string(), source }
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ use corekv_rpc::raft::{Entry, HardState};
 
 use super::WalError;
 use super::format::{
-    BATCH_MAGIC, BLOCK_BYTES, FormatError, Record, SnapshotMarker, WalIdentity, check_batch,
-    decode_records, decode_segment_header,
+    BATCH_MAGIC, BLOCK_BYTES, FormatError, Record, SnapshotMarker, WalIdentity, check_batch, decode_records,
+    decode_segment_header,
 };
 
 /// One group's state rebuilt from the WAL.
@@ -49,9 +49,7 @@ pub struct GroupLog {
 impl GroupLog {
     /// Index of the last entry, or the snapshot's index, or 0.
     pub fn last_index(&self) -> u64 {
-        self.entries
-            .last()
-            .map_or_else(|| self.snapshot_index(), |e| e.index)
+        self.entries.last().map_or_else(|| self.snapshot_index(), |e| e.index)
     }
 
     /// The snapshot marker's index, 0 when none.
@@ -123,10 +121,7 @@ pub struct SegmentFile<'a> {
 }
 
 /// Recovers from whole segments held in memory (tests, tools, the simulator).
-pub fn recover(
-    expected: Option<WalIdentity>,
-    segments: &[SegmentFile<'_>],
-) -> Result<Recovered, WalError> {
+pub fn recover(expected: Option<WalIdentity>, segments: &[SegmentFile<'_>]) -> Result<Recovered, WalError> {
     let mut recovery = Recovery::new(expected);
     for segment in segments {
         recovery.add_segment(segment)?;
@@ -190,31 +185,18 @@ impl Recovery {
     pub fn add_segment(&mut self, segment: &SegmentFile<'_>) -> Result<(), WalError> {
         let file = segment.file_name;
         if let Some((prev_file, prev_seq)) = &self.prev_segment {
-            assert!(
-                segment.segment_seq > *prev_seq,
-                "segments must be fed in increasing order"
-            );
+            assert!(segment.segment_seq > *prev_seq, "segments must be fed in increasing order");
             if segment.segment_seq != prev_seq + 1 {
-                return Err(WalError::MissingSegment {
-                    after_file: prev_file.clone(),
-                    missing_seq: prev_seq + 1,
-                });
+                return Err(WalError::MissingSegment { after_file: prev_file.clone(), missing_seq: prev_seq + 1 });
             }
         }
         self.prev_segment = Some((file.to_string(), segment.segment_seq));
         if let Some(damaged) = &self.damaged_header {
-            return Err(corrupt(
-                damaged,
-                0,
-                "segment header damaged, yet a later segment follows",
-            ));
+            return Err(corrupt(damaged, 0, "segment header damaged, yet a later segment follows"));
         }
         let header = match decode_segment_header(segment.bytes) {
             Err(FormatError::UnsupportedVersion { found }) => {
-                return Err(WalError::UnsupportedVersion {
-                    file: file.to_string(),
-                    found,
-                });
+                return Err(WalError::UnsupportedVersion { file: file.to_string(), found });
             }
             Ok(h) if h.segment_seq == segment.segment_seq => h,
             _ => {
@@ -222,30 +204,20 @@ impl Recovery {
                 // last segment and only if it holds no evidence of later batches.
                 self.scan_for_evidence(file, segment.bytes, BLOCK_BYTES)?;
                 self.damaged_header = Some(file.to_string());
-                self.resume = Some(ResumePoint::CreateSegment {
-                    segment_seq: segment.segment_seq,
-                });
+                self.resume = Some(ResumePoint::CreateSegment { segment_seq: segment.segment_seq });
                 return Ok(());
             }
         };
         match self.expected_identity {
             Some(expected) if expected != header.identity => {
-                return Err(WalError::ForeignSegment {
-                    file: file.to_string(),
-                    expected,
-                    found: header.identity,
-                });
+                return Err(WalError::ForeignSegment { file: file.to_string(), expected, found: header.identity });
             }
             _ => {}
         }
         if let Some(adopted) = self.identity
             && adopted != header.identity
         {
-            return Err(WalError::ForeignSegment {
-                file: file.to_string(),
-                expected: adopted,
-                found: header.identity,
-            });
+            return Err(WalError::ForeignSegment { file: file.to_string(), expected: adopted, found: header.identity });
         }
         self.identity = Some(header.identity);
         let expected = *self.next_batch_seq.get_or_insert(header.first_batch_seq);
@@ -264,10 +236,7 @@ impl Recovery {
         }
         let end = (segment.bytes.len() as u64).min(header.segment_bytes);
         let bytes = &segment.bytes[..end as usize];
-        self.segments.push(SegmentSummary {
-            segment_seq: segment.segment_seq,
-            group_max_index: BTreeMap::new(),
-        });
+        self.segments.push(SegmentSummary { segment_seq: segment.segment_seq, group_max_index: BTreeMap::new() });
         self.read_chain(file, segment.segment_seq, bytes)
     }
 
@@ -277,13 +246,8 @@ impl Recovery {
             let expected = self.next_batch_seq.expect("set from the segment header");
             let why = match check_batch(bytes.get(offset as usize..).unwrap_or(&[])) {
                 Ok((h, payload)) if h.batch_seq == expected && h.segment_seq == segment_seq => {
-                    let records = decode_records(payload, h.record_count, 32).map_err(|e| {
-                        corrupt(
-                            file,
-                            offset,
-                            &format!("batch {expected} passes its CRC but {e}"),
-                        )
-                    })?;
+                    let records = decode_records(payload, h.record_count, 32)
+                        .map_err(|e| corrupt(file, offset, &format!("batch {expected} passes its CRC but {e}")))?;
                     for record in records {
                         self.apply(file, offset, record)?;
                     }
@@ -295,15 +259,8 @@ impl Recovery {
                 Ok((h, _)) => format!("found batch {} of segment {}", h.batch_seq, h.segment_seq),
                 Err(e) => e.to_string(),
             };
-            self.last_break = Some(Break {
-                file_name: file.to_string(),
-                offset_bytes: offset,
-                why,
-            });
-            self.resume = Some(ResumePoint::Append {
-                segment_seq,
-                offset_bytes: offset,
-            });
+            self.last_break = Some(Break { file_name: file.to_string(), offset_bytes: offset, why });
+            self.resume = Some(ResumePoint::Append { segment_seq, offset_bytes: offset });
             return self.scan_for_evidence(file, bytes, offset);
         }
     }
@@ -339,11 +296,7 @@ impl Recovery {
                     b.why
                 ),
             ),
-            None => corrupt(
-                file,
-                offset,
-                &format!("{what} {seq} found where batch {expected} was expected"),
-            ),
+            None => corrupt(file, offset, &format!("{what} {seq} found where batch {expected} was expected")),
         }
     }
 
@@ -361,18 +314,12 @@ impl Recovery {
                     group.entries.clear();
                     self.gaps.insert(
                         group_id,
-                        Gap {
-                            file_name: file.to_string(),
-                            offset_bytes: offset,
-                            first_index: first,
-                        },
+                        Gap { file_name: file.to_string(), offset_bytes: offset, first_index: first },
                     );
                 }
                 let snapshot_index = group.snapshot_index();
                 group.truncate_from(first);
-                group
-                    .entries
-                    .extend(entries.into_iter().filter(|e| e.index > snapshot_index));
+                group.entries.extend(entries.into_iter().filter(|e| e.index > snapshot_index));
                 clamp_segments(&mut self.segments, group_id, first);
                 let current = self.segments.last_mut().expect("a segment is being read");
                 current.group_max_index.insert(group_id, last);
@@ -387,11 +334,7 @@ impl Recovery {
                     return Err(corrupt(
                         file,
                         offset,
-                        &format!(
-                            "group {group_id}: snapshot marker {} below {}",
-                            marker.index,
-                            group.snapshot_index()
-                        ),
+                        &format!("group {group_id}: snapshot marker {} below {}", marker.index, group.snapshot_index()),
                     ));
                 }
                 let drop = group.entries.partition_point(|e| e.index <= marker.index);
@@ -406,11 +349,7 @@ impl Recovery {
     pub fn finish(self) -> Result<Recovered, WalError> {
         for (group_id, gap) in &self.gaps {
             let group = &self.groups[group_id];
-            if group
-                .entries
-                .first()
-                .is_some_and(|e| e.index > group.snapshot_index() + 1)
-            {
+            if group.entries.first().is_some_and(|e| e.index > group.snapshot_index() + 1) {
                 return Err(corrupt(
                     &gap.file_name,
                     gap.offset_bytes,
@@ -421,9 +360,7 @@ impl Recovery {
                 ));
             }
         }
-        let resume = self
-            .resume
-            .unwrap_or(ResumePoint::CreateSegment { segment_seq: 1 });
+        let resume = self.resume.unwrap_or(ResumePoint::CreateSegment { segment_seq: 1 });
         Ok(Recovered {
             identity: self.identity,
             groups: self.groups,
@@ -445,9 +382,5 @@ fn clamp_segments(segments: &mut [SegmentSummary], group_id: u64, from_index: u6
 }
 
 fn corrupt(file: &str, offset_bytes: u64, reason: &str) -> WalError {
-    WalError::Corrupt {
-        file: file.to_string(),
-        offset_bytes,
-        reason: reason.to_string(),
-    }
+    WalError::Corrupt { file: file.to_string(), offset_bytes, reason: reason.to_string() }
 }

@@ -89,20 +89,11 @@ impl SimDisk {
             CrashMode::Seeded { seed } => self.pick_mode(seed),
             other => other,
         };
-        let last = self
-            .files
-            .iter()
-            .flat_map(|(seq, f)| f.unsynced.iter().map(move |w| (w.0, *seq)))
-            .max();
+        let last = self.files.iter().flat_map(|(seq, f)| f.unsynced.iter().map(move |w| (w.0, *seq))).max();
         let mut torn = None;
         if let Some((order, seq)) = last {
             let file = self.files.get(&seq).expect("listed");
-            let (_, offset, data) = file
-                .unsynced
-                .iter()
-                .find(|w| w.0 == order)
-                .expect("listed")
-                .clone();
+            let (_, offset, data) = file.unsynced.iter().find(|w| w.0 == order).expect("listed").clone();
             torn = match mode {
                 CrashMode::LoseUnsynced | CrashMode::Seeded { .. } => None,
                 CrashMode::TearLastWrite { keep_bytes } => {
@@ -122,11 +113,7 @@ impl SimDisk {
             file.unsynced.clear();
         }
         if let Some((seq, offset, bytes)) = torn {
-            write_into(
-                &mut self.files.get_mut(&seq).expect("listed").durable,
-                offset,
-                &bytes,
-            );
+            write_into(&mut self.files.get_mut(&seq).expect("listed").durable, offset, &bytes);
         }
     }
 
@@ -137,20 +124,13 @@ impl SimDisk {
         match splitmix64(&mut state) % 3 {
             0 => CrashMode::LoseUnsynced,
             1 => CrashMode::TearLastWrite { keep_bytes },
-            _ => CrashMode::TearLastWriteGarbage {
-                keep_bytes,
-                seed: splitmix64(&mut state),
-            },
+            _ => CrashMode::TearLastWriteGarbage { keep_bytes, seed: splitmix64(&mut state) },
         }
     }
 
     /// Length of the last unsynced write, if any.
     pub fn last_unsynced_write_bytes(&self) -> Option<u64> {
-        self.files
-            .values()
-            .flat_map(|f| f.unsynced.iter())
-            .max_by_key(|w| w.0)
-            .map(|w| w.2.len() as u64)
+        self.files.values().flat_map(|f| f.unsynced.iter()).max_by_key(|w| w.0).map(|w| w.2.len() as u64)
     }
 
     /// Number of unsynced writes.
@@ -160,11 +140,7 @@ impl SimDisk {
 
     /// Flips bits of one durable byte (a media error). Returns false if absent.
     pub fn corrupt_byte(&mut self, segment_seq: u64, offset_bytes: u64, xor: u8) -> bool {
-        match self
-            .files
-            .get_mut(&segment_seq)
-            .and_then(|f| f.durable.get_mut(offset_bytes as usize))
-        {
+        match self.files.get_mut(&segment_seq).and_then(|f| f.durable.get_mut(offset_bytes as usize)) {
             Some(byte) => {
                 *byte ^= xor;
                 true
@@ -180,13 +156,7 @@ impl SimDisk {
 
     /// Replaces a segment's bytes (tests: plant a file).
     pub fn put_segment(&mut self, segment_seq: u64, bytes: Vec<u8>) {
-        self.files.insert(
-            segment_seq,
-            SimFile {
-                durable: bytes,
-                unsynced: Vec::new(),
-            },
-        );
+        self.files.insert(segment_seq, SimFile { durable: bytes, unsynced: Vec::new() });
     }
 
     /// Removes a segment file.
@@ -204,19 +174,12 @@ impl SegmentStore for SimDisk {
         self.files
             .get(&segment_seq)
             .map(SimFile::visible)
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("segment {segment_seq}"))
-            })
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("segment {segment_seq}")))
     }
 
     fn execute(&mut self, command: &IoCommand) -> io::Result<()> {
         match command {
-            IoCommand::CreateSegment {
-                segment_seq,
-                recycle_from,
-                segment_bytes,
-                header,
-            } => {
+            IoCommand::CreateSegment { segment_seq, recycle_from, segment_bytes, header } => {
                 let mut file = match recycle_from.and_then(|old| self.files.remove(&old)) {
                     Some(mut old) => {
                         old.durable = old.visible();
@@ -230,23 +193,20 @@ impl SegmentStore for SimDisk {
                 self.files.insert(*segment_seq, file);
                 self.segments_created += 1;
             }
-            IoCommand::Write {
-                segment_seq,
-                offset_bytes,
-                bytes,
-            } => {
-                let file = self.files.get_mut(segment_seq).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, format!("segment {segment_seq}"))
-                })?;
+            IoCommand::Write { segment_seq, offset_bytes, bytes } => {
+                let file = self
+                    .files
+                    .get_mut(segment_seq)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("segment {segment_seq}")))?;
                 self.write_order += 1;
-                file.unsynced
-                    .push((self.write_order, *offset_bytes, bytes.clone()));
+                file.unsynced.push((self.write_order, *offset_bytes, bytes.clone()));
                 self.writes += 1;
             }
             IoCommand::Sync { segment_seq } => {
-                let file = self.files.get_mut(segment_seq).ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, format!("segment {segment_seq}"))
-                })?;
+                let file = self
+                    .files
+                    .get_mut(segment_seq)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("segment {segment_seq}")))?;
                 file.durable = file.visible();
                 file.unsynced.clear();
                 self.syncs += 1;

@@ -7,23 +7,13 @@ use std::collections::BTreeMap;
 use corekv_rpc::raft::{Entry, EntryKind, HardState};
 use proptest::prelude::*;
 
-use super::format::{
-    BLOCK_BYTES, decode_batch, encode_batch, encode_record, encode_segment_header,
-};
+use super::format::{BLOCK_BYTES, decode_batch, encode_batch, encode_record, encode_segment_header};
 use super::*;
 
-const IDENTITY: WalIdentity = WalIdentity {
-    cluster_id: 0xC1,
-    node_id: 2,
-    core_id: 1,
-};
+const IDENTITY: WalIdentity = WalIdentity { cluster_id: 0xC1, node_id: 2, core_id: 1 };
 
 fn config(segment_bytes: u64) -> WalConfig {
-    WalConfig {
-        segment_bytes,
-        pending_bytes_max: segment_bytes / 2,
-        ..WalConfig::new(IDENTITY)
-    }
+    WalConfig { segment_bytes, pending_bytes_max: segment_bytes / 2, ..WalConfig::new(IDENTITY) }
 }
 
 /// Deterministic generator for test workloads.
@@ -56,12 +46,7 @@ impl ModelGroup {
         self.snapshot.map_or(0, |s| s.index)
     }
     fn last_index(&self) -> u64 {
-        self.entries
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(0)
-            .max(self.snapshot_index())
+        self.entries.keys().next_back().copied().unwrap_or(0).max(self.snapshot_index())
     }
 }
 
@@ -97,44 +82,22 @@ fn model_of(batches: &[Vec<Record>]) -> Model {
 }
 
 /// Compact view of a group: hard state, marker, and (index, term, data length, data checksum) per entry.
-type GroupView = (
-    Option<HardState>,
-    Option<SnapshotMarker>,
-    Vec<(u64, u64, usize, u32)>,
-);
+type GroupView = (Option<HardState>, Option<SnapshotMarker>, Vec<(u64, u64, usize, u32)>);
 
 fn view(entries: &mut dyn Iterator<Item = &Entry>) -> Vec<(u64, u64, usize, u32)> {
-    entries
-        .map(|e| (e.index, e.term, e.data.len(), crc32fast::hash(&e.data)))
-        .collect()
+    entries.map(|e| (e.index, e.term, e.data.len(), crc32fast::hash(&e.data))).collect()
 }
 
 fn assert_matches_model(recovered: &Recovered, model: &Model) {
-    let got: BTreeMap<u64, GroupView> = recovered
-        .groups
-        .iter()
-        .map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.iter()))))
-        .collect();
-    let want: BTreeMap<u64, GroupView> = model
-        .iter()
-        .map(|(id, g)| {
-            (
-                *id,
-                (g.hard_state, g.snapshot, view(&mut g.entries.values())),
-            )
-        })
-        .collect();
+    let got: BTreeMap<u64, GroupView> =
+        recovered.groups.iter().map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.iter())))).collect();
+    let want: BTreeMap<u64, GroupView> =
+        model.iter().map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.values())))).collect();
     assert_eq!(got, want);
 }
 
 /// Random, Raft-plausible records for `groups` groups, consistent with `model`.
-fn random_batch(
-    g: &mut Gen,
-    model: &Model,
-    groups: u64,
-    records_max: u64,
-    data_bytes_max: u64,
-) -> Vec<Record> {
+fn random_batch(g: &mut Gen, model: &Model, groups: u64, records_max: u64, data_bytes_max: u64) -> Vec<Record> {
     let mut scratch = model.clone();
     let mut batch = Vec::new();
     for _ in 0..1 + g.below(records_max) {
@@ -150,31 +113,19 @@ fn random_batch(
                         term: 1 + index / 3,
                         index,
                         kind: EntryKind::Normal,
-                        data: (0..g.below(data_bytes_max + 1))
-                            .map(|i| (i as u8) ^ (index as u8))
-                            .collect(),
+                        data: (0..g.below(data_bytes_max + 1)).map(|i| (i as u8) ^ (index as u8)).collect(),
                     })
                     .collect();
                 Record::Entries { group_id, entries }
             }
             6 | 7 => Record::HardState {
                 group_id,
-                hard_state: HardState {
-                    term: g.below(100),
-                    vote: g.below(5),
-                    commit: g.below(last + 1),
-                },
+                hard_state: HardState { term: g.below(100), vote: g.below(5), commit: g.below(last + 1) },
             },
-            8 => Record::Truncate {
-                group_id,
-                from_index: snap + 1 + g.below(last - snap + 1),
-            },
+            8 => Record::Truncate { group_id, from_index: snap + 1 + g.below(last - snap + 1) },
             _ => Record::SnapshotMarker {
                 group_id,
-                marker: SnapshotMarker {
-                    index: snap + g.below(last - snap + 3),
-                    term: g.below(50),
-                },
+                marker: SnapshotMarker { index: snap + g.below(last - snap + 3), term: g.below(50) },
             },
         };
         model_apply(&mut scratch, &record);
@@ -212,27 +163,15 @@ fn random_batches_of_many_groups_come_back_in_order() {
             wal = w;
         }
     }
-    assert!(
-        wal.store_mut().segments_created > 3,
-        "the test must cross segment boundaries"
-    );
+    assert!(wal.store_mut().segments_created > 3, "the test must cross segment boundaries");
 }
 
 #[test]
 fn one_batch_is_one_write_and_one_fdatasync_for_64_groups() {
     let (mut wal, _) = reopen(SimDisk::new(), 1 << 20);
     for group_id in 0..64 {
-        let entry = Entry {
-            term: 1,
-            index: 1,
-            kind: EntryKind::Normal,
-            data: vec![1; 100],
-        };
-        wal.append(&Record::Entries {
-            group_id,
-            entries: vec![entry],
-        })
-        .unwrap();
+        let entry = Entry { term: 1, index: 1, kind: EntryKind::Normal, data: vec![1; 100] };
+        wal.append(&Record::Entries { group_id, entries: vec![entry] }).unwrap();
     }
     let durable = wal.flush().unwrap().unwrap();
     assert_eq!(durable.last_entry_index.len(), 64);
@@ -254,14 +193,8 @@ fn no_block_holding_an_acknowledged_batch_is_written_again() {
         let io = wal.writer_mut().start_batch().unwrap();
         for command in &io.commands {
             match command {
-                IoCommand::CreateSegment { segment_seq, .. } => {
-                    acknowledged.retain(|a| a.0 != *segment_seq)
-                }
-                IoCommand::Write {
-                    segment_seq,
-                    offset_bytes,
-                    bytes,
-                } => {
+                IoCommand::CreateSegment { segment_seq, .. } => acknowledged.retain(|a| a.0 != *segment_seq),
+                IoCommand::Write { segment_seq, offset_bytes, bytes } => {
                     assert_eq!(offset_bytes % BLOCK_BYTES, 0);
                     assert_eq!(bytes.len() as u64 % BLOCK_BYTES, 0);
                     let end = offset_bytes + bytes.len() as u64;
@@ -277,17 +210,8 @@ fn no_block_holding_an_acknowledged_batch_is_written_again() {
             wal.store_mut().execute(command).unwrap();
         }
         for command in &io.commands {
-            if let IoCommand::Write {
-                segment_seq,
-                offset_bytes,
-                bytes,
-            } = command
-            {
-                acknowledged.push((
-                    *segment_seq,
-                    *offset_bytes,
-                    offset_bytes + bytes.len() as u64,
-                ));
+            if let IoCommand::Write { segment_seq, offset_bytes, bytes } = command {
+                acknowledged.push((*segment_seq, *offset_bytes, offset_bytes + bytes.len() as u64));
             }
         }
         wal.writer_mut().complete(io.batch_seq);
@@ -301,23 +225,12 @@ fn no_block_holding_an_acknowledged_batch_is_written_again() {
 #[test]
 fn records_appended_while_a_batch_is_in_flight_form_the_next_batch() {
     let (mut wal, _) = reopen(SimDisk::new(), 1 << 20);
-    let hs = |term| Record::HardState {
-        group_id: 1,
-        hard_state: HardState {
-            term,
-            vote: 0,
-            commit: 0,
-        },
-    };
+    let hs = |term| Record::HardState { group_id: 1, hard_state: HardState { term, vote: 0, commit: 0 } };
     wal.append(&hs(1)).unwrap();
     let first = wal.writer_mut().start_batch().expect("batch 1");
     wal.append(&hs(2)).unwrap();
     wal.append(&hs(3)).unwrap();
-    assert_eq!(
-        wal.writer_mut().start_batch(),
-        None,
-        "one batch in flight at a time"
-    );
+    assert_eq!(wal.writer_mut().start_batch(), None, "one batch in flight at a time");
     for c in &first.commands {
         wal.store_mut().execute(c).unwrap();
     }
@@ -352,10 +265,7 @@ fn disk_with_unsynced_tail(
         }
         wal.store_mut().execute(command).unwrap();
     }
-    let len = wal
-        .store_mut()
-        .last_unsynced_write_bytes()
-        .expect("an unsynced write");
+    let len = wal.store_mut().last_unsynced_write_bytes().expect("an unsynced write");
     (wal.into_store(), synced, (tail, len))
 }
 
@@ -403,13 +313,9 @@ fn a_crash_at_every_byte_of_the_last_write_keeps_exactly_the_synced_batches() {
     let used = used_bytes(&disk, &tail);
     assert!(used < len, "the write has padding to tear in");
     for keep_bytes in 0..=len {
-        for mode in [
-            CrashMode::TearLastWrite { keep_bytes },
-            CrashMode::TearLastWriteGarbage {
-                keep_bytes,
-                seed: keep_bytes,
-            },
-        ] {
+        for mode in
+            [CrashMode::TearLastWrite { keep_bytes }, CrashMode::TearLastWriteGarbage { keep_bytes, seed: keep_bytes }]
+        {
             let mut crashed = disk.clone();
             crashed.crash(mode);
             let recovered = recover_store(&mut crashed, Some(IDENTITY))
@@ -465,22 +371,14 @@ fn a_corrupt_byte_in_an_earlier_batch_names_file_and_offset() {
     while let Ok(batch) = decode_batch(&first[offset as usize..]) {
         // Padding after the records is not covered by the CRC (it is never read);
         // every byte before it is.
-        let used = 32
-            + u64::from(u32::from_le_bytes(
-                first[offset as usize + 24..][..4].try_into().unwrap(),
-            ));
+        let used = 32 + u64::from(u32::from_le_bytes(first[offset as usize + 24..][..4].try_into().unwrap()));
         for delta in [0, 9, 40, used / 2, used - 1] {
             let mut bad = disk.clone();
             assert!(bad.corrupt_byte(segments[0], offset + delta, 0x20));
             match recover_store(&mut bad, Some(IDENTITY)) {
-                Err(WalError::Corrupt {
-                    file, offset_bytes, ..
-                }) => {
+                Err(WalError::Corrupt { file, offset_bytes, .. }) => {
                     assert_eq!(file, segment_file_name(segments[0]));
-                    assert_eq!(
-                        offset_bytes, offset,
-                        "the error points at the damaged batch"
-                    );
+                    assert_eq!(offset_bytes, offset, "the error points at the damaged batch");
                 }
                 other => panic!("damage at {} not refused: {other:?}", offset + delta),
             }
@@ -504,26 +402,15 @@ fn a_damaged_batch_in_the_newest_segment_is_caught_by_the_batches_after_it() {
         offsets.push(offset);
         offset += batch.padded_bytes;
     }
-    assert!(
-        offsets.len() >= 3,
-        "the newest segment holds several batches"
-    );
+    assert!(offsets.len() >= 3, "the newest segment holds several batches");
     // Every batch but the last has a later batch after it in the same segment:
     // only the scan for evidence beyond the break can tell this from a torn tail.
     for &damaged in &offsets[..offsets.len() - 1] {
         let mut bad = disk.clone();
         bad.corrupt_byte(last, damaged + 33, 0x08);
         match recover_store(&mut bad, Some(IDENTITY)) {
-            Err(WalError::Corrupt {
-                file,
-                offset_bytes,
-                reason,
-            }) => {
-                assert_eq!(
-                    (file, offset_bytes),
-                    (segment_file_name(last), damaged),
-                    "{reason}"
-                );
+            Err(WalError::Corrupt { file, offset_bytes, reason }) => {
+                assert_eq!((file, offset_bytes), (segment_file_name(last), damaged), "{reason}");
             }
             other => panic!("damage at {damaged} not refused: {other:?}"),
         }
@@ -545,32 +432,16 @@ fn a_damaged_last_batch_of_a_segment_is_caught_by_the_next_segment_header() {
     }
     disk.corrupt_byte(segments[0], last + 40, 1);
     let err = recover_store(&mut disk, Some(IDENTITY)).unwrap_err();
-    assert!(
-        matches!(&err, WalError::Corrupt { offset_bytes, .. } if *offset_bytes == last),
-        "{err}"
-    );
+    assert!(matches!(&err, WalError::Corrupt { offset_bytes, .. } if *offset_bytes == last), "{err}");
 }
 
 #[test]
 fn a_segment_of_another_core_is_refused() {
     let (mut wal, _) = reopen(SimDisk::new(), 64 * 1024);
-    wal.append(&Record::Truncate {
-        group_id: 1,
-        from_index: 3,
-    })
-    .unwrap();
+    wal.append(&Record::Truncate { group_id: 1, from_index: 3 }).unwrap();
     wal.flush().unwrap();
-    let other = WalConfig::new(WalIdentity {
-        core_id: 9,
-        ..IDENTITY
-    });
-    match SyncWal::open(
-        wal.into_store(),
-        WalConfig {
-            segment_bytes: 64 * 1024,
-            ..other
-        },
-    ) {
+    let other = WalConfig::new(WalIdentity { core_id: 9, ..IDENTITY });
+    match SyncWal::open(wal.into_store(), WalConfig { segment_bytes: 64 * 1024, ..other }) {
         Err(WalError::ForeignSegment { found, .. }) => assert_eq!(found, IDENTITY),
         other => panic!("expected a foreign segment error, got {other:?}"),
     }
@@ -582,10 +453,7 @@ fn a_missing_middle_segment_is_refused() {
     let segments = disk.list_segments().unwrap();
     assert!(segments.len() >= 3);
     disk.remove_segment(segments[1]);
-    assert!(matches!(
-        recover_store(&mut disk, None),
-        Err(WalError::MissingSegment { .. })
-    ));
+    assert!(matches!(recover_store(&mut disk, None), Err(WalError::MissingSegment { .. })));
 }
 
 #[test]
@@ -599,18 +467,9 @@ fn a_torn_segment_creation_is_recreated() {
     bytes[..8].copy_from_slice(b"CKVWALSG");
     disk.put_segment(last + 1, bytes);
     let (mut wal, recovered) = reopen(disk, segment_bytes);
-    assert_eq!(
-        recovered.resume,
-        ResumePoint::CreateSegment {
-            segment_seq: last + 1
-        }
-    );
+    assert_eq!(recovered.resume, ResumePoint::CreateSegment { segment_seq: last + 1 });
     assert_matches_model(&recovered, &model_of(&synced));
-    wal.append(&Record::Truncate {
-        group_id: 77,
-        from_index: 1,
-    })
-    .unwrap();
+    wal.append(&Record::Truncate { group_id: 77, from_index: 1 }).unwrap();
     wal.flush().unwrap();
     let (_, again) = reopen(wal.into_store(), segment_bytes);
     assert!(again.groups.contains_key(&77));
@@ -625,32 +484,11 @@ fn covered_segments_are_recycled_then_deleted_and_state_survives() {
     for index in 1..=400u64 {
         let mut batch = Vec::new();
         for group_id in [1, 2] {
-            let entry = Entry {
-                term: 1,
-                index,
-                kind: EntryKind::Normal,
-                data: data.clone(),
-            };
-            batch.push(Record::Entries {
-                group_id,
-                entries: vec![entry],
-            });
-            batch.push(Record::HardState {
-                group_id,
-                hard_state: HardState {
-                    term: 1,
-                    vote: 1,
-                    commit: index,
-                },
-            });
+            let entry = Entry { term: 1, index, kind: EntryKind::Normal, data: data.clone() };
+            batch.push(Record::Entries { group_id, entries: vec![entry] });
+            batch.push(Record::HardState { group_id, hard_state: HardState { term: 1, vote: 1, commit: index } });
             if index % 10 == 0 {
-                batch.push(Record::SnapshotMarker {
-                    group_id,
-                    marker: SnapshotMarker {
-                        index: index - 2,
-                        term: 1,
-                    },
-                });
+                batch.push(Record::SnapshotMarker { group_id, marker: SnapshotMarker { index: index - 2, term: 1 } });
             }
         }
         append_all(&mut wal, &batch);
@@ -664,10 +502,7 @@ fn covered_segments_are_recycled_then_deleted_and_state_survives() {
     }
     let disk = wal.store_mut();
     assert!(disk.segments_deleted > 10, "old segments are deleted");
-    assert!(
-        disk.segments_created > disk.segments_deleted,
-        "some segments were recycled"
-    );
+    assert!(disk.segments_created > disk.segments_deleted, "some segments were recycled");
     let (_, recovered) = reopen(wal.into_store(), segment_bytes);
     assert_matches_model(&recovered, &model_of(&synced));
     assert_eq!(recovered.groups[&1].hard_state.map(|h| h.commit), Some(400));
@@ -676,48 +511,17 @@ fn covered_segments_are_recycled_then_deleted_and_state_survives() {
 #[test]
 fn an_overlong_record_is_refused_and_a_full_batch_answers_busy() {
     let (mut wal, _) = reopen(SimDisk::new(), 64 * 1024);
-    let big = Entry {
-        term: 1,
-        index: 1,
-        kind: EntryKind::Normal,
-        data: vec![0; 40 * 1024],
-    };
+    let big = Entry { term: 1, index: 1, kind: EntryKind::Normal, data: vec![0; 40 * 1024] };
     assert!(matches!(
-        wal.append(&Record::Entries {
-            group_id: 1,
-            entries: vec![big]
-        }),
+        wal.append(&Record::Entries { group_id: 1, entries: vec![big] }),
         Err(WalError::RecordTooLarge { .. })
     ));
-    let mid = |index| Entry {
-        term: 1,
-        index,
-        kind: EntryKind::Normal,
-        data: vec![0; 12 * 1024],
-    };
-    wal.append(&Record::Entries {
-        group_id: 1,
-        entries: vec![mid(1)],
-    })
-    .unwrap();
-    wal.append(&Record::Entries {
-        group_id: 1,
-        entries: vec![mid(2)],
-    })
-    .unwrap();
-    assert!(matches!(
-        wal.append(&Record::Entries {
-            group_id: 1,
-            entries: vec![mid(3)]
-        }),
-        Err(WalError::Busy { .. })
-    ));
+    let mid = |index| Entry { term: 1, index, kind: EntryKind::Normal, data: vec![0; 12 * 1024] };
+    wal.append(&Record::Entries { group_id: 1, entries: vec![mid(1)] }).unwrap();
+    wal.append(&Record::Entries { group_id: 1, entries: vec![mid(2)] }).unwrap();
+    assert!(matches!(wal.append(&Record::Entries { group_id: 1, entries: vec![mid(3)] }), Err(WalError::Busy { .. })));
     wal.flush().unwrap();
-    wal.append(&Record::Entries {
-        group_id: 1,
-        entries: vec![mid(3)],
-    })
-    .unwrap();
+    wal.append(&Record::Entries { group_id: 1, entries: vec![mid(3)] }).unwrap();
 }
 
 #[test]
@@ -747,44 +551,22 @@ fn the_committed_fuzz_corpus_replays_without_panics() {
 }
 
 fn arb_entry_run() -> impl Strategy<Value = Vec<Entry>> {
-    (
-        1u64..1000,
-        1usize..5,
-        proptest::collection::vec(any::<u8>(), 0..200),
-    )
-        .prop_map(|(first, n, data)| {
-            (0..n as u64)
-                .map(|i| Entry {
-                    term: first / 2 + i,
-                    index: first + i,
-                    kind: EntryKind::ConfChange,
-                    data: data.clone(),
-                })
-                .collect()
-        })
+    (1u64..1000, 1usize..5, proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(first, n, data)| {
+        (0..n as u64)
+            .map(|i| Entry { term: first / 2 + i, index: first + i, kind: EntryKind::ConfChange, data: data.clone() })
+            .collect()
+    })
 }
 
 fn arb_record() -> impl Strategy<Value = Record> {
     prop_oneof![
-        (any::<u64>(), arb_entry_run())
-            .prop_map(|(group_id, entries)| Record::Entries { group_id, entries }),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-            |(group_id, term, vote, commit)| {
-                Record::HardState {
-                    group_id,
-                    hard_state: HardState { term, vote, commit },
-                }
-            }
-        ),
-        (any::<u64>(), 1u64..).prop_map(|(group_id, from_index)| Record::Truncate {
-            group_id,
-            from_index
+        (any::<u64>(), arb_entry_run()).prop_map(|(group_id, entries)| Record::Entries { group_id, entries }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(group_id, term, vote, commit)| {
+            Record::HardState { group_id, hard_state: HardState { term, vote, commit } }
         }),
+        (any::<u64>(), 1u64..).prop_map(|(group_id, from_index)| Record::Truncate { group_id, from_index }),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(group_id, index, term)| {
-            Record::SnapshotMarker {
-                group_id,
-                marker: SnapshotMarker { index, term },
-            }
+            Record::SnapshotMarker { group_id, marker: SnapshotMarker { index, term } }
         }),
     ]
 }
@@ -857,35 +639,18 @@ proptest! {
 fn a_departed_group_releases_its_segments_by_truncating_from_1() {
     let segment_bytes = 16 * 1024;
     let (mut wal, _) = reopen(SimDisk::new(), segment_bytes);
-    let entry = |index| Entry {
-        term: 1,
-        index,
-        kind: EntryKind::Normal,
-        data: vec![1; 3000],
-    };
+    let entry = |index| Entry { term: 1, index, kind: EntryKind::Normal, data: vec![1; 3000] };
     // Group 1 never snapshots: it pins every segment it wrote to.
     for index in 1..=20 {
-        wal.append(&Record::Entries {
-            group_id: 1,
-            entries: vec![entry(index)],
-        })
-        .unwrap();
+        wal.append(&Record::Entries { group_id: 1, entries: vec![entry(index)] }).unwrap();
         wal.flush().unwrap();
     }
     let pinned = wal.writer_ref().live_segments().len();
     assert!(pinned >= 5);
     // The group leaves the core.
-    wal.append(&Record::Truncate {
-        group_id: 1,
-        from_index: 1,
-    })
-    .unwrap();
+    wal.append(&Record::Truncate { group_id: 1, from_index: 1 }).unwrap();
     wal.flush().unwrap();
-    assert!(
-        wal.writer_ref().live_segments().len() <= 2,
-        "{:?}",
-        wal.writer_ref().live_segments()
-    );
+    assert!(wal.writer_ref().live_segments().len() <= 2, "{:?}", wal.writer_ref().live_segments());
     let (_, recovered) = reopen(wal.into_store(), segment_bytes);
     assert!(recovered.groups[&1].entries.is_empty());
 }

@@ -24,9 +24,9 @@ use std::collections::{BTreeMap, VecDeque};
 use corekv_rpc::raft::{Entry, HardState};
 
 use super::format::{
-    BATCH_HEADER_BYTES, BATCH_PAYLOAD_BYTES_MAX, BLOCK_BYTES, FORMAT_VERSION, Record,
-    SegmentHeader, SnapshotMarker, WalIdentity, check_entries, check_record, encode_batch,
-    encode_entries_record, encode_record, encode_segment_header, pad_to_block,
+    BATCH_HEADER_BYTES, BATCH_PAYLOAD_BYTES_MAX, BLOCK_BYTES, FORMAT_VERSION, Record, SegmentHeader, SnapshotMarker,
+    WalIdentity, check_entries, check_record, encode_batch, encode_entries_record, encode_record,
+    encode_segment_header, pad_to_block,
 };
 use super::recovery::{Recovered, ResumePoint, SegmentSummary};
 use super::{IoMode, WalError};
@@ -75,10 +75,7 @@ impl WalConfig {
             )));
         }
         if self.pending_bytes_max < BLOCK_BYTES {
-            return Err(WalError::Config(format!(
-                "pending_bytes_max {} below one block",
-                self.pending_bytes_max
-            )));
+            return Err(WalError::Config(format!("pending_bytes_max {} below one block", self.pending_bytes_max)));
         }
         Ok(())
     }
@@ -151,23 +148,10 @@ pub struct DurableBatch {
 /// State changes a record makes, applied when its batch is sealed.
 #[derive(Debug, Clone)]
 enum Update {
-    Entries {
-        group_id: u64,
-        first: u64,
-        last: u64,
-    },
-    HardState {
-        group_id: u64,
-        hard_state: HardState,
-    },
-    Truncate {
-        group_id: u64,
-        from_index: u64,
-    },
-    Marker {
-        group_id: u64,
-        marker: SnapshotMarker,
-    },
+    Entries { group_id: u64, first: u64, last: u64 },
+    HardState { group_id: u64, hard_state: HardState },
+    Truncate { group_id: u64, from_index: u64 },
+    Marker { group_id: u64, marker: SnapshotMarker },
 }
 
 #[derive(Debug)]
@@ -212,28 +196,14 @@ impl WalWriter {
         let (current, next_segment_seq) = match recovered.resume {
             // A segment created but never written to lacks its checkpoint: create it
             // again, so its first batch carries one.
-            ResumePoint::Append {
-                segment_seq,
-                offset_bytes,
-            } if offset_bytes == BLOCK_BYTES => {
+            ResumePoint::Append { segment_seq, offset_bytes } if offset_bytes == BLOCK_BYTES => {
                 let empty = segments.pop_back().map(|s| s.segment_seq);
-                assert_eq!(
-                    empty,
-                    Some(segment_seq),
-                    "recovery resumes in its last segment"
-                );
+                assert_eq!(empty, Some(segment_seq), "recovery resumes in its last segment");
                 (None, segment_seq)
             }
-            ResumePoint::Append {
-                segment_seq,
-                offset_bytes,
-            } => {
+            ResumePoint::Append { segment_seq, offset_bytes } => {
                 let last = segments.back().map(|s| s.segment_seq);
-                assert_eq!(
-                    last,
-                    Some(segment_seq),
-                    "recovery resumes in its last segment"
-                );
+                assert_eq!(last, Some(segment_seq), "recovery resumes in its last segment");
                 (Some((segment_seq, offset_bytes)), segment_seq + 1)
             }
             ResumePoint::CreateSegment { segment_seq } => (None, segment_seq),
@@ -249,21 +219,9 @@ impl WalWriter {
             pending_updates: Vec::new(),
             inflight: None,
             housekeeping: Vec::new(),
-            sealed_hard_states: recovered
-                .groups
-                .iter()
-                .filter_map(|(id, g)| Some((*id, g.hard_state?)))
-                .collect(),
-            sealed_markers: recovered
-                .groups
-                .iter()
-                .filter_map(|(id, g)| Some((*id, g.snapshot?)))
-                .collect(),
-            durable_snapshot_index: recovered
-                .groups
-                .iter()
-                .map(|(id, g)| (*id, g.snapshot_index()))
-                .collect(),
+            sealed_hard_states: recovered.groups.iter().filter_map(|(id, g)| Some((*id, g.hard_state?))).collect(),
+            sealed_markers: recovered.groups.iter().filter_map(|(id, g)| Some((*id, g.snapshot?))).collect(),
+            durable_snapshot_index: recovered.groups.iter().map(|(id, g)| (*id, g.snapshot_index())).collect(),
             config,
         };
         writer.compact();
@@ -313,23 +271,12 @@ impl WalWriter {
         self.pending_records += 1;
         let group_id = record.group_id();
         self.pending_updates.push(match record {
-            Record::Entries { entries, .. } => Update::Entries {
-                group_id,
-                first: entries[0].index,
-                last: entries[entries.len() - 1].index,
-            },
-            Record::HardState { hard_state, .. } => Update::HardState {
-                group_id,
-                hard_state: *hard_state,
-            },
-            Record::Truncate { from_index, .. } => Update::Truncate {
-                group_id,
-                from_index: *from_index,
-            },
-            Record::SnapshotMarker { marker, .. } => Update::Marker {
-                group_id,
-                marker: *marker,
-            },
+            Record::Entries { entries, .. } => {
+                Update::Entries { group_id, first: entries[0].index, last: entries[entries.len() - 1].index }
+            }
+            Record::HardState { hard_state, .. } => Update::HardState { group_id, hard_state: *hard_state },
+            Record::Truncate { from_index, .. } => Update::Truncate { group_id, from_index: *from_index },
+            Record::SnapshotMarker { marker, .. } => Update::Marker { group_id, marker: *marker },
         });
         Ok(())
     }
@@ -338,12 +285,7 @@ impl WalWriter {
     /// [`Record`].
     pub fn append_entries(&mut self, group_id: u64, entries: &[Entry]) -> Result<(), WalError> {
         check_entries(entries)?;
-        let bytes = 16
-            + 4
-            + entries
-                .iter()
-                .map(|e| 21 + e.data.len() as u64)
-                .sum::<u64>();
+        let bytes = 16 + 4 + entries.iter().map(|e| 21 + e.data.len() as u64).sum::<u64>();
         self.reserve(bytes)?;
         encode_entries_record(group_id, entries, &mut self.pending_payload);
         self.pending_records += 1;
@@ -360,27 +302,17 @@ impl WalWriter {
         // The checkpoint a new segment starts with is bounded by one record per
         // known hard state and marker, plus one per pending record.
         let checkpoint_bytes_max = CHECKPOINT_RECORD_BYTES_MAX
-            * (self.sealed_hard_states.len()
-                + self.sealed_markers.len()
-                + self.pending_records as usize
-                + 1) as u64;
+            * (self.sealed_hard_states.len() + self.sealed_markers.len() + self.pending_records as usize + 1) as u64;
         let batch_bytes_max = self.config.segment_bytes - BLOCK_BYTES;
         let pending_limit = self.config.pending_bytes_max.min(batch_bytes_max);
-        let needed =
-            BATCH_HEADER_BYTES as u64 + checkpoint_bytes_max + self.pending_bytes() + record_bytes;
+        let needed = BATCH_HEADER_BYTES as u64 + checkpoint_bytes_max + self.pending_bytes() + record_bytes;
         if needed <= pending_limit {
             return Ok(());
         }
         if self.pending_records == 0 {
-            return Err(WalError::RecordTooLarge {
-                record_bytes,
-                limit_bytes: pending_limit,
-            });
+            return Err(WalError::RecordTooLarge { record_bytes, limit_bytes: pending_limit });
         }
-        Err(WalError::Busy {
-            pending_bytes: self.pending_bytes(),
-            limit_bytes: pending_limit,
-        })
+        Err(WalError::Busy { pending_bytes: self.pending_bytes(), limit_bytes: pending_limit })
     }
 
     /// Seals the pending records into a batch and returns its I/O commands, unless a
@@ -394,9 +326,7 @@ impl WalWriter {
         let mut record_count = std::mem::take(&mut self.pending_records);
         let mut commands = Vec::new();
         let padded = pad_to_block(BATCH_HEADER_BYTES as u64 + payload.len() as u64);
-        let fits = self
-            .current
-            .is_some_and(|(_, offset)| offset + padded <= self.config.segment_bytes);
+        let fits = self.current.is_some_and(|(_, offset)| offset + padded <= self.config.segment_bytes);
         if !fits {
             let (create, checkpoint, checkpoint_records) = self.roll_segment(batch_seq);
             commands.push(create);
@@ -406,31 +336,15 @@ impl WalWriter {
         let (segment_seq, offset_bytes) = self.current.expect("a segment is open");
         let bytes = encode_batch(batch_seq, segment_seq, record_count, &payload);
         let written_bytes = bytes.len() as u64;
-        assert!(
-            offset_bytes + written_bytes <= self.config.segment_bytes,
-            "batch overruns its segment"
-        );
+        assert!(offset_bytes + written_bytes <= self.config.segment_bytes, "batch overruns its segment");
         self.current = Some((segment_seq, offset_bytes + written_bytes));
-        commands.push(IoCommand::Write {
-            segment_seq,
-            offset_bytes,
-            bytes,
-        });
+        commands.push(IoCommand::Write { segment_seq, offset_bytes, bytes });
         commands.push(IoCommand::Sync { segment_seq });
         commands.append(&mut self.housekeeping);
         let (last_entry_index, markers) = self.seal_updates();
-        self.inflight = Some(Inflight {
-            batch_seq,
-            markers,
-            last_entry_index,
-            record_count,
-            written_bytes,
-        });
+        self.inflight = Some(Inflight { batch_seq, markers, last_entry_index, record_count, written_bytes });
         self.next_batch_seq += 1;
-        Some(IoBatch {
-            batch_seq,
-            commands,
-        })
+        Some(IoBatch { batch_seq, commands })
     }
 
     /// Starts the next segment; returns its creation command and checkpoint.
@@ -447,26 +361,14 @@ impl WalWriter {
         let mut checkpoint = Vec::new();
         let mut records = 0;
         for (&group_id, &hard_state) in &self.sealed_hard_states {
-            encode_record(
-                &Record::HardState {
-                    group_id,
-                    hard_state,
-                },
-                &mut checkpoint,
-            );
+            encode_record(&Record::HardState { group_id, hard_state }, &mut checkpoint);
             records += 1;
         }
         for (&group_id, &marker) in &self.sealed_markers {
-            encode_record(
-                &Record::SnapshotMarker { group_id, marker },
-                &mut checkpoint,
-            );
+            encode_record(&Record::SnapshotMarker { group_id, marker }, &mut checkpoint);
             records += 1;
         }
-        self.segments.push_back(SegmentSummary {
-            segment_seq,
-            group_max_index: BTreeMap::new(),
-        });
+        self.segments.push_back(SegmentSummary { segment_seq, group_max_index: BTreeMap::new() });
         self.current = Some((segment_seq, BLOCK_BYTES));
         let create = IoCommand::CreateSegment {
             segment_seq,
@@ -483,26 +385,16 @@ impl WalWriter {
         let mut markers = Vec::new();
         for update in std::mem::take(&mut self.pending_updates) {
             match update {
-                Update::Entries {
-                    group_id,
-                    first,
-                    last,
-                } => {
+                Update::Entries { group_id, first, last } => {
                     self.clamp(group_id, first);
                     let current = self.segments.back_mut().expect("current segment");
                     current.group_max_index.insert(group_id, last);
                     last_entry_index.insert(group_id, last);
                 }
-                Update::HardState {
-                    group_id,
-                    hard_state,
-                } => {
+                Update::HardState { group_id, hard_state } => {
                     self.sealed_hard_states.insert(group_id, hard_state);
                 }
-                Update::Truncate {
-                    group_id,
-                    from_index,
-                } => self.clamp(group_id, from_index),
+                Update::Truncate { group_id, from_index } => self.clamp(group_id, from_index),
                 Update::Marker { group_id, marker } => {
                     self.sealed_markers.insert(group_id, marker);
                     markers.push((group_id, marker));
@@ -524,14 +416,8 @@ impl WalWriter {
     ///
     /// Panics if `batch_seq` is not the batch in flight (a driver bug).
     pub fn complete(&mut self, batch_seq: u64) -> DurableBatch {
-        let inflight = self
-            .inflight
-            .take()
-            .expect("complete() without a batch in flight");
-        assert_eq!(
-            inflight.batch_seq, batch_seq,
-            "complete() for a batch that is not in flight"
-        );
+        let inflight = self.inflight.take().expect("complete() without a batch in flight");
+        assert_eq!(inflight.batch_seq, batch_seq, "complete() for a batch that is not in flight");
         for (group_id, marker) in inflight.markers {
             self.durable_snapshot_index.insert(group_id, marker.index);
         }
@@ -556,9 +442,7 @@ impl WalWriter {
             self.free_segments.push_back(gone);
             if self.free_segments.len() > self.config.recycle_segments_max {
                 let oldest = self.free_segments.pop_front().expect("over the limit");
-                self.housekeeping.push(IoCommand::DeleteSegment {
-                    segment_seq: oldest,
-                });
+                self.housekeeping.push(IoCommand::DeleteSegment { segment_seq: oldest });
             }
         }
     }
@@ -566,11 +450,7 @@ impl WalWriter {
     /// True when durable snapshot markers cover every live entry of `segment`.
     fn covered(&self, segment: &SegmentSummary) -> bool {
         segment.group_max_index.iter().all(|(group_id, &max)| {
-            max == 0
-                || self
-                    .durable_snapshot_index
-                    .get(group_id)
-                    .is_some_and(|&index| index >= max)
+            max == 0 || self.durable_snapshot_index.get(group_id).is_some_and(|&index| index >= max)
         })
     }
 

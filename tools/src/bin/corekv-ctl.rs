@@ -62,12 +62,8 @@ fn run(command: Command) -> Result<(), OfflineError> {
     match command {
         Command::Wal(WalCommand::Dump { path }) => offline::wal_dump(&path, &mut out),
         Command::Wal(WalCommand::Verify { path }) => offline::wal_verify(&path, &mut out),
-        Command::Snapshot(SnapshotCommand::Dump { path }) => {
-            offline::snapshot_dump(&path, &mut out)
-        }
-        Command::Snapshot(SnapshotCommand::Verify { path }) => {
-            offline::snapshot_verify(&path, &mut out)
-        }
+        Command::Snapshot(SnapshotCommand::Dump { path }) => offline::snapshot_dump(&path, &mut out),
+        Command::Snapshot(SnapshotCommand::Verify { path }) => offline::snapshot_verify(&path, &mut out),
     }
 }
 
