@@ -373,10 +373,14 @@ fn message_counts_stay_bounded() {
         assert_eq!(after.sent - before.sent, 2 * heartbeats, "only heartbeats and their answers");
         // A burst of proposals in one iteration costs one append per follower.
         let before = sim.net_stats().clone();
+        let (_, syncs_before) = sim.wal_io_counts(leader);
         assert_eq!(sim.propose_many_at(leader, 50).len(), 50);
         sim.run_for(300);
         let appends = sent(sim.net_stats(), "append") - sent(&before, "append");
         assert!(appends <= 4, "50 proposals of one iteration took {appends} appends");
+        // Group commit: one WAL batch for the 50 entries, one more for the commit.
+        let syncs = sim.wal_io_counts(leader).1 - syncs_before;
+        assert!((1..=3).contains(&syncs), "50 proposals of one iteration took {syncs} fdatasyncs");
         sim.finish(5_000);
     });
 }

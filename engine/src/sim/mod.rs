@@ -17,17 +17,19 @@
 
 pub mod invariants;
 pub mod net;
+pub mod storage;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Index, Message, NodeId};
+use corekv_rpc::raft::{ConfChange, Entry, EntryKind, Index, Message, NodeId};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::raft::{Config, DurableState, ProposeError, RawNode, ReadState, Ready, Role, Snapshot, Status};
 use invariants::{History, chain, check_log_matching};
 pub use net::{Links, NetFaults};
+use storage::{NodeStorage, PersistWait, Persisted};
 
 /// How a simulated cluster is built.
 #[derive(Debug, Clone)]
@@ -87,56 +89,6 @@ enum Event {
     PersistDone { node: NodeId, incarnation: u64 },
 }
 
-/// What the simulated disk holds for one node.
-#[derive(Debug, Clone)]
-struct Disk {
-    hard_state: HardState,
-    snapshot: Snapshot,
-    entries: Vec<Entry>,
-}
-
-impl Disk {
-    fn durable_state(&self) -> DurableState {
-        DurableState { hard_state: self.hard_state, snapshot: self.snapshot.clone(), entries: self.entries.clone() }
-    }
-
-    /// Applies one Ready's write, checking that the core hands out a contiguous log.
-    fn write(&mut self, w: Write) -> Result<(), String> {
-        if let Some(snap) = w.snapshot {
-            self.entries.clear();
-            self.snapshot = snap;
-        }
-        if let Some(first) = w.entries.first() {
-            let start = self.snapshot.meta.index + 1;
-            let next = start + self.entries.len() as u64;
-            if first.index < start || first.index > next {
-                return Err(format!("ready entries start at {} but the durable log ends at {}", first.index, next - 1));
-            }
-            self.entries.truncate((first.index - start) as usize);
-            self.entries.extend(w.entries);
-        }
-        if let Some(hs) = w.hard_state {
-            self.hard_state = hs;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct Write {
-    hard_state: Option<HardState>,
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-}
-
-/// A Ready waiting for its simulated fsync.
-#[derive(Debug)]
-struct InflightWrite {
-    number: u64,
-    write: Write,
-    messages_after_persist: Vec<Message>,
-}
-
 /// The replicated state machine of a node: the chain of applied commands.
 #[derive(Debug, Clone, Copy)]
 struct Machine {
@@ -148,9 +100,7 @@ struct Machine {
 struct SimNode {
     raft: Option<RawNode>,
     incarnation: u64,
-    disk: Disk,
-    inflight: VecDeque<InflightWrite>,
-    last_persist_done_us: u64,
+    storage: NodeStorage,
     machine: Machine,
     /// Reads confirmed by Raft, waiting for the machine to reach their index.
     confirmed_reads: Vec<ReadState>,
@@ -227,13 +177,11 @@ impl Sim {
         let drift = self.cfg.clock_drift_permille;
         let skew = self.rng.random_range(0..=2 * drift) as i64 - drift as i64;
         let tick_us = (self.cfg.tick_us as i64 * (1000 + skew) / 1000) as u64;
-        let disk = Disk { hard_state: durable.hard_state, snapshot: durable.snapshot, entries: durable.entries };
+        let storage = NodeStorage::create(id, &durable).unwrap_or_else(|e| self.fail(e));
         let node = SimNode {
             raft: None,
             incarnation: 0,
-            disk,
-            inflight: VecDeque::new(),
-            last_persist_done_us: 0,
+            storage,
             machine: Machine { applied: 0, state: 0 },
             confirmed_reads: Vec::new(),
             tick_us,
@@ -253,9 +201,13 @@ impl Sim {
         let mut cfg = self.cfg.raft.clone();
         cfg.id = id;
         let seed = self.rng.random::<u64>();
-        let durable = node.disk.durable_state();
+        let durable = match node.storage.open() {
+            Ok(d) => d,
+            Err(e) => self.fail(format!("node {id} cannot recover: {e}")),
+        };
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.machine = machine_from_snapshot(&durable.snapshot);
         let raft = RawNode::new(cfg, durable, seed).unwrap_or_else(|e| panic!("bad simulator config: {e}"));
-        node.machine = machine_from_snapshot(&node.disk.snapshot);
         node.raft = Some(raft);
         let incarnation = node.incarnation;
         let phase = self.rng.random_range(0..node.tick_us);
@@ -347,21 +299,45 @@ impl Sim {
                 self.process(to);
             }
             Event::PersistDone { node, incarnation } => {
-                let Some(n) = self.nodes.get_mut(&node) else { return };
-                if n.incarnation != incarnation || n.raft.is_none() {
+                let live = self.nodes.get(&node).is_some_and(|n| n.incarnation == incarnation && n.raft.is_some());
+                if !live {
                     return;
                 }
-                let done = n.inflight.pop_front().expect("a write was in flight");
-                if let Err(e) = n.disk.write(done.write) {
-                    self.fail(format!("node {node}: {e}"));
+                let n = self.nodes.get_mut(&node).expect("known node");
+                let waits = match n.storage.finish_batch() {
+                    Ok(w) => w,
+                    Err(e) => self.fail(format!("node {node}: {e}")),
+                };
+                self.record(&[3, node, waits.len() as u64]);
+                for wait in waits {
+                    self.persisted(node, wait);
                 }
-                n.raft.as_mut().expect("live").on_persisted(done.number);
-                self.record(&[3, node, done.number]);
-                for m in done.messages_after_persist {
-                    self.send(m);
-                }
+                self.start_batch(node);
                 self.process(node);
             }
+        }
+    }
+
+    /// A Ready became durable: tell Raft, then send what waited for it.
+    fn persisted(&mut self, id: NodeId, wait: PersistWait) {
+        let raft = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()).expect("live");
+        raft.on_persisted(wait.number);
+        for m in wait.messages_after_persist {
+            self.send(m);
+        }
+    }
+
+    /// Starts the node's next WAL batch if it can; its fdatasync completes later.
+    fn start_batch(&mut self, id: NodeId) {
+        let n = self.nodes.get_mut(&id).expect("known node");
+        match n.storage.start_batch() {
+            Ok(false) => {}
+            Ok(true) => {
+                let incarnation = n.incarnation;
+                let latency = self.rng.random_range(self.cfg.fsync_us.0..=self.cfg.fsync_us.1);
+                self.schedule(latency, Event::PersistDone { node: id, incarnation });
+            }
+            Err(e) => self.fail(format!("node {id}: {e}")),
         }
     }
 
@@ -411,14 +387,24 @@ impl Sim {
         if recent_conf_change {
             return;
         }
-        let holds = |n: &SimNode| match n.raft.as_ref() {
-            Some(r) => r.log().snapshot_index() >= commit || r.log().term(commit) == term,
-            None => {
-                n.disk.snapshot.meta.index >= commit
-                    || n.disk.entries.iter().any(|e| e.index == commit && Some(e.term) == term)
-            }
+        // Running nodes by their log; crashed ones by what they would recover (read
+        // only when the running ones fall short: it is a full WAL recovery).
+        let live_holds = |n: &SimNode| {
+            n.raft.as_ref().is_some_and(|r| r.log().snapshot_index() >= commit || r.log().term(commit) == term)
         };
-        let holders = st.conf.voters.iter().filter(|v| self.nodes.get(v).is_some_and(holds)).count();
+        let crashed_holds = |n: &SimNode| {
+            n.raft.is_none()
+                && (n.storage.snapshot_index() >= commit
+                    || n.storage
+                        .durable_log()
+                        .is_ok_and(|log| log.iter().any(|&(i, t)| i == commit && Some(t) == term)))
+        };
+        let count =
+            |f: &dyn Fn(&SimNode) -> bool| st.conf.voters.iter().filter(|v| self.nodes.get(v).is_some_and(f)).count();
+        let mut holders = count(&live_holds);
+        if holders < st.conf.voters.len() / 2 + 1 {
+            holders += count(&crashed_holds);
+        }
         if holders < st.conf.voters.len() / 2 + 1 {
             self.fail(format!("leader {id} committed {commit} but only {holders} voters hold it"));
         }
@@ -436,21 +422,19 @@ impl Sim {
             self.send(m);
         }
         if must_persist {
-            let lo = self.cfg.fsync_us.0;
-            let hi = self.cfg.fsync_us.1;
-            let latency = self.rng.random_range(lo..=hi);
             let n = self.nodes.get_mut(&id).expect("known node");
-            // One disk per node: writes complete in order.
-            let done_at = (self.now_us + latency).max(n.last_persist_done_us);
-            n.last_persist_done_us = done_at;
-            n.inflight.push_back(InflightWrite {
-                number: rd.number,
-                write: Write { hard_state: rd.hard_state, snapshot: rd.snapshot.clone(), entries: rd.entries },
-                messages_after_persist: rd.messages_after_persist,
-            });
-            let incarnation = n.incarnation;
-            let after = done_at - self.now_us;
-            self.schedule(after, Event::PersistDone { node: id, incarnation });
+            let queued = n.storage.persist(
+                rd.number,
+                rd.hard_state,
+                rd.snapshot.as_ref(),
+                &rd.entries,
+                rd.messages_after_persist,
+            );
+            match queued {
+                Ok(Persisted::Now(wait)) => self.persisted(id, wait),
+                Ok(Persisted::Later) => {}
+                Err(e) => self.fail(format!("node {id}: {e}")),
+            }
         } else if !rd.messages_after_persist.is_empty() {
             self.fail("messages after persist without anything to persist".into());
         }
@@ -466,6 +450,7 @@ impl Sim {
         self.nodes.get_mut(&id).expect("known node").confirmed_reads.extend(rd.read_states);
         self.serve_reads(id);
         self.maybe_compact(id);
+        self.start_batch(id);
     }
 
     fn on_new_leader(&mut self, id: NodeId) {
@@ -557,13 +542,14 @@ impl Sim {
         data.resize(16 + padding, 0xAB);
         assert_eq!(n.machine.applied, st.applied, "the machine applied what Raft handed out");
         raft.compact(Arc::from(data.clone()));
-        // The application persists its snapshot, then drops the log it covers.
+        // The application persists its snapshot file, then marks the WAL.
         let index = st.applied;
         let term = raft.log().snapshot_term();
         let conf = raft.status().conf;
-        n.disk.snapshot =
-            Snapshot { meta: corekv_rpc::raft::SnapshotMeta { index, term, conf }, data: Arc::from(data) };
-        n.disk.entries.retain(|e| e.index > index);
+        let snapshot = Snapshot { meta: corekv_rpc::raft::SnapshotMeta { index, term, conf }, data: Arc::from(data) };
+        if let Err(e) = n.storage.compacted(snapshot) {
+            self.fail(format!("node {id}: {e}"));
+        }
     }
 
     // ----- faults ----------------------------------------------------------------
@@ -606,8 +592,8 @@ impl Sim {
         n.raft = None;
         n.confirmed_reads.clear();
         n.incarnation += 1;
-        n.inflight.clear();
-        n.last_persist_done_us = 0;
+        let seed = self.rng.random::<u64>();
+        self.nodes.get_mut(&node).expect("known node").storage.crash(seed);
         self.record(&[5, node]);
     }
 
@@ -763,14 +749,20 @@ impl Sim {
         &self.trace
     }
 
-    /// Entries in `node`'s durable log (after its snapshot).
+    /// Entries in `node`'s durable log after its snapshot: what a crash now would
+    /// leave in its WAL (a full recovery of a copy of the disk).
     pub fn durable_log_len(&self, node: NodeId) -> usize {
-        self.nodes[&node].disk.entries.len()
+        self.nodes[&node].storage.durable_log().unwrap_or_else(|e| self.fail(e)).len()
     }
 
-    /// Index of the snapshot on `node`'s disk.
+    /// Index of the snapshot file on `node`'s disk.
     pub fn snapshot_index_on_disk(&self, node: NodeId) -> Index {
-        self.nodes[&node].disk.snapshot.meta.index
+        self.nodes[&node].storage.snapshot_index()
+    }
+
+    /// WAL writes and fdatasyncs `node` issued so far.
+    pub fn wal_io_counts(&self, node: NodeId) -> (u64, u64) {
+        self.nodes[&node].storage.io_counts()
     }
 
     /// Checks log matching across every pair of running nodes.

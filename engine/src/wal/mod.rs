@@ -214,6 +214,11 @@ impl<S: SegmentStore> SyncWal<S> {
         &self.writer
     }
 
+    /// The store, read-only (to inspect or copy it).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     /// The store (to crash or inspect it).
     pub fn store_mut(&mut self) -> &mut S {
         &mut self.store
