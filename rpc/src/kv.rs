@@ -29,8 +29,7 @@ pub type Seq = u64;
 pub type ShardId = u32;
 /// The cluster map's epoch; every map change bumps it.
 pub type Epoch = u64;
-/// A node id, as in the Raft messages (0 = unknown).
-pub type NodeId = u64;
+pub use crate::raft::NodeId;
 
 /// Largest key, in bytes (DESIGN §6, issue 8).
 pub const KEY_BYTES_MAX: usize = 4 * 1024;
@@ -40,6 +39,9 @@ pub const VALUE_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// Most items one scan request may ask for: bounds the reply to
 /// `SCAN_ITEMS_MAX * (KEY_BYTES_MAX + value)` well under a frame.
 pub const SCAN_ITEMS_MAX: u32 = 1_000;
+/// Most keys one scan looks at, live or deleted: a long run of tombstones cannot
+/// make one request unbounded work; the reply then says where to resume.
+pub const SCAN_KEYS_EXAMINED_MAX: usize = 10_000;
 /// Longest message carried by [`Outcome::Invalid`], in bytes.
 pub const INVALID_MESSAGE_BYTES_MAX: usize = 256;
 
@@ -178,8 +180,10 @@ pub enum OkReply {
     Value { version: Version, value: Vec<u8> },
     /// A key's retained history, newest first.
     Versions { versions: Vec<VersionInfo> },
-    /// A scan's live keys in order; `more` when the limit cut it short.
-    Scan { items: Vec<ScanItem>, more: bool },
+    /// A scan's live keys in order. `resume`: the scan stopped early (the item limit,
+    /// or [`SCAN_KEYS_EXAMINED_MAX`] keys looked at); continue from this key,
+    /// inclusive. `None`: the range is done.
+    Scan { items: Vec<ScanItem>, resume: Option<Vec<u8>> },
 }
 
 /// DESIGN §6's outcome of an operation (routing answers aside).

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use corekv_rpc::kv::{OkReply, Outcome, ScanItem, Version, VersionInfo};
+use corekv_rpc::kv::{OkReply, Outcome, SCAN_KEYS_EXAMINED_MAX, ScanItem, Version, VersionInfo};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// One retained version of a key.
@@ -221,32 +221,34 @@ impl Store {
     }
 
     /// The live keys of `[start, end)` (empty `end`: no upper bound) at `at`, at most
-    /// `limit`, in order; `more` when a further live key exists. `compacted` when
-    /// `at` is below the retained history of any key it meets.
+    /// `limit`, in order. Stops early, with the key to resume from, at the limit or
+    /// after [`SCAN_KEYS_EXAMINED_MAX`] keys (tombstones count). `compacted` when `at`
+    /// is below the retained history of any key it meets.
     pub fn scan(&self, start: &[u8], end: &[u8], limit: usize, at: Option<Version>) -> Outcome {
         if at.is_some_and(|at| at < self.data.floor_version) {
             return Outcome::Compacted;
         }
-        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
         if !end.is_empty() && start >= end {
-            return Outcome::Ok(OkReply::Scan { items: Vec::new(), more: false });
+            return Outcome::Ok(OkReply::Scan { items: Vec::new(), resume: None });
         }
+        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
         let mut items = Vec::new();
-        let mut more = false;
-        for (key, chain) in self.data.keys.range::<[u8], _>((Bound::Included(start), upper)) {
+        for (examined, (key, chain)) in self.data.keys.range::<[u8], _>((Bound::Included(start), upper)).enumerate() {
+            if examined == SCAN_KEYS_EXAMINED_MAX {
+                return Outcome::Ok(OkReply::Scan { items, resume: Some(key.clone()) });
+            }
             match chain.visible_at(at) {
+                Visible::Value(_, _) if items.len() == limit => {
+                    return Outcome::Ok(OkReply::Scan { items, resume: Some(key.clone()) });
+                }
                 Visible::Value(version, value) => {
-                    if items.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    items.push(ScanItem { key: key.clone(), version, value: value.to_vec() });
+                    items.push(ScanItem { key: key.clone(), version, value: value.to_vec() })
                 }
                 Visible::Absent => {}
                 Visible::Compacted => return Outcome::Compacted,
             }
         }
-        Outcome::Ok(OkReply::Scan { items, more })
+        Outcome::Ok(OkReply::Scan { items, resume: None })
     }
 
     /// Writes `value` (`None`: a tombstone) as `version` of `key`, unconditionally.
@@ -416,18 +418,48 @@ mod tests {
         }
         s.delete(b"c", 20);
         let keys = |out: Outcome| match out {
-            Outcome::Ok(OkReply::Scan { items, more }) => {
-                (items.into_iter().map(|i| String::from_utf8(i.key).unwrap()).collect::<Vec<_>>(), more)
+            Outcome::Ok(OkReply::Scan { items, resume }) => (
+                items.into_iter().map(|i| String::from_utf8(i.key).unwrap()).collect::<Vec<_>>(),
+                resume.map(|k| String::from_utf8(k).unwrap()),
+            ),
+            other => panic!("unexpected {other:?}"),
+        };
+        let v = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        assert_eq!(keys(s.scan(b"b", b"e", 10, None)), (v(&["b", "d"]), None));
+        assert_eq!(keys(s.scan(b"a", b"", 2, None)), (v(&["a", "b"]), Some("d".into())));
+        assert_eq!(keys(s.scan(b"d", b"", 2, None)), (v(&["d", "e"]), None));
+        assert_eq!(keys(s.scan(b"a", b"", 4, None)), (v(&["a", "b", "d", "e"]), None));
+        assert_eq!(keys(s.scan(b"b", b"e", 10, Some(15))), (v(&["b", "c", "d"]), None));
+        assert_eq!(keys(s.scan(b"a", b"", 10, Some(11))), (v(&["a", "b"]), None));
+        assert_eq!(keys(s.scan(b"e", b"b", 10, None)), (v(&[]), None));
+        assert_eq!(keys(s.scan(b"d", b"d", 10, None)), (v(&[]), None));
+    }
+
+    #[test]
+    fn scan_over_a_long_run_of_tombstones_stops_and_says_where_to_resume() {
+        let mut s = store();
+        let mut version = 0;
+        for i in 0..SCAN_KEYS_EXAMINED_MAX + 5 {
+            let key = format!("k{i:06}").into_bytes();
+            version += 1;
+            s.put(&key, b"v".to_vec(), version);
+            if i < SCAN_KEYS_EXAMINED_MAX + 2 {
+                version += 1;
+                s.delete(&key, version);
+            }
+        }
+        let resume = match s.scan(b"k", b"", 10, None) {
+            Outcome::Ok(OkReply::Scan { items, resume: Some(resume) }) => {
+                assert!(items.is_empty());
+                resume
             }
             other => panic!("unexpected {other:?}"),
         };
-        assert_eq!(keys(s.scan(b"b", b"e", 10, None)), (vec!["b".into(), "d".into()], false));
-        assert_eq!(keys(s.scan(b"a", b"", 2, None)), (vec!["a".into(), "b".into()], true));
-        assert_eq!(keys(s.scan(b"a", b"", 4, None)), (vec!["a".into(), "b".into(), "d".into(), "e".into()], false));
-        assert_eq!(keys(s.scan(b"b", b"e", 10, Some(15))), (vec!["b".into(), "c".into(), "d".into()], false));
-        assert_eq!(keys(s.scan(b"a", b"", 10, Some(11))), (vec!["a".into(), "b".into()], false));
-        assert_eq!(keys(s.scan(b"e", b"b", 10, None)), (vec![], false));
-        assert_eq!(keys(s.scan(b"d", b"d", 10, None)), (vec![], false));
+        assert_eq!(resume, format!("k{SCAN_KEYS_EXAMINED_MAX:06}").into_bytes());
+        match s.scan(&resume, b"", 10, None) {
+            Outcome::Ok(OkReply::Scan { items, resume: None }) => assert_eq!(items.len(), 3),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

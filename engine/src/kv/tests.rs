@@ -178,3 +178,27 @@ fn expiry_by_hlc_age_is_identical_on_two_replicas() {
     assert_eq!(a, b);
     assert_eq!(a.snapshot(), b.snapshot());
 }
+
+proptest! {
+    #[test]
+    fn apply_of_random_or_mutated_bytes_never_panics_and_changes_nothing_on_error(
+        bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        flips in proptest::collection::vec((proptest::num::usize::ANY, 1u8..=255), 1..4),
+        s in step(),
+    ) {
+        let mut shard = Shard::new(tight());
+        let before = shard.clone();
+        if shard.apply(1, &bytes).is_err() {
+            prop_assert_eq!(&shard, &before);
+        }
+        let mut entry = encode(&s, 0);
+        for (at, x) in flips {
+            let at = at % entry.len();
+            entry[at] ^= x;
+        }
+        let mut shard = Shard::new(tight());
+        if shard.apply(1, &entry).is_err() {
+            prop_assert_eq!(&shard, &before);
+        }
+    }
+}
