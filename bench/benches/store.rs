@@ -2,7 +2,8 @@
 //! existing key, so chains fill up to the retention limit and trim) at 10 000 and
 //! 1 000 000 keys, beside a plain `BTreeMap<Vec<u8>, Vec<u8>>` doing the same work
 //! (the floor: an ordered map with no history). Keys are 16 bytes, values 64 bytes,
-//! picked in a fixed pseudo-random order.
+//! picked in a fixed pseudo-random order. `versioned_put` runs with the default
+//! retention (64 versions per key), `versioned_put_keep1` with one.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -31,8 +32,8 @@ fn picks(key_count: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn filled(key_count: u64) -> (Store, BTreeMap<Vec<u8>, Vec<u8>>, u64) {
-    let mut store = Store::new(Retention::default());
+fn filled(key_count: u64, retention: Retention) -> (Store, BTreeMap<Vec<u8>, Vec<u8>>, u64) {
+    let mut store = Store::new(retention);
     let mut map = BTreeMap::new();
     let value = vec![7u8; VALUE_BYTES];
     for i in 0..key_count {
@@ -47,7 +48,7 @@ fn store(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let value = vec![9u8; VALUE_BYTES];
     for key_count in [10_000u64, 1_000_000] {
-        let (mut store, mut map, mut next_version) = filled(key_count);
+        let (mut store, mut map, mut next_version) = filled(key_count, Retention::default());
         let keys = picks(key_count);
         let mut at = 0;
         let mut next_key = move || {
@@ -70,6 +71,18 @@ fn store(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("btreemap_put", key_count), |b| {
             b.iter(|| black_box(map.insert(keys[next_key()].clone(), value.clone())))
+        });
+        drop((store, map));
+        // The same put keeping one version per key: the structure's own cost, without
+        // the cache footprint of 64 retained versions per hot key.
+        let one = Retention { versions_per_key_max: 1, ..Retention::default() };
+        let (mut store, _, mut next_version) = filled(key_count, one);
+        group.bench_function(BenchmarkId::new("versioned_put_keep1", key_count), |b| {
+            b.iter(|| {
+                let out = store.put(black_box(&keys[next_key()]), value.clone(), next_version);
+                next_version += 1;
+                black_box(out)
+            })
         });
     }
     group.finish();
