@@ -21,7 +21,8 @@
 //!
 //! Bounds: at most [`DedupLimits::replies_per_client_max`] replies per client (the
 //! lowest seq is evicted, its retries answer `indeterminate`); at most
-//! [`DedupLimits::clients_max`] clients: a new client beyond it is refused with
+//! [`DedupLimits::replies_max`] replies in all (the oldest in log time is evicted,
+//! likewise); at most [`DedupLimits::clients_max`] clients: a new client beyond it is refused with
 //! `unavailable` (certainly not applied) rather than forgetting a client that may
 //! still retry; replies older than [`DedupLimits::reply_age_ts_max`] in log time are
 //! dropped, and so are clients silent for that long. The age is far above any
@@ -37,6 +38,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 pub const CLIENTS_MAX_DEFAULT: usize = 100_000;
 /// Default most kept replies per client (its in-flight window).
 pub const REPLIES_PER_CLIENT_MAX_DEFAULT: usize = 1_024;
+/// Default most kept replies in the whole table: about 100 bytes each with the
+/// expiry index, so about 10 MiB per shard at worst.
+pub const REPLIES_MAX_DEFAULT: usize = 100_000;
 /// Default reply lifetime in HLC units: 10 minutes, against a 5 s client deadline.
 pub const REPLY_AGE_TS_MAX_DEFAULT: u64 = (10 * 60 * 1000) << super::hlc::LOGICAL_BITS;
 
@@ -47,6 +51,8 @@ pub struct DedupLimits {
     pub clients_max: usize,
     /// Most kept replies per client; beyond it the lowest seq's reply is evicted.
     pub replies_per_client_max: usize,
+    /// Most kept replies in all; beyond it the oldest reply (in log time) is evicted.
+    pub replies_max: usize,
     /// Replies (and silent clients) older than this, in HLC units of log time, go.
     pub reply_age_ts_max: u64,
 }
@@ -56,6 +62,7 @@ impl Default for DedupLimits {
         DedupLimits {
             clients_max: CLIENTS_MAX_DEFAULT,
             replies_per_client_max: REPLIES_PER_CLIENT_MAX_DEFAULT,
+            replies_max: REPLIES_MAX_DEFAULT,
             reply_age_ts_max: REPLY_AGE_TS_MAX_DEFAULT,
         }
     }
@@ -116,7 +123,10 @@ pub struct Dedup {
 impl Dedup {
     /// An empty table.
     pub fn new(limits: DedupLimits) -> Self {
-        assert!(limits.clients_max >= 1 && limits.replies_per_client_max >= 1, "dedup limits must allow one entry");
+        assert!(
+            limits.clients_max >= 1 && limits.replies_per_client_max >= 1 && limits.replies_max >= 1,
+            "dedup limits must allow one entry"
+        );
         Dedup { data: DedupData::default(), limits, reply_expiry: BTreeSet::new(), client_expiry: BTreeSet::new() }
     }
 
@@ -124,6 +134,10 @@ impl Dedup {
     pub(crate) fn from_data(data: DedupData, limits: DedupLimits, log_clock_ts: u64) -> Result<Self, String> {
         if data.clients.len() > limits.clients_max {
             return Err(format!("{} client sessions, above clients_max {}", data.clients.len(), limits.clients_max));
+        }
+        let replies: usize = data.clients.values().map(|s| s.replies.len()).sum();
+        if replies > limits.replies_max {
+            return Err(format!("{replies} kept replies, above replies_max {}", limits.replies_max));
         }
         let mut table = Dedup::new(limits);
         for (client, session) in &data.clients {
@@ -172,9 +186,7 @@ impl Dedup {
                 break;
             }
             self.reply_expiry.pop_first();
-            let session = self.data.clients.get_mut(&client).expect("indexed reply has a session");
-            session.replies.remove(&seq);
-            session.forgotten_max = session.forgotten_max.max(seq);
+            self.forget(&client, seq);
         }
         while let Some(&(last_seen, client)) = self.client_expiry.first() {
             if last_seen >= cutoff {
@@ -233,7 +245,19 @@ impl Dedup {
             session.forgotten_max = session.forgotten_max.max(seq);
             self.reply_expiry.remove(&(evicted.stamp_ts, tag.client, seq));
         }
+        if self.reply_expiry.len() > self.limits.replies_max {
+            let (_, client, seq) = self.reply_expiry.pop_first().expect("over the limit means non-empty");
+            self.forget(&client, seq);
+        }
         self.touch(&tag.client, now_ts);
+    }
+
+    /// Drops the kept reply `(client, seq)` (already out of the expiry index): a
+    /// retry of it, or of any lower seq not kept, answers `indeterminate`.
+    fn forget(&mut self, client: &ClientId, seq: Seq) {
+        let session = self.data.clients.get_mut(client).expect("indexed reply has a session");
+        session.replies.remove(&seq);
+        session.forgotten_max = session.forgotten_max.max(seq);
     }
 
     fn touch(&mut self, client: &ClientId, now_ts: u64) {
@@ -250,7 +274,7 @@ mod tests {
     use corekv_rpc::kv::OkReply;
 
     fn limits() -> DedupLimits {
-        DedupLimits { clients_max: 2, replies_per_client_max: 3, reply_age_ts_max: 100 }
+        DedupLimits { clients_max: 2, replies_per_client_max: 3, replies_max: 5, reply_age_ts_max: 100 }
     }
 
     fn tag(client: u128, seq: Seq, acked: Seq) -> WriteTag {
@@ -327,6 +351,22 @@ mod tests {
     }
 
     #[test]
+    fn the_oldest_reply_in_the_table_is_evicted_beyond_the_total_limit() {
+        let mut d = Dedup::new(limits());
+        for seq in 1..=3 {
+            write(&mut d, tag(1, seq, 0), seq);
+        }
+        write(&mut d, tag(2, 1, 0), 10);
+        write(&mut d, tag(2, 2, 0), 11);
+        assert_eq!(d.reply_expiry.len(), 5);
+        write(&mut d, tag(2, 3, 0), 12);
+        assert_eq!(d.reply_expiry.len(), 5);
+        assert_eq!(d.admit(&tag(1, 1, 0), 13), Admission::Refuse(Outcome::Indeterminate));
+        assert_eq!(d.admit(&tag(1, 2, 0), 13), Admission::Replay(written(2)));
+        assert_eq!(d.admit(&tag(2, 1, 0), 13), Admission::Replay(written(1)));
+    }
+
+    #[test]
     fn a_full_table_refuses_new_clients_with_unavailable() {
         let mut d = Dedup::new(limits());
         write(&mut d, tag(1, 1, 0), 1);
@@ -360,7 +400,9 @@ mod tests {
             .map(|i| (tag((i % 5) as u128, i / 5 + 1 + (i % 3), (i / 5).saturating_sub(2)), i * 7))
             .collect();
         let run = || {
-            let mut d = Dedup::new(DedupLimits { clients_max: 4, replies_per_client_max: 2, reply_age_ts_max: 60 });
+            let limits =
+                DedupLimits { clients_max: 4, replies_per_client_max: 2, replies_max: 6, reply_age_ts_max: 60 };
+            let mut d = Dedup::new(limits);
             let answers: Vec<Outcome> = steps.iter().map(|(t, now)| write(&mut d, *t, *now)).collect();
             (d, answers)
         };

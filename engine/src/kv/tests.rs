@@ -14,7 +14,7 @@ use super::store::Retention;
 fn tight() -> ShardConfig {
     ShardConfig {
         retention: Retention { versions_per_key_max: 3, history_ts_span: 400 },
-        dedup: DedupLimits { clients_max: 3, replies_per_client_max: 4, reply_age_ts_max: 300 },
+        dedup: DedupLimits { clients_max: 3, replies_per_client_max: 4, replies_max: 10, reply_age_ts_max: 300 },
         ..ShardConfig::default()
     }
 }
