@@ -27,7 +27,7 @@ use thiserror::Error;
 use super::command::{self, CommandBody, CommandError, WriteCommand};
 use super::dedup::{Admission, Dedup, DedupLimits};
 use super::hlc::TS_MAX;
-use super::store::{Retention, Store};
+use super::store::{Retention, SWEEP_KEYS_PER_STEP, Store};
 
 /// A shard's settings. Must be the same on every replica of the shard: retention
 /// and dedup limits decide replies.
@@ -145,9 +145,11 @@ impl Shard {
         }
         self.meta.applied_index = index;
         self.meta.log_clock_ts = self.meta.log_clock_ts.max(cmd.stamp_ts);
-        Ok(match cmd.body {
+        let reply = match cmd.body {
             CommandBody::Write(WriteCommand { tag, op }) => self.apply_write(&tag, op, cmd.stamp_ts),
-        })
+        };
+        self.store.sweep_step(SWEEP_KEYS_PER_STEP);
+        Ok(reply)
     }
 
     fn apply_write(&mut self, tag: &WriteTag, op: WriteOp, stamp_ts: u64) -> Outcome {

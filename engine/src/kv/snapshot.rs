@@ -17,7 +17,8 @@
 //! 24       8    store_len (u64)
 //! 32       8    dedup_len (u64)
 //! 40    meta_len   rkyv archive of ShardMeta
-//!  ..   store_len  rkyv archive of StoreData (key -> version chain, floor)
+//!  ..   store_len  rkyv archive of StoreData (key -> version chain, floor,
+//!                   sweep cursor)
 //!  ..   dedup_len  rkyv archive of DedupData (client -> session)
 //! ```
 //!
@@ -134,6 +135,9 @@ fn check_store(data: &StoreData, config: &ShardConfig, meta: &ShardMeta) -> Resu
     let bad = |reason: String| Err(SnapshotError::Inconsistent { part: "store", reason });
     if data.floor_version > meta.last_applied_version {
         return bad(format!("floor {} above the last applied version", data.floor_version));
+    }
+    if data.sweep_cursor.len() > KEY_BYTES_MAX {
+        return bad(format!("sweep cursor of {} bytes", data.sweep_cursor.len()));
     }
     for (key, chain) in &data.keys {
         if key.is_empty() || key.len() > KEY_BYTES_MAX {

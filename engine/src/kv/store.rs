@@ -15,7 +15,11 @@
 //!   most [`Retention::versions_per_key_max`] versions, and of the versions at or
 //!   below the store's floor only the newest (which answers reads at the floor);
 //!   a read at `V < floor` answers `compacted` for every key;
-//! - a deleted key behaves exactly like an absent one except in `versions`.
+//! - a deleted key behaves exactly like an absent one except in `versions`;
+//! - the sweep ([`Store::sweep_step`]) trims chains the floor has passed and drops
+//!   keys whose only retained version is a tombstone at or below the floor, so
+//!   deletes do not leave history behind forever. It keeps its cursor in the
+//!   replicated data: every replica sweeps the same keys at the same entry.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -48,6 +52,8 @@ pub struct StoreData {
     pub keys: BTreeMap<Vec<u8>, Chain>,
     /// Reads at a version below this answer `compacted`; only ever rises.
     pub floor_version: Version,
+    /// Where the next sweep step starts (empty: at the first key).
+    pub sweep_cursor: Vec<u8>,
 }
 
 /// How much history the store keeps. Must be the same on every replica of a shard
@@ -61,6 +67,10 @@ pub struct Retention {
     /// version by this much.
     pub history_ts_span: u64,
 }
+
+/// Keys one sweep step examines. The shard runs a step after every applied command,
+/// so the sweep walks the whole key space again and again at a bounded cost each.
+pub const SWEEP_KEYS_PER_STEP: usize = 8;
 
 /// Default versions kept per key.
 pub const VERSIONS_PER_KEY_MAX_DEFAULT: usize = 64;
@@ -173,6 +183,34 @@ impl Store {
     /// write of their key; reads below it answer `compacted` at once.
     pub fn raise_floor(&mut self, floor: Version) {
         self.data.floor_version = self.data.floor_version.max(floor);
+    }
+
+    /// Examines up to `keys_max` keys from the sweep cursor on (wrapping at the end):
+    /// drops versions retention no longer keeps, and keys left with nothing but a
+    /// tombstone at or below the floor.
+    pub fn sweep_step(&mut self, keys_max: usize) {
+        let floor = self.data.floor_version;
+        if floor == 0 {
+            return;
+        }
+        let start = std::mem::take(&mut self.data.sweep_cursor);
+        let mut dead = Vec::new();
+        let range = self.data.keys.range_mut::<[u8], _>((Bound::Included(&start[..]), Bound::Unbounded));
+        for (examined, (key, chain)) in range.enumerate() {
+            if examined == keys_max {
+                self.data.sweep_cursor = key.clone();
+                break;
+            }
+            chain.trim(&self.retention, floor);
+            if let [StoredVersion { version, value: None }] = chain.versions[..]
+                && version <= floor
+            {
+                dead.push(key.clone());
+            }
+        }
+        for key in dead {
+            self.data.keys.remove(&key);
+        }
     }
 
     /// What a read of `key` at `at` (`None`: latest) sees.
@@ -460,6 +498,34 @@ mod tests {
             Outcome::Ok(OkReply::Scan { items, resume: None }) => assert_eq!(items.len(), 3),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn sweep_drops_old_tombstones_and_trims_history_below_the_floor() {
+        let mut s = Store::new(Retention { versions_per_key_max: 100, history_ts_span: 0 });
+        for (i, key) in [b"a", b"b", b"c", b"d", b"e"].iter().enumerate() {
+            s.put(*key, b"1".to_vec(), 10 * i as u64 + 1);
+            s.put(*key, b"2".to_vec(), 10 * i as u64 + 2);
+        }
+        s.delete(b"b", 100);
+        s.delete(b"d", 200);
+        s.sweep_step(100);
+        assert_eq!(s.key_count(), 5, "no floor, no sweep");
+        s.raise_floor(150);
+        s.sweep_step(2);
+        assert_eq!(s.data.sweep_cursor, b"c".to_vec());
+        assert_eq!(s.key_count(), 4, "b's tombstone (100) is below the floor: gone");
+        assert_eq!(s.data.keys[&b"a"[..]].versions.len(), 1, "a keeps only its newest version below the floor");
+        s.sweep_step(2);
+        assert_eq!(s.data.sweep_cursor, b"e".to_vec());
+        assert!(s.data.keys.contains_key(&b"d"[..]), "d's tombstone (200) is above the floor");
+        s.sweep_step(2);
+        assert!(s.data.sweep_cursor.is_empty(), "the cursor wraps");
+        assert_eq!(s.get(b"b", None), Outcome::NotFound);
+        assert_eq!(s.versions(b"b"), Outcome::NotFound);
+        assert_eq!(value(&s.get(b"e", Some(150))), (42, &b"2"[..]));
+        assert_eq!(s.get(b"e", Some(149)), Outcome::Compacted);
+        assert_eq!(history(&s, b"d"), vec![(200, true), (32, false)]);
     }
 
     #[test]
