@@ -5,8 +5,8 @@
 //! frame codec use no runtime at all; the glommio transport and the client library
 //! will live in their own modules (DESIGN §2). The crate knows nothing of the engine.
 //!
-//! Today it holds the Raft messages ([`raft`]) and the client key-value requests and
-//! outcomes ([`kv`]); admin calls and the frame codec arrive with the node.
+//! Today it holds the Raft messages ([`raft`]); client requests, admin calls and the
+//! frame codec arrive with the node.
 
 pub mod kv;
 pub mod raft;
