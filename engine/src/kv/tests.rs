@@ -1,11 +1,14 @@
 //! Whole-state-machine properties: determinism across replicas, versions that only
 //! rise, exactly-once under retries, snapshots that stand in for the log.
 
+use std::collections::BTreeSet;
+
 use corekv_rpc::kv::{ClientId, OkReply, Outcome, WriteOp, WriteTag};
 use proptest::prelude::*;
 
 use super::command::{self, Command, CommandBody, WriteCommand};
 use super::dedup::DedupLimits;
+use super::hlc::TS_MAX;
 use super::shard::{Shard, ShardConfig};
 use super::store::Retention;
 
@@ -119,6 +122,29 @@ proptest! {
         let next = before.len() as u64 + 1;
         prop_assert_eq!(run(&mut original, &after, next), run(&mut restored, &after, next));
         prop_assert_eq!(original.snapshot(), restored.snapshot());
+    }
+
+    #[test]
+    fn no_client_seq_is_ever_applied_twice(steps in proptest::collection::vec(step(), 1..250)) {
+        // Puts only, so every applied write raises the version. Nothing expires by age
+        // (the age is far above any retry, DESIGN §6); the count limits are tight, so
+        // eviction, the total bound and the client limit all happen.
+        let config = ShardConfig { dedup: DedupLimits { reply_age_ts_max: TS_MAX, ..tight().dedup }, ..tight() };
+        let mut shard = Shard::new(config);
+        let mut applied = BTreeSet::new();
+        for (i, s) in steps.iter().enumerate() {
+            let s = Step { kind: 0, ..s.clone() };
+            let before = shard.last_applied_version();
+            let reply = run(&mut shard, std::slice::from_ref(&s), i as u64 + 1).remove(0);
+            if shard.last_applied_version() > before {
+                prop_assert!(applied.insert((s.client, s.seq)), "client {} seq {} applied twice", s.client, s.seq);
+            } else {
+                prop_assert!(
+                    matches!(reply, Outcome::Ok(_) | Outcome::Indeterminate | Outcome::Unavailable),
+                    "unexpected {:?}", reply
+                );
+            }
+        }
     }
 
     #[test]
