@@ -1,17 +1,20 @@
 //! corekv-engine: the corekv node.
 //!
 //! - [`raft`]: the pure, deterministic Raft core (sans-I/O).
-//! - [`sim`]: the deterministic simulator that drives the same core through
+//! - [`wal`]: the per-core write-ahead log: format, group-commit writer and
+//!   recovery (sans-I/O), with a simulated disk; [`snap`]: shard snapshot files.
+//! - [`kv`]: the shard state machine: versioned store, HLC, exactly-once table.
+//! - [`runtime`]: the glommio driver (today: the direct-I/O WAL); the only module
+//!   that names glommio.
+//! - [`sim`]: the deterministic simulator that drives the same code through
 //!   simulated networks, disks and crashes, with safety checkers.
-//! - [`wal`]: the per-core write-ahead log (format, recovery, group commit, the
-//!   simulated disk); [`snap`]: shard snapshot files; [`runtime`]: the only
-//!   module that names glommio (DMA WAL executor, executor setup).
+//! - [`check`]: history checkers (linearizability) over recorded histories.
 //!
-//! Later layers (write-ahead log, shard state machine, transactions, placement, the
-//! per-core node core and the glommio runtime) join as their issues land; see
-//! `docs/ARCHITECTURE.md`.
+//! Later layers (transactions, placement, the per-core node core) join as their
+//! issues land; see `docs/ARCHITECTURE.md`.
 
 pub mod check;
+pub mod kv;
 pub mod raft;
 pub mod runtime;
 pub mod sim;

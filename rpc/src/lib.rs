@@ -8,4 +8,5 @@
 //! Today it holds the Raft messages ([`raft`]); client requests, admin calls and the
 //! frame codec arrive with the node.
 
+pub mod kv;
 pub mod raft;
