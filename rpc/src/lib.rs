@@ -8,5 +8,6 @@
 //! Today it holds the Raft messages ([`raft`]); client requests, admin calls and the
 //! frame codec arrive with the node.
 
+pub mod frame;
 pub mod kv;
 pub mod raft;
