@@ -23,7 +23,7 @@ pub const TS_MAX: u64 = u64::MAX >> 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum HlcError {
     /// The timestamp is beyond [`TS_MAX`].
-    #[error("timestamp {ts} is beyond the clock's range (max {max})", max = TS_MAX)]
+    #[error("timestamp {ts} is beyond the clock's range (max {max})", max = OBSERVE_TS_MAX)]
     OutOfRange {
         /// The refused timestamp.
         ts: u64,
@@ -36,6 +36,10 @@ pub struct Hlc {
     /// The highest timestamp returned or observed.
     last_ts: u64,
 }
+
+/// The largest timestamp `observe` accepts and `now` reaches from physical time:
+/// 2^32 logical steps below [`TS_MAX`].
+pub const OBSERVE_TS_MAX: u64 = TS_MAX - (1 << 32);
 
 /// The timestamp of a physical time with logical part 0 (clipped to [`TS_MAX`]).
 pub fn ts_of_physical_ms(physical_ms: u64) -> u64 {
@@ -63,7 +67,8 @@ impl Hlc {
     /// A fresh timestamp: the physical time when it is ahead, otherwise one above
     /// the last timestamp returned or observed.
     pub fn now(&mut self, physical_ms: u64) -> u64 {
-        let next = ts_of_physical_ms(physical_ms).max(self.last_ts + 1);
+        let next = ts_of_physical_ms(physical_ms).min(OBSERVE_TS_MAX).max(self.last_ts + 1);
+        assert!(next <= TS_MAX, "HLC exhausted: 2^32 stamps past the largest observable timestamp");
         assert!(next > self.last_ts, "HLC must be strictly increasing");
         self.last_ts = next;
         next
@@ -72,7 +77,9 @@ impl Hlc {
     /// Takes a timestamp seen elsewhere (a message, a vote, a read at a version) into
     /// account: every later `now` is above it.
     pub fn observe(&mut self, remote_ts: u64) -> Result<(), HlcError> {
-        if remote_ts > TS_MAX {
+        // Keep room above every observed timestamp, so `now` can never step past
+        // TS_MAX into a stamp every replica refuses.
+        if remote_ts > OBSERVE_TS_MAX {
             return Err(HlcError::OutOfRange { ts: remote_ts });
         }
         self.last_ts = self.last_ts.max(remote_ts);

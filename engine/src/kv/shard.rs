@@ -170,7 +170,7 @@ impl Shard {
     }
 
     fn apply_op(&mut self, op: WriteOp, stamp_ts: u64) -> Outcome {
-        let version = (self.meta.last_applied_version + 1).max(stamp_ts);
+        let version = self.meta.last_applied_version.saturating_add(1).max(stamp_ts);
         let reply = match op {
             WriteOp::Put { key, value } => self.store.put(&key, value, version),
             WriteOp::Delete { key } => self.store.delete(&key, version),

@@ -125,6 +125,9 @@ fn check_meta(meta: &ShardMeta) -> Result<(), SnapshotError> {
     if meta.log_clock_ts > TS_MAX {
         return bad(format!("log clock {} beyond the clock's range", meta.log_clock_ts));
     }
+    if meta.last_applied_version > TS_MAX {
+        return bad(format!("last applied version {} beyond the clock's range", meta.last_applied_version));
+    }
     if meta.last_applied_version > 0 && meta.applied_index == 0 {
         return bad("versions written but nothing applied".into());
     }

@@ -228,3 +228,46 @@ proptest! {
         }
     }
 }
+
+// ----- regressions found by review ------------------------------------------
+
+fn put_cmd(client: u128, seq: u64, acked: u64, stamp_ts: u64, key: &[u8]) -> Vec<u8> {
+    command::encode(&Command {
+        stamp_ts,
+        body: CommandBody::Write(WriteCommand {
+            tag: WriteTag { client: ClientId::from_u128(client), seq, acked },
+            op: WriteOp::Put { key: key.to_vec(), value: vec![seq as u8] },
+        }),
+    })
+}
+
+/// `check_meta` bounds the log clock but not `last_applied_version`: a CRC-valid
+/// snapshot (from a buggy or hostile peer) with last_applied_version = u64::MAX
+/// restores fine, and the first write then panics (`last_applied_version + 1`
+/// overflows in debug; in release it wraps to 0 and `Store::write`'s
+/// "not above the key's newest" assertion aborts the process).
+#[test]
+fn restore_refuses_a_last_applied_version_the_next_write_cannot_exceed() {
+    let mut s = Shard::new(ShardConfig::default());
+    s.apply(1, &put_cmd(1, 1, 0, 100, b"k")).unwrap();
+    let mut bad = s.clone();
+    bad.meta.last_applied_version = u64::MAX;
+    let restored = Shard::restore(ShardConfig::default(), &bad.snapshot());
+    if let Ok(mut shard) = restored {
+        let applied = std::panic::catch_unwind(move || shard.apply(2, &put_cmd(1, 2, 1, 200, b"k")));
+        assert!(applied.is_ok(), "restore accepted a state whose next write panics");
+    }
+}
+
+/// The HLC accepts `observe(TS_MAX)` and then `now()` returns TS_MAX + 1, a stamp
+/// every replica's `apply` refuses (StampOutOfRange): the committed entry stops
+/// every replica of the shard.
+#[test]
+fn hlc_never_produces_a_stamp_apply_refuses() {
+    assert!(super::hlc::Hlc::starting_at(TS_MAX).is_err(), "no room above TS_MAX");
+    let mut clock = super::hlc::Hlc::starting_at(super::hlc::OBSERVE_TS_MAX).expect("the largest observable");
+    let stamp = clock.now(u64::MAX);
+    let mut s = Shard::new(ShardConfig::default());
+    let applied = s.apply(1, &put_cmd(1, 1, 0, stamp, b"k"));
+    assert!(applied.is_ok(), "stamp {stamp} from the HLC is refused by apply: {applied:?}");
+}

@@ -63,6 +63,8 @@ pub struct NodeStorage {
     snapshot_file: Snapshot,
     waiting: Vec<PersistWait>,
     in_flight: Option<InFlightBatch>,
+    /// While crashed, what a restart will recover (the disk does not change).
+    crashed_log: Option<Vec<(Index, Term)>>,
 }
 
 fn err(what: impl std::fmt::Display) -> String {
@@ -87,6 +89,7 @@ impl NodeStorage {
             snapshot_file: durable.snapshot.clone(),
             waiting: Vec::new(),
             in_flight: None,
+            crashed_log: None,
         })
     }
 
@@ -105,6 +108,7 @@ impl NodeStorage {
         };
         let (wal, recovered) = SyncWal::open(disk, self.config.clone()).map_err(err)?;
         self.wal = Some(Wal::Open(Box::new(wal)));
+        self.crashed_log = None;
         let group = recovered.groups.get(&GROUP).cloned().unwrap_or_default();
         let snapshot = self.snapshot_file.clone();
         let entries: Vec<_> = group.entries.into_iter().filter(|e| e.index > snapshot.meta.index).collect();
@@ -211,6 +215,7 @@ impl NodeStorage {
         };
         disk.crash(CrashMode::Seeded { seed });
         self.wal = Some(Wal::Closed(disk));
+        self.crashed_log = self.durable_log().ok();
     }
 
     /// Index of the snapshot file.
@@ -221,6 +226,9 @@ impl NodeStorage {
     /// What a crash now would leave: `(index, term)` of every synced entry after the
     /// snapshot file. Reads a copy of the disk, for checks and tests.
     pub fn durable_log(&self) -> Result<Vec<(Index, Term)>, String> {
+        if let Some(log) = &self.crashed_log {
+            return Ok(log.clone());
+        }
         let mut disk = match self.wal.as_ref() {
             Some(Wal::Open(w)) => w.store().clone(),
             Some(Wal::Closed(d)) => d.clone(),

@@ -566,7 +566,7 @@ fn decode_entries(b: &mut Reader<'_>) -> Result<Vec<Entry>, FormatError> {
         }
         let data = b.take(data_bytes as usize)?.to_vec();
         let first_index = entries.first().map_or(index, |e: &Entry| e.index);
-        if index == 0 || index != first_index + i {
+        if index == 0 || Some(index) != first_index.checked_add(i) {
             return Err(FormatError::InvalidField { offset: entry_offset, field: "entry index", value: index });
         }
         entries.push(Entry { term, index, kind, data });

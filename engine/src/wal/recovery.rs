@@ -252,7 +252,7 @@ impl Recovery {
                         self.apply(file, offset, record)?;
                     }
                     self.batches_recovered += 1;
-                    self.next_batch_seq = Some(expected + 1);
+                    self.next_batch_seq = Some(expected.saturating_add(1));
                     offset += h.padded_bytes();
                     continue;
                 }
@@ -269,6 +269,21 @@ impl Recovery {
     /// the next expected sequence number.
     fn scan_for_evidence(&self, file: &str, bytes: &[u8], from: u64) -> Result<(), WalError> {
         let Some(expected) = self.next_batch_seq else {
+            // No earlier segment: this one was created fresh (zero-filled), so any
+            // CRC-valid batch the writer put into it is evidence.
+            let mut offset = from;
+            while offset < bytes.len() as u64 {
+                if let Ok((h, _)) = check_batch(&bytes[offset as usize..])
+                    && Some(h.segment_seq) == parse_seq(file)
+                {
+                    return Err(corrupt(
+                        file,
+                        0,
+                        &format!("segment header damaged, yet batch {} follows at byte {offset}", h.batch_seq),
+                    ));
+                }
+                offset += BLOCK_BYTES;
+            }
             return Ok(());
         };
         let mut offset = from;
@@ -307,7 +322,7 @@ impl Recovery {
             Record::Entries { entries, .. } => {
                 let first = entries[0].index;
                 let last = entries[entries.len() - 1].index;
-                if first > group.last_index() + 1 {
+                if first > group.last_index().saturating_add(1) {
                     // The entries in between were in compacted segments (voided or
                     // covered by a snapshot marker when dropped): by the end, a
                     // later marker or rewrite must cover them, or they are lost.
@@ -383,4 +398,9 @@ fn clamp_segments(segments: &mut [SegmentSummary], group_id: u64, from_index: u6
 
 fn corrupt(file: &str, offset_bytes: u64, reason: &str) -> WalError {
     WalError::Corrupt { file: file.to_string(), offset_bytes, reason: reason.to_string() }
+}
+
+fn parse_seq(file: &str) -> Option<u64> {
+    let name = std::path::Path::new(file).file_name()?.to_str()?;
+    super::parse_segment_file_name(name)
 }

@@ -324,7 +324,9 @@ impl WalWriter {
         let batch_seq = self.next_batch_seq;
         let mut payload = std::mem::take(&mut self.pending_payload);
         let mut record_count = std::mem::take(&mut self.pending_records);
-        let mut commands = Vec::new();
+        // Deletions first: a roll below recycles the pool's oldest kept segment, and
+        // the older ones queued for deletion must be gone before that rename.
+        let mut commands = std::mem::take(&mut self.housekeeping);
         let padded = pad_to_block(BATCH_HEADER_BYTES as u64 + payload.len() as u64);
         let fits = self.current.is_some_and(|(_, offset)| offset + padded <= self.config.segment_bytes);
         if !fits {
@@ -340,7 +342,6 @@ impl WalWriter {
         self.current = Some((segment_seq, offset_bytes + written_bytes));
         commands.push(IoCommand::Write { segment_seq, offset_bytes, bytes });
         commands.push(IoCommand::Sync { segment_seq });
-        commands.append(&mut self.housekeeping);
         let (last_entry_index, markers) = self.seal_updates();
         self.inflight = Some(Inflight { batch_seq, markers, last_entry_index, record_count, written_bytes });
         self.next_batch_seq += 1;
