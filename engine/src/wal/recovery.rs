@@ -83,6 +83,8 @@ pub enum ResumePoint {
         segment_seq: u64,
         /// Byte offset of the next batch.
         offset_bytes: u64,
+        /// The segment's size as its header says (the configuration may differ).
+        segment_bytes: u64,
     },
     /// Create (or overwrite) this segment before the next batch: it does not exist
     /// yet, or its creation was torn.
@@ -237,10 +239,10 @@ impl Recovery {
         let end = (segment.bytes.len() as u64).min(header.segment_bytes);
         let bytes = &segment.bytes[..end as usize];
         self.segments.push(SegmentSummary { segment_seq: segment.segment_seq, group_max_index: BTreeMap::new() });
-        self.read_chain(file, segment.segment_seq, bytes)
+        self.read_chain(file, segment.segment_seq, header.segment_bytes, bytes)
     }
 
-    fn read_chain(&mut self, file: &str, segment_seq: u64, bytes: &[u8]) -> Result<(), WalError> {
+    fn read_chain(&mut self, file: &str, segment_seq: u64, segment_bytes: u64, bytes: &[u8]) -> Result<(), WalError> {
         let mut offset = BLOCK_BYTES;
         loop {
             let expected = self.next_batch_seq.expect("set from the segment header");
@@ -260,7 +262,7 @@ impl Recovery {
                 Err(e) => e.to_string(),
             };
             self.last_break = Some(Break { file_name: file.to_string(), offset_bytes: offset, why });
-            self.resume = Some(ResumePoint::Append { segment_seq, offset_bytes: offset });
+            self.resume = Some(ResumePoint::Append { segment_seq, offset_bytes: offset, segment_bytes });
             return self.scan_for_evidence(file, bytes, offset);
         }
     }

@@ -769,3 +769,23 @@ fn crc_valid_extreme_indexes_do_not_panic_recovery() {
     });
     assert!(result.is_ok(), "recovery panicked on CRC-valid bytes");
 }
+
+/// Recovery reads a segment only up to the size in its header. After a restart
+/// with a larger segment_bytes, batches appended past the old size were
+/// acknowledged but silently cut off at the next recovery.
+#[test]
+fn a_larger_segment_size_after_restart_loses_no_acknowledged_batch() {
+    let (mut wal, _) = reopen(SimDisk::new(), 64 * 1024);
+    let entry = |index| Entry { term: 1, index, kind: EntryKind::Normal, data: vec![3; 3900] };
+    wal.append(&Record::Entries { group_id: 1, entries: vec![entry(1)] }).unwrap();
+    wal.flush().unwrap().unwrap();
+    // The operator raises segment_bytes and restarts.
+    let (mut wal, _) = reopen(wal.into_store(), 128 * 1024);
+    for index in 2..=25 {
+        wal.append(&Record::Entries { group_id: 1, entries: vec![entry(index)] }).unwrap();
+        let durable = wal.flush().unwrap().unwrap();
+        assert_eq!(durable.last_entry_index.get(&1), Some(&index)); // acknowledged
+    }
+    let (_, recovered) = reopen(wal.into_store(), 128 * 1024);
+    assert_eq!(recovered.groups[&1].entries.last().map(|e| e.index), Some(25), "acknowledged entries lost");
+}

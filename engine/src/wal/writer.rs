@@ -196,12 +196,17 @@ impl WalWriter {
         let (current, next_segment_seq) = match recovered.resume {
             // A segment created but never written to lacks its checkpoint: create it
             // again, so its first batch carries one.
-            ResumePoint::Append { segment_seq, offset_bytes } if offset_bytes == BLOCK_BYTES => {
+            ResumePoint::Append { segment_seq, offset_bytes, .. } if offset_bytes == BLOCK_BYTES => {
                 let empty = segments.pop_back().map(|s| s.segment_seq);
                 assert_eq!(empty, Some(segment_seq), "recovery resumes in its last segment");
                 (None, segment_seq)
             }
-            ResumePoint::Append { segment_seq, offset_bytes } => {
+            // A segment written with another size is closed as it is: appending past
+            // the size its header states would put batches where recovery never looks.
+            ResumePoint::Append { segment_seq, segment_bytes, .. } if segment_bytes != config.segment_bytes => {
+                (None, segment_seq + 1)
+            }
+            ResumePoint::Append { segment_seq, offset_bytes, .. } => {
                 let last = segments.back().map(|s| s.segment_seq);
                 assert_eq!(last, Some(segment_seq), "recovery resumes in its last segment");
                 (Some((segment_seq, offset_bytes)), segment_seq + 1)
