@@ -149,11 +149,15 @@ impl DmaWal {
     ///
     /// An error leaves the WAL unusable (fail-stop): restart and recover.
     pub async fn flush(&self) -> Result<Option<DurableBatch>, WalError> {
+        self.writer.borrow().check_running()?;
         let Some(batch) = self.writer.borrow_mut().start_batch() else {
             return Ok(None);
         };
         for command in &batch.commands {
-            self.execute(command).await?;
+            if let Err(e) = self.execute(command).await {
+                self.writer.borrow_mut().stop(); // fail-stop: the batch's fate is unknown
+                return Err(e);
+            }
         }
         let durable = self.writer.borrow_mut().complete(batch.batch_seq);
         let mut stats = self.stats.get();

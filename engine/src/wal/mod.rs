@@ -129,6 +129,10 @@ pub enum WalError {
     /// Invalid configuration.
     #[error("invalid WAL configuration: {0}")]
     Config(String),
+    /// An earlier I/O error stopped this WAL (fail-stop): what it holds is only
+    /// known again after a restart recovers it.
+    #[error("the WAL stopped after an I/O error; restart the node to recover")]
+    Stopped,
 }
 
 /// The file name of segment `segment_seq`: zero-padded so names sort like numbers.
@@ -195,11 +199,15 @@ impl<S: SegmentStore> SyncWal<S> {
 
     /// Writes and syncs the pending records as one batch; `None` if none pending.
     pub fn flush(&mut self) -> Result<Option<DurableBatch>, WalError> {
+        self.writer.check_running()?;
         let Some(batch) = self.writer.start_batch() else {
             return Ok(None);
         };
         for command in &batch.commands {
-            self.store.execute(command).map_err(|source| io_error("execute", &describe(command), source))?;
+            if let Err(source) = self.store.execute(command) {
+                self.writer.stop();
+                return Err(io_error("execute", &describe(command), source));
+            }
         }
         Ok(Some(self.writer.complete(batch.batch_seq)))
     }

@@ -789,3 +789,27 @@ fn a_larger_segment_size_after_restart_loses_no_acknowledged_batch() {
     let (_, recovered) = reopen(wal.into_store(), 128 * 1024);
     assert_eq!(recovered.groups[&1].entries.last().map(|e| e.index), Some(25), "acknowledged entries lost");
 }
+
+/// Fail-stop (found in review): after an I/O error the writer kept the failed
+/// batch "in flight" forever while appends succeeded and `flush` answered
+/// Ok(None) with records pending: a driver that did not crash on the first error
+/// was told nothing was wrong, and the records never became durable.
+#[test]
+fn flush_after_a_failed_io_does_not_report_nothing_pending() {
+    let segment_bytes = 64 * 1024;
+    let (mut wal, _) = reopen(SimDisk::new(), segment_bytes);
+    wal.append(&Record::Truncate { group_id: 1, from_index: 1 }).unwrap();
+    wal.flush().unwrap();
+    // The segment vanishes (e.g. EIO / ENOENT on write): the next flush fails.
+    wal.store_mut().remove_segment(1);
+    wal.append(&Record::Truncate { group_id: 1, from_index: 2 }).unwrap();
+    assert!(wal.flush().is_err());
+    // Later records: accepted, then "nothing to flush".
+    let appended = wal.append(&Record::Truncate { group_id: 1, from_index: 3 });
+    let flushed = wal.flush();
+    assert!(
+        appended.is_err() || flushed.is_err(),
+        "after a failed I/O the WAL reports success: append {appended:?}, flush {flushed:?} with {} records pending",
+        wal.writer_ref().pending_records()
+    );
+}

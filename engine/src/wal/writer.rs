@@ -180,6 +180,8 @@ pub struct WalWriter {
     pending_records: u32,
     pending_updates: Vec<Update>,
     inflight: Option<Inflight>,
+    /// An I/O of a batch failed: nothing more is accepted (fail-stop).
+    stopped: bool,
     housekeeping: Vec<IoCommand>,
     /// Hard state and marker per group as of the last sealed batch (checkpoints).
     sealed_hard_states: BTreeMap<u64, HardState>,
@@ -223,6 +225,7 @@ impl WalWriter {
             pending_records: 0,
             pending_updates: Vec::new(),
             inflight: None,
+            stopped: false,
             housekeeping: Vec::new(),
             sealed_hard_states: recovered.groups.iter().filter_map(|(id, g)| Some((*id, g.hard_state?))).collect(),
             sealed_markers: recovered.groups.iter().filter_map(|(id, g)| Some((*id, g.snapshot?))).collect(),
@@ -268,8 +271,21 @@ impl WalWriter {
         self.free_segments.iter().copied().collect()
     }
 
+    /// The driver reports that an I/O of the batch in flight failed. The batch's
+    /// fate on disk is unknown, so the WAL stops: every later call answers
+    /// [`WalError::Stopped`] until a restart recovers what is really there.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// `Err(Stopped)` once [`WalWriter::stop`] was called.
+    pub fn check_running(&self) -> Result<(), WalError> {
+        if self.stopped { Err(WalError::Stopped) } else { Ok(()) }
+    }
+
     /// Queues a record for the next batch.
     pub fn append(&mut self, record: &Record) -> Result<(), WalError> {
+        self.check_running()?;
         check_record(record)?;
         self.reserve(record.encoded_bytes() as u64)?;
         encode_record(record, &mut self.pending_payload);
@@ -289,6 +305,7 @@ impl WalWriter {
     /// Queues entries of a group for the next batch without copying them into a
     /// [`Record`].
     pub fn append_entries(&mut self, group_id: u64, entries: &[Entry]) -> Result<(), WalError> {
+        self.check_running()?;
         check_entries(entries)?;
         let bytes = 16 + 4 + entries.iter().map(|e| 21 + e.data.len() as u64).sum::<u64>();
         self.reserve(bytes)?;
@@ -323,7 +340,7 @@ impl WalWriter {
     /// Seals the pending records into a batch and returns its I/O commands, unless a
     /// batch is already in flight or nothing is pending.
     pub fn start_batch(&mut self) -> Option<IoBatch> {
-        if self.inflight.is_some() || self.pending_records == 0 {
+        if self.stopped || self.inflight.is_some() || self.pending_records == 0 {
             return None;
         }
         let batch_seq = self.next_batch_seq;
