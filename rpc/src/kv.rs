@@ -18,7 +18,7 @@
 // docs; every item written here is documented by hand.
 #![allow(missing_docs)]
 
-use rkyv::{Archive, Deserialize, Serialize, rancor, util::AlignedVec};
+use rkyv::{Archive, Deserialize, Serialize, rancor};
 
 /// A commit version: a hybrid logical clock timestamp, physical ms << 16 | logical
 /// (DESIGN §6). 0 means "no version" (absent or deleted).
@@ -343,10 +343,7 @@ where
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>
         + Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
 {
-    // The archive must be aligned; a received buffer may not be.
-    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| DecodeError(e.to_string()))
+    crate::archive::from_unaligned(bytes).map_err(DecodeError)
 }
 
 /// Encodes a request.

@@ -8,6 +8,7 @@
 //! Today it holds the Raft messages ([`raft`]); client requests, admin calls and the
 //! frame codec arrive with the node.
 
+pub mod archive;
 pub mod frame;
 pub mod kv;
 pub mod raft;

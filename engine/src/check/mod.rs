@@ -107,6 +107,8 @@ mod shrink;
 mod tests;
 
 #[cfg(test)]
+mod test_rng;
+#[cfg(test)]
 mod tests_oracle;
 #[cfg(test)]
 mod tests_prop;

@@ -7,24 +7,8 @@
 
 use proptest::prelude::*;
 
+use super::test_rng::SplitMix;
 use super::*;
-
-/// SplitMix64, seeded by proptest.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
-    }
-}
 
 const VERSION_MAX: u64 = 6;
 const VALUES: [&[u8]; 3] = [b"a", b"b", b"c"];

@@ -110,10 +110,8 @@ where
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>
         + Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
 {
-    // The part's offset in the snapshot is arbitrary: copy it to an aligned buffer.
-    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| SnapshotError::Malformed { part, reason: e.to_string() })
+    // The part's offset in the snapshot is arbitrary: the helper aligns it.
+    corekv_rpc::archive::from_unaligned(bytes).map_err(|reason| SnapshotError::Malformed { part, reason })
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {

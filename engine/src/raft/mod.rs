@@ -6,8 +6,8 @@
 //!
 //! Sans-I/O (DESIGN §1): inputs are ticks, messages, proposals and "persisted"
 //! reports; the output is a [`Ready`] whose type documents what must be durable
-//! before what may be sent or applied. The glommio runtime and the deterministic
-//! simulator drive the very same code. This module never names glommio, a clock,
+//! before what may be sent or applied. The production runtime and the deterministic
+//! simulator drive the very same code. This module never names the runtime, a clock,
 //! a file, a socket, a thread or a global RNG.
 //!
 //! Leaf concepts live in small modules tested alone: [`inflights`], [`quorum`],

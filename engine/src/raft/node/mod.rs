@@ -5,7 +5,7 @@
 //! [`RawNode::transfer_leader`], [`RawNode::compact`] and
 //! [`RawNode::on_persisted`]. Output: [`Ready`], taken with [`RawNode::ready`].
 //! Nothing here touches a clock, a socket, a file or a thread; randomness (election
-//! timeouts) comes from a RNG seeded by the caller. The driver (the glommio runtime
+//! timeouts) comes from a RNG seeded by the caller. The driver (the production runtime
 //! or the simulator) runs it on one core.
 //!
 //! Batching: proposals and commit advances only mark work; the appends go out once
