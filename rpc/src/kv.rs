@@ -39,6 +39,9 @@ pub const VALUE_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 /// Most items one scan request may ask for: bounds the reply to
 /// `SCAN_ITEMS_MAX * (KEY_BYTES_MAX + value)` well under a frame.
 pub const SCAN_ITEMS_MAX: u32 = 1_000;
+/// Most key and value bytes one scan reply carries (at least one item is always
+/// returned): 1000 values of 1 MiB must not make a 1 GiB reply.
+pub const SCAN_REPLY_BYTES_MAX: usize = 4 << 20;
 /// Most keys one scan looks at, live or deleted: a long run of tombstones cannot
 /// make one request unbounded work; the reply then says where to resume.
 pub const SCAN_KEYS_EXAMINED_MAX: usize = 10_000;

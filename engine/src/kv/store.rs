@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use corekv_rpc::kv::{OkReply, Outcome, SCAN_KEYS_EXAMINED_MAX, ScanItem, Version, VersionInfo};
+use corekv_rpc::kv::{OkReply, Outcome, SCAN_KEYS_EXAMINED_MAX, SCAN_REPLY_BYTES_MAX, ScanItem, Version, VersionInfo};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// One retained version of a key.
@@ -259,8 +259,9 @@ impl Store {
     }
 
     /// The live keys of `[start, end)` (empty `end`: no upper bound) at `at`, at most
-    /// `limit`, in order. Stops early, with the key to resume from, at the limit or
-    /// after [`SCAN_KEYS_EXAMINED_MAX`] keys (tombstones count). `compacted` when `at`
+    /// `limit`, in order. Stops early, with the key to resume from, at the limit,
+    /// after [`SCAN_KEYS_EXAMINED_MAX`] keys (tombstones count), or before the reply
+    /// would pass [`SCAN_REPLY_BYTES_MAX`] bytes of keys and values. `compacted` when `at`
     /// is below the retained history of any key it meets.
     pub fn scan(&self, start: &[u8], end: &[u8], limit: usize, at: Option<Version>) -> Outcome {
         if at.is_some_and(|at| at < self.data.floor_version) {
@@ -271,15 +272,20 @@ impl Store {
         }
         let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
         let mut items = Vec::new();
+        let mut reply_bytes = 0;
         for (examined, (key, chain)) in self.data.keys.range::<[u8], _>((Bound::Included(start), upper)).enumerate() {
             if examined == SCAN_KEYS_EXAMINED_MAX {
                 return Outcome::Ok(OkReply::Scan { items, resume: Some(key.clone()) });
             }
             match chain.visible_at(at) {
-                Visible::Value(_, _) if items.len() == limit => {
+                Visible::Value(_, value)
+                    if items.len() == limit
+                        || (!items.is_empty() && reply_bytes + key.len() + value.len() > SCAN_REPLY_BYTES_MAX) =>
+                {
                     return Outcome::Ok(OkReply::Scan { items, resume: Some(key.clone()) });
                 }
                 Visible::Value(version, value) => {
+                    reply_bytes += key.len() + value.len();
                     items.push(ScanItem { key: key.clone(), version, value: value.to_vec() })
                 }
                 Visible::Absent => {}
@@ -471,6 +477,29 @@ mod tests {
         assert_eq!(keys(s.scan(b"a", b"", 10, Some(11))), (v(&["a", "b"]), None));
         assert_eq!(keys(s.scan(b"e", b"b", 10, None)), (v(&[]), None));
         assert_eq!(keys(s.scan(b"d", b"d", 10, None)), (v(&[]), None));
+    }
+
+    #[test]
+    fn a_scan_reply_stops_at_its_byte_budget_and_always_carries_one_item() {
+        let mut s = store();
+        let big = vec![7u8; 1 << 20];
+        for (i, key) in [b"a", b"b", b"c", b"d", b"e", b"f"].iter().enumerate() {
+            s.put(*key, big.clone(), i as u64 + 1);
+        }
+        let (items, resume) = match s.scan(b"a", b"", 100, None) {
+            Outcome::Ok(OkReply::Scan { items, resume }) => (items, resume),
+            other => panic!("unexpected {other:?}"),
+        };
+        let bytes: usize = items.iter().map(|i| i.key.len() + i.value.len()).sum();
+        assert!(bytes <= SCAN_REPLY_BYTES_MAX, "{bytes} bytes in one reply");
+        assert_eq!(items.len(), 3, "three 1 MiB values fit in 4 MiB, a fourth does not");
+        assert_eq!(resume, Some(b"d".to_vec()));
+        let mut huge = store();
+        huge.put(b"k", vec![1u8; SCAN_REPLY_BYTES_MAX + 1], 1);
+        match huge.scan(b"", b"", 10, None) {
+            Outcome::Ok(OkReply::Scan { items, resume: None }) => assert_eq!(items.len(), 1, "progress is guaranteed"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
