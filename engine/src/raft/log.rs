@@ -136,7 +136,7 @@ impl RaftLog {
         let mut out = Vec::new();
         let mut bytes = 0;
         let start = (from - self.snapshot_index - 1) as usize;
-        for e in self.entries.iter().skip(start) {
+        for e in self.entries.range(start..) {
             bytes += e.size_bytes();
             if !out.is_empty() && bytes > bytes_max {
                 break;

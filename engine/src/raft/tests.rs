@@ -49,21 +49,10 @@ impl Harness {
 
     /// Takes every node's Ready (persisting at once) and queues its messages.
     fn collect(&mut self) {
-        for (&id, node) in self.nodes.iter_mut() {
-            while node.has_ready() {
-                let rd = node.ready();
-                if rd.must_persist() {
-                    node.on_persisted(rd.number);
-                }
-                for e in rd.committed_entries {
-                    if e.kind == EntryKind::Normal {
-                        self.applied.entry(id).or_default().push(e.data);
-                    }
-                }
-                self.reads.entry(id).or_default().extend(rd.read_states);
-                self.queue.extend(rd.messages);
-                self.queue.extend(rd.messages_after_persist);
-            }
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let msgs = drain(self, id);
+            self.queue.extend(msgs);
         }
     }
 
@@ -444,6 +433,7 @@ fn leader_transfer_hands_over_after_catching_the_target_up() {
     h.node(1).propose(b"x".to_vec()).unwrap();
     h.settle();
     h.cut.clear();
+    assert_eq!(h.node(1).transfer_leader(9), Err(ProposeError::NotAVoter { node: 9 }));
     h.node(1).transfer_leader(3).unwrap();
     assert_eq!(h.node(1).propose(b"y".to_vec()), Err(ProposeError::TransferInProgress));
     h.tick_all(4);
@@ -567,14 +557,22 @@ fn the_founding_membership_is_committed_log_entries_and_cannot_be_proposed_later
 
 // ----- regressions found by review: snapshot transfers and hostile input --------------
 
+/// Takes one node's Readys (persisting at once, recording what it applied and
+/// the reads it confirmed) and returns its messages.
 fn drain(h: &mut Harness, id: NodeId) -> Vec<Message> {
     let mut out = vec![];
-    let n = h.node(id);
+    let n = h.nodes.get_mut(&id).expect("known node");
     while n.has_ready() {
         let rd = n.ready();
         if rd.must_persist() {
             n.on_persisted(rd.number);
         }
+        for e in rd.committed_entries {
+            if e.kind == EntryKind::Normal {
+                h.applied.entry(id).or_default().push(e.data);
+            }
+        }
+        h.reads.entry(id).or_default().extend(rd.read_states);
         out.extend(rd.messages);
         out.extend(rd.messages_after_persist);
     }

@@ -48,11 +48,6 @@ impl History {
         }
     }
 
-    /// The leader of `term`, if one was seen.
-    pub fn leader_of(&self, term: Term) -> Option<NodeId> {
-        self.leaders.get(&term).copied()
-    }
-
     /// Number of distinct terms that had a leader.
     pub fn leader_terms(&self) -> usize {
         self.leaders.len()

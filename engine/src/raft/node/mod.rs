@@ -111,6 +111,12 @@ pub enum ProposeError {
     /// membership change or a read).
     #[error("the leader has not committed an entry in its term yet")]
     NotCommittedInTerm,
+    /// A leader transfer names a node that is not a voter.
+    #[error("node {node} is not a voter: leadership cannot go there")]
+    NotAVoter {
+        /// The named node.
+        node: NodeId,
+    },
     /// The membership change makes no sense for the current membership.
     #[error("invalid membership change: {0}")]
     InvalidConfChange(&'static str),
@@ -443,7 +449,7 @@ impl RawNode {
             return Ok(());
         }
         if !self.conf.voters.contains(&to) {
-            return Err(ProposeError::InvalidConfChange("transfer target is not a voter"));
+            return Err(ProposeError::NotAVoter { node: to });
         }
         self.lead_transferee = to;
         self.election_elapsed = 0;
