@@ -133,8 +133,11 @@ impl WriteOp {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum RequestBody {
-    /// A read.
+    /// A linearizable read (ReadIndex, or the lease when the server enables it).
     Read(ReadOp),
+    /// A stale read: any replica answers from what it has applied, which may lag
+    /// the leader (an explicit option, DESIGN §3).
+    StaleRead(ReadOp),
     /// A write with its exactly-once header.
     Write { tag: WriteTag, op: WriteOp },
 }
@@ -331,7 +334,7 @@ impl Request {
     /// Checks every limit of DESIGN §6; the error is always [`Outcome::Invalid`].
     pub fn validate(&self, limits: &Limits) -> Result<(), Outcome> {
         match &self.body {
-            RequestBody::Read(op) => op.validate(),
+            RequestBody::Read(op) | RequestBody::StaleRead(op) => op.validate(),
             RequestBody::Write { tag, op } => {
                 tag.validate()?;
                 op.validate(limits)

@@ -5,10 +5,14 @@
 //! frame codec use no runtime at all; the glommio transport and the client library
 //! will live in their own modules (DESIGN §2). The crate knows nothing of the engine.
 //!
-//! Today it holds the Raft messages ([`raft`]); client requests, admin calls and the
-//! frame codec arrive with the node.
+//! - [`raft`]: Raft messages; [`kv`]: client requests and outcomes;
+//! - [`map`]: the cluster map and the stable key -> shard hash;
+//! - [`node`]: handshake, peer batches, client batches and admin calls;
+//! - [`frame`]: the length + CRC32 frame codec.
 
 pub mod archive;
 pub mod frame;
 pub mod kv;
+pub mod map;
+pub mod node;
 pub mod raft;

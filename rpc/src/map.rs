@@ -1,0 +1,165 @@
+//! The cluster map: which nodes exist, where they listen, and which node cores hold
+//! each shard's replicas (DESIGN §7, §9).
+//!
+//! Every server and client holds a copy; the epoch orders copies (every change bumps
+//! it, issue 12). Keys map to shards by [`shard_of_key`], a fixed function (FNV-1a
+//! 64) that gives the same answer on every machine, CPU and build: never ahash,
+//! whose output is not stable.
+
+// rkyv's derive emits resolver types whose fields carry no docs.
+#![allow(missing_docs)]
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::kv::{Epoch, NodeId, ShardId};
+
+/// A core index within a node (core i listens on base port + i).
+pub type CoreIndex = u16;
+
+/// Most cores one node may run.
+pub const NODE_CORES_MAX: u16 = 256;
+/// Most shards a cluster may have.
+pub const SHARDS_MAX: u32 = 65_536;
+/// Most replicas per shard.
+pub const REPLICAS_MAX: usize = 7;
+/// Most nodes a cluster map may name.
+pub const NODES_MAX: usize = 1024;
+
+/// One node of the cluster.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct NodeInfo {
+    /// The node's id (never 0, never reused).
+    pub id: NodeId,
+    /// Core 0's address, `HOST:PORT`; core i listens on PORT + i.
+    pub addr: String,
+    /// How many cores (executors) the node runs.
+    pub cores: u16,
+}
+
+/// One replica of a shard: the node and the core of that node that owns it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[rkyv(derive(Debug))]
+pub struct Replica {
+    /// The node.
+    pub node: NodeId,
+    /// The core of that node.
+    pub core: CoreIndex,
+}
+
+/// A shard's replicas. The first is the preferred leader: leaders are spread by
+/// placement and nudged back there by leader transfer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ShardReplicas {
+    /// The voters, preferred leader first.
+    pub replicas: Vec<Replica>,
+}
+
+/// The whole map.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ClusterMap {
+    /// The cluster's id (DESIGN §9).
+    pub cluster_id: u64,
+    /// Bumped by every change.
+    pub epoch: Epoch,
+    /// Nodes by id, ascending.
+    pub nodes: Vec<NodeInfo>,
+    /// Shard `s` is `shards[s]`.
+    pub shards: Vec<ShardReplicas>,
+}
+
+impl ClusterMap {
+    /// The number of shards.
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// The node `id`, if the map names it.
+    pub fn node(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The replicas of `shard` (empty for an unknown shard).
+    pub fn replicas(&self, shard: ShardId) -> &[Replica] {
+        self.shards.get(shard as usize).map_or(&[], |s| &s.replicas)
+    }
+
+    /// The core of `node` holding `shard`, if that node holds it.
+    pub fn core_of(&self, shard: ShardId, node: NodeId) -> Option<CoreIndex> {
+        self.replicas(shard).iter().find(|r| r.node == node).map(|r| r.core)
+    }
+
+    /// The shard owning `key`.
+    pub fn shard_of(&self, key: &[u8]) -> ShardId {
+        shard_of_key(key, self.shard_count())
+    }
+
+    /// The address (`HOST:PORT`) of core `core` of node `node`.
+    pub fn core_addr(&self, node: NodeId, core: CoreIndex) -> Option<String> {
+        let info = self.node(node)?;
+        core_addr(&info.addr, core)
+    }
+}
+
+/// `HOST:PORT` with PORT raised by `core`, or None when the address has no port or
+/// the sum overflows.
+pub fn core_addr(base: &str, core: CoreIndex) -> Option<String> {
+    let (host, port) = base.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let port = port.checked_add(core)?;
+    Some(format!("{host}:{port}"))
+}
+
+/// FNV-1a, 64 bits: a fixed, portable hash (DESIGN §7).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash
+}
+
+/// The shard of `key` among `shard_count` shards. The top bits of the hash are
+/// mixed in, as FNV's low bits alone spread short keys poorly.
+pub fn shard_of_key(key: &[u8], shard_count: u32) -> ShardId {
+    assert!(shard_count > 0, "a cluster has at least one shard");
+    let h = stable_hash(key);
+    let mixed = h ^ (h >> 32);
+    (mixed % u64::from(shard_count)) as ShardId
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_the_published_fnv1a() {
+        // Reference values of FNV-1a 64.
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn keys_spread_over_shards() {
+        let mut counts = vec![0u32; 64];
+        for i in 0..64_000 {
+            counts[shard_of_key(format!("user{i}").as_bytes(), 64) as usize] += 1;
+        }
+        // 1000 expected per shard; a fair hash stays well inside ±25 %.
+        assert!(counts.iter().all(|&c| (750..1250).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn core_addresses_add_the_core_to_the_port() {
+        assert_eq!(core_addr("127.0.0.1:7100", 1).as_deref(), Some("127.0.0.1:7101"));
+        assert_eq!(core_addr("[::1]:7100", 2).as_deref(), Some("[::1]:7102"));
+        assert_eq!(core_addr("host", 0), None);
+        assert_eq!(core_addr("host:65535", 1), None);
+    }
+}

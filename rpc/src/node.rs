@@ -1,0 +1,297 @@
+//! What travels on a corekv connection after the frame codec (DESIGN §9): the
+//! handshake, batches of peer messages for one destination core, client calls and
+//! their replies, and the admin calls (`stats`, `status`, cluster map).
+//!
+//! A connection goes to one core of one node. Its first frame is a [`Hello`]; the
+//! server answers with a [`HelloReply`] and, when it refuses (another cluster, a
+//! core count that does not match the map), closes the connection. After that a
+//! peer connection carries [`PeerBatch`] frames (one per flush, for one destination
+//! core) and a client connection [`ClientBatch`] frames one way and [`ServerBatch`]
+//! frames back, each call tagged with the client's id for pipelining.
+//!
+//! Heartbeats are coalesced (DESIGN §4): a core sends the heartbeats of all groups
+//! it leads, for one destination core, as one [`PeerMessage::Heartbeats`] per
+//! interval, and the answers come back as one [`PeerMessage::HeartbeatResponses`].
+
+// rkyv's derive emits resolver types whose fields carry no docs.
+#![allow(missing_docs)]
+
+use rkyv::rancor;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::kv::{DecodeError, Epoch, NodeId, Request, Response, ShardId};
+use crate::map::{ClusterMap, CoreIndex};
+use crate::raft::{Index, Message, Term};
+
+/// Bumped whenever a type in this module changes shape.
+pub const WIRE_VERSION: u32 = 1;
+/// Most calls a client may pipeline on one connection before it waits for replies;
+/// the server answers Busy beyond it.
+pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;
+
+/// Who is connecting.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Role {
+    /// Another node's core, which will send [`PeerBatch`] frames.
+    Peer { node: NodeId, core: CoreIndex, cores: u16 },
+    /// A client, which will send [`ClientBatch`] frames.
+    Client,
+}
+
+/// The first frame on every connection.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Hello {
+    /// [`WIRE_VERSION`] of the sender.
+    pub wire_version: u32,
+    /// The cluster the sender belongs to (a client learns it from any node: 0 =
+    /// "tell me").
+    pub cluster_id: u64,
+    /// The node the sender means to reach (0 = any).
+    pub to_node: NodeId,
+    /// The sender.
+    pub role: Role,
+}
+
+/// The server's answer to a [`Hello`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum HelloReply {
+    /// Accepted: who answered.
+    Welcome { cluster_id: u64, node: NodeId, core: CoreIndex, cores: u16 },
+    /// Refused; the connection closes. `reason` names both values of a mismatch.
+    Refused { reason: String },
+}
+
+/// One heartbeat of one group, inside a coalesced message.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct HeartbeatItem {
+    pub shard: ShardId,
+    pub term: Term,
+    pub commit: Index,
+    pub read_round: u64,
+}
+
+/// One heartbeat answer of one group, inside a coalesced message.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct HeartbeatResponseItem {
+    pub shard: ShardId,
+    pub term: Term,
+    pub read_round: u64,
+}
+
+/// A message between two nodes' cores.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum PeerMessage {
+    /// A Raft message of one group (shard).
+    Raft { shard: ShardId, message: Message },
+    /// The heartbeats of every group the sending core leads and the receiving core
+    /// follows in, from node `from` to node `to`.
+    Heartbeats { from: NodeId, to: NodeId, items: Vec<HeartbeatItem> },
+    /// The answers to coalesced heartbeats.
+    HeartbeatResponses { from: NodeId, to: NodeId, items: Vec<HeartbeatResponseItem> },
+}
+
+/// One frame of a peer connection: messages for one destination core.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct PeerBatch {
+    pub messages: Vec<PeerMessage>,
+}
+
+/// An admin call.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum AdminCall {
+    /// The answering core's counters.
+    Stats,
+    /// The answering core's shard replicas.
+    Status,
+    /// The node's cluster map.
+    ClusterMap,
+}
+
+/// What a client asks.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Call {
+    /// A key-value request.
+    Kv(Request),
+    /// An admin call.
+    Admin(AdminCall),
+}
+
+/// A call with the client's tag, echoed in its [`TaggedReply`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TaggedCall {
+    pub id: u64,
+    pub call: Call,
+}
+
+/// A reply with the tag of its call.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TaggedReply {
+    pub id: u64,
+    pub reply: Reply,
+}
+
+/// One frame from a client.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct ClientBatch {
+    pub calls: Vec<TaggedCall>,
+}
+
+/// A core's counters (DESIGN §9). Monotonic since the process started, except the
+/// gauges `groups` and `leaders`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct CoreStats {
+    pub node: NodeId,
+    pub core: CoreIndex,
+    /// Shard replicas on this core.
+    pub groups: u64,
+    /// Of which this core leads.
+    pub leaders: u64,
+    pub gets: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub cas: u64,
+    pub versions: u64,
+    pub scans: u64,
+    pub stale_reads: u64,
+    /// Requests answered Busy (a bounded queue was full).
+    pub busy: u64,
+    /// Requests answered NotLeader or WrongShard.
+    pub redirects: u64,
+    pub raft_proposals: u64,
+    pub raft_entries_persisted: u64,
+    pub raft_entries_applied: u64,
+    pub wal_batches: u64,
+    pub wal_bytes: u64,
+    pub wal_fdatasyncs: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub peer_frames_sent: u64,
+    pub peer_messages_sent: u64,
+    pub peer_frames_received: u64,
+    pub peer_messages_received: u64,
+    /// Coalesced heartbeat messages sent (one per destination core per interval).
+    pub heartbeat_messages_sent: u64,
+    pub client_frames_received: u64,
+    pub client_frames_sent: u64,
+    /// Connections closed for bad input (garbage, oversized or bad-CRC frames,
+    /// refused handshakes).
+    pub bad_connections: u64,
+    /// Node-core loop iterations that had work.
+    pub iterations: u64,
+    /// CPU time of this core's thread, in ns.
+    pub cpu_ns: u64,
+}
+
+/// A shard replica as its core sees it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ShardStatus {
+    pub shard: ShardId,
+    /// This replica leads the shard.
+    pub is_leader: bool,
+    /// The leader this replica knows (0 = none).
+    pub leader: NodeId,
+    pub term: Term,
+    pub raft_commit_index: Index,
+    pub applied_index: Index,
+    pub last_index: Index,
+    /// On a leader: how far the slowest voter's match is behind the last index.
+    pub lag: u64,
+}
+
+/// The answer of an admin call.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum AdminReply {
+    Stats(CoreStats),
+    Status { node: NodeId, core: CoreIndex, epoch: Epoch, shards: Vec<ShardStatus> },
+    ClusterMap(ClusterMap),
+}
+
+/// What a server answers a call with.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Reply {
+    Kv(Response),
+    Admin(AdminReply),
+}
+
+/// One frame to a client.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct ServerBatch {
+    pub replies: Vec<TaggedReply>,
+}
+
+/// Serialises any wire type of this module into a frame payload.
+pub fn to_bytes<T>(value: &T) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rancor::Error,
+            >,
+        >,
+{
+    rkyv::to_bytes::<rancor::Error>(value).expect("wire types always serialize").into_vec()
+}
+
+/// Validates and decodes a payload received from the network.
+pub fn from_bytes<T>(bytes: &[u8]) -> Result<T, DecodeError>
+where
+    T: Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
+{
+    crate::archive::from_unaligned(bytes).map_err(DecodeError)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::MessageBody;
+
+    #[test]
+    fn a_peer_batch_round_trips() {
+        let batch = PeerBatch {
+            messages: vec![
+                PeerMessage::Raft {
+                    shard: 3,
+                    message: Message { from: 1, to: 2, term: 4, body: MessageBody::TimeoutNow },
+                },
+                PeerMessage::Heartbeats {
+                    from: 1,
+                    to: 2,
+                    items: vec![HeartbeatItem { shard: 1, term: 2, commit: 3, read_round: 4 }],
+                },
+            ],
+        };
+        assert_eq!(from_bytes::<PeerBatch>(&to_bytes(&batch)).unwrap(), batch);
+    }
+
+    #[test]
+    fn garbage_is_refused_not_read() {
+        let hello = Hello { wire_version: WIRE_VERSION, cluster_id: 9, to_node: 1, role: Role::Client };
+        let mut bytes = to_bytes(&hello);
+        assert_eq!(from_bytes::<Hello>(&bytes).unwrap(), hello);
+        let last = bytes.len() - 1;
+        bytes[last] = 0xff;
+        bytes.truncate(last - 3);
+        assert!(from_bytes::<Hello>(&bytes).is_err());
+        assert!(from_bytes::<ClientBatch>(&[0xde, 0xad, 0xbe, 0xef]).is_err());
+    }
+}
