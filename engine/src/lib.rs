@@ -15,6 +15,7 @@
 
 pub mod check;
 pub mod kv;
+pub mod node;
 pub mod raft;
 pub mod runtime;
 pub mod sim;

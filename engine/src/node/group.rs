@@ -1,0 +1,81 @@
+//! One shard replica on a core: its Raft node, its state machine, and the client
+//! requests waiting on it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use corekv_rpc::kv::{ReadOp, ShardId};
+use corekv_rpc::raft::{Index, NodeId, Term};
+
+use crate::kv::Shard;
+use crate::raft::RawNode;
+
+/// Who to answer: an opaque reference the driver maps back to a connection and a
+/// call id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientRef {
+    /// The driver's connection number.
+    pub conn: u64,
+    /// The call's id on that connection.
+    pub id: u64,
+}
+
+/// A read waiting for its ReadIndex confirmation or for apply.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRead {
+    pub client: ClientRef,
+    pub op: ReadOp,
+}
+
+/// One replica of one shard.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub shard: ShardId,
+    pub raft: RawNode,
+    pub sm: Shard,
+    /// The leader this replica knows (0 = none).
+    pub leader: NodeId,
+    pub is_leader: bool,
+    /// Proposed writes by log index, with the term they were proposed in.
+    pub writes: BTreeMap<Index, (Term, ClientRef)>,
+    /// Reads asked this iteration: one ReadIndex request covers them all.
+    pub reads_queued: Vec<PendingRead>,
+    /// Reads whose ReadIndex request is out, by its context.
+    pub reads_confirming: BTreeMap<u64, Vec<PendingRead>>,
+    /// Confirmed reads, served once applied up to their index.
+    pub reads_confirmed: VecDeque<(Index, Vec<PendingRead>)>,
+    pub next_read_ctx: u64,
+    /// A read asked for a heartbeat round since the last Ready: its heartbeats leave
+    /// at once instead of at the next boundary.
+    pub read_heartbeat_wanted: bool,
+    /// Entry bytes applied since the last snapshot (compaction by size).
+    pub applied_bytes_since_snapshot: u64,
+    /// Ticks until this leader may try to hand leadership to the preferred replica.
+    pub transfer_cooldown_ticks: u64,
+}
+
+impl Group {
+    pub fn new(shard: ShardId, raft: RawNode, sm: Shard) -> Group {
+        Group {
+            shard,
+            raft,
+            sm,
+            leader: 0,
+            is_leader: false,
+            writes: BTreeMap::new(),
+            reads_queued: Vec::new(),
+            reads_confirming: BTreeMap::new(),
+            reads_confirmed: VecDeque::new(),
+            next_read_ctx: 1,
+            read_heartbeat_wanted: false,
+            applied_bytes_since_snapshot: 0,
+            transfer_cooldown_ticks: 0,
+        }
+    }
+
+    /// Reads waiting in any stage.
+    pub fn reads_pending(&self) -> usize {
+        self.reads_queued.len()
+            + self.reads_confirming.values().map(Vec::len).sum::<usize>()
+            + self.reads_confirmed.iter().map(|(_, r)| r.len()).sum::<usize>()
+    }
+}

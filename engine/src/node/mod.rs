@@ -1,0 +1,838 @@
+//! The node core: the sans-I/O heart of one core of a corekv node (DESIGN §1–§4).
+//!
+//! Owns every shard replica placed on this core (each a Raft group with its shard
+//! state machine), routes client requests to them, and turns all their work of one
+//! loop iteration into:
+//! - ONE write-ahead-log batch: every group's entries, hard states and snapshot
+//!   markers go to the core's [`CoreStorage`], which the driver seals and makes
+//!   durable with one write and one fdatasync ([`NodeCore::seal`],
+//!   [`NodeCore::on_durable`]);
+//! - ONE frame per destination core ([`NodeCore::take_frames`]), the leaders'
+//!   appends leaving while their own log write is under way (DESIGN §3), and the
+//!   heartbeats of every group this core leads coalesced into one message per
+//!   destination core per interval ([`outbox`]);
+//! - replies to clients ([`NodeCore::take_replies`]).
+//!
+//! Runs on its own core; no lock, clock, socket, file, thread or global RNG here.
+//! The glommio runtime ([`crate::runtime`]) and the simulator drive the same code.
+//!
+//! The driver's loop, in order:
+//! 1. feed inputs: [`NodeCore::tick`], [`NodeCore::step_peer`],
+//!    [`NodeCore::client_request`];
+//! 2. [`NodeCore::process`] with the core's storage: every group's Ready is handled
+//!    (records appended to the storage's open batch, committed entries applied);
+//! 3. send [`NodeCore::take_frames`] and [`NodeCore::take_replies`];
+//! 4. when no WAL batch is in flight: [`NodeCore::seal`], write and fdatasync the
+//!    batch, then [`NodeCore::on_durable`] and go to 2 (messages that promise
+//!    durability leave only then).
+//!
+//! Replies: `Outcome` once applied (or read); `NotLeader` when the request was never
+//! proposed (certainly not applied) or its entry was overwritten; `Indeterminate`
+//! for a proposed write whose fate this replica can no longer learn (it stepped
+//! down): a retry with the same write tag is applied at most once (DESIGN §6).
+
+pub mod group;
+mod outbox;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use corekv_rpc::kv::{Outcome, ReadOp, Request, RequestBody, Response, ShardId, WriteOp, WriteTag};
+use corekv_rpc::map::{ClusterMap, CoreIndex, Replica};
+use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardStatus};
+use corekv_rpc::raft::{Entry, EntryKind, Message, MessageBody, NodeId, SnapshotMeta};
+use thiserror::Error;
+
+use crate::kv::{ApplyError, Command, CommandBody, Hlc, Shard, ShardConfig, SnapshotError, WriteCommand, command};
+use crate::raft::{Config, ConfigError, DurableState, ProposeError, RawNode, Ready, Role, Snapshot};
+use crate::wal::{GroupLog, Record, SnapshotMarker};
+pub use group::ClientRef;
+use group::{Group, PendingRead};
+use outbox::Outbox;
+
+/// The durable side of a core, as the node core sees it: the WAL's open batch and
+/// the snapshot files. Appends join the batch the driver seals next.
+pub trait CoreStorage {
+    /// Queues a record for the next batch.
+    fn append(&mut self, record: &Record) -> Result<(), StorageError>;
+    /// Queues the entries of a group for the next batch.
+    fn append_entries(&mut self, group_id: u64, entries: &[Entry]) -> Result<(), StorageError>;
+    /// Writes `snapshot` as the group's snapshot file, durably (temp file, fsync,
+    /// rename, directory fsync), before returning.
+    fn save_snapshot(&mut self, group_id: u64, snapshot: &Snapshot) -> Result<(), StorageError>;
+}
+
+/// The storage failed: the core must stop (fail-stop; nothing acknowledged is lost
+/// because nothing after the failure is acknowledged).
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct StorageError(pub String);
+
+/// Why a core stopped.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A committed entry could not be applied: continuing would diverge.
+    #[error("shard {shard}: {source}")]
+    Apply {
+        /// The shard.
+        shard: ShardId,
+        /// Why.
+        source: ApplyError,
+    },
+    /// A snapshot could not be read back.
+    #[error("shard {shard}: snapshot: {source}")]
+    Snapshot {
+        /// The shard.
+        shard: ShardId,
+        /// Why.
+        source: SnapshotError,
+    },
+    /// Recovered state that does not fit together.
+    #[error("shard {shard}: {message}")]
+    Recovery {
+        /// The shard.
+        shard: ShardId,
+        /// What does not fit.
+        message: String,
+    },
+    /// The Raft configuration is unusable.
+    #[error("raft configuration: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// A core's settings.
+#[derive(Debug, Clone)]
+pub struct NodeCoreConfig {
+    /// This node.
+    pub node: NodeId,
+    /// This core.
+    pub core: CoreIndex,
+    /// Raft settings for every group (the id is set to `node`).
+    pub raft: Config,
+    /// Shard state machine settings (identical on every replica).
+    pub shard: ShardConfig,
+    /// A group's log is compacted into a snapshot past this many applied bytes.
+    pub snapshot_log_bytes: u64,
+    /// Client requests accepted and not yet answered, on this core; beyond it,
+    /// `Busy`.
+    pub requests_pending_max: usize,
+    /// Leaders hand leadership back to the shard's preferred replica.
+    pub leader_balance: bool,
+    /// Seeds each group's election-timeout RNG (mixed with the shard id).
+    pub seed: u64,
+    /// A bug planted on purpose, so the simulator's checkers prove they can fail
+    /// (DESIGN §11). Always [`PlantedBug::None`] outside those tests.
+    pub planted_bug: PlantedBug,
+}
+
+/// Bugs the simulator plants to show its checkers catch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlantedBug {
+    /// No bug.
+    #[default]
+    None,
+    /// Any replica serves linearizable reads from its own state, without ReadIndex.
+    ReadWithoutReadIndex,
+    /// Writes lose their client id, so a retry is applied again.
+    RetryAppliedTwice,
+    /// Acknowledgements that promise durability leave before the fdatasync.
+    AckBeforeFsync,
+}
+
+impl NodeCoreConfig {
+    /// Defaults for `node`'s core `core`.
+    pub fn new(node: NodeId, core: CoreIndex) -> NodeCoreConfig {
+        NodeCoreConfig {
+            node,
+            core,
+            raft: Config::new(node),
+            shard: ShardConfig::default(),
+            snapshot_log_bytes: 64 << 20,
+            requests_pending_max: 65_536,
+            leader_balance: true,
+            seed: node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(core),
+            planted_bug: PlantedBug::None,
+        }
+    }
+}
+
+/// What a shard replica restarts from: the WAL's view of the group and its
+/// snapshot file (if any).
+#[derive(Debug, Default)]
+pub struct GroupRecovery {
+    /// The group's records in the WAL.
+    pub log: Option<GroupLog>,
+    /// The group's snapshot file.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// A Ready waiting for its WAL batch.
+#[derive(Debug)]
+struct Wait {
+    shard: ShardId,
+    number: u64,
+    messages_after_persist: Vec<Message>,
+}
+
+/// The sans-I/O core of one core of a node.
+#[derive(Debug)]
+pub struct NodeCore {
+    cfg: NodeCoreConfig,
+    map: Arc<ClusterMap>,
+    groups: BTreeMap<ShardId, Group>,
+    hlc: Hlc,
+    now_ms: u64,
+    ticks: u64,
+    outbox: Outbox,
+    heartbeat_boundary: bool,
+    replies: Vec<(ClientRef, Response)>,
+    /// Readys whose records are in the storage's open batch.
+    unsealed: Vec<Wait>,
+    /// Sealed batches in flight, oldest first.
+    sealed: VecDeque<(u64, Vec<Wait>)>,
+    next_seal: u64,
+    /// Groups that may have a Ready.
+    dirty: BTreeSet<ShardId>,
+    requests_pending: usize,
+    stats: CoreStats,
+}
+
+impl NodeCore {
+    /// Opens the core: every shard the map places on (`cfg.node`, `cfg.core`) is
+    /// recovered from `recovered` (its WAL records and snapshot file) or, with no
+    /// durable state at all, bootstrapped with the map's founding replicas; the
+    /// bootstrap records go to `storage` (they are durable with the first batch,
+    /// before any vote of this core can be).
+    pub fn open(
+        cfg: NodeCoreConfig,
+        map: Arc<ClusterMap>,
+        mut recovered: BTreeMap<ShardId, GroupRecovery>,
+        storage: &mut dyn CoreStorage,
+        now_ms: u64,
+    ) -> Result<NodeCore, NodeError> {
+        let mut raft_cfg = cfg.raft.clone();
+        raft_cfg.id = cfg.node;
+        raft_cfg.validate()?;
+        let mut hlc = Hlc::new();
+        let mut groups = BTreeMap::new();
+        for shard in 0..map.shard_count() {
+            if map.core_of(shard, cfg.node) != Some(cfg.core) {
+                continue;
+            }
+            let voters: Vec<NodeId> = map.replicas(shard).iter().map(|r| r.node).collect();
+            let rec = recovered.remove(&shard).unwrap_or_default();
+            let durable = durable_state(shard, voters, rec, storage)?;
+            let sm = if durable.snapshot.data.is_empty() {
+                Shard::new(cfg.shard)
+            } else {
+                Shard::restore(cfg.shard, &durable.snapshot.data)
+                    .map_err(|source| NodeError::Snapshot { shard, source })?
+            };
+            let _ = hlc.observe(sm.last_applied_version().max(sm.log_clock_ts()));
+            let seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let raft = RawNode::new(raft_cfg.clone(), durable, seed)?;
+            groups.insert(shard, Group::new(shard, raft, sm));
+        }
+        let stats = CoreStats { node: cfg.node, core: cfg.core, groups: groups.len() as u64, ..CoreStats::default() };
+        let dirty = groups.keys().copied().collect();
+        Ok(NodeCore {
+            cfg,
+            map,
+            groups,
+            hlc,
+            now_ms,
+            ticks: 0,
+            outbox: Outbox::default(),
+            heartbeat_boundary: false,
+            replies: Vec::new(),
+            unsealed: Vec::new(),
+            sealed: VecDeque::new(),
+            next_seal: 1,
+            dirty,
+            requests_pending: 0,
+            stats,
+        })
+    }
+
+    /// This core's counters (the WAL and transport fields are the driver's to fill).
+    pub fn stats(&self) -> CoreStats {
+        let mut s = self.stats;
+        s.groups = self.groups.len() as u64;
+        s.leaders = self.groups.values().filter(|g| g.is_leader).count() as u64;
+        s
+    }
+
+    /// The counters, for the driver's fields.
+    pub fn stats_mut(&mut self) -> &mut CoreStats {
+        &mut self.stats
+    }
+
+    /// The cluster map this core routes by.
+    pub fn map(&self) -> &Arc<ClusterMap> {
+        &self.map
+    }
+
+    /// The shards on this core.
+    pub fn shards(&self) -> Vec<ShardId> {
+        self.groups.keys().copied().collect()
+    }
+
+    /// The status of every shard replica on this core.
+    pub fn status(&self) -> Vec<ShardStatus> {
+        self.groups
+            .values()
+            .map(|g| {
+                let st = g.raft.status();
+                let lag = if g.is_leader {
+                    st.conf
+                        .voters
+                        .iter()
+                        .filter(|&&v| v != self.cfg.node)
+                        .filter_map(|&v| g.raft.progress(v))
+                        .map(|p| st.last_index.saturating_sub(p.match_index))
+                        .max()
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                ShardStatus {
+                    shard: g.shard,
+                    is_leader: g.is_leader,
+                    leader: st.leader,
+                    term: st.term,
+                    raft_commit_index: st.commit,
+                    applied_index: st.applied,
+                    last_index: st.last_index,
+                    lag,
+                }
+            })
+            .collect()
+    }
+
+    /// The state machine of `shard`, for tests and checks.
+    pub fn shard_state(&self, shard: ShardId) -> Option<&Shard> {
+        self.groups.get(&shard).map(|g| &g.sm)
+    }
+
+    /// The Raft status of `shard` on this core.
+    pub fn raft_status(&self, shard: ShardId) -> Option<crate::raft::Status> {
+        self.groups.get(&shard).map(|g| g.raft.status())
+    }
+
+    /// True when a Ready may be waiting (the driver should call [`Self::process`]).
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || self.outbox.has_due() || self.heartbeat_boundary || !self.replies.is_empty()
+    }
+
+    /// True when the storage's open batch holds Readys that wait for durability.
+    pub fn has_unsealed(&self) -> bool {
+        !self.unsealed.is_empty()
+    }
+
+    /// Client requests accepted and not yet answered.
+    pub fn requests_pending(&self) -> usize {
+        self.requests_pending
+    }
+
+    // ----- inputs ----------------------------------------------------------------
+
+    /// One tick of logical time for every group; `now_ms` is the physical clock the
+    /// leaders' HLC reads.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.ticks += 1;
+        let interval = u64::from(self.cfg.raft.heartbeat_interval_ticks.max(1));
+        if self.ticks.is_multiple_of(interval) {
+            self.heartbeat_boundary = true;
+        }
+        let balance_every = u64::from(self.cfg.raft.election_timeout_ticks);
+        for g in self.groups.values_mut() {
+            g.raft.tick();
+            g.transfer_cooldown_ticks = g.transfer_cooldown_ticks.saturating_sub(1);
+            if self.cfg.leader_balance && g.is_leader && g.transfer_cooldown_ticks == 0 {
+                g.transfer_cooldown_ticks = balance_every;
+                let preferred = self.map.replicas(g.shard).first().map_or(0, |r| r.node);
+                if preferred != 0 && preferred != self.cfg.node && caught_up(&g.raft, preferred) {
+                    let _ = g.raft.transfer_leader(preferred);
+                }
+            }
+            if g.raft.has_ready() {
+                self.dirty.insert(g.shard);
+            }
+        }
+    }
+
+    /// Moves the physical clock the HLC reads (without a Raft tick).
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    /// A batch of peer messages arrived from node `from`'s core.
+    pub fn step_peer(&mut self, from: NodeId, batch: PeerBatch) {
+        self.stats.peer_frames_received += 1;
+        for message in batch.messages {
+            self.stats.peer_messages_received += 1;
+            match message {
+                PeerMessage::Raft { shard, message } => {
+                    if message.from == from {
+                        self.step_group(shard, message);
+                    }
+                }
+                PeerMessage::Heartbeats { from: sender, to, items } => {
+                    if sender != from || to != self.cfg.node {
+                        continue;
+                    }
+                    for item in items {
+                        let body = MessageBody::Heartbeat { commit: item.commit, read_round: item.read_round };
+                        self.step_group(item.shard, Message { from, to, term: item.term, body });
+                    }
+                }
+                PeerMessage::HeartbeatResponses { from: sender, to, items } => {
+                    if sender != from || to != self.cfg.node {
+                        continue;
+                    }
+                    for item in items {
+                        let body = MessageBody::HeartbeatResponse { read_round: item.read_round };
+                        self.step_group(item.shard, Message { from, to, term: item.term, body });
+                    }
+                }
+            }
+        }
+    }
+
+    fn step_group(&mut self, shard: ShardId, message: Message) {
+        let Some(g) = self.groups.get_mut(&shard) else { return };
+        // A malformed or misaddressed message from a peer is dropped; Raft retries.
+        if g.raft.step(message).is_ok() {
+            self.dirty.insert(shard);
+        }
+    }
+
+    /// A client request. Answers at once when it cannot be served here (wrong
+    /// shard, not the leader, busy, invalid); otherwise later, from
+    /// [`Self::take_replies`].
+    pub fn client_request(&mut self, client: ClientRef, request: Request) {
+        let shard = request.shard;
+        if let Err(invalid) = request.validate(&self.cfg.shard.limits) {
+            return self.answer(client, Response::Outcome(invalid));
+        }
+        if !self.groups.contains_key(&shard) || !key_in_shard(&self.map, &request) {
+            self.stats.redirects += 1;
+            let hint = self.map.replicas(shard).first().map_or(0, |r| r.node);
+            return self.answer(client, Response::WrongShard { hint, epoch: self.map.epoch });
+        }
+        if self.requests_pending >= self.cfg.requests_pending_max {
+            self.stats.busy += 1;
+            return self.answer(client, Response::Busy);
+        }
+        match request.body {
+            RequestBody::StaleRead(op) => {
+                self.stats.stale_reads += 1;
+                let g = &self.groups[&shard];
+                let outcome = g.sm.read(&op);
+                self.answer(client, Response::Outcome(outcome));
+            }
+            RequestBody::Read(op) => self.read(client, shard, op),
+            RequestBody::Write { tag, op } => self.write(client, shard, tag, op),
+        }
+    }
+
+    fn read(&mut self, client: ClientRef, shard: ShardId, op: ReadOp) {
+        match &op {
+            ReadOp::Get { .. } => self.stats.gets += 1,
+            ReadOp::Versions { .. } => self.stats.versions += 1,
+            ReadOp::Scan { .. } => self.stats.scans += 1,
+        }
+        let g = self.groups.get_mut(&shard).expect("checked by the caller");
+        if self.cfg.planted_bug == PlantedBug::ReadWithoutReadIndex {
+            let outcome = g.sm.read(&op);
+            return self.answer(client, Response::Outcome(outcome));
+        }
+        if !g.is_leader {
+            self.stats.redirects += 1;
+            let hint = g.leader;
+            return self.answer(client, Response::NotLeader { hint });
+        }
+        g.reads_queued.push(PendingRead { client, op });
+        self.requests_pending += 1;
+        self.dirty.insert(shard);
+    }
+
+    fn write(&mut self, client: ClientRef, shard: ShardId, tag: WriteTag, op: WriteOp) {
+        match &op {
+            WriteOp::Put { .. } => self.stats.puts += 1,
+            WriteOp::Delete { .. } => self.stats.deletes += 1,
+            WriteOp::Cas { .. } => self.stats.cas += 1,
+        }
+        let stamp_ts = self.hlc.now(self.now_ms);
+        let mut tag = tag;
+        if self.cfg.planted_bug == PlantedBug::RetryAppliedTwice {
+            // Every attempt looks like a new client's first write.
+            tag = WriteTag { client: corekv_rpc::kv::ClientId::from_u128(u128::from(stamp_ts)), seq: 1, acked: 0 };
+        }
+        let g = self.groups.get_mut(&shard).expect("checked by the caller");
+        let data = command::encode(&Command { stamp_ts, body: CommandBody::Write(WriteCommand { tag, op }) });
+        match g.raft.propose(data) {
+            Ok((index, term)) => {
+                self.stats.raft_proposals += 1;
+                g.writes.insert(index, (term, client));
+                self.requests_pending += 1;
+                self.dirty.insert(shard);
+            }
+            Err(e) => {
+                let response = refusal(&e);
+                if matches!(response, Response::Busy) {
+                    self.stats.busy += 1;
+                } else {
+                    self.stats.redirects += 1;
+                }
+                self.answer(client, response);
+            }
+        }
+    }
+
+    fn answer(&mut self, client: ClientRef, response: Response) {
+        self.replies.push((client, response));
+    }
+
+    /// Answers a request that was counted in `requests_pending`.
+    fn answer_pending(&mut self, client: ClientRef, response: Response) {
+        self.requests_pending -= 1;
+        self.replies.push((client, response));
+    }
+
+    // ----- the iteration ---------------------------------------------------------
+
+    /// Handles every group's Ready: messages to the outbox, durable parts to
+    /// `storage`'s open batch, committed entries applied, reads served.
+    pub fn process(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut worked = false;
+        for shard in dirty {
+            self.ask_reads(shard);
+            loop {
+                let g = self.groups.get_mut(&shard).expect("dirty groups exist");
+                if !g.raft.has_ready() {
+                    break;
+                }
+                let rd = g.raft.ready();
+                worked = true;
+                self.handle_ready(shard, rd, storage)?;
+            }
+            self.serve_reads(shard);
+            self.maybe_compact(shard, storage)?;
+        }
+        if worked {
+            self.stats.iterations += 1;
+        }
+        Ok(())
+    }
+
+    fn ask_reads(&mut self, shard: ShardId) {
+        let g = self.groups.get_mut(&shard).expect("dirty groups exist");
+        if g.reads_queued.is_empty() {
+            return;
+        }
+        let reads = std::mem::take(&mut g.reads_queued);
+        let ctx = g.next_read_ctx;
+        match g.raft.read_index(ctx) {
+            Ok(()) => {
+                g.next_read_ctx += 1;
+                g.read_heartbeat_wanted = true;
+                g.reads_confirming.insert(ctx, reads);
+            }
+            Err(e) => {
+                let response = refusal(&e);
+                for r in reads {
+                    self.answer_pending(r.client, response.clone());
+                }
+            }
+        }
+    }
+
+    fn handle_ready(&mut self, shard: ShardId, rd: Ready, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        let urgent = std::mem::take(&mut g.read_heartbeat_wanted);
+        if let Some(soft) = rd.soft_state {
+            g.leader = soft.leader;
+            let was_leader = g.is_leader;
+            g.is_leader = soft.role == Role::Leader;
+            if g.is_leader && !was_leader {
+                let _ = self.hlc.observe(g.sm.last_applied_version().max(g.sm.log_clock_ts()));
+                g.transfer_cooldown_ticks = u64::from(self.cfg.raft.election_timeout_ticks);
+            }
+        }
+        let must_persist = rd.must_persist();
+        for m in rd.messages {
+            route(&self.map, &mut self.outbox, shard, m, urgent);
+        }
+        if must_persist {
+            if let Some(snap) = &rd.snapshot {
+                storage.save_snapshot(u64::from(shard), snap)?;
+                let marker = SnapshotMarker { index: snap.meta.index, term: snap.meta.term };
+                storage.append(&Record::SnapshotMarker { group_id: u64::from(shard), marker })?;
+                // An installed snapshot replaces the whole log.
+                storage.append(&Record::Truncate { group_id: u64::from(shard), from_index: snap.meta.index + 1 })?;
+            }
+            if !rd.entries.is_empty() {
+                storage.append_entries(u64::from(shard), &rd.entries)?;
+                self.stats.raft_entries_persisted += rd.entries.len() as u64;
+            }
+            if let Some(hard_state) = rd.hard_state {
+                storage.append(&Record::HardState { group_id: u64::from(shard), hard_state })?;
+            }
+            let mut messages_after_persist = rd.messages_after_persist;
+            if self.cfg.planted_bug == PlantedBug::AckBeforeFsync {
+                for m in std::mem::take(&mut messages_after_persist) {
+                    route(&self.map, &mut self.outbox, shard, m, false);
+                }
+            }
+            self.unsealed.push(Wait { shard, number: rd.number, messages_after_persist });
+        } else {
+            for m in rd.messages_after_persist {
+                route(&self.map, &mut self.outbox, shard, m, false);
+            }
+        }
+        if let Some(snap) = &rd.snapshot {
+            self.install(shard, snap)?;
+        }
+        for e in &rd.committed_entries {
+            self.apply(shard, e)?;
+        }
+        let g = self.groups.get_mut(&shard).expect("known group");
+        for rs in rd.read_states {
+            if let Some(reads) = g.reads_confirming.remove(&rs.ctx) {
+                g.reads_confirmed.push_back((rs.index, reads));
+            }
+        }
+        let mut dropped = Vec::new();
+        for ctx in rd.dropped_reads {
+            if let Some(reads) = g.reads_confirming.remove(&ctx) {
+                dropped.extend(reads);
+            }
+        }
+        let hint = g.leader;
+        for r in dropped {
+            self.answer_pending(r.client, Response::NotLeader { hint });
+        }
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if !g.is_leader && (!g.writes.is_empty() || g.reads_pending() > 0) {
+            self.stepped_down(shard);
+        }
+        Ok(())
+    }
+
+    /// This replica no longer leads: proposed writes may still commit under the next
+    /// leader (their fate is unknown here), reads are certainly not served.
+    fn stepped_down(&mut self, shard: ShardId) {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        let hint = g.leader;
+        let writes = std::mem::take(&mut g.writes);
+        let mut reads: Vec<PendingRead> = std::mem::take(&mut g.reads_queued);
+        for (_, batch) in std::mem::take(&mut g.reads_confirming) {
+            reads.extend(batch);
+        }
+        for (_, batch) in std::mem::take(&mut g.reads_confirmed) {
+            reads.extend(batch);
+        }
+        for (_, (_, client)) in writes {
+            self.answer_pending(client, Response::Outcome(Outcome::Indeterminate));
+        }
+        for r in reads {
+            self.answer_pending(r.client, Response::NotLeader { hint });
+        }
+    }
+
+    fn install(&mut self, shard: ShardId, snap: &Snapshot) -> Result<(), NodeError> {
+        let config = self.cfg.shard;
+        let g = self.groups.get_mut(&shard).expect("known group");
+        g.sm = if snap.data.is_empty() {
+            Shard::new(config)
+        } else {
+            Shard::restore(config, &snap.data).map_err(|source| NodeError::Snapshot { shard, source })?
+        };
+        g.applied_bytes_since_snapshot = 0;
+        self.stats.snapshots_installed += 1;
+        Ok(())
+    }
+
+    fn apply(&mut self, shard: ShardId, e: &Entry) -> Result<(), NodeError> {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        g.applied_bytes_since_snapshot += e.data.len() as u64 + 24;
+        self.stats.raft_entries_applied += 1;
+        let outcome = if e.kind == EntryKind::Normal && !e.data.is_empty() {
+            Some(g.sm.apply(e.index, &e.data).map_err(|source| NodeError::Apply { shard, source })?)
+        } else {
+            None
+        };
+        let Some((term, client)) = g.writes.remove(&e.index) else { return Ok(()) };
+        let response = match outcome {
+            Some(outcome) if term == e.term => Response::Outcome(outcome),
+            // Another leader's entry took the index: ours is gone for good.
+            _ => Response::NotLeader { hint: g.leader },
+        };
+        self.answer_pending(client, response);
+        Ok(())
+    }
+
+    fn serve_reads(&mut self, shard: ShardId) {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        let applied = g.raft.status().applied;
+        let mut served = Vec::new();
+        while let Some((index, _)) = g.reads_confirmed.front() {
+            if *index > applied {
+                break;
+            }
+            let (_, reads) = g.reads_confirmed.pop_front().expect("front exists");
+            for r in reads {
+                served.push((r.client, Response::Outcome(g.sm.read(&r.op))));
+            }
+        }
+        for (client, response) in served {
+            self.answer_pending(client, response);
+        }
+    }
+
+    fn maybe_compact(&mut self, shard: ShardId, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if g.applied_bytes_since_snapshot < self.cfg.snapshot_log_bytes {
+            return Ok(());
+        }
+        g.applied_bytes_since_snapshot = 0;
+        let data: Arc<[u8]> = Arc::from(g.sm.snapshot());
+        g.raft.compact(data.clone());
+        let st = g.raft.status();
+        let meta = SnapshotMeta { index: st.snapshot_index, term: g.raft.log().snapshot_term(), conf: st.conf };
+        let marker = SnapshotMarker { index: meta.index, term: meta.term };
+        storage.save_snapshot(u64::from(shard), &Snapshot { meta, data })?;
+        storage.append(&Record::SnapshotMarker { group_id: u64::from(shard), marker })?;
+        self.stats.snapshots_taken += 1;
+        Ok(())
+    }
+
+    /// One frame per destination core: everything queued since the last call.
+    pub fn take_frames(&mut self) -> Vec<(Replica, PeerBatch)> {
+        let boundary = std::mem::take(&mut self.heartbeat_boundary);
+        let (batches, taken) = self.outbox.take(self.cfg.node, boundary);
+        self.stats.peer_frames_sent += taken.frames;
+        self.stats.peer_messages_sent += taken.messages;
+        self.stats.heartbeat_messages_sent += taken.heartbeat_messages;
+        batches
+    }
+
+    /// Replies to clients since the last call.
+    pub fn take_replies(&mut self) -> Vec<(ClientRef, Response)> {
+        std::mem::take(&mut self.replies)
+    }
+
+    /// The driver is about to make the storage's open batch durable: the Readys in it
+    /// form sealed batch `token`, reported with [`Self::on_durable`]. Tokens are
+    /// reported in the order they were sealed.
+    pub fn seal(&mut self) -> u64 {
+        let token = self.next_seal;
+        self.next_seal += 1;
+        self.sealed.push_back((token, std::mem::take(&mut self.unsealed)));
+        token
+    }
+
+    /// Sealed batch `token` is durable (written and fdatasynced): its Readys are
+    /// persisted, and their held-back messages may leave.
+    pub fn on_durable(&mut self, token: u64) {
+        let (sealed, waits) = self.sealed.pop_front().expect("on_durable without a sealed batch");
+        assert_eq!(sealed, token, "WAL batches must become durable in the order they were sealed");
+        for w in waits {
+            let g = self.groups.get_mut(&w.shard).expect("waits name known groups");
+            g.raft.on_persisted(w.number);
+            for m in w.messages_after_persist {
+                route(&self.map, &mut self.outbox, w.shard, m, false);
+            }
+            self.dirty.insert(w.shard);
+        }
+    }
+}
+
+/// The replica `preferred` has everything the leader has: leadership can move there
+/// without a wait.
+fn caught_up(raft: &RawNode, preferred: NodeId) -> bool {
+    let last = raft.status().last_index;
+    raft.progress(preferred).is_some_and(|p| p.recent_active && p.match_index == last)
+}
+
+/// The key(s) of a request belong to its shard.
+fn key_in_shard(map: &ClusterMap, request: &Request) -> bool {
+    let key = match &request.body {
+        RequestBody::Read(op) | RequestBody::StaleRead(op) => match op {
+            ReadOp::Get { key, .. } | ReadOp::Versions { key } => key,
+            // A scan covers a key range; each shard answers for its own keys in it.
+            ReadOp::Scan { .. } => return true,
+        },
+        RequestBody::Write { op, .. } => op.key(),
+    };
+    map.shard_of(key) == request.shard
+}
+
+/// The answer to a request Raft refused before proposing it (certainly not applied).
+fn refusal(e: &ProposeError) -> Response {
+    match e {
+        ProposeError::NotLeader { leader } => Response::NotLeader { hint: *leader },
+        _ => Response::Busy,
+    }
+}
+
+fn route(map: &ClusterMap, outbox: &mut Outbox, shard: ShardId, m: Message, urgent: bool) {
+    // A peer the map does not place this shard on gets nothing (membership changes
+    // keep the map in step, issue 12).
+    if let Some(core) = map.core_of(shard, m.to) {
+        outbox.push(Replica { node: m.to, core }, shard, m, urgent);
+    }
+}
+
+/// The state a group restarts from, or bootstraps with (appending the bootstrap
+/// records to `storage`).
+fn durable_state(
+    shard: ShardId,
+    voters: Vec<NodeId>,
+    rec: GroupRecovery,
+    storage: &mut dyn CoreStorage,
+) -> Result<DurableState, NodeError> {
+    let fresh = DurableState::bootstrap(voters);
+    let log = match rec.log {
+        None if rec.snapshot.is_none() => {
+            let group = u64::from(shard);
+            storage.append_entries(group, &fresh.entries)?;
+            storage.append(&Record::HardState { group_id: group, hard_state: fresh.hard_state })?;
+            return Ok(fresh);
+        }
+        log => log.unwrap_or_default(),
+    };
+    let snapshot = match rec.snapshot {
+        Some(file) => file,
+        None => fresh.snapshot,
+    };
+    let marker_index = log.snapshot.map_or(0, |m| m.index);
+    if marker_index > snapshot.meta.index {
+        return Err(NodeError::Recovery {
+            shard,
+            message: format!(
+                "the WAL marks a snapshot at index {marker_index} but the snapshot file covers only {}",
+                snapshot.meta.index
+            ),
+        });
+    }
+    let entries: Vec<Entry> = log.entries.into_iter().filter(|e| e.index > snapshot.meta.index).collect();
+    if let Some(first) = entries.first()
+        && first.index != snapshot.meta.index + 1
+    {
+        return Err(NodeError::Recovery {
+            shard,
+            message: format!("the log resumes at {} after a snapshot at {}", first.index, snapshot.meta.index),
+        });
+    }
+    let hard_state = log.hard_state.unwrap_or_default();
+    Ok(DurableState { hard_state, snapshot, entries })
+}

@@ -1,0 +1,286 @@
+//! The node core alone: a loss-free in-memory cluster of cores, and the batching
+//! promises asserted by counters (DESIGN §11), never by timing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use corekv_rpc::kv::{ClientId, OkReply, Outcome, ReadOp, Request, RequestBody, Response, WriteOp, WriteTag};
+use corekv_rpc::map::{ClusterMap, NodeInfo, Replica, ShardReplicas};
+use corekv_rpc::node::PeerBatch;
+use corekv_rpc::raft::Entry;
+
+use super::*;
+
+/// A storage that keeps everything in memory and counts batches.
+#[derive(Debug, Default)]
+struct MemStorage {
+    open: Vec<Record>,
+    batches: Vec<Vec<Record>>,
+    snapshots: BTreeMap<u64, Snapshot>,
+}
+
+impl CoreStorage for MemStorage {
+    fn append(&mut self, record: &Record) -> Result<(), StorageError> {
+        self.open.push(record.clone());
+        Ok(())
+    }
+    fn append_entries(&mut self, group_id: u64, entries: &[Entry]) -> Result<(), StorageError> {
+        self.open.push(Record::Entries { group_id, entries: entries.to_vec() });
+        Ok(())
+    }
+    fn save_snapshot(&mut self, group_id: u64, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.snapshots.insert(group_id, snapshot.clone());
+        Ok(())
+    }
+}
+
+/// Shard `s` lives on core `s % cores` of nodes `s, s+1, …` (mod n), preferred
+/// leader first.
+fn test_map(nodes: u64, cores: u16, shards: u32, replicas: u64) -> Arc<ClusterMap> {
+    let nodes_info =
+        (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores }).collect();
+    let shards = (0..shards)
+        .map(|s| ShardReplicas {
+            replicas: (0..replicas)
+                .map(|k| Replica { node: (u64::from(s) + k) % nodes + 1, core: (s % u32::from(cores)) as u16 })
+                .collect(),
+        })
+        .collect();
+    Arc::new(ClusterMap { cluster_id: 7, epoch: 1, nodes: nodes_info, shards })
+}
+
+struct Core {
+    core: NodeCore,
+    storage: MemStorage,
+    replies: Vec<(ClientRef, Response)>,
+}
+
+/// Cores exchanging frames without loss; every sealed batch is durable at once.
+struct Cluster {
+    map: Arc<ClusterMap>,
+    cores: BTreeMap<Replica, Core>,
+    now_ms: u64,
+    /// Frames sent, by (source core, destination core).
+    frames: BTreeMap<(Replica, Replica), u64>,
+}
+
+impl Cluster {
+    fn new(map: Arc<ClusterMap>) -> Cluster {
+        let mut cores = BTreeMap::new();
+        for node in &map.nodes {
+            for core in 0..node.cores {
+                let mut cfg = NodeCoreConfig::new(node.id, core);
+                cfg.raft.election_timeout_ticks = 10;
+                cfg.raft.heartbeat_interval_ticks = 2;
+                let mut storage = MemStorage::default();
+                let nc = NodeCore::open(cfg, map.clone(), BTreeMap::new(), &mut storage, 0).expect("opens");
+                cores.insert(Replica { node: node.id, core }, Core { core: nc, storage, replies: Vec::new() });
+            }
+        }
+        Cluster { map, cores, now_ms: 0, frames: BTreeMap::new() }
+    }
+
+    /// Runs every core's iteration until no message or batch is left.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let mut in_flight: Vec<(Replica, Replica, PeerBatch)> = Vec::new();
+            for (&at, c) in self.cores.iter_mut() {
+                c.core.process(&mut c.storage).expect("process");
+                if !c.storage.open.is_empty() || c.core.has_unsealed() {
+                    let token = c.core.seal();
+                    c.storage.batches.push(std::mem::take(&mut c.storage.open));
+                    c.core.on_durable(token);
+                    c.core.process(&mut c.storage).expect("process");
+                }
+                for (dest, batch) in c.core.take_frames() {
+                    in_flight.push((at, dest, batch));
+                }
+                c.replies.extend(c.core.take_replies());
+            }
+            if in_flight.is_empty() && self.cores.values().all(|c| !c.core.has_work() && c.storage.open.is_empty()) {
+                return;
+            }
+            for (from, to, batch) in in_flight {
+                *self.frames.entry((from, to)).or_default() += 1;
+                self.cores.get_mut(&to).expect("known core").core.step_peer(from.node, batch);
+            }
+        }
+        panic!("the cluster did not settle");
+    }
+
+    fn tick(&mut self) {
+        self.now_ms += 10;
+        for c in self.cores.values_mut() {
+            c.core.tick(self.now_ms);
+        }
+        self.settle();
+    }
+
+    fn leader_core(&self, shard: ShardId) -> Option<Replica> {
+        self.cores.iter().find(|(_, c)| c.core.groups.get(&shard).is_some_and(|g| g.is_leader)).map(|(r, _)| *r)
+    }
+
+    fn all_led(&self) -> bool {
+        (0..self.map.shard_count()).all(|s| self.leader_core(s).is_some())
+    }
+
+    fn run_until_led(&mut self) {
+        for _ in 0..2000 {
+            if self.all_led() {
+                return;
+            }
+            self.tick();
+        }
+        panic!("not every shard elected a leader");
+    }
+
+    fn reply(&mut self, at: Replica, client: ClientRef) -> Option<Response> {
+        let c = self.cores.get_mut(&at).expect("known core");
+        let pos = c.replies.iter().position(|(r, _)| *r == client)?;
+        Some(c.replies.remove(pos).1)
+    }
+}
+
+fn key_for(map: &ClusterMap, shard: ShardId) -> Vec<u8> {
+    (0..).map(|i| format!("key{i}").into_bytes()).find(|k| map.shard_of(k) == shard).expect("some key hashes there")
+}
+
+fn put(map: &ClusterMap, shard: ShardId, seq: u64, value: &[u8]) -> Request {
+    let tag = WriteTag { client: ClientId::from_u128(1), seq, acked: seq - 1 };
+    let op = WriteOp::Put { key: key_for(map, shard), value: value.to_vec() };
+    Request { shard, epoch: 1, body: RequestBody::Write { tag, op } }
+}
+
+#[test]
+fn every_shard_elects_a_leader_and_serves_a_write_then_a_read() {
+    let map = test_map(3, 2, 8, 3);
+    let mut cl = Cluster::new(map.clone());
+    cl.run_until_led();
+    for shard in 0..8 {
+        let at = cl.leader_core(shard).expect("led");
+        let client = ClientRef { conn: 1, id: u64::from(shard) };
+        cl.cores.get_mut(&at).unwrap().core.client_request(client, put(&map, shard, 1, b"v1"));
+        cl.settle();
+        let version = match cl.reply(at, client) {
+            Some(Response::Outcome(Outcome::Ok(OkReply::Written { version }))) => version,
+            other => panic!("shard {shard}: {other:?}"),
+        };
+        let read =
+            Request { shard, epoch: 1, body: RequestBody::Read(ReadOp::Get { key: key_for(&map, shard), at: None }) };
+        let client = ClientRef { conn: 2, id: u64::from(shard) };
+        cl.cores.get_mut(&at).unwrap().core.client_request(client, read);
+        cl.settle();
+        // The read needs a heartbeat round: it is served in the same settle, as its
+        // heartbeats leave at once.
+        assert_eq!(
+            cl.reply(at, client),
+            Some(Response::Outcome(Outcome::Ok(OkReply::Value { version, value: b"v1".to_vec() })))
+        );
+    }
+}
+
+#[test]
+fn a_follower_redirects_to_the_leader_and_a_foreign_shard_is_wrong_shard() {
+    let map = test_map(3, 2, 4, 3);
+    let mut cl = Cluster::new(map.clone());
+    cl.run_until_led();
+    let at = cl.leader_core(0).unwrap();
+    let follower = map.replicas(0).iter().copied().find(|r| *r != at).unwrap();
+    let client = ClientRef { conn: 1, id: 1 };
+    cl.cores.get_mut(&follower).unwrap().core.client_request(client, put(&map, 0, 1, b"x"));
+    assert_eq!(cl.reply(follower, client), None, "answers come out with take_replies");
+    cl.settle();
+    assert_eq!(cl.reply(follower, client), Some(Response::NotLeader { hint: at.node }));
+    // Shard 1 lives on core 1: core 0 of the same node does not serve it.
+    let other = Replica { node: at.node, core: 1 - map.replicas(0)[0].core };
+    cl.cores.get_mut(&other).unwrap().core.client_request(client, put(&map, 0, 1, b"x"));
+    cl.settle();
+    assert!(matches!(cl.reply(other, client), Some(Response::WrongShard { epoch: 1, .. })));
+    // A key that does not hash to the named shard is refused the same way.
+    let mut req = put(&map, 0, 1, b"x");
+    req.shard = 2;
+    let at2 = cl.leader_core(2).unwrap();
+    cl.cores.get_mut(&at2).unwrap().core.client_request(client, req);
+    cl.settle();
+    assert!(matches!(cl.reply(at2, client), Some(Response::WrongShard { .. })));
+}
+
+#[test]
+fn sixty_four_groups_with_one_proposal_each_make_one_wal_batch_and_one_frame_per_core() {
+    // One node, one core: every group leads alone, so the test sees the whole batch.
+    let map = test_map(3, 1, 64, 3);
+    let mut cl = Cluster::new(map.clone());
+    cl.run_until_led();
+    // Move every leader to node 1 so one core has all 64 proposals.
+    for _ in 0..200 {
+        if (0..64).all(|s| cl.leader_core(s).map(|r| r.node) == Some(1)) {
+            break;
+        }
+        for s in 0..64 {
+            if let Some(at) = cl.leader_core(s)
+                && at.node != 1
+            {
+                let _ = cl.cores.get_mut(&at).unwrap().core.groups.get_mut(&s).unwrap().raft.transfer_leader(1);
+            }
+        }
+        cl.tick();
+    }
+    assert!((0..64).all(|s| cl.leader_core(s).map(|r| r.node) == Some(1)), "node 1 leads every shard");
+    let me = Replica { node: 1, core: 0 };
+    let c = cl.cores.get_mut(&me).unwrap();
+    let before = c.storage.batches.len();
+    for shard in 0..64 {
+        c.core
+            .client_request(ClientRef { conn: 9, id: u64::from(shard) }, put(&map, shard, u64::from(shard) + 1, b"v"));
+    }
+    c.core.process(&mut c.storage).unwrap();
+    let entries_records = c.storage.open.iter().filter(|r| matches!(r, Record::Entries { .. })).count();
+    assert_eq!(entries_records, 64, "every group's entry is in the one open batch");
+    let frames = c.core.take_frames();
+    assert_eq!(frames.len(), 2, "one frame per destination core (nodes 2 and 3, core 0)");
+    for (_, batch) in &frames {
+        assert_eq!(batch.messages.len(), 64, "the appends of all 64 groups share the frame");
+    }
+    let token = c.core.seal();
+    c.storage.batches.push(std::mem::take(&mut c.storage.open));
+    assert_eq!(c.storage.batches.len(), before + 1, "one WAL batch, so one write and one fdatasync");
+    c.core.on_durable(token);
+    for (dest, batch) in frames {
+        cl.cores.get_mut(&dest).unwrap().core.step_peer(1, batch);
+    }
+    cl.settle();
+    for shard in 0..64u32 {
+        let reply = cl.reply(me, ClientRef { conn: 9, id: u64::from(shard) });
+        assert!(matches!(reply, Some(Response::Outcome(Outcome::Ok(_)))), "shard {shard}: {reply:?}");
+    }
+}
+
+/// Heartbeat messages sent by the whole cluster over `intervals` idle intervals.
+fn idle_heartbeat_messages(shards: u32, intervals: u64) -> (u64, usize) {
+    let map = test_map(3, 2, shards, 3);
+    let mut cl = Cluster::new(map);
+    cl.run_until_led();
+    for _ in 0..100 {
+        cl.tick(); // let leader balancing finish
+    }
+    let count = |cl: &Cluster| cl.cores.values().map(|c| c.core.stats().heartbeat_messages_sent).sum::<u64>();
+    let before = count(&cl);
+    cl.frames.clear();
+    for _ in 0..intervals * 2 {
+        cl.tick();
+    }
+    (count(&cl) - before, cl.frames.len())
+}
+
+#[test]
+fn an_idle_cluster_sends_one_heartbeat_message_per_core_pair_per_interval_whatever_the_shard_count() {
+    let intervals = 10;
+    let (sent_64, pairs_64) = idle_heartbeat_messages(64, intervals);
+    let (sent_256, pairs_256) = idle_heartbeat_messages(256, intervals);
+    assert_eq!(pairs_64, pairs_256);
+    // Each (source core, destination core) pair carries at most one heartbeat
+    // message per interval; the answers travel the other way.
+    assert!(sent_64 <= intervals * pairs_64 as u64, "{sent_64} heartbeat messages over {pairs_64} pairs");
+    assert_eq!(sent_64, sent_256, "the shard count does not change the heartbeat traffic");
+    assert!(sent_64 >= intervals * pairs_64 as u64 / 2, "leaders keep heartbeating: {sent_64}");
+}
