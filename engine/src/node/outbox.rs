@@ -49,11 +49,6 @@ impl Outbox {
         }
     }
 
-    /// True when nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.heartbeats.is_empty() && self.responses.is_empty()
-    }
-
     /// True when something would leave before the next heartbeat boundary.
     pub fn has_due(&self) -> bool {
         !self.messages.is_empty()
@@ -115,7 +110,7 @@ mod tests {
             PeerMessage::Heartbeats { items, .. } => assert_eq!(items.len(), 64),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(out.is_empty());
+        assert!(!out.has_due());
     }
 
     #[test]
