@@ -52,6 +52,10 @@ pub use group::ClientRef;
 use group::{Group, PendingRead};
 use outbox::Outbox;
 
+/// Election timeouts a leader waits before it tries again to hand leadership to
+/// the shard's preferred replica.
+const TRANSFER_RETRY_TIMEOUTS: u64 = 5;
+
 /// The durable side of a core, as the node core sees it: the WAL's open batch and
 /// the snapshot files. Appends join the batch the driver seals next.
 pub trait CoreStorage {
@@ -352,15 +356,20 @@ impl NodeCore {
         }
         let balance_every = u64::from(self.cfg.raft.election_timeout_ticks);
         for g in self.groups.values_mut() {
-            g.raft.tick();
+            // Checked before the tick: the tick may start a new check-quorum window,
+            // which forgets who answered in the last one.
             g.transfer_cooldown_ticks = g.transfer_cooldown_ticks.saturating_sub(1);
             if self.cfg.leader_balance && g.is_leader && g.transfer_cooldown_ticks == 0 {
                 g.transfer_cooldown_ticks = balance_every;
                 let preferred = self.map.replicas(g.shard).first().map_or(0, |r| r.node);
                 if preferred != 0 && preferred != self.cfg.node && caught_up(&g.raft, preferred) {
                     let _ = g.raft.transfer_leader(preferred);
+                    // A transfer that fails (the node died since) holds proposals for
+                    // an election timeout: do not retry it soon.
+                    g.transfer_cooldown_ticks = balance_every * TRANSFER_RETRY_TIMEOUTS;
                 }
             }
+            g.raft.tick();
             if g.raft.has_ready() {
                 self.dirty.insert(g.shard);
             }
