@@ -104,6 +104,18 @@ impl FrameDecoder {
         }
     }
 
+    /// The largest payload this decoder accepts.
+    pub fn payload_bytes_max(&self) -> u32 {
+        self.payload_bytes_max
+    }
+
+    /// Changes the largest payload accepted from the next frame on (capped at
+    /// [`FRAME_PAYLOAD_BYTES_MAX`]). A server reads the handshake under a small
+    /// limit, then raises it without losing bytes the client already pipelined.
+    pub fn set_payload_bytes_max(&mut self, payload_bytes_max: u32) {
+        self.payload_bytes_max = payload_bytes_max.min(FRAME_PAYLOAD_BYTES_MAX);
+    }
+
     /// Adds received bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
         if self.failed.is_some() {

@@ -16,3 +16,4 @@ pub mod kv;
 pub mod map;
 pub mod node;
 pub mod raft;
+pub mod transport;

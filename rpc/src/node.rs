@@ -64,6 +64,36 @@ pub enum HelloReply {
     Refused { reason: String },
 }
 
+/// What an accepted handshake tells the connecting side: the fields of
+/// [`HelloReply::Welcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Welcome {
+    /// The answering node's cluster.
+    pub cluster_id: u64,
+    /// The answering node.
+    pub node: NodeId,
+    /// The answering core.
+    pub core: CoreIndex,
+    /// How many cores the answering node runs.
+    pub cores: u16,
+}
+
+impl From<Welcome> for HelloReply {
+    fn from(w: Welcome) -> HelloReply {
+        HelloReply::Welcome { cluster_id: w.cluster_id, node: w.node, core: w.core, cores: w.cores }
+    }
+}
+
+impl HelloReply {
+    /// The welcome, or the refusal's reason.
+    pub fn into_welcome(self) -> Result<Welcome, String> {
+        match self {
+            HelloReply::Welcome { cluster_id, node, core, cores } => Ok(Welcome { cluster_id, node, core, cores }),
+            HelloReply::Refused { reason } => Err(reason),
+        }
+    }
+}
+
 /// One heartbeat of one group, inside a coalesced message.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
