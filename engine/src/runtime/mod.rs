@@ -8,6 +8,7 @@
 //! The pinned crate is `glommio-ng` 0.12.0 (the community fork; upstream 0.9.0 has
 //! a DMA read bug on this machine, DESIGN §12), imported under the name `glommio`.
 
+pub mod core_driver;
 pub mod dma_wal;
 
 use std::future::Future;
