@@ -126,6 +126,29 @@ fn dma_wal_recycles_covered_segments() {
 }
 
 #[test]
+fn covered_segments_are_deleted_while_the_wal_runs() {
+    let dir = fresh_dir("dma_delete_running");
+    run_local("wal-test", async {
+        let config = WalConfig { recycle_segments_max: 0, ..config(16 * 1024) };
+        let (wal, _) = DmaWal::open(&dir, config).await.unwrap();
+        for index in 1..=100u64 {
+            let entry = Entry { term: 1, index, kind: EntryKind::Normal, data: vec![3; 3000] };
+            wal.append_entries(9, &[entry]).unwrap();
+            let marker = SnapshotMarker { index, term: 1 };
+            wal.append(&Record::SnapshotMarker { group_id: 9, marker }).unwrap();
+            wal.flush().await.unwrap().unwrap();
+        }
+        let stats = wal.stats();
+        assert!(stats.segments_deleted > 5, "deleted without a restart: {stats:?}");
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert!(files <= 3, "{files} segment files left while running");
+        wal.close().await.unwrap();
+    })
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn tmpfs_gives_o_direct_or_a_clear_error_and_buffered_mode_works() {
     let shm = Path::new("/dev/shm");
     assert!(shm.is_dir(), "/dev/shm (tmpfs) is expected on Linux");
