@@ -1,16 +1,19 @@
 //! corekv-rpc: the wire crate.
 //!
 //! It holds the message types every corekv process exchanges, as rkyv types so a
-//! receiver can validate a frame and read it in place. The types and the (future)
-//! frame codec use no runtime at all; the glommio transport and the client library
-//! will live in their own modules (DESIGN §2). The crate knows nothing of the engine.
+//! receiver can validate a frame and read it in place. The types and the frame
+//! codec use no runtime at all; the glommio transport and the clients live in their
+//! own modules (DESIGN §2). The crate knows nothing of the engine.
 //!
 //! - [`raft`]: Raft messages; [`kv`]: client requests and outcomes;
 //! - [`map`]: the cluster map and the stable key -> shard hash;
 //! - [`node`]: handshake, peer batches, client batches and admin calls;
-//! - [`frame`]: the length + CRC32 frame codec.
+//! - [`frame`]: the length + CRC32 frame codec;
+//! - [`transport`]: the glommio TCP transport (peer links, listener, handshake);
+//! - [`blocking`]: a minimal blocking client over `std::net`.
 
 pub mod archive;
+pub mod blocking;
 pub mod frame;
 pub mod kv;
 pub mod map;

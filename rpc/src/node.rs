@@ -252,8 +252,8 @@ pub enum AdminReply {
 }
 
 /// What a server answers a call with.
-// Stats replies are rare and short-lived; boxing them would cost every reply an
-// allocation check for nothing.
+// Replies are built once and moved into a batch; boxing the admin variant would
+// cost an allocation for the rare admin call and change the wire shape.
 #[allow(clippy::large_enum_variant)]
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]

@@ -136,7 +136,11 @@ impl FramedReader {
             let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, chunk)).await?;
             if n == 0 {
                 let buffered = self.decoder.buffered_bytes();
-                return Err(if buffered == 0 { TransportError::Closed } else { TransportError::Truncated { buffered } });
+                return Err(if buffered == 0 {
+                    TransportError::Closed
+                } else {
+                    TransportError::Truncated { buffered }
+                });
             }
             self.decoder.feed(&self.chunk[..n]);
         }
@@ -560,8 +564,7 @@ async fn pump_link(shared: &LinkShared, mut reader: FramedReader, mut writer: Fr
             return TransportError::Closed;
         }
         let messages: Vec<PeerMessage> = shared.queue.borrow_mut().drain(..).collect();
-        let (payloads, oversized) =
-            encode_batches(messages, |messages| PeerBatch { messages }, |batch| batch.messages);
+        let (payloads, oversized) = encode_batches(messages, |messages| PeerBatch { messages }, |batch| batch.messages);
         if oversized > 0 {
             tracing::warn!(peer = %reader.peer_addr(), oversized, "peer messages too large for one frame dropped");
             shared.bump(|s| s.messages_dropped += oversized as u64);
@@ -680,15 +683,22 @@ impl Listener {
     /// `AddrInUse`). Must be called inside a glommio executor.
     ///
     /// glommio binds with SO_REUSEPORT, which would let two servers share a port
-    /// silently; a plain bind first turns a taken port into `AddrInUse`. (Two
-    /// processes binding the same free port within microseconds of each other
-    /// could still both succeed; the launcher's port choice makes that moot.)
+    /// silently. A plain bind cannot tell: without SO_REUSEPORT it also trips on
+    /// the TIME_WAIT leftovers of our own previous run, so a restarted node could
+    /// not reuse its port for a minute. Instead, after binding, the kernel's table
+    /// of listening sockets is read, and a second listener on the same address
+    /// turns into `AddrInUse` (two processes racing both refuse; the launcher
+    /// retries with other ports).
     pub fn bind(addr: &str, inbound: Rc<dyn Inbound>, config: ListenerConfig) -> io::Result<Listener> {
-        let probe = std::net::TcpListener::bind(addr)?;
-        let probed = probe.local_addr()?;
-        drop(probe);
-        let listener = TcpListener::bind(probed).map_err(io::Error::from)?;
+        let listener = TcpListener::bind(addr).map_err(io::Error::from)?;
         let local_addr = listener.local_addr().map_err(io::Error::from)?;
+        let listeners = listening_sockets(local_addr)?;
+        if listeners > 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{local_addr} is already in use ({} other listener(s))", listeners - 1),
+            ));
+        }
         let stop = CancellationToken::new();
         let gate = Gate::new();
         let stats = SharedStats::default();
@@ -720,6 +730,42 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// How many listening TCP sockets the kernel has on `addr`'s port (and address,
+/// or a wildcard address), from /proc/net/tcp and /proc/net/tcp6.
+fn listening_sockets(addr: SocketAddr) -> io::Result<usize> {
+    const TCP_LISTEN: &str = "0A";
+    let own_ipv4 = match addr.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    };
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = match std::fs::read_to_string(table) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for line in text.lines().skip(1) {
+            let mut fields = line.split_whitespace();
+            let (Some(local), Some(state)) = (fields.nth(1), fields.nth(1)) else { continue };
+            let Some((ip_hex, port_hex)) = local.split_once(':') else { continue };
+            if state != TCP_LISTEN || u16::from_str_radix(port_hex, 16).ok() != Some(addr.port()) {
+                continue;
+            }
+            // IPv4 addresses are printed as one host-order u32; a listener on
+            // another specific IPv4 address does not conflict with ours.
+            if let (Some(own), Ok(theirs)) = (own_ipv4, u32::from_str_radix(ip_hex, 16)) {
+                let theirs = std::net::Ipv4Addr::from(theirs.to_le_bytes());
+                if ip_hex.len() == 8 && !theirs.is_unspecified() && theirs != own {
+                    continue;
+                }
+            }
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 async fn accept_loop(
@@ -875,11 +921,9 @@ async fn serve_client(
         room: Signal::default(),
         closed: Cell::new(false),
     });
-    let result = or(
-        read_client_calls(reader, &conn, &*inbound, config, stats),
-        write_client_replies(writer, &conn, stats),
-    )
-    .await;
+    let result =
+        or(read_client_calls(reader, &conn, &*inbound, config, stats), write_client_replies(writer, &conn, stats))
+            .await;
     conn.closed.set(true);
     conn.replies.borrow_mut().clear();
     conn.unanswered.borrow_mut().clear();
