@@ -9,12 +9,14 @@
 //! - [`sim`]: the deterministic simulator that drives the same code through
 //!   simulated networks, disks and crashes, with safety checkers.
 //! - [`check`]: history checkers (linearizability) over recorded histories.
+//! - [`placement`]: the founding cluster map: balanced, deterministic shard placement.
 //!
-//! Later layers (transactions, placement, the per-core node core) join as their
+//! Later layers (transactions, rebalancing, the per-core node core) join as their
 //! issues land; see `docs/ARCHITECTURE.md`.
 
 pub mod check;
 pub mod kv;
+pub mod placement;
 pub mod raft;
 pub mod runtime;
 pub mod sim;
