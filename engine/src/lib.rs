@@ -10,11 +10,13 @@
 //!   simulated networks, disks and crashes, with safety checkers.
 //! - [`check`]: history checkers (linearizability) over recorded histories.
 //! - [`placement`]: the founding cluster map: balanced, deterministic shard placement.
+//! - [`config`]: the server's flags, config file and data dir identity.
 //!
 //! Later layers (transactions, rebalancing, the per-core node core) join as their
 //! issues land; see `docs/ARCHITECTURE.md`.
 
 pub mod check;
+pub mod config;
 pub mod kv;
 pub mod placement;
 pub mod raft;

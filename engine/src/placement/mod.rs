@@ -131,10 +131,8 @@ pub fn initial_map(
     let shards = (0..shard_count as usize)
         .map(|shard| {
             let indices = std::iter::once(leaders[shard]).chain(members[shard].iter().copied());
-            let replicas = indices
-                .zip(&core_of[shard])
-                .map(|(node, &core)| Replica { node: nodes[node].id, core })
-                .collect();
+            let replicas =
+                indices.zip(&core_of[shard]).map(|(node, &core)| Replica { node: nodes[node].id, core }).collect();
             ShardReplicas { replicas }
         })
         .collect();
