@@ -9,6 +9,7 @@
 //! a DMA read bug on this machine, DESIGN §12), imported under the name `glommio`.
 
 pub mod dma_wal;
+pub mod server;
 
 use std::future::Future;
 
