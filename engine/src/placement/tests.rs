@@ -208,9 +208,8 @@ fn apportion_gives_floor_or_ceiling_of_the_capped_share() {
     assert_eq!(apportion(0, &[1, 2], &[0, 0]), vec![0, 0]);
 }
 
+// 256 cases by default; PROPTEST_CASES=N runs more.
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
     #[test]
     fn every_random_cluster_is_balanced(
         cores in proptest::collection::vec(1u16..=4, 1..=9),
@@ -231,4 +230,23 @@ proptest! {
         input.rotate_left(rotate % len);
         prop_assert_eq!(&map, &initial_map(3, &input, shard_count, replicas).unwrap());
     }
+
+    #[test]
+    fn wide_random_clusters_are_balanced(
+        cores in proptest::collection::vec(1u16..=16, 1..=24),
+        shard_count in 1u32..=2000,
+        replicas_pick in 1usize..=REPLICAS_MAX,
+    ) {
+        let replicas = replicas_pick.min(cores.len());
+        let input = nodes(&cores);
+        let map = initial_map(3, &input, shard_count, replicas).unwrap();
+        assert_balanced(&map, &input, shard_count, replicas);
+    }
+}
+
+#[test]
+fn the_largest_map_is_balanced_too() {
+    let input: Vec<NodeInfo> = (1..=64).map(|i| node(i, (i % 7 + 1) as u16)).collect();
+    let map = initial_map(1, &input, SHARDS_MAX, REPLICAS_MAX).unwrap();
+    assert_balanced(&map, &input, SHARDS_MAX, REPLICAS_MAX);
 }
