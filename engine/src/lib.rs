@@ -9,13 +9,17 @@
 //! - [`sim`]: the deterministic simulator that drives the same code through
 //!   simulated networks, disks and crashes, with safety checkers.
 //! - [`check`]: history checkers (linearizability) over recorded histories.
+//! - [`placement`]: the founding cluster map: balanced, deterministic shard placement.
+//! - [`config`]: the server's flags, config file and data dir identity.
 //!
-//! Later layers (transactions, placement, the per-core node core) join as their
+//! Later layers (transactions, rebalancing, the per-core node core) join as their
 //! issues land; see `docs/ARCHITECTURE.md`.
 
 pub mod check;
+pub mod config;
 pub mod kv;
 pub mod node;
+pub mod placement;
 pub mod raft;
 pub mod runtime;
 pub mod sim;
