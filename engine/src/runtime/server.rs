@@ -1,21 +1,126 @@
-//! PLACEHOLDER for the node runtime's entry point, kept only so the `corekv-server`
-//! binary builds on the `server-cli` branch. The node-runtime branch owns this
-//! file and replaces it whole at merge with the real `run` (same signature).
+//! `corekv-server`'s body: one pinned glommio executor per core, each running its
+//! [`core_driver`](super::core_driver) until SIGTERM / SIGINT or a fatal error.
+//!
+//! Cores share nothing but the read-only cluster map and the shutdown flag.
 
-pub use crate::config::ServerConfig;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-/// Why the node could not run (one line).
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::core_driver::{CoreSetup, run_core};
+use crate::config::ServerConfig;
+use crate::kv::{Retention, ShardConfig};
+use crate::node::NodeCoreConfig;
+use crate::placement;
+use crate::wal::{WalConfig, WalIdentity};
+
+/// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The node could not be set up.
+    /// Something needed to start is missing or wrong.
     #[error("{0}")]
     Setup(String),
+    /// A core stopped on an error (storage, corrupt state).
+    #[error("core {core}: {message}")]
+    Core {
+        /// The core.
+        core: u16,
+        /// What happened.
+        message: String,
+    },
 }
 
-/// Runs the node until it is shut down.
-///
-/// PLACEHOLDER (replaced by the node-runtime branch at merge): always fails.
+/// The WAL pending-batch bound: far above what the Raft windows let through
+/// between two batches; the driver answers Busy long before it
+/// ([`super::core_driver::WAL_PENDING_BYTES_BUSY`]).
+const WAL_PENDING_BYTES_MAX: u64 = 1 << 30;
+
+/// Runs the server until SIGTERM / SIGINT (then returns Ok after a clean stop) or
+/// until a core fails.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
-    let _ = config;
-    Err(ServerError::Setup("node runtime not built yet".into()))
+    let map = placement::initial_map(config.cluster_id, &config.initial_cluster, config.shards, config.replicas)
+        .map_err(|e| ServerError::Setup(e.to_string()))?;
+    let map = Arc::new(map);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone())
+            .map_err(|e| ServerError::Setup(format!("cannot install the signal handler: {e}")))?;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::new();
+    for core in 0..config.cores {
+        let setup = core_setup(&config, map.clone(), core, shutdown.clone())?;
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(usize::from(core) % cpus))
+            .name(&format!("corekv-core-{core}"))
+            .io_memory(config.io_memory_bytes as usize);
+        if config.spin {
+            builder = builder.spin_before_park(Duration::from_millis(10));
+        }
+        let handle = builder.spawn(move || run_core(setup)).map_err(|e| {
+            let e = std::io::Error::from(e);
+            if e.raw_os_error() == Some(12) || e.to_string().contains("MemLock") {
+                ServerError::Setup(format!(
+                    "cannot start core {core}: {e}; glommio locks io_memory per core and needs RLIMIT_MEMLOCK \
+                     >= 512 KiB: raise it (`ulimit -l`, LimitMEMLOCK= in systemd) or lower --io-memory-bytes"
+                ))
+            } else {
+                ServerError::Setup(format!("cannot start core {core}: {e}"))
+            }
+        })?;
+        handles.push((core, handle));
+    }
+    let mut first_error = None;
+    for (core, handle) in handles {
+        let result = match handle.join() {
+            Ok(result) => result,
+            Err(e) => Err(format!("executor failed: {e}")),
+        };
+        if let Err(message) = result {
+            tracing::error!(core, "{message}");
+            // One core failing stops the process (fail-stop): Raft tolerates it.
+            shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+            first_error.get_or_insert(ServerError::Core { core, message });
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn core_setup(
+    config: &ServerConfig,
+    map: Arc<corekv_rpc::map::ClusterMap>,
+    core: u16,
+    shutdown: Arc<AtomicBool>,
+) -> Result<CoreSetup, ServerError> {
+    let mut node_core = NodeCoreConfig::new(config.id, core);
+    node_core.raft.election_timeout_ticks = config.election_timeout_ticks;
+    node_core.raft.heartbeat_interval_ticks = config.heartbeat_interval_ticks;
+    node_core.raft.lease_read = config.lease_reads;
+    node_core.raft.validate().map_err(|e| ServerError::Setup(format!("raft timing: {e}")))?;
+    node_core.shard = ShardConfig {
+        retention: Retention { versions_per_key_max: config.history_versions_max, ..Retention::default() },
+        limits: corekv_rpc::kv::Limits { value_bytes_max: config.value_bytes_max },
+        ..ShardConfig::default()
+    };
+    node_core.snapshot_log_bytes = config.snapshot_log_bytes;
+    let listen = corekv_rpc::map::core_addr(&config.listen, core)
+        .ok_or_else(|| ServerError::Setup(format!("core {core}: no port for {}", config.listen)))?;
+    let identity = WalIdentity { cluster_id: config.cluster_id, node_id: config.id, core_id: u32::from(core) };
+    let wal = WalConfig {
+        segment_bytes: config.wal_segment_bytes,
+        pending_bytes_max: WAL_PENDING_BYTES_MAX,
+        io_mode: config.io_mode,
+        ..WalConfig::new(identity)
+    };
+    Ok(CoreSetup {
+        node_core,
+        map,
+        cores: config.cores,
+        listen,
+        core_dir: config.data_dir.join(format!("core-{core}")),
+        wal,
+        tick: Duration::from_millis(config.tick_ms),
+        shutdown,
+    })
 }
