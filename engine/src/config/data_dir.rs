@@ -103,6 +103,7 @@ pub fn prepare_data_dir(config: &ServerConfig) -> Result<DataDirState, ConfigErr
         Some(found) if found == expected => DataDirState::Existing,
         Some(found) => return Err(ConfigError::ForeignDataDir { path: dir.clone(), found, expected }),
         None => {
+            refuse_data_without_identity(dir)?;
             write_identity(dir, &expected)?;
             DataDirState::Fresh
         }
@@ -117,6 +118,31 @@ pub fn prepare_data_dir(config: &ServerConfig) -> Result<DataDirState, ConfigErr
     }
     sync_dir(dir)?;
     Ok(state)
+}
+
+/// A dir without an identity file must hold no WAL segments or snapshots: they
+/// would be of an unknown cluster (the file was lost or deleted), and claiming
+/// them for this one could mix two clusters' logs.
+fn refuse_data_without_identity(dir: &Path) -> Result<(), ConfigError> {
+    let entries = fs::read_dir(dir).map_err(io_error("list", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error("list", dir))?;
+        if !entry.file_name().to_string_lossy().starts_with("core-") {
+            continue;
+        }
+        for sub in ["wal", "snap"] {
+            let path = entry.path().join(sub);
+            let has_files = match fs::read_dir(&path) {
+                Ok(mut files) => files.next().is_some(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(io_error("list", &path)(e)),
+            };
+            if has_files {
+                return Err(ConfigError::DataWithoutIdentity { path: path.clone() });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The identity in `path`, `None` when there is no such file.

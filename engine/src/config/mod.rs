@@ -213,6 +213,12 @@ pub enum ConfigError {
         /// What this configuration says.
         expected: DataDirIdentity,
     },
+    /// The data dir holds data but no identity file.
+    #[error("{} holds files but the data dir has no {CLUSTER_ID_FILE}: refusing to claim data of an unknown cluster", path.display())]
+    DataWithoutIdentity {
+        /// The WAL or snapshot dir that holds files.
+        path: PathBuf,
+    },
     /// The data dir's identity file does not parse.
     #[error("{} is garbled: {reason}; it must hold the lines cluster_id=0x…, node_id=… and cores=…", path.display())]
     GarbledIdentity {
@@ -614,7 +620,8 @@ impl ServerConfig {
     pub fn to_toml(&self) -> String {
         let file = FileConfig {
             id: Some(self.id),
-            data_dir: Some(self.data_dir.clone()),
+            // TOML strings are UTF-8: a path that is not prints lossily rather than failing.
+            data_dir: Some(PathBuf::from(self.data_dir.to_string_lossy().into_owned())),
             listen: Some(self.listen.clone()),
             cores: Some(self.cores),
             initial_cluster: Some(format_initial_cluster(&self.initial_cluster)),

@@ -266,6 +266,22 @@ fn a_garbled_identity_file_is_named() {
 }
 
 #[test]
+fn data_without_an_identity_file_is_not_claimed() {
+    let dir = temp_dir("orphan");
+    let c = resolve_with(&["--data-dir", dir.to_str().unwrap()]).unwrap();
+    let wal = core_dir(&dir, 1).join("wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    std::fs::write(wal.join("00000000000000000001.wal"), b"x").unwrap();
+    let text = prepare_data_dir(&c).unwrap_err().to_string();
+    assert!(text.starts_with(&format!("{} holds files but the data dir has no cluster.id", wal.display())), "{text}");
+    assert!(!dir.join(CLUSTER_ID_FILE).exists());
+    // Empty core dirs (a first start cut short) are fine.
+    std::fs::remove_file(wal.join("00000000000000000001.wal")).unwrap();
+    assert_eq!(prepare_data_dir(&c).unwrap(), DataDirState::Fresh);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn the_identity_file_round_trips() {
     let id = DataDirIdentity { cluster_id: u64::MAX, node_id: 9, cores: 256 };
     assert_eq!(DataDirIdentity::parse(&id.to_file_text()), Ok(id));
