@@ -43,7 +43,7 @@ pub const TICK_MS_DEFAULT: u64 = 10;
 /// Longest tick: beyond a second, elections take minutes.
 pub const TICK_MS_MAX: u64 = 1000;
 /// Default versions kept per key.
-pub const HISTORY_VERSIONS_DEFAULT: usize = 16;
+pub const HISTORY_VERSIONS_DEFAULT: usize = crate::kv::store::VERSIONS_PER_KEY_MAX_DEFAULT;
 /// Most versions per key a server may keep: a chain is scanned linearly.
 pub const HISTORY_VERSIONS_CEILING: usize = 1 << 16;
 /// Largest `value_bytes_max` a server may set: a value must fit a frame with its
@@ -317,7 +317,7 @@ pub struct Cli {
     /// Largest value accepted, in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub value_bytes_max: Option<usize>,
-    /// Versions kept per key, tombstones included [default: 16].
+    /// Versions kept per key, tombstones included [default: 64].
     #[arg(long, value_name = "N")]
     pub history_versions_max: Option<usize>,
     /// Compact a shard's log into a snapshot once it holds this many bytes [default: 64 MiB].

@@ -60,11 +60,11 @@ fn defaults_fill_every_optional_setting() {
     assert_eq!(c.io_mode, IoMode::Direct);
     assert!(!c.spin && !c.lease_reads);
     assert_eq!(c.value_bytes_max, VALUE_BYTES_MAX_DEFAULT);
-    assert_eq!(c.history_versions_max, 16);
+    assert_eq!(c.history_versions_max, 64);
     assert_eq!((c.snapshot_log_bytes, c.wal_segment_bytes), (64 << 20, 64 << 20));
     assert_eq!(c.io_memory_bytes, 10 << 20);
     assert_eq!(c.log, "info");
-    assert_eq!(c.retention().versions_per_key_max, 16);
+    assert_eq!(c.retention().versions_per_key_max, 64);
     assert_eq!(c.limits().value_bytes_max, VALUE_BYTES_MAX_DEFAULT);
     assert_eq!(c.core_listen_addr(1), "127.0.0.1:7101");
     assert_eq!(c.wal_config(1).identity, WalIdentity { cluster_id: c.cluster_id, node_id: 1, core_id: 1 });

@@ -11,10 +11,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::core_driver::{CoreSetup, run_core};
 use crate::config::ServerConfig;
-use crate::kv::{Retention, ShardConfig};
+use crate::kv::ShardConfig;
 use crate::node::NodeCoreConfig;
-use crate::placement;
-use crate::wal::{WalConfig, WalIdentity};
+use crate::wal::WalConfig;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +39,7 @@ const WAL_PENDING_BYTES_MAX: u64 = 1 << 30;
 /// Runs the server until SIGTERM / SIGINT (then returns Ok after a clean stop) or
 /// until a core fails.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
-    let map = placement::initial_map(config.cluster_id, &config.initial_cluster, config.shards, config.replicas)
-        .map_err(|e| ServerError::Setup(e.to_string()))?;
-    let map = Arc::new(map);
+    let map = Arc::new(config.initial_map());
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone())
@@ -94,31 +91,17 @@ fn core_setup(
     shutdown: Arc<AtomicBool>,
 ) -> Result<CoreSetup, ServerError> {
     let mut node_core = NodeCoreConfig::new(config.id, core);
-    node_core.raft.election_timeout_ticks = config.election_timeout_ticks;
-    node_core.raft.heartbeat_interval_ticks = config.heartbeat_interval_ticks;
-    node_core.raft.lease_read = config.lease_reads;
+    node_core.raft = config.raft_config();
     node_core.raft.validate().map_err(|e| ServerError::Setup(format!("raft timing: {e}")))?;
-    node_core.shard = ShardConfig {
-        retention: Retention { versions_per_key_max: config.history_versions_max, ..Retention::default() },
-        limits: corekv_rpc::kv::Limits { value_bytes_max: config.value_bytes_max },
-        ..ShardConfig::default()
-    };
+    node_core.shard = ShardConfig { retention: config.retention(), limits: config.limits(), ..ShardConfig::default() };
     node_core.snapshot_log_bytes = config.snapshot_log_bytes;
-    let listen = corekv_rpc::map::core_addr(&config.listen, core)
-        .ok_or_else(|| ServerError::Setup(format!("core {core}: no port for {}", config.listen)))?;
-    let identity = WalIdentity { cluster_id: config.cluster_id, node_id: config.id, core_id: u32::from(core) };
-    let wal = WalConfig {
-        segment_bytes: config.wal_segment_bytes,
-        pending_bytes_max: WAL_PENDING_BYTES_MAX,
-        io_mode: config.io_mode,
-        ..WalConfig::new(identity)
-    };
+    let wal = WalConfig { pending_bytes_max: WAL_PENDING_BYTES_MAX, ..config.wal_config(core) };
     Ok(CoreSetup {
         node_core,
         map,
         cores: config.cores,
-        listen,
-        core_dir: config.data_dir.join(format!("core-{core}")),
+        listen: config.core_listen_addr(core),
+        core_dir: crate::config::core_dir(&config.data_dir, core),
         wal,
         tick: Duration::from_millis(config.tick_ms),
         shutdown,
