@@ -78,7 +78,7 @@ pub enum TransportError {
         /// Bytes of the unfinished frame received.
         buffered: usize,
     },
-    /// No handshake frame within [`HANDSHAKE_TIMEOUT`].
+    /// No handshake frame in time ([`HANDSHAKE_TIMEOUT`] by default).
     #[error("no handshake within {0:?}")]
     HandshakeTimeout(Duration),
     /// The handshake was refused (by us or by the other side).
@@ -236,12 +236,13 @@ pub async fn client_handshake(
 }
 
 /// Server side of the handshake: reads the first frame as a [`Hello`] (within
-/// [`HANDSHAKE_TIMEOUT`] and [`HELLO_BYTES_MAX`]), lets `decide` accept or refuse
+/// `timeout`, e.g. [`HANDSHAKE_TIMEOUT`], and [`HELLO_BYTES_MAX`]), lets `decide` accept or refuse
 /// it, and answers. A refusal is sent as [`HelloReply::Refused`] and returned as
 /// [`TransportError::Refused`]: the caller closes the connection.
 pub async fn server_handshake<F>(
     reader: &mut FramedReader,
     writer: &mut FramedWriter,
+    timeout: Duration,
     decide: F,
 ) -> Result<Hello, TransportError>
 where
@@ -249,9 +250,9 @@ where
 {
     let payload_bytes_max = reader.payload_bytes_max();
     reader.set_payload_bytes_max(HELLO_BYTES_MAX.min(payload_bytes_max));
-    let payload = glommio::future::timeout(HANDSHAKE_TIMEOUT, reader.next_frame())
+    let payload = glommio::future::timeout(timeout, reader.next_frame())
         .await
-        .map_err(|_| TransportError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
+        .map_err(|_| TransportError::HandshakeTimeout(timeout))??;
     reader.set_payload_bytes_max(payload_bytes_max);
     let hello: Hello = decode(&payload)?;
     let verdict = if hello.wire_version != WIRE_VERSION {
@@ -651,6 +652,8 @@ pub struct ListenerConfig {
     pub client_calls_inflight_max: usize,
     /// Answered replies held per client connection before it stops reading.
     pub client_reply_queue_max: usize,
+    /// How long a new connection may take to send its [`Hello`].
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -659,6 +662,7 @@ impl Default for ListenerConfig {
             payload_bytes_max: FRAME_PAYLOAD_BYTES_MAX,
             client_calls_inflight_max: CLIENT_CALLS_INFLIGHT_MAX,
             client_reply_queue_max: CLIENT_REPLY_QUEUE_MAX,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -811,7 +815,9 @@ async fn serve_connection(stream: TcpStream, inbound: Rc<dyn Inbound>, config: R
     let result = async {
         let (mut reader, mut writer) = framed(stream, config.payload_bytes_max)?;
         let from = reader.peer_addr();
-        let hello = server_handshake(&mut reader, &mut writer, |hello| inbound.hello(hello, from)).await?;
+        let hello =
+            server_handshake(&mut reader, &mut writer, config.handshake_timeout, |hello| inbound.hello(hello, from))
+                .await?;
         match hello.role {
             Role::Peer { node, core, .. } => serve_peer(reader, PeerId { node, core }, &*inbound, &stats).await,
             Role::Client => serve_client(reader, writer, inbound.clone(), &config, &stats).await,
