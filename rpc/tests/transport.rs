@@ -379,3 +379,27 @@ fn a_port_already_listened_on_is_refused_not_shared() {
         first.stop().await;
     });
 }
+
+#[test]
+fn a_silent_or_truncated_handshake_is_dropped_and_counted() {
+    run(|| async {
+        let recorder = Recorder::new(usize::MAX);
+        let config = ListenerConfig { handshake_timeout: Duration::from_millis(200), ..ListenerConfig::default() };
+        let listener = Listener::bind("127.0.0.1:0", recorder.clone(), config).unwrap();
+        let addr = listener.local_addr().to_string();
+        blocking(move || {
+            // Connects and says nothing: closed when the handshake time runs out.
+            send_raw_and_expect_close(&addr, &[]);
+            // Half a frame, then hangs up.
+            let hello = client_hello_frame();
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            stream.write_all(&hello[..hello.len() / 2]).unwrap();
+            drop(stream);
+            let mut good = BlockingConn::connect(&addr, CLUSTER, CLIENT_TIMEOUT).unwrap();
+            assert!(good.call(get("k")).is_ok());
+        })
+        .await;
+        eventually("both bad connections counted", || listener.stats().bad_connections == 2).await;
+        listener.stop().await;
+    });
+}

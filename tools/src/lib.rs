@@ -2,9 +2,10 @@
 //! (start N `corekv-server` processes on loopback, wait for leaders, stop them) that
 //! `corekv-ctl local`, `corekv-bench --local` and the end-to-end tests share.
 //!
-//! - [`offline`]: the offline WAL and snapshot tools behind `corekv-ctl wal|snapshot`.
+//! - [`offline`]: the offline WAL and snapshot tools behind `corekv-ctl wal|snapshot`;
+//! - [`launcher`]: the local cluster launcher (DESIGN §11).
 //!
-//! The launcher arrives with the node (issue "The node"), the data commands with the
-//! client library.
+//! The data commands arrive with the client library.
 
+pub mod launcher;
 pub mod offline;

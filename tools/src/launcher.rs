@@ -1,0 +1,905 @@
+//! The local cluster launcher (DESIGN §11): starts N `corekv-server` processes on
+//! loopback, waits until every shard has a leader its replicas agree on, and
+//! kills, terminates, restarts and stops them. `corekv-ctl local`,
+//! `corekv-bench --local` and the end-to-end tests share it.
+//!
+//! Runs on the caller's thread with blocking I/O. Invariants:
+//! - one cluster at a time per machine: a [`LocalCluster`] holds a machine-wide
+//!   file lock for its whole life, so process tests serialise under both
+//!   `cargo test` and nextest (they share 2 cores);
+//! - ports are picked free (each node needs `cores` consecutive ports), and a
+//!   start that loses a port race (a server reports an address in use) is retried
+//!   with new ports, a bounded number of times;
+//! - dropping a cluster stops every process; its data dir is removed unless the
+//!   thread is panicking (a failed test) or `keep` was asked.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use corekv_rpc::blocking::BlockingConn;
+use corekv_rpc::kv::{NodeId, ShardId};
+use corekv_rpc::map::core_addr;
+use corekv_rpc::node::{AdminCall, AdminReply, Call, Reply, ShardStatus};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use thiserror::Error;
+
+/// The server binary's name.
+pub const SERVER_BIN: &str = "corekv-server";
+/// The environment variable that names the server binary.
+pub const SERVER_BIN_ENV: &str = "COREKV_SERVER_BIN";
+/// Starts retried after a server lost a port race.
+pub const PORT_RETRIES_MAX: usize = 5;
+/// Attempts at finding `cores` consecutive free ports for one node.
+const PORT_PICK_ATTEMPTS_MAX: usize = 200;
+/// How long `stop` waits for a SIGTERMed server before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Pause between two readiness polls.
+const READY_POLL_PAUSE: Duration = Duration::from_millis(100);
+/// Timeout of one readiness poll's connection and call.
+const READY_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes of each node's log shown in an error.
+const LOG_TAIL_BYTES: u64 = 4096;
+/// The machine-wide lock file's name, under `std::env::temp_dir()`.
+const LOCK_FILE: &str = "corekv-launcher.lock";
+
+/// Why a cluster could not be started or driven.
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    /// The options make no cluster.
+    #[error("bad launch options: {0}")]
+    Options(String),
+    /// No server binary was found.
+    #[error("cannot find {SERVER_BIN}: looked at {}; set {SERVER_BIN_ENV} or build it", .searched.join(", "))]
+    ServerNotFound {
+        /// Where it looked.
+        searched: Vec<String>,
+    },
+    /// Building the server binary failed.
+    #[error("cannot build {SERVER_BIN}: {0}")]
+    Build(String),
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// No free ports could be found, or every start lost its port race.
+    #[error("no free ports: {0}")]
+    Ports(String),
+    /// A server exited while the cluster was starting.
+    #[error("node {node} exited during start-up ({status}); log tail:\n{log_tail}")]
+    Exited {
+        /// The node.
+        node: NodeId,
+        /// Its exit status.
+        status: ExitStatus,
+        /// The end of its log.
+        log_tail: String,
+    },
+    /// Not every shard had an agreed leader by the deadline.
+    #[error("{} shard(s) without an agreed leader after {waited:?}: {}\n{logs}", .shards.len(), shard_list(.shards))]
+    NotReady {
+        /// The shards without an agreed leader.
+        shards: Vec<ShardId>,
+        /// How long it waited.
+        waited: Duration,
+        /// The end of every node's log.
+        logs: String,
+    },
+    /// The node id is not part of this cluster.
+    #[error("no node {0} in this cluster")]
+    NoSuchNode(NodeId),
+    /// A signal could not be sent.
+    #[error("cannot signal node {node}: {reason}")]
+    Signal {
+        /// The node.
+        node: NodeId,
+        /// The OS error.
+        reason: String,
+    },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> LaunchError {
+    let what = what.into();
+    move |source| LaunchError::Io { what, source }
+}
+
+/// "0-3, 7, 9-10": a compact list of shard ids.
+fn shard_list(shards: &[ShardId]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < shards.len() {
+        let start = shards[i];
+        while i + 1 < shards.len() && shards[i + 1] == shards[i] + 1 {
+            i += 1;
+        }
+        parts.push(if start == shards[i] { start.to_string() } else { format!("{start}-{}", shards[i]) });
+        i += 1;
+    }
+    parts.join(", ")
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Nodes (ids 1..=nodes).
+    pub nodes: usize,
+    /// Cores (executors) per node.
+    pub cores: u16,
+    /// Shards of the cluster.
+    pub shards: u32,
+    /// Replicas per shard; `None`: min(3, nodes).
+    pub replicas: Option<usize>,
+    /// Where the nodes keep their data (`node-<id>/`) and logs (`node-<id>.log`);
+    /// `None`: a fresh dir under `std::env::temp_dir()`.
+    pub data_dir: Option<PathBuf>,
+    /// Arguments added to every server's command line.
+    pub extra_args: Vec<String>,
+    /// How long [`LocalCluster::start`] waits for every shard to have a leader.
+    pub startup_deadline: Duration,
+    /// Keep the data dir when the cluster is dropped.
+    pub keep: bool,
+    /// The server binary; `None`: [`find_server_binary`].
+    pub server_bin: Option<PathBuf>,
+    /// When the binary is not found, build it with cargo (tests do; a user's
+    /// `corekv-ctl local` should not).
+    pub build_if_missing: bool,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            nodes: 3,
+            cores: 2,
+            shards: 64,
+            replicas: None,
+            data_dir: None,
+            extra_args: Vec::new(),
+            startup_deadline: Duration::from_secs(120),
+            keep: false,
+            server_bin: None,
+            build_if_missing: false,
+        }
+    }
+}
+
+impl LaunchOptions {
+    /// The replication factor in effect.
+    pub fn replicas(&self) -> usize {
+        self.replicas.unwrap_or(self.nodes.min(3))
+    }
+
+    fn check(&self) -> Result<(), LaunchError> {
+        let problem = if self.nodes == 0 {
+            Some("a cluster needs at least one node".to_string())
+        } else if self.cores == 0 {
+            Some("a node needs at least one core".to_string())
+        } else if self.shards == 0 {
+            Some("a cluster needs at least one shard".to_string())
+        } else if self.replicas() == 0 || self.replicas() > self.nodes {
+            Some(format!("{} replicas do not fit {} nodes", self.replicas(), self.nodes))
+        } else {
+            None
+        };
+        problem.map_or(Ok(()), |p| Err(LaunchError::Options(p)))
+    }
+}
+
+/// Where the server binary may be, in order: `$COREKV_SERVER_BIN` (alone, when
+/// set: a wrong path is an error, not a reason to run another binary), then next
+/// to `exe`, then in its parent dir (test binaries live in `target/<profile>/deps`).
+pub fn server_binary_candidates(env: Option<OsString>, exe: &Path) -> Vec<PathBuf> {
+    if let Some(path) = env.filter(|p| !p.is_empty()) {
+        return vec![PathBuf::from(path)];
+    }
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.join(SERVER_BIN));
+        if dir.file_name().is_some_and(|name| name == "deps")
+            && let Some(parent) = dir.parent()
+        {
+            candidates.push(parent.join(SERVER_BIN));
+        }
+    }
+    candidates
+}
+
+/// The server binary: the first of [`server_binary_candidates`] that is a file,
+/// else (when `build` is set and the variable is not) one built by cargo.
+pub fn find_server_binary(build: bool) -> Result<PathBuf, LaunchError> {
+    let env = std::env::var_os(SERVER_BIN_ENV).filter(|p| !p.is_empty());
+    let from_env = env.is_some();
+    let exe = std::env::current_exe().map_err(io_error("cannot locate the running executable"))?;
+    let candidates = server_binary_candidates(env, &exe);
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    if build && !from_env {
+        return build_server_binary(&exe);
+    }
+    Err(LaunchError::ServerNotFound { searched: candidates.iter().map(|p| p.display().to_string()).collect() })
+}
+
+/// The cargo profile that built `exe` (`target/<dir>/[deps/]exe`): the `debug`
+/// dir is the dev (and test) profile; any other dir is its profile's name.
+pub fn cargo_profile_of(exe: &Path) -> String {
+    let mut dir = exe.parent();
+    if dir.and_then(Path::file_name).is_some_and(|name| name == "deps") {
+        dir = dir.and_then(Path::parent);
+    }
+    match dir.and_then(Path::file_name).and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(profile) => profile.to_string(),
+    }
+}
+
+/// Builds `corekv-server` with cargo in the profile that built `exe`, into the
+/// same target dir, and returns its path.
+pub fn build_server_binary(exe: &Path) -> Result<PathBuf, LaunchError> {
+    let profile = cargo_profile_of(exe);
+    let mut build = escargot::CargoBuild::new().package("corekv-engine").bin(SERVER_BIN).arg("--profile").arg(&profile);
+    // target/<profile>/[deps/]exe -> target
+    let mut dir = exe.parent();
+    if dir.and_then(Path::file_name).is_some_and(|name| name == "deps") {
+        dir = dir.and_then(Path::parent);
+    }
+    if let Some(target) = dir.and_then(Path::parent) {
+        build = build.target_dir(target);
+    }
+    let run = build.run().map_err(|e| LaunchError::Build(e.to_string()))?;
+    Ok(run.path().to_path_buf())
+}
+
+/// The machine-wide launcher lock, held while it lives.
+#[derive(Debug)]
+pub struct ClusterLock {
+    _file: File,
+}
+
+impl ClusterLock {
+    /// The lock file every launcher on this machine uses.
+    pub fn default_path() -> PathBuf {
+        std::env::temp_dir().join(LOCK_FILE)
+    }
+
+    /// Waits for the lock at `path`.
+    pub fn acquire(path: &Path) -> Result<ClusterLock, LaunchError> {
+        let file = open_lock_file(path)?;
+        file.lock().map_err(io_error(format!("cannot lock {}", path.display())))?;
+        Ok(ClusterLock { _file: file })
+    }
+
+    /// Takes the lock at `path` if nobody holds it.
+    pub fn try_acquire(path: &Path) -> Result<Option<ClusterLock>, LaunchError> {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(ClusterLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_error(format!("cannot lock {}", path.display()))(e)),
+        }
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, LaunchError> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_error(format!("cannot open {}", path.display())))
+}
+
+/// Base ports for `nodes` nodes: for each, `cores` consecutive ports that are
+/// free now, and no two nodes' ranges overlap.
+pub fn pick_base_ports(nodes: usize, cores: u16) -> Result<Vec<u16>, LaunchError> {
+    // Held until every node has its range, so no two ranges can collide.
+    let mut held: Vec<TcpListener> = Vec::new();
+    let mut bases = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        let base = (0..PORT_PICK_ATTEMPTS_MAX)
+            .find_map(|_| reserve_range(cores, &mut held))
+            .ok_or_else(|| LaunchError::Ports(format!("no {cores} consecutive free ports on 127.0.0.1")))?;
+        bases.push(base);
+    }
+    Ok(bases)
+}
+
+/// Binds a free port and the `cores - 1` after it; keeps them in `held`.
+fn reserve_range(cores: u16, held: &mut Vec<TcpListener>) -> Option<u16> {
+    let first = TcpListener::bind("127.0.0.1:0").ok()?;
+    let base = first.local_addr().ok()?.port();
+    let mut range = vec![first];
+    for core in 1..cores {
+        let port = base.checked_add(core)?;
+        range.push(TcpListener::bind(("127.0.0.1", port)).ok()?);
+    }
+    held.extend(range);
+    Some(base)
+}
+
+/// `1=127.0.0.1:P1/C,2=…`: DESIGN §9's initial cluster.
+pub fn initial_cluster(base_ports: &[u16], cores: u16) -> String {
+    let nodes = base_ports.iter().enumerate().map(|(i, port)| format!("{}=127.0.0.1:{port}/{cores}", i + 1));
+    nodes.collect::<Vec<_>>().join(",")
+}
+
+/// The command line of node `id` (1-based).
+pub fn server_args(opts: &LaunchOptions, id: NodeId, base_ports: &[u16], dir: &Path) -> Vec<String> {
+    let mut args = vec![
+        "--id".to_string(),
+        id.to_string(),
+        "--data-dir".to_string(),
+        node_data_dir(dir, id).display().to_string(),
+        "--listen".to_string(),
+        format!("127.0.0.1:{}", base_ports[(id - 1) as usize]),
+        "--cores".to_string(),
+        opts.cores.to_string(),
+        "--initial-cluster".to_string(),
+        initial_cluster(base_ports, opts.cores),
+        "--shards".to_string(),
+        opts.shards.to_string(),
+        "--replicas".to_string(),
+        opts.replicas().to_string(),
+    ];
+    args.extend(opts.extra_args.iter().cloned());
+    args
+}
+
+fn node_data_dir(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("node-{id}"))
+}
+
+fn node_log(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("node-{id}.log"))
+}
+
+/// The last [`LOG_TAIL_BYTES`] of a file, or a note saying why there is none.
+fn tail(path: &Path) -> String {
+    let read = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    read().unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
+}
+
+/// Whether a server's log says it could not bind its port.
+fn lost_port_race(log: &str) -> bool {
+    ["Address already in use", "AddrInUse", "EADDRINUSE", "already in use"].iter().any(|s| log.contains(s))
+}
+
+struct NodeProc {
+    id: NodeId,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// A running local cluster. Dropping it stops every server.
+pub struct LocalCluster {
+    opts: LaunchOptions,
+    server_bin: PathBuf,
+    dir: PathBuf,
+    base_ports: Vec<u16>,
+    nodes: Vec<NodeProc>,
+    _lock: ClusterLock,
+}
+
+impl std::fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCluster").field("dir", &self.dir).field("base_ports", &self.base_ports).finish()
+    }
+}
+
+impl LocalCluster {
+    /// Takes the machine-wide lock, starts every node and waits (up to the
+    /// startup deadline) until every shard has a leader its replicas agree on.
+    /// A start where a server could not bind its port is retried with new ports
+    /// ([`PORT_RETRIES_MAX`] starts in all). On failure the data dir and the logs
+    /// are kept, and the error says where.
+    pub fn start(opts: LaunchOptions) -> Result<LocalCluster, LaunchError> {
+        let mut cluster = LocalCluster::spawn(opts)?;
+        let mut attempt = 1;
+        loop {
+            let failure = match cluster.wait_ready(cluster.opts.startup_deadline) {
+                Ok(()) => return Ok(cluster),
+                Err(LaunchError::Exited { log_tail, .. })
+                    if lost_port_race(&log_tail) && attempt < PORT_RETRIES_MAX =>
+                {
+                    cluster.kill_all();
+                    cluster.clear_node_dirs()?;
+                    cluster.spawn_all()?;
+                    attempt += 1;
+                    continue;
+                }
+                Err(LaunchError::Exited { log_tail, .. }) if lost_port_race(&log_tail) => LaunchError::Ports(format!(
+                    "each of {PORT_RETRIES_MAX} starts lost a port race; last log:\n{log_tail}"
+                )),
+                Err(e) => e,
+            };
+            // The logs explain the failure: keep them, and say where.
+            cluster.opts.keep = true;
+            return Err(failure);
+        }
+    }
+
+    /// Takes the machine-wide lock and starts every node without waiting for
+    /// anything: for tests that watch a cluster come up (or not) themselves.
+    pub fn spawn(opts: LaunchOptions) -> Result<LocalCluster, LaunchError> {
+        opts.check()?;
+        let server_bin = match &opts.server_bin {
+            Some(path) => path.clone(),
+            None => find_server_binary(opts.build_if_missing)?,
+        };
+        let lock = ClusterLock::acquire(&ClusterLock::default_path())?;
+        let dir = match &opts.data_dir {
+            Some(dir) => dir.clone(),
+            None => fresh_dir()?,
+        };
+        fs::create_dir_all(&dir).map_err(io_error(format!("cannot create {}", dir.display())))?;
+        let mut cluster =
+            LocalCluster { opts, server_bin, dir, base_ports: Vec::new(), nodes: Vec::new(), _lock: lock };
+        cluster.spawn_all()?;
+        Ok(cluster)
+    }
+
+    fn spawn_all(&mut self) -> Result<(), LaunchError> {
+        self.base_ports = pick_base_ports(self.opts.nodes, self.opts.cores)?;
+        self.nodes = (1..=self.opts.nodes as NodeId)
+            .map(|id| NodeProc { id, args: server_args(&self.opts, id, &self.base_ports, &self.dir), child: None })
+            .collect();
+        for i in 0..self.nodes.len() {
+            self.spawn_node(i)?;
+        }
+        Ok(())
+    }
+
+    fn spawn_node(&mut self, index: usize) -> Result<(), LaunchError> {
+        let node = &mut self.nodes[index];
+        let log_path = node_log(&self.dir, node.id);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_error(format!("cannot open {}", log_path.display())))?;
+        let child = Command::new(&self.server_bin)
+            .args(&node.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io_error("cannot share the log file"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(io_error(format!("cannot start {}", self.server_bin.display())))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    fn clear_node_dirs(&self) -> Result<(), LaunchError> {
+        for node in &self.nodes {
+            for path in [node_data_dir(&self.dir, node.id), node_log(&self.dir, node.id)] {
+                let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                match removed {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(format!("cannot remove {}", path.display()))(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls every core of every running node (`AdminCall::Status`) until every
+    /// shard has a leader that all its replicas name, or `deadline` passes.
+    pub fn wait_ready(&mut self, deadline: Duration) -> Result<(), LaunchError> {
+        let start = Instant::now();
+        loop {
+            self.check_exits()?;
+            let missing = self.shards_without_agreed_leader();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= deadline {
+                return Err(LaunchError::NotReady { shards: missing, waited: start.elapsed(), logs: self.log_tails() });
+            }
+            std::thread::sleep(READY_POLL_PAUSE);
+        }
+    }
+
+    /// A start-up failure when a server that should run has exited.
+    fn check_exits(&mut self) -> Result<(), LaunchError> {
+        for node in &mut self.nodes {
+            let Some(child) = node.child.as_mut() else { continue };
+            if let Some(status) = child.try_wait().map_err(io_error(format!("cannot poll node {}", node.id)))? {
+                node.child = None;
+                return Err(LaunchError::Exited {
+                    node: node.id,
+                    status,
+                    log_tail: tail(&node_log(&self.dir, node.id)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn shards_without_agreed_leader(&self) -> Vec<ShardId> {
+        let mut seen: BTreeMap<ShardId, Vec<(NodeId, ShardStatus)>> = BTreeMap::new();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            for core in 0..self.opts.cores {
+                for status in core_status(&self.node_addr_of(node.id), core) {
+                    seen.entry(status.shard).or_default().push((node.id, status));
+                }
+            }
+        }
+        let replicas = self.opts.replicas();
+        (0..self.opts.shards)
+            .filter(|shard| !agreed_leader(seen.get(shard).map_or(&[], Vec::as_slice), replicas))
+            .collect()
+    }
+
+    fn log_tails(&self) -> String {
+        let tails = self.nodes.iter().map(|n| {
+            let path = node_log(&self.dir, n.id);
+            format!("--- node {} ({}):\n{}", n.id, path.display(), tail(&path))
+        });
+        tails.collect::<Vec<_>>().join("\n")
+    }
+
+    fn index(&self, id: NodeId) -> Result<usize, LaunchError> {
+        self.nodes.iter().position(|n| n.id == id).ok_or(LaunchError::NoSuchNode(id))
+    }
+
+    fn signal(&self, id: NodeId, signal: Signal) -> Result<(), LaunchError> {
+        let node = &self.nodes[self.index(id)?];
+        let Some(child) = node.child.as_ref() else { return Ok(()) };
+        let pid = Pid::from_raw(child.id() as i32);
+        kill(pid, signal).map_err(|e| LaunchError::Signal { node: id, reason: e.to_string() })
+    }
+
+    /// SIGKILLs node `id` and reaps it (nothing happens if it is not running).
+    pub fn kill(&mut self, id: NodeId) -> Result<(), LaunchError> {
+        self.signal(id, Signal::SIGKILL)?;
+        let index = self.index(id)?;
+        if let Some(mut child) = self.nodes[index].child.take() {
+            child.wait().map_err(io_error(format!("cannot reap node {id}")))?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERMs node `id` and waits for it (SIGKILL after [`STOP_GRACE`]);
+    /// returns its exit status, `None` if it was not running.
+    pub fn terminate(&mut self, id: NodeId) -> Result<Option<ExitStatus>, LaunchError> {
+        self.signal(id, Signal::SIGTERM)?;
+        let index = self.index(id)?;
+        let Some(mut child) = self.nodes[index].child.take() else { return Ok(None) };
+        wait_or_kill(&mut child, STOP_GRACE).map(Some).map_err(io_error(format!("cannot reap node {id}")))
+    }
+
+    /// Starts node `id` again with its original command line (same ports, same
+    /// data dir). A running node is killed first.
+    pub fn restart(&mut self, id: NodeId) -> Result<(), LaunchError> {
+        self.kill(id)?;
+        let index = self.index(id)?;
+        self.spawn_node(index)
+    }
+
+    /// Whether node `id` has a running process.
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.nodes.iter().any(|n| n.id == id && n.child.is_some())
+    }
+
+    /// Core 0's address of every node, by node id.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| self.node_addr_of(n.id)).collect()
+    }
+
+    /// Core 0's address of node `id`.
+    pub fn node_addr(&self, id: NodeId) -> Result<String, LaunchError> {
+        self.index(id).map(|_| self.node_addr_of(id))
+    }
+
+    fn node_addr_of(&self, id: NodeId) -> String {
+        format!("127.0.0.1:{}", self.base_ports[(id - 1) as usize])
+    }
+
+    /// The cluster's data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &LaunchOptions {
+        &self.opts
+    }
+
+    /// SIGTERMs every node, waits up to [`STOP_GRACE`] each, then SIGKILLs.
+    pub fn stop(&mut self) {
+        for node in &self.nodes {
+            if let Some(child) = node.child.as_ref() {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take()
+                && let Err(e) = wait_or_kill(&mut child, STOP_GRACE)
+            {
+                eprintln!("corekv launcher: cannot reap node {}: {e}", node.id);
+            }
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() || self.opts.keep {
+            eprintln!("corekv launcher: the cluster's data and logs are kept in {}", self.dir.display());
+        } else if let Err(e) = fs::remove_dir_all(&self.dir) {
+            eprintln!("corekv launcher: cannot remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Waits for `child` up to `grace`, then SIGKILLs it and reaps it.
+fn wait_or_kill(child: &mut Child, grace: Duration) -> io::Result<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < grace {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()
+}
+
+/// The shard replicas one core reports; nothing when it does not answer.
+fn core_status(node_addr: &str, core: u16) -> Vec<ShardStatus> {
+    let Some(addr) = core_addr(node_addr, core) else { return Vec::new() };
+    let Ok(mut conn) = BlockingConn::connect(&addr, 0, READY_CALL_TIMEOUT) else { return Vec::new() };
+    match conn.call(Call::Admin(AdminCall::Status)) {
+        Ok(Reply::Admin(AdminReply::Status { shards, .. })) => shards,
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a shard's replicas (as reported, with the node reporting each) agree
+/// on one leader: all `replicas` answered, exactly one leads, and all name it.
+pub fn agreed_leader(reports: &[(NodeId, ShardStatus)], replicas: usize) -> bool {
+    let leaders: Vec<NodeId> = reports.iter().filter(|(_, s)| s.is_leader).map(|(node, _)| *node).collect();
+    let [leader] = leaders[..] else { return false };
+    reports.len() >= replicas && reports.iter().all(|(_, s)| s.leader == leader)
+}
+
+/// A new, empty dir under the system temp dir.
+fn fresh_dir() -> Result<PathBuf, LaunchError> {
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    for n in 0..1000u32 {
+        let dir = base.join(format!("corekv-local-{}-{nanos}-{n}", std::process::id()));
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_error(format!("cannot create {}", dir.display()))(e)),
+        }
+    }
+    Err(LaunchError::Options(format!("cannot find a fresh dir name under {}", base.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fresh scratch dir for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("corekv-launcher-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// An executable shell script standing in for `corekv-server`.
+    fn fake_server(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("fake-corekv-server");
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn options(dir: &Path, server: PathBuf) -> LaunchOptions {
+        LaunchOptions {
+            nodes: 2,
+            cores: 2,
+            shards: 4,
+            data_dir: Some(dir.join("cluster")),
+            startup_deadline: Duration::from_millis(300),
+            server_bin: Some(server),
+            ..LaunchOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_server_binary_is_looked_for_in_the_documented_order() {
+        let exe = Path::new("/w/target/debug/deps/launcher-1234");
+        assert_eq!(
+            server_binary_candidates(None, exe),
+            vec![PathBuf::from("/w/target/debug/deps/corekv-server"), PathBuf::from("/w/target/debug/corekv-server")]
+        );
+        assert_eq!(
+            server_binary_candidates(None, Path::new("/w/target/release/corekv-ctl")),
+            vec![PathBuf::from("/w/target/release/corekv-server")]
+        );
+        // The variable alone decides when set; an empty one counts as unset.
+        assert_eq!(server_binary_candidates(Some("/opt/my-server".into()), exe), vec![PathBuf::from("/opt/my-server")]);
+        assert_eq!(server_binary_candidates(Some("".into()), exe).len(), 2);
+    }
+
+    #[test]
+    fn a_fake_server_named_by_the_variable_is_the_one_found() {
+        let dir = scratch("discovery");
+        let fake = fake_server(&dir, "exit 0");
+        let exe = dir.join("deps").join("some-test");
+        let found =
+            server_binary_candidates(Some(fake.clone().into_os_string()), &exe).into_iter().find(|p| p.is_file());
+        assert_eq!(found, Some(fake));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_build_profile_is_read_from_the_executable_path() {
+        assert_eq!(cargo_profile_of(Path::new("/w/target/debug/deps/t-1")), "dev");
+        assert_eq!(cargo_profile_of(Path::new("/w/target/debug/corekv-ctl")), "dev");
+        assert_eq!(cargo_profile_of(Path::new("/w/target/release/deps/t-1")), "release");
+        assert_eq!(cargo_profile_of(Path::new("/w/target/sim/deps/t-1")), "sim");
+    }
+
+    #[test]
+    fn the_lock_excludes_a_second_holder_until_released() {
+        let dir = scratch("lock");
+        let path = dir.join("test.lock");
+        let first = ClusterLock::try_acquire(&path).unwrap().expect("nobody holds it");
+        assert!(ClusterLock::try_acquire(&path).unwrap().is_none(), "a second holder must wait");
+        drop(first);
+        assert!(ClusterLock::try_acquire(&path).unwrap().is_some(), "released with its holder");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn picked_port_ranges_are_free_and_disjoint() {
+        let cores = 3;
+        let bases = pick_base_ports(4, cores).unwrap();
+        assert_eq!(bases.len(), 4);
+        let mut ports: Vec<u16> = bases.iter().flat_map(|&b| (0..cores).map(move |c| b + c)).collect();
+        // Free after the pick returns: the servers can bind them.
+        let held: Vec<TcpListener> = ports.iter().map(|&p| TcpListener::bind(("127.0.0.1", p)).unwrap()).collect();
+        drop(held);
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 4 * cores as usize, "no two nodes share a port");
+    }
+
+    #[test]
+    fn server_arguments_follow_design_section_9() {
+        let opts = LaunchOptions {
+            nodes: 3,
+            cores: 2,
+            shards: 8,
+            extra_args: vec!["--election-ticks".into(), "20".into()],
+            ..LaunchOptions::default()
+        };
+        let args = server_args(&opts, 2, &[7100, 7200, 7300], Path::new("/d"));
+        let expected = "--id 2 --data-dir /d/node-2 --listen 127.0.0.1:7200 --cores 2 \
+            --initial-cluster 1=127.0.0.1:7100/2,2=127.0.0.1:7200/2,3=127.0.0.1:7300/2 --shards 8 --replicas 3 \
+            --election-ticks 20";
+        assert_eq!(args.join(" "), expected);
+        assert_eq!(LaunchOptions { nodes: 2, ..LaunchOptions::default() }.replicas(), 2);
+        assert!(LaunchOptions { nodes: 2, replicas: Some(3), ..LaunchOptions::default() }.check().is_err());
+    }
+
+    fn status(shard: ShardId, is_leader: bool, leader: NodeId) -> ShardStatus {
+        ShardStatus { shard, is_leader, leader, term: 1, raft_commit_index: 0, applied_index: 0, last_index: 0, lag: 0 }
+    }
+
+    #[test]
+    fn a_shard_is_ready_when_all_its_replicas_name_the_one_leader() {
+        let agreed = [(1, status(0, true, 1)), (2, status(0, false, 1)), (3, status(0, false, 1))];
+        assert!(agreed_leader(&agreed, 3));
+        assert!(!agreed_leader(&agreed[..2], 3), "a replica has not answered");
+        let disagree = [(1, status(0, true, 1)), (2, status(0, false, 1)), (3, status(0, false, 0))];
+        assert!(!agreed_leader(&disagree, 3));
+        let two_leaders = [(1, status(0, true, 1)), (2, status(0, true, 2)), (3, status(0, false, 1))];
+        assert!(!agreed_leader(&two_leaders, 3));
+        assert!(!agreed_leader(&[], 1));
+        assert_eq!(shard_list(&[0, 1, 2, 3, 7, 9, 10]), "0-3, 7, 9-10");
+    }
+
+    #[test]
+    fn a_server_that_exits_is_reported_with_its_log_and_its_arguments_were_ours() {
+        let dir = scratch("exits");
+        let args_file = dir.join("args");
+        let fake = fake_server(&dir, &format!("echo \"$@\" >> {}\necho boom >&2\nexit 3", args_file.display()));
+        let opts = options(&dir, fake);
+        match LocalCluster::start(opts.clone()) {
+            Err(LaunchError::Exited { status, log_tail, .. }) => {
+                assert_eq!(status.code(), Some(3));
+                assert!(log_tail.contains("boom"), "{log_tail}");
+            }
+            other => panic!("expected an exit error, got {other:?}"),
+        }
+        let seen = fs::read_to_string(&args_file).unwrap();
+        // Node 1 or 2 exited first; the other may have been stopped before it ran.
+        assert!((1..=2).contains(&seen.lines().count()), "at most one start per node: {seen}");
+        for line in seen.lines() {
+            assert!(line.starts_with("--id 1 --data-dir ") || line.starts_with("--id 2 --data-dir "), "{line}");
+            assert!(line.ends_with("--shards 4 --replicas 2"), "{line}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_start_that_loses_its_ports_is_retried_a_bounded_number_of_times() {
+        let dir = scratch("ports");
+        let count = dir.join("starts");
+        let body =
+            format!("echo start >> {}\necho 'bind 127.0.0.1: Address already in use' >&2\nexit 1", count.display());
+        let opts = LaunchOptions { nodes: 1, ..options(&dir, fake_server(&dir, &body)) };
+        match LocalCluster::start(opts) {
+            Err(LaunchError::Ports(message)) => assert!(message.contains("already in use"), "{message}"),
+            other => panic!("expected a port error, got {other:?}"),
+        }
+        assert_eq!(fs::read_to_string(&count).unwrap().lines().count(), PORT_RETRIES_MAX);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn servers_that_never_elect_are_reported_per_shard_and_can_be_signalled() {
+        let dir = scratch("silent");
+        // A generous deadline: the scripts must have started when the logs are read.
+        let opts = LaunchOptions {
+            startup_deadline: Duration::from_secs(3),
+            ..options(&dir, fake_server(&dir, "echo started >&2\nexec sleep 600"))
+        };
+        match LocalCluster::start(opts.clone()) {
+            Err(LaunchError::NotReady { shards, logs, .. }) => {
+                assert_eq!(shards, vec![0, 1, 2, 3]);
+                assert!(logs.contains("--- node 2") && logs.contains("started"), "{logs}");
+            }
+            other => panic!("expected a readiness error, got {other:?}"),
+        }
+
+        let mut cluster = LocalCluster::spawn(opts).unwrap();
+        assert_eq!(cluster.addrs().len(), 2);
+        assert_eq!(cluster.node_addr(2).unwrap(), cluster.addrs()[1]);
+        assert!(matches!(cluster.node_addr(3), Err(LaunchError::NoSuchNode(3))));
+        let status = cluster.terminate(1).unwrap().expect("node 1 was running");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(Signal::SIGTERM as i32));
+        assert!(!cluster.is_running(1));
+        cluster.kill(2).unwrap();
+        assert!(!cluster.is_running(2));
+        cluster.restart(2).unwrap();
+        assert!(cluster.is_running(2));
+        let data = cluster.dir().to_path_buf();
+        drop(cluster);
+        assert!(!data.exists(), "a cluster that was not kept removes its dir");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
