@@ -38,7 +38,8 @@ impl CoreStorage for NullStorage {
 
 /// Every shard on core 0 of every node, node 1 preferred leader of all.
 fn map(nodes: u64) -> Arc<ClusterMap> {
-    let infos = (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores: 1 }).collect();
+    let infos =
+        (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores: 1 }).collect();
     let shards = (0..GROUPS)
         .map(|_| ShardReplicas { replicas: (1..=nodes).map(|node| Replica { node, core: 0 }).collect() })
         .collect();

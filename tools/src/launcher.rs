@@ -611,6 +611,16 @@ impl LocalCluster {
         format!("127.0.0.1:{}", self.base_ports[(id - 1) as usize])
     }
 
+    /// Node `id`'s log file (its stderr).
+    pub fn log_path(&self, id: NodeId) -> PathBuf {
+        node_log(&self.dir, id)
+    }
+
+    /// The process id of node `id`, when it runs.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.nodes.iter().find(|n| n.id == id).and_then(|n| n.child.as_ref()).map(|c| c.id())
+    }
+
     /// The cluster's data dir.
     pub fn dir(&self) -> &Path {
         &self.dir

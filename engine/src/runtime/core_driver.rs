@@ -24,12 +24,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use corekv_rpc::kv::{Response, ShardId};
 use corekv_rpc::map::{ClusterMap, CoreIndex, Replica};
 use corekv_rpc::node::{
-    AdminCall, AdminReply, ArchivedPeerBatch, Call, CoreStats, Hello, PeerBatch, Reply, Role, TaggedCall, WIRE_VERSION, Welcome,
+    AdminCall, AdminReply, ArchivedPeerBatch, Call, CoreStats, Hello, PeerBatch, Reply, Role, TaggedCall, WIRE_VERSION,
+    Welcome,
 };
 use corekv_rpc::raft::{Entry, NodeId};
-use corekv_rpc::transport::{
-    Inbound, Listener, ListenerConfig, PeerId, PeerLink, PeerLinkConfig, ReplySender,
-};
+use corekv_rpc::transport::{Inbound, Listener, ListenerConfig, PeerId, PeerLink, PeerLinkConfig, ReplySender};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use rkyv::rancor;
 
@@ -283,10 +282,7 @@ impl Inbound for CoreInbound {
             match core.setup.map.node(peer) {
                 None => return Err(format!("node {peer} is not in this cluster's map")),
                 Some(info) if info.cores != cores => {
-                    return Err(format!(
-                        "node {peer} says it has {cores} cores, the cluster map says {}",
-                        info.cores
-                    ));
+                    return Err(format!("node {peer} says it has {cores} cores, the cluster map says {}", info.cores));
                 }
                 Some(_) => {}
             }

@@ -51,7 +51,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         let setup = core_setup(&config, map.clone(), core, shutdown.clone())?;
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(usize::from(core) % cpus))
             .name(&format!("corekv-core-{core}"))
-            .io_memory(config.io_memory_bytes as usize);
+            .io_memory(config.io_memory_bytes);
         if config.spin {
             builder = builder.spin_before_park(Duration::from_millis(10));
         }
