@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use corekv_rpc::blocking::BlockingConn;
 use corekv_rpc::kv::{
-    ClientId, OkReply, Outcome, ReadOp, Request, RequestBody, Response, Seq, ShardId, Version, WriteOp, WriteTag,
+    ClientId, OkReply, Outcome, ReadOp, Request, RequestBody, Response, ScanItem, Seq, ShardId, Version, WriteOp,
+    WriteTag,
 };
 use corekv_rpc::map::{ClusterMap, Replica};
 use corekv_rpc::node::{AdminCall, AdminReply, Call, CoreStats, Reply, ShardStatus};
@@ -169,6 +170,32 @@ impl TestClient {
             Answer::Outcome(Outcome::NotFound) => Ok(None),
             other => Err(format!("get {}: {other:?}", String::from_utf8_lossy(key))),
         }
+    }
+
+    /// Live keys in `[start, end)` in key order, at most `limit`: every shard is
+    /// asked (each answers for its own keys, resuming where it stopped) and the
+    /// answers are merged.
+    pub fn scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<ScanItem>, String> {
+        let mut items = Vec::new();
+        for shard in 0..self.map.shard_count() {
+            let mut from = start.to_vec();
+            loop {
+                let op = ReadOp::Scan { start: from.clone(), end: end.to_vec(), limit, at: None };
+                match self.request(shard, RequestBody::Read(op)) {
+                    Answer::Outcome(Outcome::Ok(OkReply::Scan { items: got, resume })) => {
+                        items.extend(got);
+                        match resume {
+                            Some(next) if items.len() < limit as usize * 64 => from = next,
+                            _ => break,
+                        }
+                    }
+                    other => return Err(format!("scan of shard {shard}: {other:?}")),
+                }
+            }
+        }
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        items.truncate(limit as usize);
+        Ok(items)
     }
 
     /// Every core's shard status, from every node that answers.

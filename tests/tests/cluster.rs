@@ -44,9 +44,40 @@ fn three_nodes_serve_and_survive_kill_9_of_each_node_and_of_all_at_once() {
     let mut cluster = start(3);
     let mut client = TestClient::connect(&cluster.addrs(), REQUEST_DEADLINE).expect("connects");
     assert_eq!(client.map().shard_count(), 64);
+    // Leaders spread as placement says: each shard's preferred replica leads it
+    // once balancing has run (a liveness bound, not a speed claim).
+    let preferred: BTreeMap<u32, u64> = (0..64).map(|s| (s, client.map().replicas(s)[0].node)).collect();
+    let balanced = (0..600).any(|_| {
+        let led: BTreeMap<u32, u64> = client
+            .status()
+            .into_iter()
+            .flat_map(|(node, _, shards)| shards.into_iter().filter(|s| s.is_leader).map(move |s| (s.shard, node)))
+            .collect();
+        let done = led == preferred;
+        if !done {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done
+    });
+    assert!(balanced, "every shard ends up led by its preferred replica");
+    let mut per_node = BTreeMap::new();
+    for node in preferred.values() {
+        *per_node.entry(*node).or_insert(0) += 1;
+    }
+    assert!(per_node.values().all(|&n| (21..=22).contains(&n)), "leaders spread over nodes: {per_node:?}");
+
     let mut acked = BTreeMap::new();
     write_round(&mut client, &mut acked, 0, 200);
     check_all(&mut client, &acked);
+    // A scan gathers from every shard, merged in key order, cut at the limit.
+    let items = client.scan(b"key-0010", b"key-0100", 50).expect("scans");
+    let keys: Vec<String> = items.iter().map(|i| String::from_utf8(i.key.clone()).unwrap()).collect();
+    let expected: Vec<String> = (10..60).map(|i| format!("key-{i:04}")).collect();
+    assert_eq!(keys, expected);
+    for item in &items {
+        let (version, value) = &acked[&String::from_utf8(item.key.clone()).unwrap()];
+        assert_eq!((item.version, &item.value), (*version, &value.clone().into_bytes()));
+    }
 
     for (round, victim) in (1..).zip(1..=3u64) {
         cluster.kill(victim).expect("kill -9");

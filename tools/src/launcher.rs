@@ -196,7 +196,8 @@ impl LaunchOptions {
 
 /// Where the server binary may be, in order: `$COREKV_SERVER_BIN` (alone, when
 /// set: a wrong path is an error, not a reason to run another binary), then next
-/// to `exe`, then in its parent dir (test binaries live in `target/<profile>/deps`).
+/// to `exe`, then in `target/<profile>` (test binaries live in its `deps/`, examples in
+/// its `examples/`).
 pub fn server_binary_candidates(env: Option<OsString>, exe: &Path) -> Vec<PathBuf> {
     if let Some(path) = env.filter(|p| !p.is_empty()) {
         return vec![PathBuf::from(path)];
@@ -204,13 +205,20 @@ pub fn server_binary_candidates(env: Option<OsString>, exe: &Path) -> Vec<PathBu
     let mut candidates = Vec::new();
     if let Some(dir) = exe.parent() {
         candidates.push(dir.join(SERVER_BIN));
-        if dir.file_name().is_some_and(|name| name == "deps")
-            && let Some(parent) = dir.parent()
+        if let Some(profile_dir) = profile_dir(exe)
+            && profile_dir != dir
         {
-            candidates.push(parent.join(SERVER_BIN));
+            candidates.push(profile_dir.join(SERVER_BIN));
         }
     }
     candidates
+}
+
+/// `target/<profile>` of an executable cargo built: its own dir, or the parent of
+/// `deps/` (tests) and `examples/` (examples).
+fn profile_dir(exe: &Path) -> Option<&Path> {
+    let dir = exe.parent()?;
+    if dir.file_name().is_some_and(|name| name == "deps" || name == "examples") { dir.parent() } else { Some(dir) }
 }
 
 /// The server binary: the first of [`server_binary_candidates`] that is a file,
@@ -229,14 +237,10 @@ pub fn find_server_binary(build: bool) -> Result<PathBuf, LaunchError> {
     Err(LaunchError::ServerNotFound { searched: candidates.iter().map(|p| p.display().to_string()).collect() })
 }
 
-/// The cargo profile that built `exe` (`target/<dir>/[deps/]exe`): the `debug`
+/// The cargo profile that built `exe` (`target/<dir>/[deps/|examples/]exe`): the `debug`
 /// dir is the dev (and test) profile; any other dir is its profile's name.
 pub fn cargo_profile_of(exe: &Path) -> String {
-    let mut dir = exe.parent();
-    if dir.and_then(Path::file_name).is_some_and(|name| name == "deps") {
-        dir = dir.and_then(Path::parent);
-    }
-    match dir.and_then(Path::file_name).and_then(|n| n.to_str()) {
+    match profile_dir(exe).and_then(Path::file_name).and_then(|n| n.to_str()) {
         Some("debug") | None => "dev".to_string(),
         Some(profile) => profile.to_string(),
     }
@@ -247,12 +251,8 @@ pub fn cargo_profile_of(exe: &Path) -> String {
 pub fn build_server_binary(exe: &Path) -> Result<PathBuf, LaunchError> {
     let profile = cargo_profile_of(exe);
     let mut build = escargot::CargoBuild::new().package("corekv-engine").bin(SERVER_BIN).arg("--profile").arg(&profile);
-    // target/<profile>/[deps/]exe -> target
-    let mut dir = exe.parent();
-    if dir.and_then(Path::file_name).is_some_and(|name| name == "deps") {
-        dir = dir.and_then(Path::parent);
-    }
-    if let Some(target) = dir.and_then(Path::parent) {
+    // target/<profile>/[deps/|examples/]exe -> target
+    if let Some(target) = profile_dir(exe).and_then(Path::parent) {
         build = build.target_dir(target);
     }
     let run = build.run().map_err(|e| LaunchError::Build(e.to_string()))?;
@@ -780,6 +780,7 @@ mod tests {
         assert_eq!(cargo_profile_of(Path::new("/w/target/debug/corekv-ctl")), "dev");
         assert_eq!(cargo_profile_of(Path::new("/w/target/release/deps/t-1")), "release");
         assert_eq!(cargo_profile_of(Path::new("/w/target/sim/deps/t-1")), "sim");
+        assert_eq!(cargo_profile_of(Path::new("/w/target/release/examples/closed_loop")), "release");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use corekv_rpc::kv::{ReadOp, ShardId};
-use corekv_rpc::raft::{Index, NodeId, Term};
+use corekv_rpc::raft::{HardState, Index, NodeId, Term};
 
 use crate::kv::Shard;
 use crate::raft::RawNode;
@@ -49,6 +49,10 @@ pub(crate) struct Group {
     pub read_heartbeat_wanted: bool,
     /// Entry bytes applied since the last snapshot (compaction by size).
     pub applied_bytes_since_snapshot: u64,
+    /// The last hard state handed to storage.
+    pub hard_state: HardState,
+    /// Readys of this group handed to storage and not yet reported persisted.
+    pub persists_pending: u32,
     /// Ticks until this leader may try to hand leadership to the preferred replica.
     pub transfer_cooldown_ticks: u64,
 }
@@ -69,6 +73,8 @@ impl Group {
             read_heartbeat_wanted: false,
             applied_bytes_since_snapshot: 0,
             transfer_cooldown_ticks: 0,
+            hard_state: HardState::default(),
+            persists_pending: 0,
         }
     }
 

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use corekv_rpc::kv::{Outcome, ReadOp, Request, RequestBody, Response, ShardId, WriteOp, WriteTag};
 use corekv_rpc::map::{ClusterMap, CoreIndex, Replica};
 use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardStatus};
-use corekv_rpc::raft::{Entry, EntryKind, Message, MessageBody, NodeId, SnapshotMeta};
+use corekv_rpc::raft::{Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
 use thiserror::Error;
 
 use crate::kv::{ApplyError, Command, CommandBody, Hlc, Shard, ShardConfig, SnapshotError, WriteCommand, command};
@@ -240,7 +240,10 @@ impl NodeCore {
             let _ = hlc.observe(sm.last_applied_version().max(sm.log_clock_ts()));
             let seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x2545_f491_4f6c_dd1d);
             let raft = RawNode::new(raft_cfg.clone(), durable, seed)?;
-            groups.insert(shard, Group::new(shard, raft, sm));
+            let mut group = Group::new(shard, raft, sm);
+            let st = group.raft.status();
+            group.hard_state = HardState { term: st.term, vote: st.vote, commit: st.commit };
+            groups.insert(shard, group);
         }
         let stats = CoreStats { node: cfg.node, core: cfg.core, groups: groups.len() as u64, ..CoreStats::default() };
         let dirty = groups.keys().copied().collect();
@@ -333,7 +336,9 @@ impl NodeCore {
         !self.dirty.is_empty() || self.outbox.has_due() || self.heartbeat_boundary || !self.replies.is_empty()
     }
 
-    /// True when the storage's open batch holds Readys that wait for durability.
+    /// True when the storage's open batch holds Readys that wait for durability:
+    /// the driver should make it durable. Records appended without a waiting Ready
+    /// (commit-index-only hard states, compaction markers) ride with the next batch.
     pub fn has_unsealed(&self) -> bool {
         !self.unsealed.is_empty()
     }
@@ -580,7 +585,22 @@ impl NodeCore {
         for m in rd.messages {
             route(&self.map, &mut self.outbox, shard, m, urgent);
         }
-        if must_persist {
+        // A Ready that only moves the commit index promises nothing (safety never
+        // rests on a persisted commit index): its record rides with the next batch
+        // and costs no fdatasync of its own.
+        let commit_only = must_persist
+            && rd.snapshot.is_none()
+            && rd.entries.is_empty()
+            && rd.messages_after_persist.is_empty()
+            && rd.hard_state.is_some_and(|hs| hs.term == g.hard_state.term && hs.vote == g.hard_state.vote);
+        if let Some(hs) = rd.hard_state {
+            g.hard_state = hs;
+        }
+        if commit_only {
+            let hard_state = rd.hard_state.expect("commit_only has a hard state");
+            storage.append(&Record::HardState { group_id: u64::from(shard), hard_state })?;
+            self.persisted_lazily(shard, rd.number);
+        } else if must_persist {
             if let Some(snap) = &rd.snapshot {
                 storage.save_snapshot(u64::from(shard), snap)?;
                 let marker = SnapshotMarker { index: snap.meta.index, term: snap.meta.term };
@@ -602,6 +622,7 @@ impl NodeCore {
                 }
             }
             self.unsealed.push(Wait { shard, number: rd.number, messages_after_persist });
+            g_mut(&mut self.groups, shard).persists_pending += 1;
         } else {
             for m in rd.messages_after_persist {
                 route(&self.map, &mut self.outbox, shard, m, false);
@@ -634,6 +655,26 @@ impl NodeCore {
             self.stepped_down(shard);
         }
         Ok(())
+    }
+
+    /// Ready `number` of `shard` needs no fdatasync of its own: it counts as
+    /// persisted once every earlier Ready of the group is (Readys are reported in
+    /// order).
+    fn persisted_lazily(&mut self, shard: ShardId, number: u64) {
+        let wait = Wait { shard, number, messages_after_persist: Vec::new() };
+        let g = g_mut(&mut self.groups, shard);
+        if g.persists_pending == 0 {
+            g.raft.on_persisted(number);
+            self.dirty.insert(shard);
+            return;
+        }
+        g.persists_pending += 1;
+        if self.unsealed.iter().any(|w| w.shard == shard) {
+            self.unsealed.push(wait); // a batch is due for the earlier one anyway
+        } else {
+            let (_, last) = self.sealed.back_mut().expect("a pending Ready is in a sealed batch");
+            last.push(wait); // follows the batch in flight out
+        }
     }
 
     /// This replica no longer leads: proposed writes may still commit under the next
@@ -756,6 +797,7 @@ impl NodeCore {
         assert_eq!(sealed, token, "WAL batches must become durable in the order they were sealed");
         for w in waits {
             let g = self.groups.get_mut(&w.shard).expect("waits name known groups");
+            g.persists_pending -= 1;
             g.raft.on_persisted(w.number);
             for m in w.messages_after_persist {
                 route(&self.map, &mut self.outbox, w.shard, m, false);
@@ -763,6 +805,10 @@ impl NodeCore {
             self.dirty.insert(w.shard);
         }
     }
+}
+
+fn g_mut(groups: &mut BTreeMap<ShardId, Group>, shard: ShardId) -> &mut Group {
+    groups.get_mut(&shard).expect("known group")
 }
 
 /// The replica `preferred` has everything the leader has: leadership can move there

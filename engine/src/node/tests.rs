@@ -284,3 +284,44 @@ fn an_idle_cluster_sends_one_heartbeat_message_per_core_pair_per_interval_whatev
     assert_eq!(sent_64, sent_256, "the shard count does not change the heartbeat traffic");
     assert!(sent_64 >= intervals * pairs_64 as u64 / 2, "leaders keep heartbeating: {sent_64}");
 }
+
+#[test]
+fn a_ready_that_only_moves_the_commit_index_asks_for_no_fdatasync() {
+    let map = test_map(3, 1, 1, 3);
+    let mut cl = Cluster::new(map.clone());
+    cl.run_until_led();
+    let at = cl.leader_core(0).unwrap();
+    let client = ClientRef { conn: 1, id: 1 };
+    let c = cl.cores.get_mut(&at).unwrap();
+    c.core.client_request(client, put(&map, 0, 1, b"v"));
+    c.core.process(&mut c.storage).unwrap();
+    assert!(c.core.has_unsealed(), "the new entry needs a batch");
+    let token = c.core.seal();
+    c.storage.batches.push(std::mem::take(&mut c.storage.open));
+    c.core.on_durable(token);
+    // The followers persist and acknowledge; the leader's commit index moves.
+    let frames = c.core.take_frames();
+    for (dest, batch) in frames {
+        let f = cl.cores.get_mut(&dest).unwrap();
+        f.core.step_peer(at.node, batch);
+        f.core.process(&mut f.storage).unwrap();
+        let token = f.core.seal();
+        f.storage.batches.push(std::mem::take(&mut f.storage.open));
+        f.core.on_durable(token);
+        f.core.process(&mut f.storage).unwrap();
+        for (back, batch) in f.core.take_frames() {
+            cl.cores.get_mut(&back).unwrap().core.step_peer(dest.node, batch);
+        }
+    }
+    let c = cl.cores.get_mut(&at).unwrap();
+    c.core.process(&mut c.storage).unwrap();
+    assert!(
+        matches!(c.core.take_replies().as_slice(), [(r, Response::Outcome(Outcome::Ok(_)))] if *r == client),
+        "the write is answered"
+    );
+    assert!(!c.core.has_unsealed(), "a commit-index-only hard state waits for no batch");
+    assert!(
+        c.storage.open.iter().any(|r| matches!(r, Record::HardState { .. })),
+        "its record rides with the next batch"
+    );
+}

@@ -230,7 +230,7 @@ impl Core {
             }
         }
         drop(senders);
-        if self.wal.pending_bytes() > 0 || self.node.borrow().has_unsealed() {
+        if self.node.borrow().has_unsealed() {
             self.flush.notify();
         }
         Ok(())
@@ -388,6 +388,9 @@ pub async fn run_core(setup: CoreSetup) -> Result<(), String> {
     if let Some(failure) = core.failure.borrow_mut().take() {
         return Err(failure);
     }
+    // Records that waited for a batch of their own (commit indexes, compaction
+    // markers) are written before the WAL closes.
+    core.wal.flush().await.map_err(|e| e.to_string())?;
     drop(core);
     match Rc::try_unwrap(wal) {
         Ok(wal) => wal.close().await.map_err(|e| e.to_string())?,
@@ -399,7 +402,7 @@ pub async fn run_core(setup: CoreSetup) -> Result<(), String> {
 
 async fn flusher(core: Rc<Core>, signal: LocalReceiver<()>) {
     loop {
-        while core.wal.pending_bytes() > 0 || core.node.borrow().has_unsealed() {
+        while core.node.borrow().has_unsealed() {
             let token = core.node.borrow_mut().seal();
             match core.wal.flush().await {
                 Ok(_) => {
