@@ -86,6 +86,8 @@ fn main() {
     let ops = done.load(Ordering::Relaxed);
     let delta = |f: &dyn Fn(&CoreStats) -> u64| sum(&end_stats, f) - sum(&start_stats, f);
     let fdatasyncs = delta(&|s| s.wal_fdatasyncs);
+    let batches = delta(&|s| s.wal_batches);
+    let entries = delta(&|s| s.raft_entries_persisted);
     let frames = delta(&|s| s.peer_frames_sent);
     let messages = delta(&|s| s.peer_messages_sent);
     let cpu_ns = delta(&|s| s.cpu_ns);
@@ -93,6 +95,10 @@ fn main() {
     println!(
         "      fdatasyncs (all nodes) {fdatasyncs}: {:.2} ops per fdatasync",
         ops as f64 / fdatasyncs.max(1) as f64
+    );
+    println!(
+        "      WAL batches (all nodes) {batches} holding {entries} entries: {:.2} entries per batch",
+        entries as f64 / batches.max(1) as f64
     );
     println!(
         "      peer frames {frames} for {messages} messages: {:.3} frames per message",

@@ -585,21 +585,23 @@ impl NodeCore {
         for m in rd.messages {
             route(&self.map, &mut self.outbox, shard, m, urgent);
         }
-        // A Ready that only moves the commit index promises nothing (safety never
-        // rests on a persisted commit index): its record rides with the next batch
-        // and costs no fdatasync of its own.
+        // A Ready with no entries, no snapshot and no new term or vote only moves
+        // the commit index, and safety never rests on a persisted commit index: its
+        // record rides with the next batch and costs no fdatasync of its own. Its
+        // held-back messages (acknowledgements of entries an earlier Ready wrote)
+        // still wait for the group's earlier Readys to be durable.
         let commit_only = must_persist
             && rd.snapshot.is_none()
             && rd.entries.is_empty()
-            && rd.messages_after_persist.is_empty()
-            && rd.hard_state.is_some_and(|hs| hs.term == g.hard_state.term && hs.vote == g.hard_state.vote);
+            && rd.hard_state.is_none_or(|hs| hs.term == g.hard_state.term && hs.vote == g.hard_state.vote);
         if let Some(hs) = rd.hard_state {
             g.hard_state = hs;
         }
-        if commit_only {
-            let hard_state = rd.hard_state.expect("commit_only has a hard state");
-            storage.append(&Record::HardState { group_id: u64::from(shard), hard_state })?;
-            self.persisted_lazily(shard, rd.number);
+        if commit_only && self.cfg.planted_bug != PlantedBug::AckBeforeFsync {
+            if let Some(hard_state) = rd.hard_state {
+                storage.append(&Record::HardState { group_id: u64::from(shard), hard_state })?;
+            }
+            self.persisted_lazily(shard, rd.number, rd.messages_after_persist);
         } else if must_persist {
             if let Some(snap) = &rd.snapshot {
                 storage.save_snapshot(u64::from(shard), snap)?;
@@ -658,16 +660,19 @@ impl NodeCore {
     }
 
     /// Ready `number` of `shard` needs no fdatasync of its own: it counts as
-    /// persisted once every earlier Ready of the group is (Readys are reported in
-    /// order).
-    fn persisted_lazily(&mut self, shard: ShardId, number: u64) {
-        let wait = Wait { shard, number, messages_after_persist: Vec::new() };
+    /// persisted, and its held-back messages leave, once every earlier Ready of the
+    /// group is durable (Readys are reported in order).
+    fn persisted_lazily(&mut self, shard: ShardId, number: u64, messages_after_persist: Vec<Message>) {
         let g = g_mut(&mut self.groups, shard);
         if g.persists_pending == 0 {
             g.raft.on_persisted(number);
             self.dirty.insert(shard);
+            for m in messages_after_persist {
+                route(&self.map, &mut self.outbox, shard, m, false);
+            }
             return;
         }
+        let wait = Wait { shard, number, messages_after_persist };
         g.persists_pending += 1;
         if self.unsealed.iter().any(|w| w.shard == shard) {
             self.unsealed.push(wait); // a batch is due for the earlier one anyway
