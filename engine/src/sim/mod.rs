@@ -15,6 +15,7 @@
 //! its seed ([`Sim::trace`] is the hash of every event, in order). No clock, thread,
 //! socket, file or global RNG is used here.
 
+pub mod cluster;
 pub mod invariants;
 pub mod net;
 pub mod storage;
