@@ -115,7 +115,7 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// A calm cluster of `nodes` × `cores`: 8 shards of 3 replicas, 6 keys, 4
+    /// A calm cluster of `nodes` × `cores`: 8 shards of 3 replicas, 6 keys, 6
     /// clients, 10 ms ticks, elections after 100–200 ms.
     pub fn new(seed: u64, nodes: u64, cores: u16) -> ClusterConfig {
         ClusterConfig {
@@ -125,7 +125,7 @@ impl ClusterConfig {
             shards: 8,
             replication: 3,
             keys: 6,
-            clients: 4,
+            clients: 6,
             tick_us: 10_000,
             clock_drift_permille: 10,
             clock_offset_ms_max: 0,
