@@ -62,7 +62,10 @@ struct Pending {
     /// Attempts of this operation have ids from here on.
     first_attempt: u64,
     attempt: u64,
+    /// The node the client believes leads the shard.
     target: NodeId,
+    /// The node the latest attempt went to (the target, or a random replica).
+    asked: NodeId,
 }
 
 /// Counters of one client.
@@ -183,6 +186,7 @@ impl Client {
             first_attempt: self.next_attempt,
             attempt: 0,
             target,
+            asked: target,
         });
         self.attempt(rng, map)
     }
@@ -208,15 +212,16 @@ impl Client {
             self.stats.retries += 1;
         }
         p.attempt = self.next_attempt;
+        p.asked = node;
         self.next_attempt += 1;
         Attempt { to, attempt: p.attempt, request: p.request.clone() }
     }
 
-    /// The next replica after the current target (a silent or wrong one).
+    /// The next replica after the one asked last (a silent or wrong one).
     fn rotate(&mut self, map: &ClusterMap) {
         let p = self.pending.as_mut().expect("an operation is in flight");
         let replicas = map.replicas(p.request.shard);
-        let at = replicas.iter().position(|r| r.node == p.target).unwrap_or(0);
+        let at = replicas.iter().position(|r| r.node == p.asked).unwrap_or(0);
         p.target = replicas[(at + 1) % replicas.len()].node;
         self.leader_of.insert(p.request.shard, p.target);
     }
@@ -281,7 +286,7 @@ impl Client {
             Response::Outcome(outcome) => self.on_outcome(outcome, latest, now_us),
             _ if !latest => Next::Nothing,
             Response::NotLeader { hint } => {
-                if hint != 0 && map.core_of(shard, hint).is_some() && hint != p.target {
+                if hint != 0 && map.core_of(shard, hint).is_some() && hint != p.asked {
                     p.target = hint;
                     self.leader_of.insert(shard, hint);
                     Next::RetryAfter(0)
