@@ -171,6 +171,8 @@ fn lossy_network_drops_duplicates_and_reorders() {
         let mut cfg = ClusterConfig::new(seed, 3, 2);
         cfg.faults = lossy();
         cfg.client_faults = lossy();
+        // Pipelined clients: retries of several writes of one client interleave.
+        cfg.client_ops_in_flight_max = 3;
         let mut c = Cluster::new(cfg);
         c.run_for(2_500);
         finish(c)
@@ -254,6 +256,7 @@ fn five_nodes_with_partitions_and_crashes() {
         let mut cfg = ClusterConfig::new(seed, 5, 2);
         cfg.shards = 16;
         cfg.clients = 5;
+        cfg.client_ops_in_flight_max = 2;
         cfg.faults = NetFaults { drop_prob: 0.02, ..lossy() };
         let mut c = Cluster::new(cfg);
         c.run_for(300);
@@ -304,6 +307,7 @@ fn every_fault_at_once() {
         cfg.clock_drift_permille = 20;
         cfg.clock_offset_ms_max = 2_000;
         cfg.request_deadline_ms = 800;
+        cfg.client_ops_in_flight_max = 2;
         let mut c = Cluster::new(cfg);
         c.run_for(300);
         nemesis_partitions(&mut c, &mut r, 2);

@@ -83,8 +83,10 @@ pub struct ClusterConfig {
     pub replication: usize,
     /// Keys the clients use (spread over shards).
     pub keys: usize,
-    /// Concurrent clients (each sequential).
+    /// Concurrent clients.
     pub clients: usize,
+    /// Operations each client keeps in flight (1: sequential).
+    pub client_ops_in_flight_max: usize,
     /// Nominal simulated time per tick.
     pub tick_us: u64,
     /// Each node's clock (ticks and physical clock) runs up to this many parts per
@@ -126,6 +128,7 @@ impl ClusterConfig {
             replication: 3,
             keys: 6,
             clients: 6,
+            client_ops_in_flight_max: 1,
             tick_us: 10_000,
             clock_drift_permille: 10,
             clock_offset_ms_max: 0,
@@ -393,8 +396,10 @@ impl Cluster {
             cluster.start(id);
         }
         for client in 0..cluster.clients.len() {
-            let think = cluster.think_us();
-            cluster.schedule(think, Event::ClientNext { client });
+            for _ in 0..cluster.cfg.client_ops_in_flight_max {
+                let think = cluster.think_us();
+                cluster.schedule(think, Event::ClientNext { client });
+            }
         }
         cluster.schedule(CHECK_INTERVAL_US, Event::Check);
         cluster
@@ -788,7 +793,7 @@ impl Cluster {
         let attempt = if self.is_final_client(client) {
             let Some(key) = self.final_reads.pop_front() else { return };
             self.clients[client].start(Call::Get { key }, &mut self.rng, &self.map, self.now_us, deadline_us)
-        } else if self.load {
+        } else if self.load && self.clients[client].in_flight() < self.cfg.client_ops_in_flight_max {
             self.clients[client].start_random(&mut self.rng, &self.map, &self.keys, self.now_us, deadline_us)
         } else {
             return;
@@ -812,10 +817,7 @@ impl Cluster {
     fn client_next(&mut self, client: usize, next: Next) {
         match next {
             Next::Nothing => {}
-            Next::RetryAfter(us) => {
-                let attempt = self.clients[client].latest_attempt().expect("a retry is of an operation in flight");
-                self.schedule(us, Event::ClientRetry { client, attempt });
-            }
+            Next::RetryAfter { after_us, attempt } => self.schedule(after_us, Event::ClientRetry { client, attempt }),
             Next::Send(attempt) => self.send_request(client, attempt),
             Next::Done(op) => {
                 self.on_done(client, op);
@@ -998,7 +1000,7 @@ impl Cluster {
         }
         self.load = false;
         let quiet_ms = self.cfg.request_deadline_ms + self.cfg.attempt_timeout_ms + 1_000;
-        if !self.run_until(quiet_ms, |c| c.clients.iter().all(|cl| !cl.busy())) {
+        if !self.run_until(quiet_ms, |c| c.clients.iter().all(|cl| cl.in_flight() == 0)) {
             self.fail(FailureKind::Stuck, "clients still busy past their deadlines".into());
         }
         self.settle_or_fail("after healing");
@@ -1007,7 +1009,7 @@ impl Cluster {
         self.clients.push(client);
         self.final_reads = self.keys.iter().cloned().collect();
         self.next_op(final_client);
-        let reads_done = |c: &Cluster| c.final_reads.is_empty() && !c.clients[final_client].busy();
+        let reads_done = |c: &Cluster| c.final_reads.is_empty() && c.clients[final_client].in_flight() == 0;
         if !self.run_until(FINAL_READ_DEADLINE_MS * (self.keys.len() as u64 + 1), reads_done) {
             self.fail(FailureKind::Stuck, "the final reads did not finish".into());
         }
