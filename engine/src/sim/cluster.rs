@@ -25,14 +25,18 @@
 //! and a seed reproduces its run bit for bit ([`Cluster::trace_hash`]). No clock,
 //! thread, socket, file, hash-ordered map or global RNG is used here.
 
+mod checks;
 mod client;
+mod config;
 mod disk;
+mod report;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
 use std::sync::Arc;
 
-use corekv_rpc::kv::{Request, Response, ShardId, Version};
+use corekv_rpc::kv::{Request, Response, ShardId};
 use corekv_rpc::map::{ClusterMap, CoreIndex, NodeInfo, Replica, ShardReplicas};
 use corekv_rpc::node::PeerBatch;
 use corekv_rpc::raft::{Index, NodeId};
@@ -41,12 +45,14 @@ use rand_chacha::ChaCha8Rng;
 
 use super::invariants::chain;
 use super::net::{self, Links, NetFaults};
-use crate::check::{self, Call, CheckConfig, CheckResult, Operation};
-use crate::node::{ClientRef, NodeCore, NodeCoreConfig, PlantedBug};
-use crate::raft::{Config, Role};
+use crate::check::{self, Call, Operation};
+use crate::node::{ClientRef, NodeCore, NodeCoreConfig};
+use crate::raft::Role;
 use crate::wal::WalIdentity;
 use client::{Attempt, Client, Next};
+pub use config::ClusterConfig;
 use disk::{BatchStart, CoreDisk};
+pub use report::{ClusterStats, FailureKind, Report, SimFailure};
 
 /// The cluster id in every simulated WAL header and map.
 const SIM_CLUSTER_ID: u64 = 0xc0de;
@@ -67,171 +73,6 @@ const SETTLE_MS_MAX: u64 = 10_000;
 const FINAL_READ_DEADLINE_MS: u64 = 20_000;
 /// Operations printed from a shrunk non-linearizable key history.
 const WITNESS_OPS_SHOWN_MAX: usize = 40;
-
-/// How a simulated cluster is built and loaded.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// Everything random derives from it.
-    pub seed: u64,
-    /// Nodes `1..=nodes`.
-    pub nodes: u64,
-    /// Cores per node.
-    pub cores: u16,
-    /// Shards in the map.
-    pub shards: u32,
-    /// Replicas per shard.
-    pub replication: usize,
-    /// Keys the clients use (spread over shards).
-    pub keys: usize,
-    /// Concurrent clients.
-    pub clients: usize,
-    /// Operations each client keeps in flight (1: sequential).
-    pub client_ops_in_flight_max: usize,
-    /// Nominal simulated time per tick.
-    pub tick_us: u64,
-    /// Each node's clock (ticks and physical clock) runs up to this many parts per
-    /// thousand fast or slow.
-    pub clock_drift_permille: u64,
-    /// Each node's physical clock is ahead by up to this much.
-    pub clock_offset_ms_max: u64,
-    /// fdatasync latency, uniform in this range.
-    pub fsync_us: (u64, u64),
-    /// Faults between node cores.
-    pub faults: NetFaults,
-    /// Faults between clients and node cores.
-    pub client_faults: NetFaults,
-    /// Groups compact their log past this many applied bytes.
-    pub snapshot_log_bytes: u64,
-    /// Raft settings of every group.
-    pub raft: Config,
-    /// A bug planted in every node core, to prove the checks catch it.
-    pub planted_bug: PlantedBug,
-    /// A client gives an operation up after this long.
-    pub request_deadline_ms: u64,
-    /// A client retries an attempt that got no answer after this long.
-    pub attempt_timeout_ms: u64,
-    /// A client pauses this long between operations, uniform.
-    pub think_us: (u64, u64),
-    /// The linearizability checker's budget.
-    pub check: CheckConfig,
-}
-
-impl ClusterConfig {
-    /// A calm cluster of `nodes` × `cores`: 8 shards of 3 replicas, 6 keys, 6
-    /// clients, 10 ms ticks, elections after 100–200 ms.
-    pub fn new(seed: u64, nodes: u64, cores: u16) -> ClusterConfig {
-        ClusterConfig {
-            seed,
-            nodes,
-            cores,
-            shards: 8,
-            replication: 3,
-            keys: 6,
-            clients: 6,
-            client_ops_in_flight_max: 1,
-            tick_us: 10_000,
-            clock_drift_permille: 10,
-            clock_offset_ms_max: 0,
-            fsync_us: (200, 3_000),
-            faults: NetFaults::reliable(),
-            client_faults: NetFaults::reliable(),
-            snapshot_log_bytes: 64 << 20,
-            raft: Config {
-                election_timeout_ticks: 10,
-                heartbeat_interval_ticks: 2,
-                snapshot_chunk_bytes: 1024,
-                inflight_msgs_max: 32,
-                ..Config::new(1)
-            },
-            planted_bug: PlantedBug::None,
-            request_deadline_ms: 1_500,
-            attempt_timeout_ms: 150,
-            think_us: (0, 20_000),
-            check: CheckConfig::default(),
-        }
-    }
-}
-
-/// Which check a run failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The client history has no linearization.
-    NotLinearizable,
-    /// The checker ran out of budget: not a pass.
-    CheckerUnknown,
-    /// Two replicas of a shard at the same applied index hold different states.
-    Diverged,
-    /// A replica lacks a write a client was told succeeded.
-    AckedWriteLost,
-    /// The cluster did not settle or answer after healing.
-    Stuck,
-    /// A node core stopped with an error (storage, apply, recovery).
-    NodeError,
-    /// A client got an answer a correct node never gives.
-    BadAnswer,
-}
-
-/// A failed run: rerun with `CORE_SEED=<seed>` to reproduce it exactly.
-#[derive(Debug, Clone)]
-pub struct SimFailure {
-    /// The run's seed.
-    pub seed: u64,
-    /// Which check failed.
-    pub kind: FailureKind,
-    /// When (simulated milliseconds).
-    pub at_ms: u64,
-    /// What exactly.
-    pub message: String,
-}
-
-impl fmt::Display for SimFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CORE_SEED={} at t={}ms: {:?}: {}", self.seed, self.at_ms, self.kind, self.message)
-    }
-}
-
-/// Counters of a run, for scenarios that assert their faults really happened.
-#[derive(Debug, Default, Clone)]
-pub struct ClusterStats {
-    /// Operations in the history (final reads included).
-    pub ops_recorded: u64,
-    /// Writes answered definitely with a new version.
-    pub writes_acknowledged: u64,
-    /// Writes given up at their deadline (outcome unknown).
-    pub writes_indeterminate: u64,
-    /// Reads given up at their deadline (not recorded).
-    pub reads_expired: u64,
-    /// Client attempts beyond the first of each operation.
-    pub client_retries: u64,
-    /// Writes resent after silence or an `indeterminate` answer.
-    pub blind_write_retries: u64,
-    /// Node crashes.
-    pub crashes: u64,
-    /// Core crashes that found unsynced WAL writes on the disk.
-    pub core_crashes_with_unsynced_writes: u64,
-    /// Peer frames handed to the network, and those lost (dropped, cut, or to a
-    /// node that was down).
-    pub frames_sent: u64,
-    /// Peer frames that never arrived.
-    pub frames_lost: u64,
-    /// Snapshots taken by compaction, over every incarnation.
-    pub snapshots_taken: u64,
-    /// Snapshots installed from a leader, over every incarnation.
-    pub snapshots_installed: u64,
-    /// WAL fdatasyncs over every core.
-    pub wal_fdatasyncs: u64,
-}
-
-/// What a passing run leaves.
-#[derive(Debug)]
-pub struct Report {
-    /// Counters.
-    pub stats: ClusterStats,
-    /// The hash of every event, in order.
-    pub trace_hash: u64,
-    /// The checked history.
-    pub history: Vec<Operation>,
-}
 
 #[derive(Debug)]
 enum Event {
@@ -849,145 +690,6 @@ impl Cluster {
         self.history.push(op);
     }
 
-    // ----- checks ------------------------------------------------------------------
-
-    /// Replicas of a shard at the same applied index must hold the same state: the
-    /// first replica seen at an index sets its digest, every later one must match.
-    fn compare_replicas(&mut self) {
-        let mut diverged = None;
-        for (&node, n) in &self.nodes {
-            if !n.up {
-                continue;
-            }
-            for core in n.cores.iter().filter_map(|sc| sc.core.as_ref()) {
-                for shard in core.shards() {
-                    let applied = core.raft_status(shard).expect("a shard of the core").applied;
-                    if self.compared.insert((shard, node), applied) == Some(applied) {
-                        continue;
-                    }
-                    let state = core.shard_state(shard).expect("a shard of the core").snapshot();
-                    let digest = chain(0, &state);
-                    let (first, first_digest) = *self.digests.entry((shard, applied)).or_insert((node, digest));
-                    if first_digest != digest && diverged.is_none() {
-                        diverged = Some(format!(
-                            "shard {shard}: nodes {first} and {node} applied up to {applied} but hold different states"
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(message) = diverged {
-            self.fail(FailureKind::Diverged, message);
-        }
-    }
-
-    fn check_message_rate(&mut self) {
-        let frames = self.stats.frames_sent - self.frames_at_last_check;
-        self.frames_at_last_check = self.stats.frames_sent;
-        if frames > FRAMES_PER_CHECK_MAX {
-            let us = CHECK_INTERVAL_US;
-            self.fail(FailureKind::Stuck, format!("message storm: {frames} peer frames in {us} µs"));
-        }
-    }
-
-    /// Every shard has one leader, whose whole log is committed, and every replica
-    /// has applied all of it in the leader's term.
-    fn settled(&self) -> bool {
-        (0..self.map.shard_count()).all(|shard| {
-            let statuses: Option<Vec<_>> =
-                self.map.replicas(shard).iter().map(|&r| self.core(r).and_then(|c| c.raft_status(shard))).collect();
-            let Some(statuses) = statuses else { return false };
-            let mut leaders = statuses.iter().filter(|s| s.role == Role::Leader);
-            let (Some(leader), None) = (leaders.next(), leaders.next()) else { return false };
-            leader.commit == leader.last_index
-                && statuses.iter().all(|s| s.term == leader.term && s.applied == leader.commit)
-        })
-    }
-
-    fn settle_or_fail(&mut self, what: &str) {
-        if !self.run_until(SETTLE_MS_MAX, Cluster::settled) {
-            let states: Vec<String> = (0..self.map.shard_count())
-                .map(|shard| {
-                    let replicas: Vec<String> = self
-                        .map
-                        .replicas(shard)
-                        .iter()
-                        .map(|&r| match self.core(r).and_then(|c| c.raft_status(shard)) {
-                            Some(st) => format!(
-                                "n{} {:?} t{} commit {} applied {} last {}",
-                                r.node, st.role, st.term, st.commit, st.applied, st.last_index
-                            ),
-                            None => format!("n{} down", r.node),
-                        })
-                        .collect();
-                    format!("shard {shard}: [{}]", replicas.join("; "))
-                })
-                .collect();
-            self.fail(FailureKind::Stuck, format!("not settled {what}: {}", states.join(" | ")));
-        }
-    }
-
-    /// Every replica of each key's shard holds the newest acknowledged version of
-    /// the key, or a later one.
-    fn check_acknowledged_writes(&mut self) {
-        let mut newest: BTreeMap<&[u8], Version> = BTreeMap::new();
-        for op in &self.history {
-            if let (true, check::Outcome::Written { version }) = (op.call.is_write(), &op.outcome) {
-                let v = newest.entry(op.call.key()).or_default();
-                *v = (*v).max(*version);
-            }
-        }
-        let mut lost = None;
-        for (&key, &version) in &newest {
-            let shard = self.map.shard_of(key);
-            for &r in self.map.replicas(shard) {
-                let state = self.core(r).and_then(|c| c.shard_state(shard)).expect("every node runs at the end");
-                let have = state.store().newest_version(key);
-                if have < version && lost.is_none() {
-                    lost = Some(format!(
-                        "node {} holds version {have} of key {:?}, below the acknowledged version {version}",
-                        r.node,
-                        String::from_utf8_lossy(key)
-                    ));
-                }
-            }
-        }
-        if let Some(message) = lost {
-            self.fail(FailureKind::AckedWriteLost, message);
-        }
-    }
-
-    fn check_linearizable(&mut self) {
-        let result = match check::check_history(&self.history, &self.cfg.check) {
-            Ok(result) => result,
-            Err(e) => return self.fail(FailureKind::BadAnswer, format!("the recorded history is malformed: {e}")),
-        };
-        match result {
-            CheckResult::Linearizable => {}
-            CheckResult::Unknown { key, states_explored } => self.fail(
-                FailureKind::CheckerUnknown,
-                format!("key {:?} undecided after {states_explored} states", String::from_utf8_lossy(&key)),
-            ),
-            CheckResult::NotLinearizable { key, witness } => {
-                let key_ops = check::split_by_key(&self.history).remove(&key).unwrap_or_default();
-                let shown = match check::shrink_key_history(&key_ops, &self.cfg.check, 500) {
-                    Ok(Some(shrunk)) => shrunk.ops,
-                    _ => witness.history,
-                };
-                let ops: Vec<String> = shown.iter().take(WITNESS_OPS_SHOWN_MAX).map(|op| format!("  {op}")).collect();
-                self.fail(
-                    FailureKind::NotLinearizable,
-                    format!(
-                        "key {:?} is not linearizable; a failing core of its history ({} ops):\n{}",
-                        String::from_utf8_lossy(&key),
-                        shown.len(),
-                        ops.join("\n")
-                    ),
-                );
-            }
-        }
-    }
-
     /// Ends the run: heals the network, restarts crashed nodes, lets the clients
     /// finish, waits for every shard to settle, reads every key once more, and
     /// checks replica states, acknowledged writes and the history.
@@ -1075,66 +777,5 @@ fn response_code(response: &Response) -> u64 {
         Response::NotLeader { hint } => 20 + (hint << 8),
         Response::WrongShard { hint, .. } => 30 + (hint << 8),
         Response::Busy => 40,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_map_spreads_preferred_leaders_and_groups_over_nodes_and_cores() {
-        let map = build_map(3, 2, 8, 3);
-        let preferred: std::collections::BTreeSet<NodeId> = map.shards.iter().map(|s| s.replicas[0].node).collect();
-        assert_eq!(preferred.len(), 3, "every node is some shard's preferred leader");
-        let mut cores = std::collections::BTreeSet::new();
-        for s in &map.shards {
-            let nodes: std::collections::BTreeSet<NodeId> = s.replicas.iter().map(|r| r.node).collect();
-            assert_eq!(nodes.len(), 3, "replicas on distinct nodes");
-            cores.extend(s.replicas.iter().copied());
-        }
-        assert_eq!(cores.len(), 6, "every core of every node holds a group");
-        let keys = pick_keys(&map, 6);
-        let shards: std::collections::BTreeSet<ShardId> = keys.iter().map(|k| map.shard_of(k)).collect();
-        assert_eq!(shards.len(), 6, "the keys spread over shards");
-    }
-
-    /// The replica comparison catches a replica whose state differs at an equal
-    /// applied index: plant another replica's digest where shard 0 will be.
-    #[test]
-    fn a_replica_with_another_state_at_the_same_index_is_caught() {
-        let mut c = Cluster::new(ClusterConfig::new(11, 3, 2));
-        c.run_for(500);
-        let applied = (1..=3)
-            .filter_map(|n| c.core(Replica { node: n, core: c.map.core_of(0, n)? }))
-            .filter_map(|core| core.raft_status(0))
-            .map(|st| st.applied)
-            .max()
-            .expect("shard 0 runs");
-        for index in applied + 1..applied + 50 {
-            c.digests.insert((0, index), (99, 0xbad));
-        }
-        c.run_for(1_000);
-        let failure = c.failure().expect("the planted divergence is caught");
-        assert_eq!(failure.kind, FailureKind::Diverged, "{failure}");
-        assert!(failure.to_string().starts_with("CORE_SEED=11 "), "{failure}");
-    }
-
-    /// The end check catches an acknowledged write no replica holds: plant a
-    /// version above any the run wrote.
-    #[test]
-    fn an_acknowledged_write_missing_from_the_replicas_is_caught() {
-        let mut c = Cluster::new(ClusterConfig::new(12, 3, 1));
-        c.run_for(500);
-        let key = c.keys[0].clone();
-        c.history.push(Operation {
-            client: 99,
-            invoke_time: 0,
-            return_time: Some(1),
-            call: Call::Put { key, value: b"never written".to_vec() },
-            outcome: check::Outcome::Written { version: u64::MAX >> 2 },
-        });
-        let failure = c.finish().expect_err("the lost write is caught");
-        assert_eq!(failure.kind, FailureKind::AckedWriteLost, "{failure}");
     }
 }
