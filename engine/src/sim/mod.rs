@@ -13,8 +13,10 @@
 //! Every event is checked against the Raft safety invariants ([`invariants`]); a
 //! violation panics with `CORE_SEED=<seed>`, and a run is reproduced bit for bit by
 //! its seed ([`Sim::trace`] is the hash of every event, in order). No clock, thread,
-//! socket, file or global RNG is used here.
+//! socket, file or global RNG is used here. [`cluster`] does the same for whole
+//! clusters of node cores (many groups per core) with retrying clients.
 
+pub mod cluster;
 pub mod invariants;
 pub mod net;
 pub mod storage;
