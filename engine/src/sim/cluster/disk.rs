@@ -112,10 +112,12 @@ impl CoreDisk {
         if self.in_flight.is_some() {
             return Ok(BatchStart::Idle);
         }
-        let wal = self.wal()?;
-        if wal.writer_ref().pending_records() == 0 && !core.has_unsealed() {
+        // As the server's flusher does: only a waiting Ready asks for a batch;
+        // records without one (commit indexes, markers) ride with the next.
+        if !core.has_unsealed() {
             return Ok(BatchStart::Idle);
         }
+        let wal = self.wal()?;
         let token = core.seal();
         let Some(batch) = wal.writer_mut().start_batch() else {
             core.on_durable(token);
