@@ -571,7 +571,10 @@ impl NodeCore {
 
     fn handle_ready(&mut self, shard: ShardId, rd: Ready, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
         let g = self.groups.get_mut(&shard).expect("known group");
-        let urgent = std::mem::take(&mut g.read_heartbeat_wanted);
+        // Reads still waiting for confirmation make any heartbeat round urgent: the
+        // round a read waits for may be sent by a later Ready than the one its ask
+        // went into (a new leader's reads wait for its first commit).
+        let urgent = std::mem::take(&mut g.read_heartbeat_wanted) || !g.reads_confirming.is_empty();
         if let Some(soft) = rd.soft_state {
             g.leader = soft.leader;
             let was_leader = g.is_leader;

@@ -83,29 +83,38 @@ impl Cluster {
     /// Runs every core's iteration until no message or batch is left.
     fn settle(&mut self) {
         for _ in 0..1000 {
-            let mut in_flight: Vec<(Replica, Replica, PeerBatch)> = Vec::new();
-            for (&at, c) in self.cores.iter_mut() {
-                c.core.process(&mut c.storage).expect("process");
-                if !c.storage.open.is_empty() || c.core.has_unsealed() {
-                    let token = c.core.seal();
-                    c.storage.batches.push(std::mem::take(&mut c.storage.open));
-                    c.core.on_durable(token);
-                    c.core.process(&mut c.storage).expect("process");
-                }
-                for (dest, batch) in c.core.take_frames() {
-                    in_flight.push((at, dest, batch));
-                }
-                c.replies.extend(c.core.take_replies());
-            }
-            if in_flight.is_empty() && self.cores.values().all(|c| !c.core.has_work() && c.storage.open.is_empty()) {
+            if !self.round() {
                 return;
-            }
-            for (from, to, batch) in in_flight {
-                *self.frames.entry((from, to)).or_default() += 1;
-                self.cores.get_mut(&to).expect("known core").core.step_peer(from.node, batch);
             }
         }
         panic!("the cluster did not settle");
+    }
+
+    /// One iteration of every core, then the frames delivered. False when the
+    /// cluster was already quiet.
+    fn round(&mut self) -> bool {
+        let mut in_flight: Vec<(Replica, Replica, PeerBatch)> = Vec::new();
+        for (&at, c) in self.cores.iter_mut() {
+            c.core.process(&mut c.storage).expect("process");
+            if !c.storage.open.is_empty() || c.core.has_unsealed() {
+                let token = c.core.seal();
+                c.storage.batches.push(std::mem::take(&mut c.storage.open));
+                c.core.on_durable(token);
+                c.core.process(&mut c.storage).expect("process");
+            }
+            for (dest, batch) in c.core.take_frames() {
+                in_flight.push((at, dest, batch));
+            }
+            c.replies.extend(c.core.take_replies());
+        }
+        if in_flight.is_empty() && self.cores.values().all(|c| !c.core.has_work() && c.storage.open.is_empty()) {
+            return false;
+        }
+        for (from, to, batch) in in_flight {
+            *self.frames.entry((from, to)).or_default() += 1;
+            self.cores.get_mut(&to).expect("known core").core.step_peer(from.node, batch);
+        }
+        true
     }
 
     fn tick(&mut self) {
@@ -323,5 +332,41 @@ fn a_ready_that_only_moves_the_commit_index_asks_for_no_fdatasync() {
     assert!(
         c.storage.open.iter().any(|r| matches!(r, Record::HardState { .. })),
         "its record rides with the next batch"
+    );
+}
+
+#[test]
+fn a_read_asked_before_a_new_leader_commits_in_its_term_is_served_without_waiting_for_a_heartbeat_interval() {
+    let map = test_map(3, 1, 1, 3);
+    let mut cl = Cluster::new(map.clone());
+    cl.run_until_led();
+    let old = cl.leader_core(0).expect("led");
+    let target = map.replicas(0).iter().copied().find(|r| *r != old).expect("a follower");
+    let g = cl.cores.get_mut(&old).unwrap().core.groups.get_mut(&0).unwrap();
+    g.raft.transfer_leader(target.node).expect("a voter");
+    cl.cores.get_mut(&old).unwrap().core.dirty.insert(0);
+    // Round by round, without a tick: stop as soon as the new leader knows it leads,
+    // before its first entry (the one of its term) is committed.
+    let mut rounds = 0;
+    while !cl.cores[&target].core.groups[&0].is_leader {
+        assert!(cl.round(), "the transfer finishes without ticks");
+        rounds += 1;
+        assert!(rounds < 100, "the transfer finishes");
+    }
+    let status = cl.cores[&target].core.raft_status(0).unwrap();
+    assert!(status.commit < status.last_index, "the new leader's own entry is not committed yet");
+    let client = ClientRef { conn: 3, id: 1 };
+    let read = Request { shard: 0, epoch: 1, body: RequestBody::Read(ReadOp::Get { key: key_for(&map, 0), at: None }) };
+    // A write in the same iteration gives that iteration's Ready other work too.
+    let writer = ClientRef { conn: 3, id: 2 };
+    cl.cores.get_mut(&target).unwrap().core.client_request(writer, put(&map, 0, 1, b"v"));
+    cl.cores.get_mut(&target).unwrap().core.client_request(client, read);
+    cl.settle();
+    assert!(matches!(cl.reply(target, writer), Some(Response::Outcome(Outcome::Ok(_)))));
+    // No tick happened: the heartbeat round the read needs must not wait for the
+    // core's next periodic heartbeat boundary.
+    assert!(
+        matches!(cl.reply(target, client), Some(Response::Outcome(Outcome::NotFound | Outcome::Ok(_)))),
+        "the read is answered"
     );
 }
