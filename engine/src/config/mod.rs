@@ -566,6 +566,16 @@ impl ServerConfig {
             Err(other) => return Err(ConfigError::WalSegment(other.to_string())),
             Ok(()) => {}
         }
+        // One loop iteration's records must fit a batch, which fits a segment:
+        // the replication window, one append and the largest value, twice over.
+        let raft = self.raft_config();
+        let needed = 2 * (raft.inflight_bytes_max + raft.append_bytes_max + self.value_bytes_max as u64);
+        if self.wal_segment_bytes < needed {
+            return Err(ConfigError::WalSegment(format!(
+                "{} bytes cannot hold one loop iteration's records: with --value-bytes-max {} it must be at least {needed}",
+                self.wal_segment_bytes, self.value_bytes_max
+            )));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(ConfigError::LogFilter { filter: self.log.clone(), reason: one_line(&e.to_string()) });
         }

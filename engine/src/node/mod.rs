@@ -52,6 +52,18 @@ pub use group::ClientRef;
 use group::{Group, PendingRead};
 use outbox::Outbox;
 
+/// What a log entry costs in the WAL beyond its data (index, term, kind, lengths).
+const ENTRY_OVERHEAD_BYTES: u64 = 64;
+
+/// Room one group's Ready may need in the open batch: a follower's appends are
+/// bounded by the leader's in-flight window plus one append; a leader's own
+/// entries by the write budget (`proposed_bytes`), which keeps this much aside.
+/// A WAL segment must hold at least twice this and a value (the server's config
+/// checks it).
+pub fn ready_reserve_bytes(cfg: &NodeCoreConfig) -> u64 {
+    cfg.raft.inflight_bytes_max + cfg.raft.append_bytes_max + (4 << 10)
+}
+
 /// Election timeouts a leader waits before it tries again to hand leadership to
 /// the shard's preferred replica.
 const TRANSFER_RETRY_TIMEOUTS: u64 = 5;
@@ -66,6 +78,9 @@ pub trait CoreStorage {
     /// Writes `snapshot` as the group's snapshot file, durably (temp file, fsync,
     /// rename, directory fsync), before returning.
     fn save_snapshot(&mut self, group_id: u64, snapshot: &Snapshot) -> Result<(), StorageError>;
+    /// Bytes the open batch can still take: the core takes no Ready that might not
+    /// fit, and refuses writes beyond it (a full batch must never stop a core).
+    fn room_bytes(&self) -> u64;
 }
 
 /// The storage failed: the core must stop (fail-stop; nothing acknowledged is lost
@@ -203,6 +218,10 @@ pub struct NodeCore {
     /// Groups that may have a Ready.
     dirty: BTreeSet<ShardId>,
     requests_pending: usize,
+    /// Entry bytes proposed since the last `process`, and the open batch's room
+    /// then: client writes beyond the room are refused with Busy.
+    proposed_bytes: u64,
+    room_bytes: u64,
     stats: CoreStats,
 }
 
@@ -262,6 +281,8 @@ impl NodeCore {
             next_seal: 1,
             dirty,
             requests_pending: 0,
+            proposed_bytes: 0,
+            room_bytes: storage.room_bytes(),
             stats,
         })
     }
@@ -491,8 +512,15 @@ impl NodeCore {
         }
         let g = self.groups.get_mut(&shard).expect("checked by the caller");
         let data = command::encode(&Command { stamp_ts, body: CommandBody::Write(WriteCommand { tag, op }) });
+        let bytes = data.len() as u64 + ENTRY_OVERHEAD_BYTES;
+        if self.proposed_bytes + bytes + ready_reserve_bytes(&self.cfg) > self.room_bytes {
+            // The WAL's open batch could not take it before the next flush.
+            self.stats.busy += 1;
+            return self.answer(client, Response::Busy);
+        }
         match g.raft.propose(data) {
             Ok((index, term)) => {
+                self.proposed_bytes += bytes;
                 self.stats.raft_proposals += 1;
                 g.writes.insert(index, (term, client));
                 self.requests_pending += 1;
@@ -526,8 +554,15 @@ impl NodeCore {
     /// `storage`'s open batch, committed entries applied, reads served.
     pub fn process(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
         let dirty = std::mem::take(&mut self.dirty);
+        let reserve = ready_reserve_bytes(&self.cfg);
         let mut worked = false;
         for shard in dirty {
+            if storage.room_bytes() < reserve && !self.unsealed.is_empty() {
+                // The open batch is nearly full: this group's Ready waits for the
+                // next iteration, after the batch in flight completes.
+                self.dirty.insert(shard);
+                continue;
+            }
             self.ask_reads(shard);
             loop {
                 let g = self.groups.get_mut(&shard).expect("dirty groups exist");
@@ -544,6 +579,8 @@ impl NodeCore {
         if worked {
             self.stats.iterations += 1;
         }
+        self.proposed_bytes = 0;
+        self.room_bytes = storage.room_bytes();
         Ok(())
     }
 

@@ -17,9 +17,15 @@ struct MemStorage {
     open: Vec<Record>,
     batches: Vec<Vec<Record>>,
     snapshots: BTreeMap<u64, Snapshot>,
+    /// Bytes an open batch may hold (None: unbounded).
+    room_limit: Option<u64>,
 }
 
 impl CoreStorage for MemStorage {
+    fn room_bytes(&self) -> u64 {
+        let used: u64 = self.open.iter().map(|r| r.encoded_bytes() as u64).sum();
+        self.room_limit.map_or(u64::MAX / 2, |limit| limit.saturating_sub(used))
+    }
     fn append(&mut self, record: &Record) -> Result<(), StorageError> {
         self.open.push(record.clone());
         Ok(())
@@ -369,4 +375,29 @@ fn a_read_asked_before_a_new_leader_commits_in_its_term_is_served_without_waitin
         matches!(cl.reply(target, client), Some(Response::Outcome(Outcome::NotFound | Outcome::Ok(_)))),
         "the read is answered"
     );
+}
+
+#[test]
+fn a_write_the_open_wal_batch_cannot_take_is_busy_not_a_stopped_core() {
+    let map = test_map(3, 1, 1, 3);
+    let mut cl = Cluster::new(map.clone());
+    cl.run_until_led();
+    let at = cl.leader_core(0).unwrap();
+    let c = cl.cores.get_mut(&at).unwrap();
+    let reserve = ready_reserve_bytes(&c.core.cfg);
+    c.storage.room_limit = Some(reserve + (200 << 10));
+    c.core.process(&mut c.storage).unwrap(); // learns the room
+    let big = vec![7u8; 150 << 10];
+    let mut req = put(&map, 0, 1, &big);
+    c.core.client_request(ClientRef { conn: 1, id: 1 }, req.clone());
+    // The second write of 150 KiB would not fit before the next flush.
+    if let RequestBody::Write { tag, .. } = &mut req.body {
+        tag.seq = 2;
+        tag.acked = 0;
+    }
+    c.core.client_request(ClientRef { conn: 1, id: 2 }, req);
+    let replies = c.core.take_replies();
+    assert_eq!(replies, vec![(ClientRef { conn: 1, id: 2 }, Response::Busy)]);
+    c.core.process(&mut c.storage).expect("the first write fits: no storage error");
+    assert!(c.core.has_unsealed());
 }

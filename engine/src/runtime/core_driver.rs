@@ -40,9 +40,6 @@ use crate::wal::{Record, WalConfig};
 
 /// Bytes per chunk of a snapshot file.
 const SNAPSHOT_FILE_CHUNK_BYTES: usize = 1 << 20;
-/// Client writes are answered Busy while this many WAL bytes wait for a batch:
-/// the disk is behind, and the queue must not grow without bound.
-pub const WAL_PENDING_BYTES_BUSY: u64 = 64 << 20;
 
 /// What one core needs to start.
 #[derive(Debug, Clone)]
@@ -90,6 +87,10 @@ impl CoreStorage for DiskStorage {
         }
         writer.finish().map_err(err)?;
         Ok(())
+    }
+
+    fn room_bytes(&self) -> u64 {
+        self.wal.room_bytes()
     }
 }
 
@@ -306,7 +307,7 @@ impl Inbound for CoreInbound {
                 let _ = replies.reply(call.id, Reply::Admin(core.admin(&admin)));
             }
             Call::Kv(request) => {
-                if core.stopping.get() || core.wal.pending_bytes() > WAL_PENDING_BYTES_BUSY {
+                if core.stopping.get() {
                     core.node.borrow_mut().stats_mut().busy += 1;
                     let _ = replies.reply(call.id, Reply::Kv(Response::Busy));
                     return;

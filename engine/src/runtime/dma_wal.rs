@@ -167,6 +167,11 @@ impl DmaWal {
         Ok(Some(durable))
     }
 
+    /// Bytes of records the open batch can still take.
+    pub fn room_bytes(&self) -> u64 {
+        self.writer.borrow().room_bytes()
+    }
+
     /// Bytes of records waiting for the next batch.
     pub fn pending_bytes(&self) -> u64 {
         self.writer.borrow().pending_bytes()

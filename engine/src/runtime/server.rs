@@ -31,9 +31,8 @@ pub enum ServerError {
     },
 }
 
-/// The WAL pending-batch bound: far above what the Raft windows let through
-/// between two batches; the driver answers Busy long before it
-/// ([`super::core_driver::WAL_PENDING_BYTES_BUSY`]).
+/// The WAL pending-batch bound: the segment size bounds a batch anyway; the node
+/// core keeps every iteration inside the room left (`CoreStorage::room_bytes`).
 const WAL_PENDING_BYTES_MAX: u64 = 1 << 30;
 
 /// Runs the server until SIGTERM / SIGINT (then returns Ok after a clean stop) or

@@ -320,6 +320,16 @@ impl WalWriter {
     }
 
     /// Checks that `record_bytes` more fit the next batch.
+    /// Bytes of records the open batch can still take before `append` answers
+    /// [`WalError::Busy`] (the checkpoint a segment roll may add is set aside).
+    pub fn room_bytes(&self) -> u64 {
+        let checkpoint_bytes_max = CHECKPOINT_RECORD_BYTES_MAX
+            * (self.sealed_hard_states.len() + self.sealed_markers.len() + self.pending_records as usize + 1) as u64;
+        let batch_bytes_max = self.config.segment_bytes - BLOCK_BYTES;
+        let pending_limit = self.config.pending_bytes_max.min(batch_bytes_max);
+        pending_limit.saturating_sub(BATCH_HEADER_BYTES as u64 + checkpoint_bytes_max + self.pending_bytes())
+    }
+
     fn reserve(&self, record_bytes: u64) -> Result<(), WalError> {
         // The checkpoint a new segment starts with is bounded by one record per
         // known hard state and marker, plus one per pending record.

@@ -78,6 +78,10 @@ impl ClusterConfig {
                 heartbeat_interval_ticks: 2,
                 snapshot_chunk_bytes: 1024,
                 inflight_msgs_max: 32,
+                // Windows that fit the simulator's small WAL segments, as a server's
+                // config requires of its own (`node::ready_reserve_bytes`).
+                inflight_bytes_max: 32 << 10,
+                append_bytes_max: 8 << 10,
                 ..Config::new(1)
             },
             planted_bug: PlantedBug::None,

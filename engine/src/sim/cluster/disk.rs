@@ -175,6 +175,13 @@ impl CoreDisk {
 }
 
 impl CoreStorage for CoreDisk {
+    fn room_bytes(&self) -> u64 {
+        match self.wal.as_ref() {
+            Some(Wal::Open(w)) => w.writer_ref().room_bytes(),
+            _ => 0,
+        }
+    }
+
     fn append(&mut self, record: &Record) -> Result<(), StorageError> {
         self.wal()?.append(record).map_err(storage_error)
     }
