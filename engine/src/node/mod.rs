@@ -14,7 +14,7 @@
 //! - replies to clients ([`NodeCore::take_replies`]).
 //!
 //! Runs on its own core; no lock, clock, socket, file, thread or global RNG here.
-//! The glommio runtime ([`crate::runtime`]) and the simulator drive the same code.
+//! The server's per-core driver and the simulator drive the same code.
 //!
 //! The driver's loop, in order:
 //! 1. feed inputs: [`NodeCore::tick`], [`NodeCore::step_peer`],
