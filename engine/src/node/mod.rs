@@ -250,12 +250,7 @@ impl NodeCore {
             let voters: Vec<NodeId> = map.replicas(shard).iter().map(|r| r.node).collect();
             let rec = recovered.remove(&shard).unwrap_or_default();
             let durable = durable_state(shard, voters, rec, storage)?;
-            let sm = if durable.snapshot.data.is_empty() {
-                Shard::new(cfg.shard)
-            } else {
-                Shard::restore(cfg.shard, &durable.snapshot.data)
-                    .map_err(|source| NodeError::Snapshot { shard, source })?
-            };
+            let sm = restore_shard(cfg.shard, shard, &durable.snapshot)?;
             let _ = hlc.observe(sm.last_applied_version().max(sm.log_clock_ts()));
             let seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x2545_f491_4f6c_dd1d);
             let raft = RawNode::new(raft_cfg.clone(), durable, seed)?;
@@ -607,6 +602,13 @@ impl NodeCore {
     }
 
     fn handle_ready(&mut self, shard: ShardId, rd: Ready, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        // A snapshot from the leader is decoded before it is made durable: one that
+        // does not decode stops this core now, but is not saved to stop every
+        // restart too.
+        let installed = match &rd.snapshot {
+            Some(snap) => Some(restore_shard(self.cfg.shard, shard, snap)?),
+            None => None,
+        };
         let g = self.groups.get_mut(&shard).expect("known group");
         // Reads still waiting for confirmation make any heartbeat round urgent: the
         // round a read waits for may be sent by a later Ready than the one its ask
@@ -670,8 +672,8 @@ impl NodeCore {
                 route(&self.map, &mut self.outbox, shard, m, false);
             }
         }
-        if let Some(snap) = &rd.snapshot {
-            self.install(shard, snap)?;
+        if let Some(sm) = installed {
+            self.install(shard, sm);
         }
         for e in &rd.committed_entries {
             self.apply(shard, e)?;
@@ -743,17 +745,11 @@ impl NodeCore {
         }
     }
 
-    fn install(&mut self, shard: ShardId, snap: &Snapshot) -> Result<(), NodeError> {
-        let config = self.cfg.shard;
+    fn install(&mut self, shard: ShardId, sm: Shard) {
         let g = self.groups.get_mut(&shard).expect("known group");
-        g.sm = if snap.data.is_empty() {
-            Shard::new(config)
-        } else {
-            Shard::restore(config, &snap.data).map_err(|source| NodeError::Snapshot { shard, source })?
-        };
+        g.sm = sm;
         g.applied_bytes_since_snapshot = 0;
         self.stats.snapshots_installed += 1;
-        Ok(())
     }
 
     fn apply(&mut self, shard: ShardId, e: &Entry) -> Result<(), NodeError> {
@@ -890,6 +886,15 @@ fn route(map: &ClusterMap, outbox: &mut Outbox, shard: ShardId, m: Message, urge
     if let Some(core) = map.core_of(shard, m.to) {
         outbox.push(Replica { node: m.to, core }, shard, m, urgent);
     }
+}
+
+/// The shard state machine a snapshot holds (an empty one for the founding
+/// snapshot at index 0).
+fn restore_shard(config: ShardConfig, shard: ShardId, snap: &Snapshot) -> Result<Shard, NodeError> {
+    if snap.data.is_empty() {
+        return Ok(Shard::new(config));
+    }
+    Shard::restore(config, &snap.data).map_err(|source| NodeError::Snapshot { shard, source })
 }
 
 /// The state a group restarts from, or bootstraps with (appending the bootstrap

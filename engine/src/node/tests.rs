@@ -401,3 +401,29 @@ fn a_write_the_open_wal_batch_cannot_take_is_busy_not_a_stopped_core() {
     c.core.process(&mut c.storage).expect("the first write fits: no storage error");
     assert!(c.core.has_unsealed());
 }
+
+#[test]
+fn a_snapshot_from_the_leader_that_does_not_decode_stops_the_core_before_it_is_saved() {
+    use corekv_rpc::raft::{ConfState, MessageBody, SnapshotMeta};
+    let map = test_map(3, 1, 1, 3);
+    let mut cl = Cluster::new(map);
+    cl.run_until_led();
+    let leader = cl.leader_core(0).unwrap();
+    let term = cl.cores[&leader].core.raft_status(0).unwrap().term;
+    let follower = *cl.cores.keys().find(|r| **r != leader).unwrap();
+    let chunk = b"not a shard snapshot".to_vec();
+    let meta = SnapshotMeta { index: 1000, term, conf: ConfState { voters: vec![1, 2, 3], learners: vec![] } };
+    let body = MessageBody::Snapshot {
+        meta,
+        total_bytes: chunk.len() as u64,
+        offset: 0,
+        chunk_crc: crc32fast::hash(&chunk),
+        chunk,
+    };
+    let message = Message { from: leader.node, to: follower.node, term, body };
+    let f = cl.cores.get_mut(&follower).unwrap();
+    f.core.step_peer(leader.node, PeerBatch { messages: vec![PeerMessage::Raft { shard: 0, message }] });
+    let result = f.core.process(&mut f.storage);
+    assert!(matches!(result, Err(NodeError::Snapshot { shard: 0, .. })), "{result:?}");
+    assert!(f.storage.snapshots.is_empty(), "a snapshot that does not decode is never made durable");
+}
