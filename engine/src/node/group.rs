@@ -44,9 +44,6 @@ pub(crate) struct Group {
     /// Confirmed reads, served once applied up to their index.
     pub reads_confirmed: VecDeque<(Index, Vec<PendingRead>)>,
     pub next_read_ctx: u64,
-    /// A read asked for a heartbeat round since the last Ready: its heartbeats leave
-    /// at once instead of at the next boundary.
-    pub read_heartbeat_wanted: bool,
     /// Entry bytes applied since the last snapshot (compaction by size).
     pub applied_bytes_since_snapshot: u64,
     /// The last hard state handed to storage.
@@ -70,7 +67,6 @@ impl Group {
             reads_confirming: BTreeMap::new(),
             reads_confirmed: VecDeque::new(),
             next_read_ctx: 1,
-            read_heartbeat_wanted: false,
             applied_bytes_since_snapshot: 0,
             transfer_cooldown_ticks: 0,
             hard_state: HardState::default(),

@@ -359,11 +359,6 @@ impl NodeCore {
         !self.unsealed.is_empty()
     }
 
-    /// Client requests accepted and not yet answered.
-    pub fn requests_pending(&self) -> usize {
-        self.requests_pending
-    }
-
     // ----- inputs ----------------------------------------------------------------
 
     /// One tick of logical time for every group; `now_ms` is the physical clock the
@@ -589,7 +584,6 @@ impl NodeCore {
         match g.raft.read_index(ctx) {
             Ok(()) => {
                 g.next_read_ctx += 1;
-                g.read_heartbeat_wanted = true;
                 g.reads_confirming.insert(ctx, reads);
             }
             Err(e) => {
@@ -610,10 +604,10 @@ impl NodeCore {
             None => None,
         };
         let g = self.groups.get_mut(&shard).expect("known group");
-        // Reads still waiting for confirmation make any heartbeat round urgent: the
-        // round a read waits for may be sent by a later Ready than the one its ask
-        // went into (a new leader's reads wait for its first commit).
-        let urgent = std::mem::take(&mut g.read_heartbeat_wanted) || !g.reads_confirming.is_empty();
+        // Reads waiting for confirmation make any heartbeat round urgent: the round
+        // a read waits for may be sent by this Ready or a later one (a new leader's
+        // reads wait for its first commit).
+        let urgent = !g.reads_confirming.is_empty();
         if let Some(soft) = rd.soft_state {
             g.leader = soft.leader;
             let was_leader = g.is_leader;

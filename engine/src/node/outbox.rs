@@ -64,7 +64,7 @@ impl Outbox {
         let mut taken = Taken::default();
         for (dest, messages) in std::mem::take(&mut self.messages) {
             taken.messages += messages.len() as u64;
-            batches.entry(dest).or_default().messages.extend(messages);
+            batches.insert(dest, PeerBatch { messages }); // the queue becomes the frame
         }
         for (dest, items) in std::mem::take(&mut self.responses) {
             taken.messages += 1;
