@@ -198,34 +198,41 @@ impl TestClient {
         Ok(items)
     }
 
-    /// Every core's shard status, from every node that answers.
-    pub fn status(&mut self) -> Vec<(u64, u16, Vec<ShardStatus>)> {
+    /// `call` answered by every core of every node that answers, with who answered.
+    fn ask_every_core(&mut self, call: AdminCall) -> Vec<(u64, u16, AdminReply)> {
         let mut out = Vec::new();
         for (node, cores) in self.map.nodes.iter().map(|n| (n.id, n.cores)).collect::<Vec<_>>() {
             for core in 0..cores {
-                if let Ok(Reply::Admin(AdminReply::Status { shards, .. })) =
-                    self.call_at(node, core, Call::Admin(AdminCall::Status))
-                {
-                    out.push((node, core, shards));
+                if let Ok(Reply::Admin(reply)) = self.call_at(node, core, Call::Admin(call.clone())) {
+                    out.push((node, core, reply));
                 }
             }
         }
         out
     }
 
+    /// Every core's shard status, from every node that answers.
+    pub fn status(&mut self) -> Vec<(u64, u16, Vec<ShardStatus>)> {
+        let replies = self.ask_every_core(AdminCall::Status);
+        replies
+            .into_iter()
+            .filter_map(|(node, core, reply)| match reply {
+                AdminReply::Status { shards, .. } => Some((node, core, shards)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every core's counters, from every node that answers.
     pub fn stats(&mut self) -> Vec<CoreStats> {
-        let mut out = Vec::new();
-        for (node, cores) in self.map.nodes.iter().map(|n| (n.id, n.cores)).collect::<Vec<_>>() {
-            for core in 0..cores {
-                if let Ok(Reply::Admin(AdminReply::Stats(stats))) =
-                    self.call_at(node, core, Call::Admin(AdminCall::Stats))
-                {
-                    out.push(stats);
-                }
-            }
-        }
-        out
+        let replies = self.ask_every_core(AdminCall::Stats);
+        replies
+            .into_iter()
+            .filter_map(|(_, _, reply)| match reply {
+                AdminReply::Stats(stats) => Some(stats),
+                _ => None,
+            })
+            .collect()
     }
 }
 
