@@ -1,12 +1,25 @@
-//! Support for corekv's end-to-end tests: a minimal, blocking, retrying key-value
-//! client over [`corekv_rpc::blocking`]. The full client library (async,
-//! pipelined, with the outcome words of DESIGN §6 end to end) is the client
-//! issue's; this one is just enough to prove the server's promises.
+//! Support for corekv's end-to-end tests against real `corekv-server` processes
+//! (DESIGN §11): starting and hanging nodes ([`local`]), a nemesis that kills,
+//! hangs and restarts them while clients work ([`nemesis`]), the clients' random
+//! operations ([`workload`]), recording what they were told as a history for the
+//! linearizability checker and judging it ([`history`]), and the knobs a person
+//! turns to rerun or lengthen a run ([`knobs`]).
 //!
-//! It routes a key to its shard's preferred replica, follows `NotLeader` hints,
-//! and retries `Busy`, `NotLeader`, lost connections and `indeterminate` with the
-//! same write tag until its deadline, so a write is applied at most once and a
-//! reply it reports is the one the shard gave.
+//! [`TestClient`] is a minimal, blocking, retrying key-value client over
+//! [`corekv_rpc::blocking`], and [`client`] gives it the shape of the client
+//! library's blocking facade until that library lands.
+//!
+//! [`TestClient`] routes a key to its shard's preferred replica, follows
+//! `NotLeader` hints, and retries `Busy`, `NotLeader`, lost connections and
+//! `indeterminate` with the same write tag until its deadline, so a write is
+//! applied at most once and a reply it reports is the one the shard gave.
+
+pub mod client;
+pub mod history;
+pub mod knobs;
+pub mod local;
+pub mod nemesis;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -76,6 +89,11 @@ impl TestClient {
         }
     }
 
+    /// Changes the per-request deadline.
+    pub fn set_deadline(&mut self, deadline: Duration) {
+        self.deadline = deadline;
+    }
+
     /// The cluster map.
     pub fn map(&self) -> &ClusterMap {
         &self.map
@@ -130,7 +148,8 @@ impl TestClient {
         Answer::GaveUp(last)
     }
 
-    fn write(&mut self, op: WriteOp) -> Answer {
+    /// One write, retried with its tag until an answer or the deadline.
+    pub fn write(&mut self, op: WriteOp) -> Answer {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.unanswered.insert(seq);
@@ -160,6 +179,15 @@ impl TestClient {
     /// Compare-and-set.
     pub fn cas(&mut self, key: &[u8], expected: Version, value: &[u8]) -> Answer {
         self.write(WriteOp::Cas { key: key.to_vec(), expected, value: value.to_vec() })
+    }
+
+    /// One read, retried until an answer or the deadline.
+    pub fn read(&mut self, op: ReadOp) -> Answer {
+        let shard = self.map.shard_of(match &op {
+            ReadOp::Get { key, .. } | ReadOp::Versions { key } => key,
+            ReadOp::Scan { start, .. } => start,
+        });
+        self.request(shard, RequestBody::Read(op))
     }
 
     /// Linearizable get: `Some((version, value))` or `None` when absent.

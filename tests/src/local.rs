@@ -1,0 +1,82 @@
+//! Driving a [`LocalCluster`] of real `corekv-server` processes the way the tests
+//! need: starting one as DESIGN §11 asks (`--cores 2`, the server built when
+//! missing), hanging a node with SIGSTOP and waking it with SIGCONT, and reading
+//! leaders and counters out of a status report.
+//!
+//! The launcher owns the processes (kill, restart, terminate); this module only
+//! adds the signals it does not send.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use corekv_rpc::kv::{NodeId, ShardId};
+use corekv_rpc::node::CoreStats;
+use corekv_tools::launcher::{LaunchOptions, LocalCluster};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::client::ClusterStatus;
+
+/// Every node of every test runs this many cores, so cross-core paths run.
+pub const CORES: u16 = 2;
+/// How long a cluster may take to have a leader for every shard after a start or
+/// a restart: a liveness bound (elections take 1–2 s, a restart replays its WAL),
+/// never a speed claim.
+pub const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// Starts `nodes` nodes with `shards` shards and waits until every shard has a
+/// leader; builds the server binary first when it is missing.
+pub fn start(nodes: usize, shards: u32) -> LocalCluster {
+    start_with(LaunchOptions { nodes, shards, ..LaunchOptions::default() })
+}
+
+/// Starts a cluster with `options`, forcing `--cores 2` and the build of a
+/// missing server binary.
+pub fn start_with(options: LaunchOptions) -> LocalCluster {
+    let options = LaunchOptions { cores: CORES, build_if_missing: true, ..options };
+    LocalCluster::start(options).expect("the cluster starts and every shard elects a leader")
+}
+
+/// Hangs node `id` (SIGSTOP): its sockets stay open and nothing answers, like a
+/// node stuck in a long pause. A node that is not running is left alone.
+pub fn pause(cluster: &LocalCluster, id: NodeId) -> Result<(), String> {
+    signal(cluster, id, Signal::SIGSTOP)
+}
+
+/// Wakes node `id` (SIGCONT) after [`pause`].
+pub fn resume(cluster: &LocalCluster, id: NodeId) -> Result<(), String> {
+    signal(cluster, id, Signal::SIGCONT)
+}
+
+fn signal(cluster: &LocalCluster, id: NodeId, signal: Signal) -> Result<(), String> {
+    let Some(pid) = cluster.pid(id) else { return Ok(()) };
+    let pid = i32::try_from(pid).map_err(|_| format!("node {id}: pid {pid} does not fit a pid_t"))?;
+    kill(Pid::from_raw(pid), signal).map_err(|e| format!("cannot send {signal} to node {id}: {e}"))
+}
+
+/// The leader of every shard some replica claims to lead, as reported: when two
+/// replicas both claim a shard (an old leader not yet told), the higher term wins.
+pub fn leaders(status: &ClusterStatus) -> BTreeMap<ShardId, NodeId> {
+    let mut best: BTreeMap<ShardId, (u64, NodeId)> = BTreeMap::new();
+    for node in &status.nodes {
+        for core in &node.cores {
+            for shard in core.shards.iter().filter(|s| s.is_leader) {
+                let entry = best.entry(shard.shard).or_insert((shard.term, node.id));
+                if shard.term > entry.0 {
+                    *entry = (shard.term, node.id);
+                }
+            }
+        }
+    }
+    best.into_iter().map(|(shard, (_, node))| (shard, node)).collect()
+}
+
+/// Every answering core's counters.
+pub fn core_stats(status: &ClusterStatus) -> Vec<CoreStats> {
+    status.nodes.iter().flat_map(|n| n.cores.iter().filter_map(|c| c.stats)).collect()
+}
+
+/// The sum of one counter over every answering core.
+pub fn stat_sum(status: &ClusterStatus, counter: impl Fn(&CoreStats) -> u64) -> u64 {
+    core_stats(status).iter().map(counter).sum()
+}
