@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use corekv_rpc::node::CoreStats;
-use corekv_tests::TestClient;
+use corekv_tests::local;
 use corekv_tools::launcher::{LaunchOptions, LocalCluster};
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -54,16 +54,15 @@ fn main() {
         println!("idle: node {node} used {:.2}% of one CPU", 100.0 * used / idle_secs as f64);
     }
 
-    let mut probe = TestClient::connect(&cluster.addrs(), Duration::from_secs(20)).expect("connects");
-    let start_stats = probe.stats();
+    let mut probe = local::connect(&cluster, Duration::from_secs(20));
+    let start_stats = local::core_stats(&probe.status());
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..clients)
         .map(|c| {
-            let addrs = cluster.addrs();
+            let mut client = local::connect(&cluster, Duration::from_secs(20));
             let (stop, done) = (stop.clone(), done.clone());
             std::thread::spawn(move || {
-                let mut client = TestClient::connect(&addrs, Duration::from_secs(20)).expect("connects");
                 let value = vec![b'v'; 128];
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -82,7 +81,7 @@ fn main() {
         t.join().expect("client thread");
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let end_stats = probe.stats();
+    let end_stats = local::core_stats(&probe.status());
     let ops = done.load(Ordering::Relaxed);
     let delta = |f: &dyn Fn(&CoreStats) -> u64| sum(&end_stats, f) - sum(&start_stats, f);
     let fdatasyncs = delta(&|s| s.wal_fdatasyncs);

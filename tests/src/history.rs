@@ -23,7 +23,7 @@ use corekv_engine::check::{
     self, Call, CheckConfig, CheckResult, Operation, Outcome, SHRINK_CHECKS_MAX_DEFAULT, Version,
 };
 
-use crate::client::{Got, KvError};
+use corekv_rpc::client::{Got, KvError};
 
 /// Dropped writes listed in a shrunk report; the rest are counted.
 const DROPPED_WRITES_SHOWN_MAX: usize = 20;

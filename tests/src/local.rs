@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use corekv_rpc::client::blocking::Client;
+use corekv_rpc::client::{ClientConfig, ClusterStatus};
 use corekv_rpc::kv::{NodeId, ShardId};
 use corekv_rpc::node::CoreStats;
 use corekv_tools::launcher::{LaunchOptions, LocalCluster};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-use crate::client::ClusterStatus;
 
 /// Every node of every test runs this many cores, so cross-core paths run.
 pub const CORES: u16 = 2;
@@ -35,6 +35,13 @@ pub fn start(nodes: usize, shards: u32) -> LocalCluster {
 pub fn start_with(options: LaunchOptions) -> LocalCluster {
     let options = LaunchOptions { cores: CORES, build_if_missing: true, ..options };
     LocalCluster::start(options).expect("the cluster starts and every shard elects a leader")
+}
+
+/// A client of `cluster` whose requests (retries included) each get `deadline`.
+pub fn connect(cluster: &LocalCluster, deadline: Duration) -> Client {
+    let mut config = ClientConfig::new(cluster.addrs());
+    config.deadline = deadline;
+    Client::connect(config).expect("a client connects to a running cluster")
 }
 
 /// Hangs node `id` (SIGSTOP): its sockets stay open and nothing answers, like a

@@ -25,9 +25,9 @@ use corekv_tools::launcher::LocalCluster;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::client::blocking::Client;
 use crate::history::Recorder;
 use crate::local;
+use corekv_rpc::client::blocking::Client;
 
 /// Granularity of the nemesis' sleeps: how fast it notices a stop.
 const STOP_POLL: Duration = Duration::from_millis(50);

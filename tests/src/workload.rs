@@ -16,8 +16,8 @@ use corekv_engine::check::{Call, Outcome, Version};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::client::blocking::Client;
 use crate::history::Recorder;
+use corekv_rpc::client::blocking::Client;
 
 /// What one client thread did.
 #[derive(Debug, Default)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use corekv_rpc::frame::FRAME_PAYLOAD_BYTES_MAX;
 use corekv_rpc::node::{self, Hello, HelloReply, Role, WIRE_VERSION};
-use corekv_tests::TestClient;
+use corekv_tests::local;
 use corekv_tools::launcher::{LaunchOptions, LocalCluster};
 
 const CLOSE_WITHIN: Duration = Duration::from_secs(10);
@@ -45,7 +45,7 @@ fn garbage_oversize_bad_crc_and_a_foreign_cluster_are_disconnected_and_the_serve
     let options = LaunchOptions { nodes: 1, cores: 2, shards: 8, build_if_missing: true, ..LaunchOptions::default() };
     let mut cluster = LocalCluster::start(options).expect("starts");
     let addr = cluster.addrs()[0].clone();
-    let mut client = TestClient::connect(&cluster.addrs(), Duration::from_secs(20)).expect("connects");
+    let mut client = local::connect(&cluster, Duration::from_secs(20));
     client.put(b"before", b"1").expect("serves");
 
     // Random bytes: a length and CRC that mean nothing.
@@ -77,8 +77,8 @@ fn garbage_oversize_bad_crc_and_a_foreign_cluster_are_disconnected_and_the_serve
 
     // Still serving, and it counted and logged each one.
     client.put(b"after", b"2").expect("serves after the attacks");
-    assert_eq!(client.get(b"before").unwrap().map(|(_, v)| v), Some(b"1".to_vec()));
-    let bad: u64 = client.stats().iter().map(|s| s.bad_connections).sum();
+    assert_eq!(client.get(b"before", None).unwrap().value, b"1".to_vec());
+    let bad = local::stat_sum(&client.status(), |s| s.bad_connections);
     assert_eq!(bad, 4, "each hostile connection is counted once");
     let log = std::fs::read_to_string(cluster.log_path(1)).expect("the node's log");
     for reason in ["exceeds the maximum", "CRC mismatch", "cluster"] {

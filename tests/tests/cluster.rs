@@ -6,21 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use corekv_tests::TestClient;
-use corekv_tools::launcher::{LaunchOptions, LocalCluster};
+use corekv_rpc::client::blocking::Client;
+use corekv_tests::local::{self, READY_WITHIN};
 
-/// Generous: elections take 1–2 s, a restart replays the WAL.
-const READY_WITHIN: Duration = Duration::from_secs(60);
+/// A liveness bound for a loaded 2-core machine, not a speed claim.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
-
-fn start(nodes: usize) -> LocalCluster {
-    let options = LaunchOptions { nodes, cores: 2, build_if_missing: true, ..LaunchOptions::default() };
-    LocalCluster::start(options).expect("the cluster starts and every shard elects a leader")
-}
 
 /// Writes `count` keys with `round` in their values, remembering what was
 /// acknowledged.
-fn write_round(client: &mut TestClient, acked: &mut BTreeMap<String, (u64, String)>, round: u32, count: u32) {
+fn write_round(client: &mut Client, acked: &mut BTreeMap<String, (u64, String)>, round: u32, count: u32) {
     for i in 0..count {
         let key = format!("key-{i:04}");
         let value = format!("round {round} value {i}");
@@ -32,28 +26,27 @@ fn write_round(client: &mut TestClient, acked: &mut BTreeMap<String, (u64, Strin
     }
 }
 
-fn check_all(client: &mut TestClient, acked: &BTreeMap<String, (u64, String)>) {
+fn check_all(client: &mut Client, acked: &BTreeMap<String, (u64, String)>) {
     for (key, (version, value)) in acked {
-        let got = client.get(key.as_bytes()).expect("reads are served");
-        assert_eq!(got, Some((*version, value.clone().into_bytes())), "{key}: an acknowledged write was lost");
+        let got = client.get(key.as_bytes(), None).expect("reads are served");
+        assert_eq!(
+            (got.version, got.value),
+            (*version, value.clone().into_bytes()),
+            "{key}: an acknowledged write was lost"
+        );
     }
 }
 
 #[test]
 fn three_nodes_serve_and_survive_kill_9_of_each_node_and_of_all_at_once() {
-    let mut cluster = start(3);
-    let mut client = TestClient::connect(&cluster.addrs(), REQUEST_DEADLINE).expect("connects");
+    let mut cluster = local::start(3, 64);
+    let mut client = local::connect(&cluster, REQUEST_DEADLINE);
     assert_eq!(client.map().shard_count(), 64);
     // Leaders spread as placement says: each shard's preferred replica leads it
     // once balancing has run (a liveness bound, not a speed claim).
     let preferred: BTreeMap<u32, u64> = (0..64).map(|s| (s, client.map().replicas(s)[0].node)).collect();
     let balanced = (0..600).any(|_| {
-        let led: BTreeMap<u32, u64> = client
-            .status()
-            .into_iter()
-            .flat_map(|(node, _, shards)| shards.into_iter().filter(|s| s.is_leader).map(move |s| (s.shard, node)))
-            .collect();
-        let done = led == preferred;
+        let done = local::leaders(&client.status()) == preferred;
         if !done {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -70,7 +63,7 @@ fn three_nodes_serve_and_survive_kill_9_of_each_node_and_of_all_at_once() {
     write_round(&mut client, &mut acked, 0, 200);
     check_all(&mut client, &acked);
     // A scan gathers from every shard, merged in key order, cut at the limit.
-    let items = client.scan(b"key-0010", b"key-0100", 50).expect("scans");
+    let items = client.scan(b"key-0010", b"key-0100", 50).expect("scans").items;
     let keys: Vec<String> = items.iter().map(|i| String::from_utf8(i.key.clone()).unwrap()).collect();
     let expected: Vec<String> = (10..60).map(|i| format!("key-{i:04}")).collect();
     assert_eq!(keys, expected);
@@ -96,13 +89,13 @@ fn three_nodes_serve_and_survive_kill_9_of_each_node_and_of_all_at_once() {
         cluster.restart(node).expect("restarts");
     }
     cluster.wait_ready(READY_WITHIN).expect("every shard has a leader after a full restart");
-    let mut client = TestClient::connect(&cluster.addrs(), REQUEST_DEADLINE).expect("connects");
+    let mut client = local::connect(&cluster, REQUEST_DEADLINE);
     check_all(&mut client, &acked);
     write_round(&mut client, &mut acked, 9, 20);
     check_all(&mut client, &acked);
 
     // Every core did its share, and the counters say the batching happened.
-    let stats = client.stats();
+    let stats = local::core_stats(&client.status());
     assert_eq!(stats.len(), 6, "three nodes, two cores each, all answer stats");
     assert!(stats.iter().all(|s| s.groups > 0), "every core holds replicas: {stats:?}");
     let fdatasyncs: u64 = stats.iter().map(|s| s.wal_fdatasyncs).sum();

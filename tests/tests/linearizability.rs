@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use corekv_engine::check::Outcome;
-use corekv_tests::client::ClientConfig;
-use corekv_tests::client::blocking::Client;
+use corekv_rpc::client::ClientConfig;
+use corekv_rpc::client::blocking::Client;
 use corekv_tests::history::{Recorder, Tally, check_linearizable};
 use corekv_tests::nemesis::{FaultKind, Nemesis, Plan};
 use corekv_tests::workload::{ClientLoop, ClientReport};
