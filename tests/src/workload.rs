@@ -6,7 +6,8 @@
 //! values unique in the whole run (so a read names the write it saw), and a cas
 //! mostly expects the version this client last saw of the key, so that many
 //! succeed, sometimes 0 (only if absent) and sometimes a version that is not
-//! there.
+//! there. Some requests get a short deadline, so that faults leave writes
+//! whose fate is unknown (`indeterminate`) in the history.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,14 @@ pub struct ClientLoop<'a> {
     pub seed: u64,
     /// Longest pause between two operations.
     pub think_max: Duration,
+    /// The deadline of most requests.
+    pub deadline: Duration,
+    /// Some requests get a deadline drawn from this range instead, shorter than a
+    /// fault lasts: caught by one, they give up, and a write that gave up after it
+    /// may have been sent is `indeterminate`.
+    pub short_deadline: (Duration, Duration),
+    /// Percentage of requests with a short deadline.
+    pub short_percent: u32,
     /// Where operations go.
     pub recorder: &'a Recorder,
     /// Set when the run is over.
@@ -55,6 +64,13 @@ impl ClientLoop<'_> {
         let mut report = ClientReport::default();
         while !self.stop.load(Ordering::Relaxed) {
             let key = self.keys[rng.random_range(0..self.keys.len())].clone();
+            let deadline = if rng.random_range(0..100) < self.short_percent {
+                let (low, high) = self.short_deadline;
+                low + (high.saturating_sub(low)).mul_f64(rng.random::<f64>())
+            } else {
+                self.deadline
+            };
+            client.set_deadline(deadline);
             report.ops += 1;
             let value = format!("c{}.{}", self.index, report.ops).into_bytes();
             let roll = rng.random_range(0..100u32);

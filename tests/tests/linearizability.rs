@@ -29,12 +29,17 @@ use corekv_tests::workload::{ClientLoop, ClientReport};
 use corekv_tests::{knobs, local};
 
 /// Concurrent clients (threads), each one client id with one request at a time.
-const CLIENTS: u64 = 5;
+const CLIENTS: u64 = 8;
 /// Hot keys: few enough that clients collide on them all the time.
 const KEYS: usize = 6;
-/// Each client request's deadline, retries included: short enough that requests
-/// caught by a fault give up (and leave indeterminate writes in the history).
+/// Most client requests' deadline, retries included: long enough to ride out
+/// most faults (the client retries with the same write tag).
 const CLIENT_DEADLINE: Duration = Duration::from_secs(3);
+/// Some requests' deadline (drawn from this range): short enough that a fault
+/// makes them give up, which leaves indeterminate writes in the history.
+const SHORT_DEADLINE: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(1500));
+/// Percentage of requests with a short deadline.
+const SHORT_PERCENT: u32 = 50;
 /// Longest pause of a client between operations: keeps the history at a size
 /// the checker decides in seconds.
 const THINK_MAX: Duration = Duration::from_millis(4);
@@ -83,8 +88,17 @@ fn linearizable_under_faults(nodes: usize) {
             let (keys, recorder, stop) = (keys.clone(), recorder.clone(), stop.clone());
             std::thread::spawn(move || {
                 let seed = seed.wrapping_add(index + 1);
-                let work =
-                    ClientLoop { index, keys: &keys, seed, think_max: THINK_MAX, recorder: &recorder, stop: &stop };
+                let work = ClientLoop {
+                    index,
+                    keys: &keys,
+                    seed,
+                    think_max: THINK_MAX,
+                    deadline: CLIENT_DEADLINE,
+                    short_deadline: SHORT_DEADLINE,
+                    short_percent: SHORT_PERCENT,
+                    recorder: &recorder,
+                    stop: &stop,
+                };
                 work.run(&mut client)
             })
         })
@@ -123,6 +137,7 @@ fn linearizable_under_faults(nodes: usize) {
     // Not vacuous: the clients got plenty done, and every kind of fault happened.
     assert!(tally.ok_writes >= 100 && tally.ok_cas >= 10, "too few writes succeeded: {tally} (seed {seed})");
     assert!(tally.ok_reads() >= 100 && tally.reads_with_value >= 30, "too few reads succeeded: {tally} (seed {seed})");
+    assert!(tally.indeterminate + tally.unavailable > 0, "no request was caught by a fault: {tally} (seed {seed})");
     for kind in FaultKind::ALL {
         assert!(ending.faults.iter().any(|f| f.kind == kind), "no {kind:?} fault happened: {faults:?} (seed {seed})");
     }
