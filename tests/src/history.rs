@@ -241,3 +241,78 @@ fn shrunk_report(ops: &[Operation], key: &[u8], config: &CheckConfig) -> String 
         Err(e) => format!("(cannot shrink: {e})"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(recorder: &Recorder, key: &str, value: &str, answer: Result<Version, KvError>) {
+        let call = Call::Put { key: key.into(), value: value.into() };
+        recorder.write(1, call, || answer).expect("a put's answer");
+    }
+
+    fn get(recorder: &Recorder, key: &str, answer: Result<Got, KvError>) {
+        recorder.read(2, key.as_bytes(), || answer).expect("a get's answer");
+    }
+
+    fn got(value: &str, version: Version) -> Result<Got, KvError> {
+        Ok(Got { version, value: value.into() })
+    }
+
+    fn verdict(recorder: &Recorder) -> Result<(), String> {
+        let dump = std::env::temp_dir().join(format!("corekv-tests-history-{}.txt", std::process::id()));
+        let verdict = check_linearizable(&recorder.ops(), &dump);
+        let _ = std::fs::remove_file(&dump);
+        verdict
+    }
+
+    fn indeterminate() -> KvError {
+        KvError::Indeterminate { reason: "deadline".into() }
+    }
+
+    fn unavailable() -> KvError {
+        KvError::Unavailable { reason: "no leader".into() }
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_fails_the_check_with_a_shrunk_history() {
+        let recorder = Recorder::new();
+        put(&recorder, "k", "a", Ok(5));
+        get(&recorder, "k", got("a", 5));
+        get(&recorder, "k", Err(KvError::NotFound));
+        let report = verdict(&recorder).expect_err("a write acknowledged then gone");
+        assert!(report.contains("NOT LINEARIZABLE") && report.contains("shrunk to"), "{report}");
+    }
+
+    #[test]
+    fn a_stale_read_fails_the_check() {
+        let recorder = Recorder::new();
+        put(&recorder, "k", "a", Ok(5));
+        put(&recorder, "k", "b", Ok(7));
+        get(&recorder, "k", got("a", 5));
+        assert!(verdict(&recorder).is_err(), "a read after b was acknowledged saw a");
+    }
+
+    #[test]
+    fn an_indeterminate_write_may_have_happened_and_an_unavailable_one_may_not() {
+        let recorder = Recorder::new();
+        put(&recorder, "k", "a", Err(indeterminate()));
+        get(&recorder, "k", got("a", 9));
+        get(&recorder, "j", Err(unavailable()));
+        assert_eq!(verdict(&recorder), Ok(()), "an indeterminate write may take effect");
+        put(&recorder, "j", "b", Err(unavailable()));
+        get(&recorder, "j", got("b", 3));
+        assert!(verdict(&recorder).is_err(), "an unavailable write was certainly not applied");
+    }
+
+    #[test]
+    fn answers_a_call_never_gets_are_errors_not_history() {
+        let recorder = Recorder::new();
+        let call = Call::Put { key: b"k".to_vec(), value: b"v".to_vec() };
+        assert!(recorder.write(1, call, || Err(KvError::NotFound)).is_err());
+        assert!(recorder.read(1, b"k", || Err(KvError::Compacted)).is_err());
+        assert!(recorder.ops().is_empty());
+        let tally = Tally::of(&[]);
+        assert_eq!(tally.ok_reads(), 0);
+    }
+}
