@@ -7,7 +7,7 @@
 //! adds the signals it does not send.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corekv_rpc::client::blocking::Client;
 use corekv_rpc::client::{ClientConfig, ClusterStatus};
@@ -76,6 +76,30 @@ pub fn leaders(status: &ClusterStatus) -> BTreeMap<ShardId, NodeId> {
         }
     }
     best.into_iter().map(|(shard, (_, node))| (shard, node)).collect()
+}
+
+/// A status report in which every core of every node answered, asked again
+/// until one is (a core of a loaded machine may miss an attempt's timeout, and a
+/// sum of counters that silently leaves it out would shrink); panics with the
+/// last errors after `within`, a liveness bound.
+pub fn full_status(client: &mut Client, within: Duration) -> ClusterStatus {
+    let start = Instant::now();
+    loop {
+        let status = client.status();
+        let missing: Vec<String> = status
+            .nodes
+            .iter()
+            .flat_map(|n| n.cores.iter().map(move |c| (n.id, c)))
+            .filter(|(_, c)| c.stats.is_none() || c.error.is_some())
+            .map(|(node, c)| format!("node {node} core {}: {}", c.core, c.error.as_deref().unwrap_or("no counters")))
+            .collect();
+        if missing.is_empty() {
+            return status;
+        }
+        assert!(start.elapsed() < within, "cores did not answer status within {within:?}: {missing:?}");
+        eprintln!("status again: {missing:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Every answering core's counters.

@@ -35,6 +35,8 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
 /// The server's value limit in this test (`--value-bytes-max`), below the
 /// default so that only the server can know it.
 const VALUE_BYTES_MAX: usize = 64 << 10;
+/// A liveness bound on every core answering a status call.
+const STATUS_WITHIN: Duration = Duration::from_secs(60);
 /// Random byte strings sent, each on its own connection.
 const RANDOM_CONNECTIONS: usize = 6;
 
@@ -97,7 +99,7 @@ fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 fn bad_connections(client: &mut Client) -> u64 {
-    local::stat_sum(&client.status(), |s| s.bad_connections)
+    local::stat_sum(&local::full_status(client, STATUS_WITHIN), |s| s.bad_connections)
 }
 
 #[test]

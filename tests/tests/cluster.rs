@@ -95,7 +95,7 @@ fn three_nodes_serve_and_survive_kill_9_of_each_node_and_of_all_at_once() {
     check_all(&mut client, &acked);
 
     // Every core did its share, and the counters say the batching happened.
-    let stats = local::core_stats(&client.status());
+    let stats = local::core_stats(&local::full_status(&mut client, READY_WITHIN));
     assert_eq!(stats.len(), 6, "three nodes, two cores each, all answer stats");
     assert!(stats.iter().all(|s| s.groups > 0), "every core holds replicas: {stats:?}");
     let fdatasyncs: u64 = stats.iter().map(|s| s.wal_fdatasyncs).sum();
