@@ -44,6 +44,19 @@ pub fn connect(cluster: &LocalCluster, deadline: Duration) -> Client {
     Client::connect(config).expect("a client connects to a running cluster")
 }
 
+/// kill -9 of every running node at once: all are signalled before any is
+/// reaped, so none outlives another by more than the signals' delivery.
+pub fn kill_all(cluster: &mut LocalCluster) -> Result<(), String> {
+    let nodes = 1..=cluster.options().nodes as NodeId;
+    for id in nodes.clone() {
+        signal(cluster, id, Signal::SIGKILL)?;
+    }
+    for id in nodes {
+        cluster.kill(id).map_err(|e| format!("cannot reap node {id}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Hangs node `id` (SIGSTOP): its sockets stay open and nothing answers, like a
 /// node stuck in a long pause. A node that is not running is left alone.
 pub fn pause(cluster: &LocalCluster, id: NodeId) -> Result<(), String> {

@@ -234,9 +234,7 @@ impl Worker {
             }
             FaultKind::RestartAll => {
                 let all: Vec<NodeId> = (1..=nodes).collect();
-                for &node in &all {
-                    self.cluster.kill(node).map_err(|e| format!("kill -9 node {node}: {e}"))?;
-                }
+                local::kill_all(&mut self.cluster)?;
                 let stopped = !self.sleep(hold / 5);
                 for &node in &all {
                     self.cluster.restart(node).map_err(|e| format!("restart node {node}: {e}"))?;

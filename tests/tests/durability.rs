@@ -87,9 +87,7 @@ fn acknowledged_writes_survive_kill_9_of_every_node_at_once() {
     for round in 1..=2 {
         let writers = Writers::start(&cluster, ledgers);
         std::thread::sleep(LOAD);
-        for node in 1..=3 {
-            cluster.kill(node).expect("kill -9");
-        }
+        local::kill_all(&mut cluster).expect("kill -9 of every node");
         ledgers = writers.stop();
         let acked: u64 = ledgers.iter().map(|l| l.acked).sum();
         assert!(acked >= 200 * round, "the writers got enough done to prove something: {acked} acknowledged");
