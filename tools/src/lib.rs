@@ -3,9 +3,11 @@
 //! `corekv-ctl local`, `corekv-bench --local` and the end-to-end tests share.
 //!
 //! - [`offline`]: the offline WAL and snapshot tools behind `corekv-ctl wal|snapshot`;
-//! - [`launcher`]: the local cluster launcher (DESIGN §11).
+//! - [`launcher`]: the local cluster launcher (DESIGN §11);
+//! - [`history`]: the operation history file of `corekv-bench --history`.
 //!
 //! The data commands arrive with the client library.
 
+pub mod history;
 pub mod launcher;
 pub mod offline;
