@@ -3,9 +3,9 @@
 //! `corekv-ctl local`, `corekv-bench --local` and the end-to-end tests share.
 //!
 //! - [`offline`]: the offline WAL and snapshot tools behind `corekv-ctl wal|snapshot`;
-//! - [`launcher`]: the local cluster launcher (DESIGN §11).
-//!
-//! The data commands arrive with the client library.
+//! - [`launcher`]: the local cluster launcher (DESIGN §11);
+//! - [`local`]: a launched cluster that outlives its launcher (`corekv-ctl local`).
 
 pub mod launcher;
+pub mod local;
 pub mod offline;
