@@ -92,6 +92,11 @@ impl BlockingConn {
         Ok(conn)
     }
 
+    /// Changes the timeout of every later read and write.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Who answered the handshake.
     pub fn welcome(&self) -> Welcome {
         self.welcome

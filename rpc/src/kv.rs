@@ -42,6 +42,9 @@ pub const SCAN_ITEMS_MAX: u32 = 1_000;
 /// Most key and value bytes one scan reply carries (at least one item is always
 /// returned): 1000 values of 1 MiB must not make a 1 GiB reply.
 pub const SCAN_REPLY_BYTES_MAX: usize = 4 << 20;
+/// Most value bytes one `versions` reply carries (the newest version is always
+/// returned): 64 retained versions of 1 MiB must not make a 64 MiB reply.
+pub const VERSIONS_REPLY_BYTES_MAX: usize = 4 << 20;
 /// Most keys one scan looks at, live or deleted: a long run of tombstones cannot
 /// make one request unbounded work; the reply then says where to resume.
 pub const SCAN_KEYS_EXAMINED_MAX: usize = 10_000;
@@ -155,13 +158,15 @@ pub struct Request {
 }
 
 /// One entry of a key's history.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct VersionInfo {
     /// The version written.
     pub version: Version,
     /// The version is a tombstone (a delete).
     pub deleted: bool,
+    /// The value written (empty for a tombstone).
+    pub value: Vec<u8>,
 }
 
 /// One live key of a scan.
@@ -184,8 +189,9 @@ pub enum OkReply {
     Written { version: Version },
     /// A get found `value` at `version`.
     Value { version: Version, value: Vec<u8> },
-    /// A key's retained history, newest first.
-    Versions { versions: Vec<VersionInfo> },
+    /// A key's retained history, newest first. `more`: older versions are retained
+    /// but left out, as the reply reached [`VERSIONS_REPLY_BYTES_MAX`].
+    Versions { versions: Vec<VersionInfo>, more: bool },
     /// A scan's live keys in order. `resume`: the scan stopped early (the item limit,
     /// or [`SCAN_KEYS_EXAMINED_MAX`] keys looked at); continue from this key,
     /// inclusive. `None`: the range is done.

@@ -10,10 +10,13 @@
 //! - [`node`]: handshake, peer batches, client batches and admin calls;
 //! - [`frame`]: the length + CRC32 frame codec;
 //! - [`transport`]: the glommio TCP transport (peer links, listener, handshake);
-//! - [`blocking`]: a minimal blocking client over `std::net`.
+//! - [`blocking`]: one blocking connection to one core over `std::net`;
+//! - [`client`]: the client library (async for glommio, and a blocking facade):
+//!   routing, retries, exactly-once writes, DESIGN §6's outcome words.
 
 pub mod archive;
 pub mod blocking;
+pub mod client;
 pub mod frame;
 pub mod kv;
 pub mod map;

@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(s.apply(2, &e), Ok(written(100)));
         assert_eq!(s.store().versions(b"k"), s.store().versions(b"k"));
         match s.store().versions(b"k") {
-            Outcome::Ok(OkReply::Versions { versions }) => assert_eq!(versions.len(), 1),
+            Outcome::Ok(OkReply::Versions { versions, .. }) => assert_eq!(versions.len(), 1),
             other => panic!("{other:?}"),
         }
         assert_eq!(s.last_applied_version(), 100);

@@ -24,7 +24,10 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use corekv_rpc::kv::{OkReply, Outcome, SCAN_KEYS_EXAMINED_MAX, SCAN_REPLY_BYTES_MAX, ScanItem, Version, VersionInfo};
+use corekv_rpc::kv::{
+    OkReply, Outcome, SCAN_KEYS_EXAMINED_MAX, SCAN_REPLY_BYTES_MAX, ScanItem, VERSIONS_REPLY_BYTES_MAX, Version,
+    VersionInfo,
+};
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// One retained version of a key.
@@ -250,12 +253,19 @@ impl Store {
         let Some(chain) = self.data.keys.get(key) else { return Outcome::NotFound };
         // Report what retention keeps even where the floor rose after the last write.
         let start = chain.retained_start(&self.retention, self.data.floor_version);
-        let versions = chain.versions[start..]
-            .iter()
-            .rev()
-            .map(|v| VersionInfo { version: v.version, deleted: v.value.is_none() })
-            .collect();
-        Outcome::Ok(OkReply::Versions { versions })
+        let mut versions = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        for v in chain.versions[start..].iter().rev() {
+            let value = v.value.as_deref().unwrap_or_default();
+            if !versions.is_empty() && bytes + value.len() > VERSIONS_REPLY_BYTES_MAX {
+                more = true;
+                break;
+            }
+            bytes += value.len();
+            versions.push(VersionInfo { version: v.version, deleted: v.value.is_none(), value: value.to_vec() });
+        }
+        Outcome::Ok(OkReply::Versions { versions, more })
     }
 
     /// The live keys of `[start, end)` (empty `end`: no upper bound) at `at`, at most
@@ -365,7 +375,9 @@ mod tests {
 
     fn history(s: &Store, key: &[u8]) -> Vec<(Version, bool)> {
         match s.versions(key) {
-            Outcome::Ok(OkReply::Versions { versions }) => versions.iter().map(|v| (v.version, v.deleted)).collect(),
+            Outcome::Ok(OkReply::Versions { versions, .. }) => {
+                versions.iter().map(|v| (v.version, v.deleted)).collect()
+            }
             Outcome::NotFound => vec![],
             other => panic!("unexpected {other:?}"),
         }
@@ -382,6 +394,33 @@ mod tests {
         assert_eq!(value(&s.get(b"k", Some(u64::MAX))), (20, &b"b"[..]));
         assert_eq!(s.get(b"k", Some(9)), Outcome::NotFound, "before the first version there is nothing");
         assert_eq!(s.get(b"other", None), Outcome::NotFound);
+    }
+
+    #[test]
+    fn versions_carry_values_newest_first_and_stop_at_the_byte_bound() {
+        let mut s = store();
+        s.put(b"k", b"a".to_vec(), 10);
+        s.delete(b"k", 11);
+        s.put(b"k", b"c".to_vec(), 12);
+        match s.versions(b"k") {
+            Outcome::Ok(OkReply::Versions { versions, more }) => {
+                let got: Vec<_> = versions.iter().map(|v| (v.version, v.deleted, v.value.as_slice())).collect();
+                assert_eq!(got, [(12, false, &b"c"[..]), (11, true, &b""[..]), (10, false, &b"a"[..])]);
+                assert!(!more);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let big = vec![7u8; VERSIONS_REPLY_BYTES_MAX / 2 + 1];
+        s.put(b"big", big.clone(), 20);
+        s.put(b"big", big.clone(), 21);
+        s.put(b"big", big, 22);
+        match s.versions(b"big") {
+            Outcome::Ok(OkReply::Versions { versions, more }) => {
+                assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), [22], "two halves pass the bound");
+                assert!(more, "older retained versions were left out and the reply says so");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

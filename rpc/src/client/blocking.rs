@@ -1,0 +1,307 @@
+//! The blocking client: the caller's thread, `std::net`, one request at a time
+//! (scans and `status` ask shard after shard). For tools, tests and scripts; the
+//! async [`super::Client`] is the one to load a cluster with.
+//!
+//! Its decisions are [`super::core`]'s: the same routing, retries, exactly-once
+//! tags and outcome words as the async client.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::core::{Attempt, Lost, Next, Router, Session, Target, check_key};
+use super::{
+    ClientConfig, ClusterStatus, CoreStatus, Got, KvError, NodeStatus, ScanPage, ScanPlan, VersionEntry,
+    random_client_id,
+};
+use crate::blocking::{BlockingConn, ClientError};
+use crate::kv::{ClientId, NodeId, Outcome, ReadOp, Request, RequestBody, SCAN_ITEMS_MAX, ShardId, Version, WriteOp};
+use crate::map::{ClusterMap, CoreIndex};
+use crate::node::{AdminCall, AdminReply, Call, Reply};
+
+/// Pause between rounds of asking the bootstrap addresses for the map.
+const BOOTSTRAP_PAUSE: Duration = Duration::from_millis(50);
+
+/// A blocking corekv client. One client id per object (DESIGN §6).
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    router: Router,
+    session: Session,
+    conns: HashMap<(NodeId, CoreIndex), BlockingConn>,
+}
+
+/// How one attempt on one connection ended without an answer.
+enum CallError {
+    NotSent(String),
+    MaybeSent(String),
+}
+
+impl Client {
+    /// Learns the cluster map from any address of `config.cluster`, trying them in
+    /// turn until `config.deadline`; `unavailable` (with every address's error) when
+    /// none answers.
+    pub fn connect(config: ClientConfig) -> Result<Client, KvError> {
+        if config.cluster.is_empty() {
+            return Err(KvError::Invalid { message: "no cluster address given".into() });
+        }
+        let map = fetch_map(&config.cluster, 0, &config, Instant::now() + config.deadline)?;
+        Ok(Client {
+            router: Router::new(map),
+            session: Session::new(random_client_id()),
+            conns: HashMap::new(),
+            config,
+        })
+    }
+
+    /// This client's id.
+    pub fn client_id(&self) -> ClientId {
+        self.session.id()
+    }
+
+    /// The cluster map in use.
+    pub fn map(&self) -> &ClusterMap {
+        self.router.map()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Sets the per-request deadline.
+    pub fn set_deadline(&mut self, deadline: Duration) {
+        self.config.deadline = deadline;
+    }
+
+    /// Writes `value` at `key`; the new version.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<Version, KvError> {
+        self.write(WriteOp::Put { key: key.to_vec(), value: value.to_vec() })
+    }
+
+    /// Deletes `key` (a tombstone with its own version); `not_found` when it is
+    /// absent, and nothing is written.
+    pub fn delete(&mut self, key: &[u8]) -> Result<Version, KvError> {
+        self.write(WriteOp::Delete { key: key.to_vec() })
+    }
+
+    /// Writes `value` only if `key`'s current version is `expected` (0: only if
+    /// absent); `version_mismatch` with the current version otherwise.
+    pub fn cas(&mut self, key: &[u8], expected: Version, value: &[u8]) -> Result<Version, KvError> {
+        self.write(WriteOp::Cas { key: key.to_vec(), expected, value: value.to_vec() })
+    }
+
+    /// The newest version of `key`, or the newest ≤ `at`; linearizable.
+    pub fn get(&mut self, key: &[u8], at: Option<Version>) -> Result<Got, KvError> {
+        check_key("key", key)?;
+        let outcome = self.read(self.router.shard_of(key), ReadOp::Get { key: key.to_vec(), at })?;
+        super::got(outcome)
+    }
+
+    /// The retained history of `key`, newest first.
+    pub fn versions(&mut self, key: &[u8]) -> Result<Vec<VersionEntry>, KvError> {
+        check_key("key", key)?;
+        let outcome = self.read(self.router.shard_of(key), ReadOp::Versions { key: key.to_vec() })?;
+        super::version_list(outcome)
+    }
+
+    /// Live keys of `[start, end)` (empty `end`: no bound), at most `limit`, in key
+    /// order, from every shard. Each shard's part is linearizable; the page is not
+    /// one snapshot across shards.
+    pub fn scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
+        check_scan(start, end, limit)?;
+        let deadline = Instant::now() + self.config.deadline;
+        let mut plan = ScanPlan::new(self.router.map().shard_count(), start, end, limit);
+        while !plan.is_done() {
+            for (shard, op) in plan.pending() {
+                let outcome = self.run(shard, RequestBody::Read(op), deadline)?;
+                plan.on_outcome(shard, outcome)?;
+            }
+        }
+        Ok(plan.finish())
+    }
+
+    /// Every core of every node: its shards and counters, or why it did not answer.
+    pub fn status(&mut self) -> ClusterStatus {
+        let map = self.router.map().clone();
+        let mut nodes = Vec::with_capacity(map.nodes.len());
+        for node in &map.nodes {
+            let mut cores = Vec::with_capacity(node.cores as usize);
+            for core in 0..node.cores {
+                let addr = map.core_addr(node.id, core).unwrap_or_default();
+                let mut report = CoreStatus { core, addr: addr.clone(), error: None, stats: None, shards: Vec::new() };
+                let target = Target { node: node.id, core, addr };
+                let calls = vec![Call::Admin(AdminCall::Status), Call::Admin(AdminCall::Stats)];
+                match self.call_many(&target, calls, self.config.attempt_timeout) {
+                    Ok(replies) => {
+                        for reply in replies {
+                            match reply {
+                                Reply::Admin(AdminReply::Status { shards, .. }) => report.shards = shards,
+                                Reply::Admin(AdminReply::Stats(stats)) => report.stats = Some(stats),
+                                other => report.error = Some(format!("unexpected answer {other:?}")),
+                            }
+                        }
+                    }
+                    Err(CallError::NotSent(why) | CallError::MaybeSent(why)) => report.error = Some(why),
+                }
+                cores.push(report);
+            }
+            nodes.push(NodeStatus { id: node.id, addr: node.addr.clone(), cores });
+        }
+        ClusterStatus { cluster_id: map.cluster_id, epoch: map.epoch, nodes }
+    }
+
+    /// Asks the cluster for its current map now.
+    pub fn refresh_map(&mut self) -> Result<(), KvError> {
+        let deadline = Instant::now() + self.config.deadline;
+        let map = fetch_map(&self.router.map_sources(), self.router.map().cluster_id, &self.config, deadline)?;
+        self.router.update_map(map);
+        Ok(())
+    }
+
+    fn write(&mut self, op: WriteOp) -> Result<Version, KvError> {
+        check_key("key", op.key())?;
+        let shard = self.router.shard_of(op.key());
+        let tag = self.session.begin();
+        let deadline = Instant::now() + self.config.deadline;
+        let result = self.run(shard, RequestBody::Write { tag, op }, deadline);
+        self.session.finish(tag.seq);
+        super::written(result?)
+    }
+
+    fn read(&mut self, shard: ShardId, op: ReadOp) -> Result<Outcome, KvError> {
+        let deadline = Instant::now() + self.config.deadline;
+        self.run(shard, RequestBody::Read(op), deadline)
+    }
+
+    /// One request to `shard`, retried as [`Attempt`] decides, until `deadline`.
+    fn run(&mut self, shard: ShardId, body: RequestBody, deadline: Instant) -> Result<Outcome, KvError> {
+        let is_write = matches!(body, RequestBody::Write { .. });
+        let mut attempt = Attempt::new(shard, is_write, deadline);
+        loop {
+            let now = Instant::now();
+            if !attempt.may_send(now) {
+                return Err(attempt.give_up());
+            }
+            let Some(target) = attempt.target(&self.router) else {
+                return Err(KvError::Unavailable {
+                    reason: format!("the cluster map names no replica of shard {shard}"),
+                });
+            };
+            let request = Request { shard, epoch: self.router.map().epoch, body: body.clone() };
+            let wait = attempt.wait_for(&self.config, now);
+            let next = match self.call_many(&target, vec![Call::Kv(request)], wait) {
+                Ok(mut replies) => match replies.pop() {
+                    Some(Reply::Kv(response)) => {
+                        attempt.on_response(&mut self.router, &target, response, Instant::now())
+                    }
+                    other => {
+                        let why = format!("answered a request with {other:?}");
+                        attempt.on_lost(&mut self.router, &target, Lost::MaybeSent, &why, Instant::now())
+                    }
+                },
+                Err(CallError::NotSent(why)) => {
+                    attempt.on_lost(&mut self.router, &target, Lost::NotSent, &why, Instant::now())
+                }
+                Err(CallError::MaybeSent(why)) => {
+                    attempt.on_lost(&mut self.router, &target, Lost::MaybeSent, &why, Instant::now())
+                }
+            };
+            match next {
+                Next::Send => {}
+                Next::Pause(pause) => std::thread::sleep(pause),
+                Next::RefreshMap => {
+                    if let Err(e) = self.refresh_map_by(deadline) {
+                        match attempt.on_map_refresh_failed(&e.to_string(), Instant::now()) {
+                            Next::Pause(pause) => std::thread::sleep(pause),
+                            Next::Failed(e) => return Err(e),
+                            _ => {}
+                        }
+                    }
+                }
+                Next::Done(outcome) => return Ok(outcome),
+                Next::Failed(e) => return Err(e),
+            }
+        }
+    }
+
+    fn refresh_map_by(&mut self, deadline: Instant) -> Result<(), KvError> {
+        let map = fetch_map(&self.router.map_sources(), self.router.map().cluster_id, &self.config, deadline)?;
+        self.router.update_map(map);
+        Ok(())
+    }
+
+    /// `calls` to one core in one frame; a connection that fails is dropped.
+    fn call_many(&mut self, target: &Target, calls: Vec<Call>, wait: Duration) -> Result<Vec<Reply>, CallError> {
+        let key = (target.node, target.core);
+        if !self.conns.contains_key(&key) {
+            let timeout = self.config.connect_timeout.min(wait).max(Duration::from_millis(1));
+            let conn = BlockingConn::connect(&target.addr, self.router.map().cluster_id, timeout)
+                .map_err(|e| CallError::NotSent(e.to_string()))?;
+            self.conns.insert(key, conn);
+        }
+        let conn = self.conns.get_mut(&key).expect("inserted above");
+        conn.set_timeout(wait.max(Duration::from_millis(1)));
+        match conn.call_many(calls) {
+            Ok(replies) => Ok(replies),
+            Err(e) => {
+                self.conns.remove(&key);
+                Err(match e {
+                    ClientError::Refused(_) | ClientError::Connect { .. } => CallError::NotSent(e.to_string()),
+                    _ => CallError::MaybeSent(e.to_string()),
+                })
+            }
+        }
+    }
+}
+
+/// Checks a scan's bounds and limit before anything is sent.
+fn check_scan(start: &[u8], end: &[u8], limit: u32) -> Result<(), KvError> {
+    if !start.is_empty() {
+        check_key("scan start", start)?;
+    }
+    if !end.is_empty() {
+        check_key("scan end", end)?;
+    }
+    if limit == 0 || limit > SCAN_ITEMS_MAX {
+        return Err(KvError::Invalid { message: format!("scan limit {limit} is outside 1..={SCAN_ITEMS_MAX}") });
+    }
+    Ok(())
+}
+
+/// Asks `addrs` in turn for the cluster map until one answers or `deadline`.
+fn fetch_map(
+    addrs: &[String],
+    cluster_id: u64,
+    config: &ClientConfig,
+    deadline: Instant,
+) -> Result<ClusterMap, KvError> {
+    let mut errors: Vec<String> = Vec::new();
+    loop {
+        errors.clear();
+        for addr in addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let timeout = config.connect_timeout.min(left);
+            let answer = BlockingConn::connect(addr, cluster_id, timeout).and_then(|mut conn| {
+                conn.set_timeout(config.attempt_timeout.min(left));
+                conn.call(Call::Admin(AdminCall::ClusterMap))
+            });
+            match answer {
+                Ok(Reply::Admin(AdminReply::ClusterMap(map))) if !map.shards.is_empty() => return Ok(map),
+                Ok(other) => errors.push(format!("{addr}: unexpected answer {other:?}")),
+                Err(ClientError::Refused(reason)) => {
+                    // A node of another cluster will not change its mind.
+                    return Err(KvError::Unavailable { reason: format!("{addr} refused the connection: {reason}") });
+                }
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        if Instant::now() + BOOTSTRAP_PAUSE >= deadline {
+            let detail = if errors.is_empty() { "no time left to ask".to_string() } else { errors.join("; ") };
+            return Err(KvError::Unavailable { reason: format!("no node of {} answered: {detail}", addrs.join(",")) });
+        }
+        std::thread::sleep(BOOTSTRAP_PAUSE);
+    }
+}
