@@ -575,16 +575,23 @@ mod tests {
         dir
     }
 
-    /// A process whose command line holds `data_dir`, as a server's does.
+    /// A process whose command line holds `data_dir`, as a server's does; once it
+    /// returns, the process has set up its signal handling.
     fn fake_server(dir: &Path, id: NodeId, ignore_term: bool) -> Child {
         // Beside the cluster's dir, not in it: a purge must find only our files.
         let script = dir.with_extension("fake-server");
-        let body = "if [ \"$3\" = ignore ]; then trap '' TERM; fi\nwhile :; do sleep 0.05; done\n";
+        let body = "if [ \"$3\" = ignore ]; then trap '' TERM; fi\n: > \"$4\"\nwhile :; do sleep 0.05; done\n";
         fs::write(&script, format!("#!/bin/sh\n{body}")).unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
         let data = node_data_dir(dir, id);
         let mode = if ignore_term { "ignore" } else { "obey" };
-        let child = Command::new(&script).arg("--data-dir").arg(&data).arg(mode).spawn().unwrap();
+        let ready = dir.with_extension(format!("ready-{id}"));
+        let _ = fs::remove_file(&ready);
+        let child = Command::new(&script).arg("--data-dir").arg(&data).arg(mode).arg(&ready).spawn().unwrap();
+        // A liveness bound: the shell starts in milliseconds.
+        wait_until(Duration::from_secs(30), || ready.exists());
+        assert!(ready.exists(), "the fake server started");
+        fs::remove_file(&ready).unwrap();
         fs::write(node_pid_file(dir, id), format!("{}\n", child.id())).unwrap();
         child
     }

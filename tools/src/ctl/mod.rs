@@ -9,7 +9,6 @@
 //! shapes of the issue are asserted string for string in unit tests.
 
 pub mod args;
-mod client;
 pub mod local;
 pub mod render;
 pub mod session;

@@ -12,12 +12,12 @@ use std::time::Duration;
 use corekv_rpc::kv::{KEY_BYTES_MAX, Version};
 
 use super::args::{Command, GlobalArgs, LocalCommand, SnapshotCommand, WalCommand, arg_bytes};
-use super::client::blocking::Client;
-use super::client::{ClientConfig, ClusterStatus, Got, KvError, ScanPage, VersionEntry, parse_cluster};
 use super::local;
 use super::render::{self, EXIT_NEGATIVE, Failure, Rendered};
 use super::status::render_status;
 use crate::offline::{self, OfflineError};
+use corekv_rpc::client::blocking::Client;
+use corekv_rpc::client::{ClientConfig, ClusterStatus, Got, KvError, ScanPage, VersionEntry, parse_cluster};
 
 /// What `corekv-ctl` needs of a cluster: the blocking client's calls. A trait so
 /// the session and the shell are tested against an in-memory stand-in.
@@ -482,7 +482,10 @@ mod tests {
         });
         let mut s = Session::with_connector(false, connector);
         let first = s.run(command(&["put", "k", "v"]));
-        assert_eq!((first.line.as_str(), first.exit), ("error: unavailable: no node of h:1 answered: refused", 3));
+        assert_eq!(
+            (first.line.as_str(), first.exit),
+            ("error: unavailable (certainly not applied): no node of h:1 answered: refused", 3)
+        );
         assert_eq!(s.run(command(&["put", "k", "v"])).exit, 0);
         assert_eq!(attempts.get(), 2);
     }

@@ -9,8 +9,8 @@ use corekv_rpc::map::CoreIndex;
 use corekv_rpc::node::{CoreStats, ShardStatus};
 use serde::Serialize;
 
-use super::client::{ClusterStatus, CoreStatus};
 use super::render::Rendered;
+use corekv_rpc::client::{ClusterStatus, CoreStatus};
 
 #[derive(Serialize)]
 struct StatusJson<'a> {
@@ -307,8 +307,8 @@ pub fn render_status(status: &ClusterStatus, json: bool) -> Rendered {
 
 #[cfg(test)]
 mod tests {
-    use super::super::client::NodeStatus;
     use super::*;
+    use corekv_rpc::client::NodeStatus;
 
     fn replica(shard: ShardId, is_leader: bool, leader: NodeId, term: u64, commit: u64) -> ShardStatus {
         ShardStatus {
