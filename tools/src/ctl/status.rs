@@ -281,19 +281,22 @@ pub fn render_status(status: &ClusterStatus, json: bool) -> Rendered {
         lines.extend(node.cores.iter().map(core_line));
     }
     if !shards.is_empty() {
-        lines.push("shard leader term commit applied lag replicas".to_string());
+        lines.push(format!(
+            "{:>5} {:>6} {:>6} {:>10} {:>10} {:>6}  replicas (node/core)",
+            "shard", "leader", "term", "commit", "applied", "lag"
+        ));
     }
     for s in &shards {
         let replicas: Vec<String> = s.replicas.iter().map(|r| format!("{}/{}", r.node, r.core)).collect();
         lines.push(format!(
-            "{} {} {} {} {} {} {}",
+            "{:>5} {:>6} {:>6} {:>10} {:>10} {:>6}  {}",
             s.shard,
             s.leader,
             s.term,
             s.raft_commit_index,
             s.applied_index,
             s.lag,
-            replicas.join(",")
+            replicas.join(" ")
         ));
     }
     let nodes = status
@@ -406,6 +409,10 @@ mod tests {
         assert_eq!(r.lines[0], r.line);
         assert!(r.lines.iter().any(|l| l.contains("core 1 127.0.0.1:7201: unreachable: connection refused")));
         assert!(r.lines.iter().any(|l| l.contains("puts 7") && l.contains("cpu 1.50 s")));
-        assert_eq!(r.lines.last().unwrap(), "1 0 2 5 5 0 1/0,2/0");
+        assert_eq!(
+            r.lines[r.lines.len() - 3],
+            "shard leader   term     commit    applied    lag  replicas (node/core)"
+        );
+        assert_eq!(r.lines.last().unwrap(), "    1      0      2          5          5      0  1/0 2/0");
     }
 }
