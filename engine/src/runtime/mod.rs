@@ -76,6 +76,12 @@ impl LocalRuntime {
     }
 }
 
+/// Starts `future` as a task of the current executor (inside [`LocalRuntime::block_on`]
+/// or a server core); awaiting the result yields its output, dropping it cancels it.
+pub fn spawn_local<T: 'static>(future: impl Future<Output = T> + 'static) -> impl Future<Output = T> {
+    glommio::spawn_local(future)
+}
+
 /// Runs `future` to completion on a new [`LocalRuntime`].
 pub fn run_local<T>(name: &str, future: impl Future<Output = T>) -> Result<T, RuntimeError> {
     Ok(LocalRuntime::new(name)?.block_on(future))
