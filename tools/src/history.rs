@@ -158,6 +158,58 @@ pub fn read_history(input: impl BufRead) -> Result<(Vec<Operation>, usize), Stri
     Ok((ops, skipped))
 }
 
+/// The checker's verdict on a history file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every key's history is linearizable.
+    Linearizable {
+        /// Operations checked.
+        operations: usize,
+        /// Lines not checked (scans, invalid answers).
+        skipped: usize,
+    },
+    /// This key's is not: the smallest failing sub-history the shrinker found (or
+    /// the checker's witness when shrinking could not run), one operation a line.
+    NotLinearizable {
+        /// The key.
+        key: Vec<u8>,
+        /// Its failing operations.
+        history: Vec<String>,
+    },
+    /// No key failed, but this one ran out of the search budget: not a pass.
+    Unknown {
+        /// The key.
+        key: Vec<u8>,
+        /// States explored before the budget ran out.
+        states_explored: u64,
+    },
+}
+
+/// Reads the history at `path` and runs the linearizability checker on its
+/// register operations (`corekv-ctl check-history`, `corekv-bench --check`). The
+/// error says why the file could not be checked (unreadable, a bad line, a
+/// malformed history).
+pub fn check_file(path: &std::path::Path) -> Result<Verdict, String> {
+    use corekv_engine::check::{
+        CheckConfig, CheckResult, SHRINK_CHECKS_MAX_DEFAULT, check_history, shrink_key_history, split_by_key,
+    };
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (ops, skipped) = read_history(io::BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = CheckConfig::default();
+    match check_history(&ops, &config).map_err(|e| format!("{}: malformed history: {e}", path.display()))? {
+        CheckResult::Linearizable => Ok(Verdict::Linearizable { operations: ops.len(), skipped }),
+        CheckResult::Unknown { key, states_explored } => Ok(Verdict::Unknown { key, states_explored }),
+        CheckResult::NotLinearizable { key, witness } => {
+            let key_ops = split_by_key(&ops).remove(&key).unwrap_or_default();
+            let history = match shrink_key_history(&key_ops, &config, SHRINK_CHECKS_MAX_DEFAULT) {
+                Ok(Some(shrunk)) => shrunk.ops.iter().map(ToString::to_string).collect(),
+                _ => witness.to_string().lines().map(str::to_string).collect(),
+            };
+            Ok(Verdict::NotLinearizable { key, history })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use corekv_engine::check::{CheckConfig, CheckResult, check_history};
@@ -216,6 +268,36 @@ mod tests {
         let stale = Record { invoke_ns: 13, return_ns: Some(14), ..get };
         let (ops, _) = read_history(&file(&[put2, stale])[..]).unwrap();
         assert!(matches!(check_history(&ops, &CheckConfig::default()).unwrap(), CheckResult::NotLinearizable { .. }));
+    }
+
+    #[test]
+    fn check_file_gives_each_verdict() {
+        let dir = std::env::temp_dir().join(format!("corekv-history-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let put = |v: &[u8], version, at| Record {
+            value_hash: Some(value_hash(v)),
+            version: Some(version),
+            ..record(1, "put", "k", at, Some(at + 1), "ok")
+        };
+        let get = |v: &[u8], version, at| Record {
+            value_hash: Some(value_hash(v)),
+            version: Some(version),
+            ..record(2, "get", "k", at, Some(at + 1), "ok")
+        };
+        let good = dir.join("good.jsonl");
+        std::fs::write(&good, file(&[put(b"a", 1, 0), get(b"a", 1, 2), put(b"b", 2, 4), get(b"b", 2, 6)])).unwrap();
+        assert_eq!(check_file(&good), Ok(Verdict::Linearizable { operations: 4, skipped: 0 }));
+        let stale = dir.join("stale.jsonl");
+        std::fs::write(&stale, file(&[put(b"a", 1, 0), put(b"b", 2, 4), get(b"a", 1, 6)])).unwrap();
+        match check_file(&stale).unwrap() {
+            Verdict::NotLinearizable { key, history } => {
+                assert_eq!(key, b"k");
+                assert!(!history.is_empty() && history.len() <= 3, "{history:?}");
+            }
+            other => panic!("a stale read passed: {other:?}"),
+        }
+        assert!(check_file(&dir.join("missing.jsonl")).unwrap_err().contains("cannot read"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -14,9 +14,9 @@ use corekv_bench::corekv::{CorekvDriver, Glommio};
 use corekv_bench::report::{Report, ServerFigures};
 use corekv_bench::runner::{self, Pacing, Shared, Window};
 use corekv_bench::workload::{Kind, Spec};
-use corekv_engine::check::{CheckConfig, CheckResult, check_history, shrink_key_history, split_by_key};
 use corekv_rpc::client::{Client, ClientConfig, ClusterStatus, parse_cluster};
 use corekv_rpc::node::CoreStats;
+use corekv_tools::history::Verdict;
 use corekv_tools::launcher::{LaunchOptions, LocalCluster};
 
 /// Concurrency of the load phase.
@@ -277,48 +277,30 @@ fn counters(status: &ClusterStatus) -> Vec<CoreStats> {
     status.nodes.iter().flat_map(|n| &n.cores).filter_map(|c| c.stats).collect()
 }
 
-/// `--check`: the linearizability verdict of the history at `path`.
-fn check(path: &PathBuf) -> ExitCode {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("corekv-bench: cannot read {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
-    };
-    let (ops, skipped) = match corekv_tools::history::read_history(std::io::BufReader::new(file)) {
-        Ok(read) => read,
-        Err(e) => {
-            eprintln!("corekv-bench: {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
-    };
-    let config = CheckConfig::default();
-    match check_history(&ops, &config) {
-        Ok(CheckResult::Linearizable) => {
-            println!("check: linearizable ({} operations, {skipped} scans not checked)", ops.len());
+/// `--check`: the linearizability verdict of the history at `path` (the same
+/// check as `corekv-ctl check-history`).
+fn check(path: &std::path::Path) -> ExitCode {
+    match corekv_tools::history::check_file(path) {
+        Ok(Verdict::Linearizable { operations, skipped }) => {
+            println!("check: linearizable ({operations} operations, {skipped} scans not checked)");
             ExitCode::SUCCESS
         }
-        Ok(CheckResult::NotLinearizable { key, witness }) => {
-            println!("check: NOT linearizable: key {}", String::from_utf8_lossy(&key));
-            let key_ops = split_by_key(&ops).remove(&key).unwrap_or_default();
-            match shrink_key_history(&key_ops, &config, corekv_engine::check::SHRINK_CHECKS_MAX_DEFAULT) {
-                Ok(Some(shrunk)) => {
-                    println!("smallest failing history found ({} operations):", shrunk.ops.len());
-                    for op in &shrunk.ops {
-                        println!("  {op}");
-                    }
-                }
-                _ => print!("{witness}"),
+        Ok(Verdict::NotLinearizable { key, history }) => {
+            println!("check: NOT linearizable: key {}; smallest failing history found:", String::from_utf8_lossy(&key));
+            for line in history {
+                println!("  {line}");
             }
             ExitCode::from(1)
         }
-        Ok(unknown @ CheckResult::Unknown { .. }) => {
-            println!("check: {unknown} (the search budget ran out: not a pass)");
+        Ok(Verdict::Unknown { key, states_explored }) => {
+            println!(
+                "check: unknown: key {} still undecided after {states_explored} states (the search budget ran out: not a pass)",
+                String::from_utf8_lossy(&key)
+            );
             ExitCode::from(3)
         }
         Err(e) => {
-            eprintln!("corekv-bench: the history is malformed: {e}");
+            eprintln!("corekv-bench: {e}");
             ExitCode::from(2)
         }
     }

@@ -125,6 +125,13 @@ pub enum Command {
     /// A cluster of background corekv-server processes on this machine (loopback).
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Check an operation history (corekv-bench --history FILE) for linearizability;
+    /// on failure print the smallest failing history of one key. Exit 0
+    /// linearizable, 1 not, 3 unknown (the search budget ran out).
+    CheckHistory {
+        /// The history file (JSON lines, docs/HISTORY.md).
+        file: PathBuf,
+    },
 }
 
 /// `corekv-ctl wal ...`.

@@ -141,6 +141,71 @@ struct FailureJson<'a> {
     message: Option<&'a str>,
 }
 
+/// `check-history FILE`: `{"ok":true,"linearizable":true,"operations":N,"skipped":K}`;
+/// `{"ok":false,"error":"not_linearizable","key":…,"history":[…]}` (exit 1), the
+/// smallest failing history of one key, an operation a line;
+/// `{"ok":false,"error":"unknown","key":…,"states_explored":N}` (exit 3).
+pub fn render_check(path: &std::path::Path, json: bool) -> Result<Rendered, Failure> {
+    use crate::history::{Verdict, check_file};
+    match check_file(path).map_err(Failure::invalid)? {
+        Verdict::Linearizable { operations, skipped } => {
+            #[derive(Serialize)]
+            struct Ok {
+                ok: bool,
+                linearizable: bool,
+                operations: usize,
+                skipped: usize,
+            }
+            let human =
+                format!("linearizable: {operations} operations checked ({skipped} scans or invalid not checked)");
+            Ok(Rendered::ok_line(json, &Ok { ok: true, linearizable: true, operations, skipped }, human))
+        }
+        Verdict::NotLinearizable { key, history } => {
+            #[derive(Serialize)]
+            struct Failed<'a> {
+                ok: bool,
+                error: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                key: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                key_b64: Option<String>,
+                history: &'a [String],
+            }
+            let first = format!("not linearizable: key {}; smallest failing history found:", human_bytes(&key));
+            let lines = if json {
+                let (key, key_b64) = JsonBytes::of(&key).split();
+                vec![to_json(&Failed { ok: false, error: "not_linearizable", key, key_b64, history: &history })]
+            } else {
+                std::iter::once(first.clone()).chain(history.iter().map(|l| format!("  {l}"))).collect()
+            };
+            let line = if json { lines[0].clone() } else { format!("{first} {}", history.join("; ")) };
+            Ok(Rendered { lines, line, failed: true, log: None, exit: EXIT_NEGATIVE })
+        }
+        Verdict::Unknown { key, states_explored } => {
+            #[derive(Serialize)]
+            struct Unknown<'a> {
+                ok: bool,
+                error: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                key: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                key_b64: Option<String>,
+                states_explored: u64,
+            }
+            let line = if json {
+                let (key, key_b64) = JsonBytes::of(&key).split();
+                to_json(&Unknown { ok: false, error: "unknown", key, key_b64, states_explored })
+            } else {
+                format!(
+                    "error: unknown: key {} still undecided after {states_explored} states (the search budget ran out; not a pass)",
+                    human_bytes(&key)
+                )
+            };
+            Ok(Rendered { lines: vec![line.clone()], line, failed: true, log: None, exit: EXIT_UNKNOWN })
+        }
+    }
+}
+
 /// Bytes as a JSON string: the text when they are UTF-8, else base64 (for the
 /// `*_b64` field).
 #[derive(Debug, Clone, PartialEq, Eq)]

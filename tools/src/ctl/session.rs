@@ -169,6 +169,7 @@ impl Session {
             Command::Local(LocalCommand::Up(args)) => local::run_up(&args, json)?,
             Command::Local(LocalCommand::Down { dir, purge }) => local::run_down(&dir, purge, json)?,
             Command::Local(LocalCommand::Status { dir }) => local::run_status(&dir, json)?,
+            Command::CheckHistory { file } => render::render_check(&file, json)?,
         })
     }
 }
