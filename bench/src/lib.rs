@@ -1,2 +1,14 @@
-//! corekv-bench: the `corekv-bench` load generator (arrives with the client library) and,
-//! under `benches/`, the criterion microbenchmarks of the hot paths.
+//! corekv-bench: the `corekv-bench` load generator and, under `benches/`, the
+//! criterion microbenchmarks of the hot paths.
+//!
+//! - [`workload`]: YCSB A–F and etcd's op-guide `put` / `get` (with [`zipf`]);
+//! - [`runner`]: load phase, closed / open loop workers, history, progress, over a
+//!   [`runner::Driver`] (one per system) and a [`runner::Runtime`];
+//! - [`corekv`]: the corekv driver (the async client on glommio);
+//! - [`report`]: histograms, the table, JSON, the server-side figures.
+
+pub mod corekv;
+pub mod report;
+pub mod runner;
+pub mod workload;
+pub mod zipf;

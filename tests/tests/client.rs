@@ -151,3 +151,77 @@ fn an_unreachable_cluster_is_unavailable_within_the_deadline() {
         other => panic!("expected unavailable, got {other:?}"),
     }
 }
+
+/// "unavailable" means certainly not applied, "ok" means applied and durable:
+/// the async client writes unique keys while a node is killed (kill -9) and
+/// restarted; afterwards every ok write reads back with its version, every
+/// unavailable write is absent, and an indeterminate one may be either.
+#[test]
+fn async_writes_through_a_kill_keep_their_outcome_words() {
+    let cluster = start();
+    let victim = cluster.options().nodes as u64; // the last node: leads some shards
+    let addrs = cluster.addrs();
+    let nemesis = std::thread::spawn(move || {
+        let mut cluster = cluster;
+        std::thread::sleep(Duration::from_millis(1500));
+        cluster.kill(victim).expect("kill -9");
+        std::thread::sleep(Duration::from_secs(3));
+        cluster.restart(victim).expect("restart");
+        cluster
+    });
+    let mut async_config = ClientConfig::new(addrs);
+    async_config.deadline = Duration::from_secs(3);
+    let outcomes = run_local("client-fault-test", async move {
+        let client = Client::connect(async_config).await.expect("the map is served");
+        let mut outcomes = Vec::new();
+        let started = std::time::Instant::now();
+        let mut round = 0;
+        while started.elapsed() < Duration::from_secs(8) {
+            let writes: Vec<_> = (0..40)
+                .map(|i| {
+                    let client = client.clone();
+                    let key = format!("fault-{round:04}-{i:02}");
+                    spawn_local(async move {
+                        let result = client.put(key.as_bytes(), key.as_bytes()).await;
+                        (key, result)
+                    })
+                })
+                .collect();
+            for write in writes {
+                outcomes.push(write.await);
+            }
+            round += 1;
+        }
+        outcomes
+    })
+    .expect("an executor starts");
+    let mut cluster = nemesis.join().expect("the nemesis thread");
+    cluster.wait_ready(Duration::from_secs(60)).expect("the cluster heals");
+    let mut config = config(&cluster);
+    config.deadline = Duration::from_secs(20);
+    let mut reader = BlockingClient::connect(config).expect("the map is served");
+    let mut counts = std::collections::BTreeMap::new();
+    for (key, result) in &outcomes {
+        let word = match result {
+            Ok(_) => "ok",
+            Err(e) => e.word(),
+        };
+        *counts.entry(word).or_insert(0usize) += 1;
+        let read = reader.get(key.as_bytes(), None);
+        match result {
+            Ok(version) => {
+                let got = read.unwrap_or_else(|e| panic!("{key}: acknowledged at {version}, now {e}"));
+                assert_eq!((got.version, got.value.as_slice()), (*version, key.as_bytes()), "{key}");
+            }
+            Err(KvError::Unavailable { reason }) => {
+                assert_eq!(read, Err(KvError::NotFound), "{key} was reported unavailable ({reason}) yet applied");
+            }
+            Err(KvError::Indeterminate { .. }) => {
+                assert!(matches!(read, Ok(_) | Err(KvError::NotFound)), "{key}: {read:?}");
+            }
+            Err(other) => panic!("{key}: a put cannot end {other}"),
+        }
+    }
+    eprintln!("outcomes through the kill: {counts:?}");
+    assert!(counts.get("ok").copied().unwrap_or(0) >= 100, "the cluster kept serving: {counts:?}");
+}

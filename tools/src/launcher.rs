@@ -6,7 +6,12 @@
 //! Runs on the caller's thread with blocking I/O. Invariants:
 //! - one cluster at a time per machine: a [`LocalCluster`] holds a machine-wide
 //!   file lock for its whole life, so process tests serialise under both
-//!   `cargo test` and nextest (they share 2 cores);
+//!   `cargo test` and nextest (they share 2 cores). A detached cluster (a user's
+//!   `corekv-ctl local up`, [`LaunchOptions::detached`]) takes no lock: it would
+//!   hold it for as long as it runs and block every process test meanwhile, and
+//!   servers that outlive the launching process could not hold it anyway;
+//! - every server's pid is written to `node-<id>.pid` in the cluster's dir as it
+//!   starts, so a cluster whose launcher died (or detached) can still be stopped;
 //! - ports are picked free (each node needs `cores` consecutive ports), and a
 //!   start that loses a port race (a server reports an address in use) is retried
 //!   with new ports, a bounded number of times;
@@ -153,6 +158,15 @@ pub struct LaunchOptions {
     /// When the binary is not found, build it with cargo (tests do; a user's
     /// `corekv-ctl local` should not).
     pub build_if_missing: bool,
+    /// The cluster is meant to outlive this process ([`LocalCluster::into_detached`],
+    /// `corekv-ctl local up`): no machine-wide lock is taken, and each server
+    /// runs in a process group of its own, so a Ctrl-C at the launching
+    /// terminal does not reach it.
+    pub detached: bool,
+    /// Base ports to use instead of picking free ones: restarting a cluster whose
+    /// data names them (the cluster id hashes the initial cluster). A server that
+    /// loses a port race is then an error, not a reason to pick others.
+    pub base_ports: Option<Vec<u16>>,
 }
 
 impl Default for LaunchOptions {
@@ -168,6 +182,8 @@ impl Default for LaunchOptions {
             keep: false,
             server_bin: None,
             build_if_missing: false,
+            detached: false,
+            base_ports: None,
         }
     }
 }
@@ -187,6 +203,8 @@ impl LaunchOptions {
             Some("a cluster needs at least one shard".to_string())
         } else if self.replicas() == 0 || self.replicas() > self.nodes {
             Some(format!("{} replicas do not fit {} nodes", self.replicas(), self.nodes))
+        } else if self.base_ports.as_ref().is_some_and(|ports| ports.len() != self.nodes) {
+            Some(format!("{} base ports given for {} nodes", self.base_ports.as_ref().map_or(0, Vec::len), self.nodes))
         } else {
             None
         };
@@ -259,7 +277,9 @@ pub fn build_server_binary(exe: &Path) -> Result<PathBuf, LaunchError> {
     Ok(run.path().to_path_buf())
 }
 
-/// The machine-wide launcher lock, held while it lives.
+/// The machine-wide launcher lock, held while it lives. Process tests take it for
+/// their whole run (a [`LocalCluster`] does so itself); a detached user cluster
+/// does not (see the module's invariants).
 #[derive(Debug)]
 pub struct ClusterLock {
     _file: File,
@@ -354,12 +374,20 @@ pub fn server_args(opts: &LaunchOptions, id: NodeId, base_ports: &[u16], dir: &P
     args
 }
 
-fn node_data_dir(dir: &Path, id: NodeId) -> PathBuf {
+/// Node `id`'s data dir inside a cluster's dir.
+pub fn node_data_dir(dir: &Path, id: NodeId) -> PathBuf {
     dir.join(format!("node-{id}"))
 }
 
-fn node_log(dir: &Path, id: NodeId) -> PathBuf {
+/// Node `id`'s log file (its stdout and stderr) inside a cluster's dir.
+pub fn node_log(dir: &Path, id: NodeId) -> PathBuf {
     dir.join(format!("node-{id}.log"))
+}
+
+/// Node `id`'s pid file inside a cluster's dir: the pid in decimal and a newline,
+/// written as the server starts.
+pub fn node_pid_file(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("node-{id}.pid"))
 }
 
 /// The last [`LOG_TAIL_BYTES`] of a file, or a note saying why there is none.
@@ -393,7 +421,10 @@ pub struct LocalCluster {
     dir: PathBuf,
     base_ports: Vec<u16>,
     nodes: Vec<NodeProc>,
-    _lock: ClusterLock,
+    /// `None` for a detached cluster.
+    _lock: Option<ClusterLock>,
+    /// Handed over by [`LocalCluster::into_detached`]: dropping stops nothing.
+    detached: bool,
 }
 
 impl std::fmt::Debug for LocalCluster {
@@ -415,7 +446,7 @@ impl LocalCluster {
             let failure = match cluster.wait_ready(cluster.opts.startup_deadline) {
                 Ok(()) => return Ok(cluster),
                 Err(LaunchError::Exited { log_tail, .. })
-                    if lost_port_race(&log_tail) && attempt < PORT_RETRIES_MAX =>
+                    if lost_port_race(&log_tail) && attempt < PORT_RETRIES_MAX && cluster.opts.base_ports.is_none() =>
                 {
                     cluster.kill_all();
                     cluster.clear_node_dirs()?;
@@ -423,9 +454,12 @@ impl LocalCluster {
                     attempt += 1;
                     continue;
                 }
-                Err(LaunchError::Exited { log_tail, .. }) if lost_port_race(&log_tail) => LaunchError::Ports(format!(
-                    "each of {PORT_RETRIES_MAX} starts lost a port race; last log:\n{log_tail}"
-                )),
+                Err(LaunchError::Exited { log_tail, .. }) if lost_port_race(&log_tail) => {
+                    LaunchError::Ports(match &cluster.opts.base_ports {
+                        Some(ports) => format!("the ports {ports:?} are taken; log:\n{log_tail}"),
+                        None => format!("each of {PORT_RETRIES_MAX} starts lost a port race; last log:\n{log_tail}"),
+                    })
+                }
                 Err(e) => e,
             };
             // The logs explain the failure: keep them, and say where.
@@ -442,20 +476,30 @@ impl LocalCluster {
             Some(path) => path.clone(),
             None => find_server_binary(opts.build_if_missing)?,
         };
-        let lock = ClusterLock::acquire(&ClusterLock::default_path())?;
+        let lock = if opts.detached { None } else { Some(ClusterLock::acquire(&ClusterLock::default_path())?) };
         let dir = match &opts.data_dir {
             Some(dir) => dir.clone(),
             None => fresh_dir()?,
         };
         fs::create_dir_all(&dir).map_err(io_error(format!("cannot create {}", dir.display())))?;
-        let mut cluster =
-            LocalCluster { opts, server_bin, dir, base_ports: Vec::new(), nodes: Vec::new(), _lock: lock };
+        let mut cluster = LocalCluster {
+            opts,
+            server_bin,
+            dir,
+            base_ports: Vec::new(),
+            nodes: Vec::new(),
+            _lock: lock,
+            detached: false,
+        };
         cluster.spawn_all()?;
         Ok(cluster)
     }
 
     fn spawn_all(&mut self) -> Result<(), LaunchError> {
-        self.base_ports = pick_base_ports(self.opts.nodes, self.opts.cores)?;
+        self.base_ports = match &self.opts.base_ports {
+            Some(ports) => ports.clone(),
+            None => pick_base_ports(self.opts.nodes, self.opts.cores)?,
+        };
         self.nodes = (1..=self.opts.nodes as NodeId)
             .map(|id| NodeProc { id, args: server_args(&self.opts, id, &self.base_ports, &self.dir), child: None })
             .collect();
@@ -473,20 +517,27 @@ impl LocalCluster {
             .append(true)
             .open(&log_path)
             .map_err(io_error(format!("cannot open {}", log_path.display())))?;
-        let child = Command::new(&self.server_bin)
+        let mut command = Command::new(&self.server_bin);
+        command
             .args(&node.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io_error("cannot share the log file"))?)
-            .stderr(log)
-            .spawn()
-            .map_err(io_error(format!("cannot start {}", self.server_bin.display())))?;
+            .stderr(log);
+        if self.opts.detached {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        let child = command.spawn().map_err(io_error(format!("cannot start {}", self.server_bin.display())))?;
+        let pid_path = node_pid_file(&self.dir, node.id);
+        let pid = child.id();
         node.child = Some(child);
-        Ok(())
+        fs::write(&pid_path, format!("{pid}\n")).map_err(io_error(format!("cannot write {}", pid_path.display())))
     }
 
     fn clear_node_dirs(&self) -> Result<(), LaunchError> {
         for node in &self.nodes {
-            for path in [node_data_dir(&self.dir, node.id), node_log(&self.dir, node.id)] {
+            for path in
+                [node_data_dir(&self.dir, node.id), node_log(&self.dir, node.id), node_pid_file(&self.dir, node.id)]
+            {
                 let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
                 match removed {
                     Ok(()) => {}
@@ -647,6 +698,23 @@ impl LocalCluster {
         }
     }
 
+    /// Lets the servers run on after this value (and this process) is gone: for
+    /// `corekv-ctl local up`, with [`LaunchOptions::detached`] set. The pid files
+    /// in the cluster's dir are what stops them later. Nothing is stopped or
+    /// removed when the returned value is dropped.
+    pub fn into_detached(mut self) -> DetachedCluster {
+        let nodes = self
+            .nodes
+            .iter_mut()
+            .map(|n| {
+                let pid = n.child.take().map(|c| c.id());
+                DetachedNode { id: n.id, addr: format!("127.0.0.1:{}", self.base_ports[(n.id - 1) as usize]), pid }
+            })
+            .collect();
+        self.detached = true;
+        DetachedCluster { dir: self.dir.clone(), base_ports: self.base_ports.clone(), opts: self.opts.clone(), nodes }
+    }
+
     fn kill_all(&mut self) {
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
@@ -659,6 +727,9 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.stop();
         if std::thread::panicking() || self.opts.keep {
             eprintln!("corekv launcher: the cluster's data and logs are kept in {}", self.dir.display());
@@ -666,6 +737,31 @@ impl Drop for LocalCluster {
             eprintln!("corekv launcher: cannot remove {}: {e}", self.dir.display());
         }
     }
+}
+
+/// A cluster handed over by [`LocalCluster::into_detached`]: what it was started
+/// with and where its servers are.
+#[derive(Debug, Clone)]
+pub struct DetachedCluster {
+    /// The cluster's dir (data, logs and pid files).
+    pub dir: PathBuf,
+    /// Each node's base port, by node id.
+    pub base_ports: Vec<u16>,
+    /// The options it was started with.
+    pub opts: LaunchOptions,
+    /// Its nodes.
+    pub nodes: Vec<DetachedNode>,
+}
+
+/// One node of a [`DetachedCluster`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachedNode {
+    /// The node id.
+    pub id: NodeId,
+    /// Core 0's address.
+    pub addr: String,
+    /// The server's pid; `None` when it was not running.
+    pub pid: Option<u32>,
 }
 
 /// Waits for `child` up to `grace`, then SIGKILLs it and reaps it.
@@ -834,6 +930,44 @@ mod tests {
         assert_eq!(args.join(" "), expected);
         assert_eq!(LaunchOptions { nodes: 2, ..LaunchOptions::default() }.replicas(), 2);
         assert!(LaunchOptions { nodes: 2, replicas: Some(3), ..LaunchOptions::default() }.check().is_err());
+        assert!(LaunchOptions { nodes: 2, base_ports: Some(vec![7100]), ..LaunchOptions::default() }.check().is_err());
+    }
+
+    /// The process group of `pid`: the third field after the command name in
+    /// `/proc/<pid>/stat`.
+    fn process_group(pid: u32) -> u32 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after_name = stat.rsplit_once(')').unwrap().1;
+        after_name.split_whitespace().nth(2).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_detached_cluster_runs_on_in_its_own_process_groups_with_pid_files_on_the_ports_given() {
+        let dir = scratch("detached");
+        let opts = LaunchOptions {
+            detached: true,
+            base_ports: Some(vec![7100, 7200]),
+            ..options(&dir, fake_server(&dir, "exec sleep 600"))
+        };
+        let cluster = LocalCluster::spawn(opts).unwrap();
+        assert_eq!(cluster.addrs(), ["127.0.0.1:7100", "127.0.0.1:7200"], "the ports given, not picked ones");
+        let pids = [cluster.pid(1).unwrap(), cluster.pid(2).unwrap()];
+        for (id, pid) in [(1, pids[0]), (2, pids[1])] {
+            assert_eq!(fs::read_to_string(node_pid_file(cluster.dir(), id)).unwrap(), format!("{pid}\n"));
+            assert_eq!(process_group(pid), pid, "a Ctrl-C at our terminal must not reach it");
+        }
+        let data = cluster.dir().to_path_buf();
+        let detached = cluster.into_detached();
+        let listed: Vec<Option<u32>> = detached.nodes.iter().map(|n| n.pid).collect();
+        assert_eq!(listed, [Some(pids[0]), Some(pids[1])]);
+        assert_eq!(detached.nodes[1].addr, "127.0.0.1:7200");
+        drop(detached);
+        for pid in pids {
+            assert!(kill(Pid::from_raw(pid as i32), None).is_ok(), "still running once handed over");
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        }
+        assert!(data.exists(), "a detached cluster's dir is not removed");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     fn status(shard: ShardId, is_leader: bool, leader: NodeId) -> ShardStatus {

@@ -74,12 +74,31 @@ fn core_index(path: &Path) -> Option<u32> {
     path.file_name()?.to_str()?.strip_prefix("core-")?.parse().ok()
 }
 
-/// Verifies every WAL under `path`: recovery from scratch, as a starting node does.
-pub fn wal_verify(path: &Path, out: &mut dyn Write) -> Result<(), OfflineError> {
+/// One WAL directory that recovered cleanly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalVerified {
+    /// The wal directory.
+    pub dir: PathBuf,
+    /// Its segment files (0: the directory holds none).
+    pub segments: usize,
+    /// Batches recovery read.
+    pub batches: u64,
+    /// Raft groups with records.
+    pub groups: usize,
+    /// Entries in the groups' logs after truncations and snapshots.
+    pub live_entries: usize,
+    /// The sequence number the next batch would get.
+    pub next_batch_seq: u64,
+}
+
+/// Recovers every WAL under `path`, as a starting node does: the report of each
+/// directory, or the first problem.
+pub fn wal_verify_report(path: &Path) -> Result<Vec<WalVerified>, OfflineError> {
+    let mut reports = Vec::new();
     for dir in resolve_dirs(path, "wal")? {
         let segments = list_segment_files(&dir)?;
         if segments.is_empty() {
-            writeln!(out, "{}: no WAL segments", dir.display())?;
+            reports.push(WalVerified { dir, segments: 0, batches: 0, groups: 0, live_entries: 0, next_batch_seq: 0 });
             continue;
         }
         let recovered = recover_dir(&dir, None)?;
@@ -92,17 +111,38 @@ pub fn wal_verify(path: &Path, out: &mut dyn Write) -> Result<(), OfflineError> 
                 wal_core: identity.core_id,
             });
         }
-        let entries: usize = recovered.groups.values().map(|g| g.entries.len()).sum();
-        writeln!(
-            out,
-            "ok {}: {} segments, {} batches, {} groups, {} live entries, next batch {}",
-            dir.display(),
-            segments.len(),
-            recovered.batches_recovered,
-            recovered.groups.len(),
-            entries,
-            recovered.next_batch_seq
-        )?;
+        reports.push(WalVerified {
+            segments: segments.len(),
+            batches: recovered.batches_recovered,
+            groups: recovered.groups.len(),
+            live_entries: recovered.groups.values().map(|g| g.entries.len()).sum(),
+            next_batch_seq: recovered.next_batch_seq,
+            dir,
+        });
+    }
+    Ok(reports)
+}
+
+/// One line for a verified WAL directory.
+pub fn describe_wal_verified(r: &WalVerified) -> String {
+    if r.segments == 0 {
+        return format!("{}: no WAL segments", r.dir.display());
+    }
+    format!(
+        "ok {}: {} segments, {} batches, {} groups, {} live entries, next batch {}",
+        r.dir.display(),
+        r.segments,
+        r.batches,
+        r.groups,
+        r.live_entries,
+        r.next_batch_seq
+    )
+}
+
+/// Verifies every WAL under `path`: recovery from scratch, as a starting node does.
+pub fn wal_verify(path: &Path, out: &mut dyn Write) -> Result<(), OfflineError> {
+    for report in wal_verify_report(path)? {
+        writeln!(out, "{}", describe_wal_verified(&report))?;
     }
     Ok(())
 }
@@ -201,25 +241,66 @@ fn snapshot_files(path: &Path) -> Result<Vec<PathBuf>, OfflineError> {
     Ok(files)
 }
 
+/// One snapshot file that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotVerified {
+    /// The file.
+    pub file: PathBuf,
+    /// The cluster it belongs to.
+    pub cluster_id: u64,
+    /// Its shard (Raft group).
+    pub group_id: u64,
+    /// The log index it covers.
+    pub index: u64,
+    /// The term of that index.
+    pub term: u64,
+    /// Its chunks.
+    pub chunks: u64,
+    /// Its data bytes.
+    pub data_bytes: u64,
+}
+
+/// Verifies every snapshot file under `path` (every chunk's CRC, the end frame):
+/// the report of each file, or the first problem.
+pub fn snapshot_verify_report(path: &Path) -> Result<Vec<SnapshotVerified>, OfflineError> {
+    let mut reports = Vec::new();
+    for file in snapshot_files(path)? {
+        let summary = snap::verify_file(&file)?;
+        reports.push(SnapshotVerified {
+            file,
+            cluster_id: summary.header.cluster_id,
+            group_id: summary.header.group_id,
+            index: summary.header.meta.index,
+            term: summary.header.meta.term,
+            chunks: summary.chunks,
+            data_bytes: summary.data_bytes,
+        });
+    }
+    Ok(reports)
+}
+
+/// One line for a verified snapshot file.
+pub fn describe_snapshot_verified(r: &SnapshotVerified) -> String {
+    format!(
+        "ok {}: cluster {} group {} index {} term {}, {} chunks, {} bytes",
+        r.file.display(),
+        r.cluster_id,
+        r.group_id,
+        r.index,
+        r.term,
+        r.chunks,
+        r.data_bytes
+    )
+}
+
 /// Verifies every snapshot file under `path` (every chunk's CRC, the end frame).
 pub fn snapshot_verify(path: &Path, out: &mut dyn Write) -> Result<(), OfflineError> {
-    let files = snapshot_files(path)?;
-    if files.is_empty() {
+    let reports = snapshot_verify_report(path)?;
+    if reports.is_empty() {
         writeln!(out, "{}: no snapshot files", path.display())?;
     }
-    for file in files {
-        let summary = snap::verify_file(&file)?;
-        writeln!(
-            out,
-            "ok {}: cluster {} group {} index {} term {}, {} chunks, {} bytes",
-            file.display(),
-            summary.header.cluster_id,
-            summary.header.group_id,
-            summary.header.meta.index,
-            summary.header.meta.term,
-            summary.chunks,
-            summary.data_bytes
-        )?;
+    for report in reports {
+        writeln!(out, "{}", describe_snapshot_verified(&report))?;
     }
     Ok(())
 }

@@ -82,6 +82,11 @@ pub fn spawn_local<T: 'static>(future: impl Future<Output = T> + 'static) -> imp
     glommio::spawn_local(future)
 }
 
+/// Waits `d` on the current executor's timer (no busy-polling).
+pub async fn sleep(d: std::time::Duration) {
+    glommio::timer::sleep(d).await
+}
+
 /// Runs `future` to completion on a new [`LocalRuntime`].
 pub fn run_local<T>(name: &str, future: impl Future<Output = T>) -> Result<T, RuntimeError> {
     Ok(LocalRuntime::new(name)?.block_on(future))

@@ -295,6 +295,8 @@ fn fetch_map(
                     // A node of another cluster will not change its mind.
                     return Err(KvError::Unavailable { reason: format!("{addr} refused the connection: {reason}") });
                 }
+                // A connect error names the address already.
+                Err(e @ ClientError::Connect { .. }) => errors.push(e.to_string()),
                 Err(e) => errors.push(format!("{addr}: {e}")),
             }
         }

@@ -1,0 +1,328 @@
+//! `corekv-bench`: the load generator. See `corekv-bench --help`.
+//!
+//! Exit codes: 0 the run completed (and with `--check`, the history is
+//! linearizable); 1 `--check` found a non-linearizable history; 2 usage or invalid
+//! input; 3 the target could not be reached or `--check` ran out of budget.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use corekv_bench::corekv::{CorekvDriver, Glommio};
+use corekv_bench::report::{Report, ServerFigures};
+use corekv_bench::runner::{self, Pacing, Shared, Window};
+use corekv_bench::workload::{Kind, Spec};
+use corekv_rpc::client::{Client, ClientConfig, ClusterStatus, parse_cluster};
+use corekv_rpc::node::CoreStats;
+use corekv_tools::history::Verdict;
+use corekv_tools::launcher::{LaunchOptions, LocalCluster};
+
+/// Concurrency of the load phase.
+const LOAD_CONCURRENCY: usize = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corekv-bench",
+    version,
+    about = "corekv load generator: YCSB A-F and etcd's op-guide put/get, closed or open loop",
+    long_about = "corekv load generator. `corekv-bench --local 3` starts a 3-node cluster on loopback, \
+                  loads it, runs YCSB-A for 10 s after a 2 s warm-up, prints a table and stops the cluster."
+)]
+struct Cli {
+    /// A running cluster: HOST:PORT[,HOST:PORT...] (any node's core-0 address).
+    #[arg(long, env = "COREKV_CLUSTER", value_name = "ADDRS", conflicts_with = "local")]
+    cluster: Option<String>,
+    /// Start N corekv-server processes on loopback for the run, and stop them after.
+    #[arg(long, value_name = "N")]
+    local: Option<usize>,
+    /// Cores per node of a --local cluster.
+    #[arg(long, default_value_t = 2, requires = "local")]
+    cores: u16,
+    /// Replicas per shard of a --local cluster (default: min(3, N)).
+    #[arg(long, requires = "local")]
+    replicas: Option<usize>,
+    /// Where a --local cluster keeps its data and logs (default: a fresh temp dir).
+    #[arg(long, value_name = "DIR", requires = "local")]
+    dir: Option<PathBuf>,
+    /// Keep a --local cluster's data dir after the run.
+    #[arg(long, requires = "local")]
+    keep: bool,
+    /// The workload: ycsb-a ... ycsb-f, put, get.
+    #[arg(long, short = 'w', default_value = "ycsb-a")]
+    workload: Kind,
+    /// Records loaded before the run (YCSB), or the key space of put/get
+    /// (default: 10000 for YCSB, 100000 for put/get).
+    #[arg(long, value_name = "N")]
+    keys: Option<u64>,
+    /// Bytes per value (default: 1000 for YCSB's records, 256 for put/get).
+    #[arg(long, value_name = "BYTES")]
+    value_size: Option<usize>,
+    /// The zipfian constant of YCSB's key choice.
+    #[arg(long, default_value_t = corekv_bench::workload::ZIPFIAN_THETA_DEFAULT)]
+    theta: f64,
+    /// Closed-loop clients (each its own client id and connections).
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Requests in flight per client.
+    #[arg(long, default_value_t = 1)]
+    inflight: usize,
+    /// Open loop: offered operations per second, all clients together (latency
+    /// counts from the intended send time).
+    #[arg(long, value_name = "OPS")]
+    rate: Option<f64>,
+    /// Length of the measured run (e.g. 10s, 500ms, 2m; a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up before the measured run (run but not counted).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Seed of the workload's random choices (same seed, same operations).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Per-request deadline of the client.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Skip the load phase (the records are already there).
+    #[arg(long)]
+    no_load: bool,
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Record every operation (load phase included) as one JSON line in FILE
+    /// (schema: docs/HISTORY.md).
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// Check the recorded history for linearizability after the run (records to a
+    /// temp file when --history is not given).
+    #[arg(long)]
+    check: bool,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (ms, s, m, h)")),
+    };
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("corekv-bench: {message}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let records = cli.keys.unwrap_or_else(|| runner::default_records(cli.workload));
+    let spec = Spec {
+        value_bytes: cli.value_size.unwrap_or_else(|| cli.workload.default_value_bytes()),
+        theta: cli.theta,
+        ..Spec::new(cli.workload, records)
+    };
+    if let Err(e) = spec.validate() {
+        return usage(&e);
+    }
+    if cli.clients == 0 || cli.inflight == 0 {
+        return usage("--clients and --inflight must be at least 1");
+    }
+    if cli.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return usage("--rate must be a positive number of operations per second");
+    }
+    if cli.duration.is_zero() {
+        return usage("--duration must be above zero");
+    }
+    let (addrs, cluster, target) = match (&cli.cluster, cli.local) {
+        (Some(list), None) => match parse_cluster(list) {
+            Ok(addrs) => (addrs, None, format!("corekv at {list}")),
+            Err(e) => return usage(&e),
+        },
+        (None, Some(nodes)) => {
+            let options = LaunchOptions {
+                nodes,
+                cores: cli.cores,
+                replicas: cli.replicas,
+                data_dir: cli.dir.clone(),
+                keep: cli.keep,
+                build_if_missing: true,
+                ..LaunchOptions::default()
+            };
+            let replicas = options.replicas();
+            eprintln!("corekv-bench: starting {nodes} corekv-server processes ({} cores each) ...", cli.cores);
+            match LocalCluster::start(options) {
+                Ok(cluster) => {
+                    let target = format!("corekv {nodes} nodes × {} cores, {replicas} replicas", cli.cores);
+                    (cluster.addrs(), Some(cluster), target)
+                }
+                Err(e) => {
+                    eprintln!("corekv-bench: cannot start the local cluster: {e}");
+                    return ExitCode::from(3);
+                }
+            }
+        }
+        _ => return usage("give a target: --local N (start a cluster) or --cluster ADDRS (a running one)"),
+    };
+    let history_path = match (&cli.history, cli.check) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(std::env::temp_dir().join(format!("corekv-bench-history-{}.jsonl", std::process::id()))),
+        (None, false) => None,
+    };
+    let history_file = match history_path.as_ref().map(File::create).transpose() {
+        Ok(file) => file,
+        Err(e) => return usage(&format!("cannot create the history file: {e}")),
+    };
+    let outcome = corekv_engine::runtime::run_local("corekv-bench", run(&cli, spec, addrs, target, history_file));
+    drop(cluster);
+    let report = match outcome {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => {
+            eprintln!("corekv-bench: {e}");
+            return ExitCode::from(3);
+        }
+        Err(e) => {
+            eprintln!("corekv-bench: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = &cli.json {
+        let json = serde_json::to_string_pretty(&report).expect("a report serializes");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("corekv-bench: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    match (cli.check, history_path) {
+        (true, Some(path)) => {
+            let code = check(&path);
+            if cli.history.is_none() {
+                let _ = std::fs::remove_file(&path);
+            }
+            code
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+async fn run(
+    cli: &Cli,
+    spec: Spec,
+    addrs: Vec<String>,
+    target: String,
+    history: Option<File>,
+) -> Result<Report, String> {
+    let mut config = ClientConfig::new(addrs);
+    config.deadline = cli.timeout;
+    let mut drivers = Vec::with_capacity(cli.clients);
+    for _ in 0..cli.clients {
+        let client = Client::connect(config.clone()).await.map_err(|e| format!("cannot reach the cluster: {e}"))?;
+        drivers.push(CorekvDriver::new(client));
+    }
+    let probe = Client::connect(config.clone()).await.map_err(|e| format!("cannot reach the cluster: {e}"))?;
+    let shared = Shared::new(history);
+    let rt = Glommio;
+    if spec.kind.needs_load() && !cli.no_load {
+        let started = Instant::now();
+        let loaded = runner::load(&drivers, &rt, &spec, LOAD_CONCURRENCY, cli.seed, &shared).await;
+        eprintln!(
+            "corekv-bench: loaded {} records of {} bytes in {:.1} s ({} errors)",
+            loaded.ok(),
+            spec.value_bytes,
+            started.elapsed().as_secs_f64(),
+            loaded.errors()
+        );
+    }
+    let pacing = Pacing { clients: cli.clients, inflight: cli.inflight, rate: cli.rate };
+    let start = Instant::now();
+    let window = Window { start, warm_until: start + cli.warmup, end: start + cli.warmup + cli.duration };
+    // The server counters at the start and the end of the measured window.
+    let before_probe = probe.clone();
+    let before = corekv_engine::runtime::spawn_local(async move {
+        corekv_engine::runtime::sleep(cli_warmup(window)).await;
+        counters(&before_probe.status().await)
+    });
+    runner::run(&drivers, &rt, &spec, pacing, window, cli.seed, &shared).await;
+    let before = before.await;
+    let after = counters(&probe.status().await);
+    shared.finish_history()?;
+    let recorder = shared.recorder();
+    let server = Some(ServerFigures::from_counters(&before, &after, recorder.ok(), shared.writes_ok()));
+    Ok(Report::new(
+        target,
+        spec.kind.name().to_string(),
+        (cli.clients, cli.inflight, cli.rate),
+        &recorder,
+        cli.duration,
+        server,
+    ))
+}
+
+fn cli_warmup(window: Window) -> Duration {
+    window.warm_until.saturating_duration_since(Instant::now())
+}
+
+fn counters(status: &ClusterStatus) -> Vec<CoreStats> {
+    status.nodes.iter().flat_map(|n| &n.cores).filter_map(|c| c.stats).collect()
+}
+
+/// `--check`: the linearizability verdict of the history at `path` (the same
+/// check as `corekv-ctl check-history`).
+fn check(path: &std::path::Path) -> ExitCode {
+    match corekv_tools::history::check_file(path) {
+        Ok(Verdict::Linearizable { operations, skipped }) => {
+            println!("check: linearizable ({operations} operations, {skipped} scans not checked)");
+            ExitCode::SUCCESS
+        }
+        Ok(Verdict::NotLinearizable { key, history }) => {
+            println!("check: NOT linearizable: key {}; smallest failing history found:", String::from_utf8_lossy(&key));
+            for line in history {
+                println!("  {line}");
+            }
+            ExitCode::from(1)
+        }
+        Ok(Verdict::Unknown { key, states_explored }) => {
+            println!(
+                "check: unknown: key {} still undecided after {states_explored} states (the search budget ran out: not a pass)",
+                String::from_utf8_lossy(&key)
+            );
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("corekv-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,322 @@
+//! The operation history file (`corekv-bench --history FILE`): one JSON object per
+//! line per operation, read back by `corekv-ctl check-history` into the checker's
+//! types (`corekv_engine::check`). The schema is documented in docs/HISTORY.md; a
+//! line that does not fit it is an error naming the line, never a panic.
+//!
+//! Values are recorded by hash (FNV-1a 64 in 16 hex digits), so a 1 KB record
+//! costs 16 bytes in the file; the checker compares hashes as values, which keeps
+//! its verdict (two different values written in one run with the same 64-bit hash
+//! would be needed to fool it).
+
+use std::io::{self, BufRead, Write};
+
+use base64::Engine as _;
+use corekv_engine::check::{Call, Operation, Outcome};
+use serde::{Deserialize, Serialize};
+
+/// One line of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Who issued it (the bench's client number).
+    pub client: u64,
+    /// `get`, `get_at`, `put`, `delete`, `cas` or `scan` (scans are not checked).
+    pub op: String,
+    /// The key when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key in base64 when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_b64: Option<String>,
+    /// A write's value, or a read's answer: its FNV-1a 64 hash in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_hash: Option<String>,
+    /// A cas's expected version; a get_at's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
+    /// Invocation time, ns since the run's start.
+    pub invoke_ns: u64,
+    /// Return time, ns since the run's start; absent (null) for an indeterminate
+    /// write, which may take effect at any time after its invocation.
+    pub return_ns: Option<u64>,
+    /// DESIGN §6's outcome word, or `ok`.
+    pub outcome: String,
+    /// The version written or read; for `version_mismatch`, the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// FNV-1a 64 of `bytes` in 16 hex digits: how values appear in the file.
+pub fn value_hash(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+impl Record {
+    /// Sets `key` or `key_b64` from raw bytes.
+    pub fn with_key(mut self, key: &[u8]) -> Record {
+        match std::str::from_utf8(key) {
+            Ok(s) => self.key = Some(s.to_string()),
+            Err(_) => self.key_b64 = Some(base64::engine::general_purpose::STANDARD.encode(key)),
+        }
+        self
+    }
+
+    fn key_bytes(&self) -> Result<Vec<u8>, String> {
+        match (&self.key, &self.key_b64) {
+            (Some(key), None) => Ok(key.clone().into_bytes()),
+            (None, Some(b64)) => {
+                base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("bad key_b64: {e}"))
+            }
+            _ => Err("needs exactly one of key and key_b64".into()),
+        }
+    }
+
+    /// The checker's operation, or `None` for a record the checker does not take
+    /// (a scan, or an `invalid` answer: nothing was applied, nothing was read).
+    pub fn to_operation(&self) -> Result<Option<Operation>, String> {
+        if self.op == "scan" || self.outcome == "invalid" {
+            return Ok(None);
+        }
+        let key = self.key_bytes()?;
+        let hash = || -> Result<Vec<u8>, String> {
+            self.value_hash.clone().map(String::into_bytes).ok_or_else(|| format!("{} needs value_hash", self.op))
+        };
+        let expected = || self.expected.ok_or_else(|| format!("{} needs expected", self.op));
+        let call = match self.op.as_str() {
+            "get" => Call::Get { key },
+            "get_at" => Call::GetAt { key, at_version: expected()? },
+            "put" => Call::Put { key, value: hash()? },
+            "delete" => Call::Delete { key },
+            "cas" => Call::Cas { key, expected_version: expected()?, value: hash()? },
+            other => return Err(format!("unknown op {other:?}")),
+        };
+        let version = || self.version.ok_or_else(|| format!("outcome {} needs version", self.outcome));
+        let outcome = match (self.outcome.as_str(), &call) {
+            ("ok", Call::Get { .. } | Call::GetAt { .. }) => Outcome::Value { value: hash()?, version: version()? },
+            ("ok", _) => Outcome::Written { version: version()? },
+            ("not_found", _) => Outcome::NotFound,
+            ("version_mismatch", _) => Outcome::VersionMismatch { current: version()? },
+            ("compacted", _) => Outcome::Compacted,
+            ("unavailable", _) => Outcome::Unavailable,
+            ("indeterminate", _) => Outcome::Indeterminate,
+            (other, _) => return Err(format!("unknown outcome {other:?}")),
+        };
+        Ok(Some(Operation {
+            client: self.client,
+            invoke_time: self.invoke_ns,
+            return_time: self.return_ns,
+            call,
+            outcome,
+        }))
+    }
+}
+
+/// Appends records as JSON lines.
+#[derive(Debug)]
+pub struct HistoryWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> HistoryWriter<W> {
+    /// Writes to `out` (wrap a file in a `BufWriter`).
+    pub fn new(out: W) -> HistoryWriter<W> {
+        HistoryWriter { out }
+    }
+
+    /// One line.
+    pub fn write(&mut self, record: &Record) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Flushes what is buffered.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Reads a history: the checker's operations and how many lines were skipped
+/// (scans, invalid answers). The error names the first bad line.
+pub fn read_history(input: impl BufRead) -> Result<(Vec<Operation>, usize), String> {
+    let mut ops = Vec::new();
+    let mut skipped = 0;
+    for (n, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| format!("line {}: {e}", n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record = serde_json::from_str(&line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        match record.to_operation().map_err(|e| format!("line {}: {e}", n + 1))? {
+            Some(op) => ops.push(op),
+            None => skipped += 1,
+        }
+    }
+    Ok((ops, skipped))
+}
+
+/// The checker's verdict on a history file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every key's history is linearizable.
+    Linearizable {
+        /// Operations checked.
+        operations: usize,
+        /// Lines not checked (scans, invalid answers).
+        skipped: usize,
+    },
+    /// This key's is not: the smallest failing sub-history the shrinker found (or
+    /// the checker's witness when shrinking could not run), one operation a line.
+    NotLinearizable {
+        /// The key.
+        key: Vec<u8>,
+        /// Its failing operations.
+        history: Vec<String>,
+    },
+    /// No key failed, but this one ran out of the search budget: not a pass.
+    Unknown {
+        /// The key.
+        key: Vec<u8>,
+        /// States explored before the budget ran out.
+        states_explored: u64,
+    },
+}
+
+/// Reads the history at `path` and runs the linearizability checker on its
+/// register operations (`corekv-ctl check-history`, `corekv-bench --check`). The
+/// error says why the file could not be checked (unreadable, a bad line, a
+/// malformed history).
+pub fn check_file(path: &std::path::Path) -> Result<Verdict, String> {
+    use corekv_engine::check::{
+        CheckConfig, CheckResult, SHRINK_CHECKS_MAX_DEFAULT, check_history, shrink_key_history, split_by_key,
+    };
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let (ops, skipped) = read_history(io::BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = CheckConfig::default();
+    match check_history(&ops, &config).map_err(|e| format!("{}: malformed history: {e}", path.display()))? {
+        CheckResult::Linearizable => Ok(Verdict::Linearizable { operations: ops.len(), skipped }),
+        CheckResult::Unknown { key, states_explored } => Ok(Verdict::Unknown { key, states_explored }),
+        CheckResult::NotLinearizable { key, witness } => {
+            let key_ops = split_by_key(&ops).remove(&key).unwrap_or_default();
+            let history = match shrink_key_history(&key_ops, &config, SHRINK_CHECKS_MAX_DEFAULT) {
+                Ok(Some(shrunk)) => shrunk.ops.iter().map(ToString::to_string).collect(),
+                _ => witness.to_string().lines().map(str::to_string).collect(),
+            };
+            Ok(Verdict::NotLinearizable { key, history })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use corekv_engine::check::{CheckConfig, CheckResult, check_history};
+
+    use super::*;
+
+    fn record(client: u64, op: &str, key: &str, invoke: u64, ret: Option<u64>, outcome: &str) -> Record {
+        Record {
+            client,
+            op: op.into(),
+            key: None,
+            key_b64: None,
+            value_hash: None,
+            expected: None,
+            invoke_ns: invoke,
+            return_ns: ret,
+            outcome: outcome.into(),
+            version: None,
+        }
+        .with_key(key.as_bytes())
+    }
+
+    fn file(records: &[Record]) -> Vec<u8> {
+        let mut w = HistoryWriter::new(Vec::new());
+        for r in records {
+            w.write(r).unwrap();
+        }
+        w.out
+    }
+
+    #[test]
+    fn round_trip_and_check() {
+        let put = Record {
+            value_hash: Some(value_hash(b"v1")),
+            version: Some(10),
+            ..record(1, "put", "k", 0, Some(5), "ok")
+        };
+        let get = Record {
+            value_hash: Some(value_hash(b"v1")),
+            version: Some(10),
+            ..record(2, "get", "k", 6, Some(8), "ok")
+        };
+        let scan = record(2, "scan", "a", 9, Some(10), "ok");
+        let lost = Record { value_hash: Some(value_hash(b"v2")), ..record(1, "put", "k", 9, None, "indeterminate") };
+        let bytes = file(&[put, get.clone(), scan, lost]);
+        let (ops, skipped) = read_history(&bytes[..]).unwrap();
+        assert_eq!((ops.len(), skipped), (3, 1));
+        assert_eq!(check_history(&ops, &CheckConfig::default()).unwrap(), CheckResult::Linearizable);
+
+        // A stale read after a newer write returned: the checker must say so.
+        let put2 = Record {
+            value_hash: Some(value_hash(b"v3")),
+            version: Some(20),
+            ..record(1, "put", "k", 11, Some(12), "ok")
+        };
+        let stale = Record { invoke_ns: 13, return_ns: Some(14), ..get };
+        let (ops, _) = read_history(&file(&[put2, stale])[..]).unwrap();
+        assert!(matches!(check_history(&ops, &CheckConfig::default()).unwrap(), CheckResult::NotLinearizable { .. }));
+    }
+
+    #[test]
+    fn check_file_gives_each_verdict() {
+        let dir = std::env::temp_dir().join(format!("corekv-history-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let put = |v: &[u8], version, at| Record {
+            value_hash: Some(value_hash(v)),
+            version: Some(version),
+            ..record(1, "put", "k", at, Some(at + 1), "ok")
+        };
+        let get = |v: &[u8], version, at| Record {
+            value_hash: Some(value_hash(v)),
+            version: Some(version),
+            ..record(2, "get", "k", at, Some(at + 1), "ok")
+        };
+        let good = dir.join("good.jsonl");
+        std::fs::write(&good, file(&[put(b"a", 1, 0), get(b"a", 1, 2), put(b"b", 2, 4), get(b"b", 2, 6)])).unwrap();
+        assert_eq!(check_file(&good), Ok(Verdict::Linearizable { operations: 4, skipped: 0 }));
+        let stale = dir.join("stale.jsonl");
+        std::fs::write(&stale, file(&[put(b"a", 1, 0), put(b"b", 2, 4), get(b"a", 1, 6)])).unwrap();
+        match check_file(&stale).unwrap() {
+            Verdict::NotLinearizable { key, history } => {
+                assert_eq!(key, b"k");
+                assert!(!history.is_empty() && history.len() <= 3, "{history:?}");
+            }
+            other => panic!("a stale read passed: {other:?}"),
+        }
+        assert!(check_file(&dir.join("missing.jsonl")).unwrap_err().contains("cannot read"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn non_utf8_keys_travel_in_base64() {
+        let r = record(1, "delete", "x", 0, Some(1), "not_found").with_key(&[0xff, 0x00]);
+        let r = Record { key: None, ..r };
+        let (ops, _) = read_history(&file(&[r])[..]).unwrap();
+        assert_eq!(ops[0].call, Call::Delete { key: vec![0xff, 0x00] });
+    }
+
+    #[test]
+    fn bad_lines_are_errors_naming_the_line() {
+        let good = record(1, "delete", "k", 0, Some(1), "not_found");
+        let mut bytes = file(&[good]);
+        bytes.extend_from_slice(b"{\"client\":1}\n");
+        assert!(read_history(&bytes[..]).unwrap_err().starts_with("line 2:"));
+        let no_version = record(1, "put", "k", 0, Some(1), "ok");
+        let no_version = Record { value_hash: Some(value_hash(b"v")), ..no_version };
+        assert!(read_history(&file(&[no_version])[..]).unwrap_err().contains("needs version"));
+        assert!(read_history(&b"not json\n"[..]).unwrap_err().starts_with("line 1:"));
+    }
+}
