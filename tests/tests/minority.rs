@@ -31,7 +31,9 @@ fn a_minority_acknowledges_no_write_and_serves_no_read_and_the_writes_settle_onc
     let seed = knobs::seed();
     eprintln!("seed {seed}: rerun with {}", knobs::rerun_hint(seed));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let began = std::time::Instant::now();
     let mut cluster = local::start(3, 8);
+    eprintln!("started in {:?}", began.elapsed());
     let mut client = local::connect(&cluster, HEALTHY_DEADLINE);
     let recorder = Recorder::new();
     let dump = cluster.dir().join("history.txt");
@@ -82,9 +84,12 @@ fn a_minority_acknowledges_no_write_and_serves_no_read_and_the_writes_settle_onc
     }
 
     // Back to three: each write completed or is visibly absent.
+    eprintln!("minority phase done at {:?}", began.elapsed());
+    let healing = std::time::Instant::now();
     local::resume(&cluster, hung).expect("SIGCONT");
     cluster.restart(killed).expect("restarts");
     cluster.wait_ready(local::READY_WITHIN).expect("every shard has a leader again");
+    eprintln!("healed in {:?}", healing.elapsed());
     client.set_deadline(HEALTHY_DEADLINE);
     for ((key, (value, outcome)), old) in keys.iter().zip(&minority_outcomes).zip(&before) {
         let name = String::from_utf8_lossy(key);
@@ -106,6 +111,7 @@ fn a_minority_acknowledges_no_write_and_serves_no_read_and_the_writes_settle_onc
         let last = recorder.read(0, key, || client.get(key, None)).expect("a get's answer");
         assert!(matches!(&last, Outcome::Value { value, .. } if *value == settled), "{name} reads {last:?}");
     }
+    eprintln!("settled at {:?}", began.elapsed());
     check_linearizable(&recorder.ops(), &dump).unwrap_or_else(|report| panic!("{report}\nseed {seed}"));
     cluster.stop();
 }
