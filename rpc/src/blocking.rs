@@ -171,7 +171,13 @@ impl BlockingConn {
                 return Err(ClientError::Timeout(self.timeout));
             }
             self.stream.set_read_timeout(Some(left))?;
-            let n = self.stream.read(&mut chunk).map_err(|e| self.io_error(e))?;
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                // A signal, or io_uring task work of an executor that ran on this
+                // thread, interrupted the read: nothing was lost, read again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error(e)),
+            };
             if n == 0 {
                 return Err(ClientError::Closed);
             }
