@@ -25,9 +25,19 @@ fn config(cluster: &LocalCluster) -> ClientConfig {
     config
 }
 
+/// Client frames received by every core, from a status in which every core
+/// answered (a loaded core may miss one attempt's timeout: ask again, bounded).
 fn client_frames_received(client: &mut BlockingClient) -> u64 {
-    let status = client.status();
-    status.nodes.iter().flat_map(|n| &n.cores).filter_map(|c| c.stats).map(|s| s.client_frames_received).sum()
+    let mut errors = Vec::new();
+    for _ in 0..20 {
+        let status = client.status();
+        let cores: Vec<_> = status.nodes.iter().flat_map(|n| &n.cores).collect();
+        if cores.iter().all(|c| c.stats.is_some()) {
+            return cores.iter().filter_map(|c| c.stats).map(|s| s.client_frames_received).sum();
+        }
+        errors.extend(cores.iter().filter_map(|c| c.error.clone()));
+    }
+    panic!("some core never answered status: {errors:?}");
 }
 
 #[test]

@@ -54,17 +54,30 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         if config.spin {
             builder = builder.spin_before_park(Duration::from_millis(10));
         }
-        let handle = builder.spawn(move || run_core(setup)).map_err(|e| {
-            let e = std::io::Error::from(e);
-            if e.raw_os_error() == Some(12) || e.to_string().contains("MemLock") {
-                ServerError::Setup(format!(
-                    "cannot start core {core}: {e}; glommio locks io_memory per core and needs RLIMIT_MEMLOCK \
+        // A core that fails raises the shared stop flag at once, so the other
+        // cores stop too and the process exits (fail-stop) instead of serving on
+        // without it until a signal comes.
+        let stop_all = shutdown.clone();
+        let handle = builder
+            .spawn(move || async move {
+                let result = run_core(setup).await;
+                if let Err(message) = &result {
+                    tracing::error!(core, "{message}");
+                    stop_all.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                result
+            })
+            .map_err(|e| {
+                let e = std::io::Error::from(e);
+                if e.raw_os_error() == Some(12) || e.to_string().contains("MemLock") {
+                    ServerError::Setup(format!(
+                        "cannot start core {core}: {e}; glommio locks io_memory per core and needs RLIMIT_MEMLOCK \
                      >= 512 KiB: raise it (`ulimit -l`, LimitMEMLOCK= in systemd) or lower --io-memory-bytes"
-                ))
-            } else {
-                ServerError::Setup(format!("cannot start core {core}: {e}"))
-            }
-        })?;
+                    ))
+                } else {
+                    ServerError::Setup(format!("cannot start core {core}: {e}"))
+                }
+            })?;
         handles.push((core, handle));
     }
     let mut first_error = None;
@@ -74,7 +87,6 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
             Err(e) => Err(format!("executor failed: {e}")),
         };
         if let Err(message) = result {
-            tracing::error!(core, "{message}");
             // One core failing stops the process (fail-stop): Raft tolerates it.
             shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
             first_error.get_or_insert(ServerError::Core { core, message });
