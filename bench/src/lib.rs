@@ -5,9 +5,13 @@
 //! - [`runner`]: load phase, closed / open loop workers, history, progress, over a
 //!   [`runner::Driver`] (one per system) and a [`runner::Runtime`];
 //! - [`corekv`]: the corekv driver (the async client on glommio);
-//! - [`report`]: histograms, the table, JSON, the server-side figures.
+//! - [`report`]: histograms, the table, JSON, the server-side figures;
+//! - [`peers`]: etcd and Redis behind the same workloads (cargo feature `peers`);
+//! - [`compare`]: `corekv-bench compare`, corekv beside etcd and Redis.
 
+pub mod compare;
 pub mod corekv;
+pub mod peers;
 pub mod report;
 pub mod runner;
 pub mod workload;

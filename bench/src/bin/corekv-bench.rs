@@ -3,13 +3,16 @@
 //! Exit codes: 0 the run completed (and with `--check`, the history is
 //! linearizable); 1 `--check` found a non-linearizable history; 2 usage or invalid
 //! input; 3 the target could not be reached or `--check` ran out of budget.
+//! `compare` exits 0 when every driver check held, 1 when one failed, 2 on bad
+//! input, 3 when a system could not be started or reached.
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use corekv_bench::compare::{self, System};
 use corekv_bench::corekv::{CorekvDriver, Glommio};
 use corekv_bench::report::{Report, ServerFigures};
 use corekv_bench::runner::{self, Pacing, Shared, Window};
@@ -28,9 +31,20 @@ const LOAD_CONCURRENCY: usize = 64;
     version,
     about = "corekv load generator: YCSB A-F and etcd's op-guide put/get, closed or open loop",
     long_about = "corekv load generator. `corekv-bench --local 3` starts a 3-node cluster on loopback, \
-                  loads it, runs YCSB-A for 10 s after a 2 s warm-up, prints a table and stops the cluster."
+                  loads it, runs YCSB-A for 10 s after a 2 s warm-up, prints a table and stops the cluster.",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// A peer system instead of corekv: etcd://HOST:PORT[,HOST:PORT...] or
+    /// redis://HOST:PORT (built with `--features peers`).
+    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    target: Option<String>,
+    /// Connections to a --target (default: etcd one per 10 clients, as etcd's
+    /// benchmark tool; redis one per client).
+    #[arg(long, value_name = "N", requires = "target")]
+    conns: Option<usize>,
     /// A running cluster: HOST:PORT[,HOST:PORT...] (any node's core-0 address).
     #[arg(long, env = "COREKV_CLUSTER", value_name = "ADDRS", conflicts_with = "local")]
     cluster: Option<String>,
@@ -100,6 +114,64 @@ struct Cli {
     check: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compare corekv with etcd and Redis on this machine: starts each system on
+    /// free loopback ports (installing etcd-server and redis-server with apt-get
+    /// when missing), runs the same workload against each, one at a time, and
+    /// prints a markdown table (built with `--features peers`).
+    Compare(CompareCli),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareCli {
+    /// The workload: put (etcd's op guide, the default), get, ycsb-a ... ycsb-f.
+    #[arg(long, short = 'w', default_value = "put")]
+    workload: Kind,
+    /// Key space (default: 100000 for put/get, 10000 records for YCSB).
+    #[arg(long, value_name = "N")]
+    keys: Option<u64>,
+    /// Bytes per value (default: 256 for put/get, 1000 for YCSB).
+    #[arg(long, value_name = "BYTES")]
+    value_size: Option<usize>,
+    /// The zipfian constant of YCSB's key choice.
+    #[arg(long, default_value_t = corekv_bench::workload::ZIPFIAN_THETA_DEFAULT)]
+    theta: f64,
+    /// Closed-loop clients, one request in flight each, for every system.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// etcd connections (default: one per 10 clients).
+    #[arg(long, value_name = "N")]
+    conns: Option<usize>,
+    /// Measured length of each run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up of each run.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Repetitions per system (medians with min–max).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Seed of the workload's random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Per-request deadline.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Cores per corekv node.
+    #[arg(long, default_value_t = 2)]
+    cores: u16,
+    /// Systems to run, comma-separated: etcd-3, corekv-3, corekv-1, redis-fsync, redis-memory.
+    #[arg(long, value_delimiter = ',', default_value = "etcd-3,corekv-3,corekv-1,redis-fsync,redis-memory")]
+    systems: Vec<System>,
+    /// Where data dirs and logs go (default: a fresh temp dir, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the data dirs and logs.
+    #[arg(long)]
+    keep: bool,
+}
+
 /// `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -124,8 +196,16 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The one line a build without the peer drivers answers.
+#[cfg(not(feature = "peers"))]
+const NO_PEERS: &str = "the peer drivers are not in this build: rebuild with \
+                        `cargo build --release -p corekv-bench --features peers`";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Compare(compare)) = &cli.command {
+        return compare_main(compare);
+    }
     let records = cli.keys.unwrap_or_else(|| runner::default_records(cli.workload));
     let spec = Spec {
         value_bytes: cli.value_size.unwrap_or_else(|| cli.workload.default_value_bytes()),
@@ -143,6 +223,9 @@ fn main() -> ExitCode {
     }
     if cli.duration.is_zero() {
         return usage("--duration must be above zero");
+    }
+    if let Some(url) = &cli.target {
+        return target_main(&cli, spec, url);
     }
     let (addrs, cluster, target) = match (&cli.cluster, cli.local) {
         (Some(list), None) => match parse_cluster(list) {
@@ -172,13 +255,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        _ => return usage("give a target: --local N (start a cluster) or --cluster ADDRS (a running one)"),
+        _ => {
+            return usage(
+                "give a target: --local N (start a cluster), --cluster ADDRS (a running one) or --target URL (etcd, redis)",
+            );
+        }
     };
-    let history_path = match (&cli.history, cli.check) {
-        (Some(path), _) => Some(path.clone()),
-        (None, true) => Some(std::env::temp_dir().join(format!("corekv-bench-history-{}.jsonl", std::process::id()))),
-        (None, false) => None,
-    };
+    let history_path = history_path(&cli);
     let history_file = match history_path.as_ref().map(File::create).transpose() {
         Ok(file) => file,
         Err(e) => return usage(&format!("cannot create the history file: {e}")),
@@ -196,9 +279,14 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    finish(&cli, &report, history_path)
+}
+
+/// Prints `report`, writes its JSON, and runs `--check` on the history.
+fn finish(cli: &Cli, report: &Report, history_path: Option<PathBuf>) -> ExitCode {
     print!("{}", report.table());
     if let Some(path) = &cli.json {
-        let json = serde_json::to_string_pretty(&report).expect("a report serializes");
+        let json = serde_json::to_string_pretty(report).expect("a report serializes");
         if let Err(e) = std::fs::write(path, json + "\n") {
             eprintln!("corekv-bench: cannot write {}: {e}", path.display());
             return ExitCode::from(2);
@@ -213,6 +301,110 @@ fn main() -> ExitCode {
             code
         }
         _ => ExitCode::SUCCESS,
+    }
+}
+
+fn history_path(cli: &Cli) -> Option<PathBuf> {
+    match (&cli.history, cli.check) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(std::env::temp_dir().join(format!("corekv-bench-history-{}.jsonl", std::process::id()))),
+        (None, false) => None,
+    }
+}
+
+/// `--target etcd://… | redis://…`: the same run against a peer system.
+fn target_main(cli: &Cli, spec: Spec, url: &str) -> ExitCode {
+    let target: corekv_bench::peers::Target = match url.parse() {
+        Ok(target) => target,
+        Err(e) => return usage(&e),
+    };
+    if cli.conns == Some(0) {
+        return usage("--conns must be at least 1");
+    }
+    if let Err(e) = target.supports(spec.kind) {
+        return usage(&e);
+    }
+    if matches!(target, corekv_bench::peers::Target::Redis(_)) && (cli.history.is_some() || cli.check) {
+        return usage("--history and --check need versions, and Redis keeps none (etcd's revisions serve)");
+    }
+    #[cfg(not(feature = "peers"))]
+    {
+        usage(&format!("--target {target}: {NO_PEERS}"))
+    }
+    #[cfg(feature = "peers")]
+    {
+        use corekv_bench::peers::{Connect, Plan};
+        let history_path = history_path(cli);
+        let history = match history_path.as_ref().map(File::create).transpose() {
+            Ok(file) => file,
+            Err(e) => return usage(&format!("cannot create the history file: {e}")),
+        };
+        let plan = Plan {
+            spec,
+            pacing: Pacing { clients: cli.clients, inflight: cli.inflight, rate: cli.rate },
+            warmup: cli.warmup,
+            duration: cli.duration,
+            seed: cli.seed,
+            load: !cli.no_load,
+        };
+        match corekv_bench::peers::run(&target, &plan, Connect { conns: cli.conns, timeout: cli.timeout }, history) {
+            Ok(run) => finish(cli, &run.report, history_path),
+            Err(e) => {
+                eprintln!("corekv-bench: {e}");
+                ExitCode::from(3)
+            }
+        }
+    }
+}
+
+/// `corekv-bench compare`.
+fn compare_main(c: &CompareCli) -> ExitCode {
+    let records = c.keys.unwrap_or_else(|| runner::default_records(c.workload));
+    let spec = Spec {
+        value_bytes: c.value_size.unwrap_or_else(|| c.workload.default_value_bytes()),
+        theta: c.theta,
+        ..Spec::new(c.workload, records)
+    };
+    if let Err(e) = spec.validate() {
+        return usage(&e);
+    }
+    if c.clients == 0 || c.reps == 0 || c.conns == Some(0) || c.duration.is_zero() || c.systems.is_empty() {
+        return usage("--clients, --reps, --conns, --duration and --systems must not be zero or empty");
+    }
+    let options = compare::Options {
+        spec,
+        clients: c.clients,
+        conns: c.conns,
+        warmup: c.warmup,
+        duration: c.duration,
+        reps: c.reps,
+        seed: c.seed,
+        timeout: c.timeout,
+        cores: c.cores,
+        systems: c.systems.clone(),
+        dir: c.dir.clone(),
+        keep: c.keep,
+    };
+    #[cfg(not(feature = "peers"))]
+    {
+        let _ = options;
+        usage(&format!("compare: {NO_PEERS}"))
+    }
+    #[cfg(feature = "peers")]
+    match compare::run(&options) {
+        Ok(results) => {
+            print!("{}", results.markdown());
+            if results.checks_passed() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("corekv-bench compare: a driver check FAILED: the peer numbers above are not to be trusted");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("corekv-bench compare: {e}");
+            ExitCode::from(3)
+        }
     }
 }
 
