@@ -31,6 +31,11 @@ use crate::report::{KindStats, Recorder};
 /// Open-loop rate of the equal-load runs, as a fraction of etcd's median
 /// closed-loop throughput (below its knee, so etcd is not simply saturated).
 pub const EQUAL_LOAD_FRACTION: f64 = 0.8;
+/// `--plot`: the open-loop rates of each system's sweep, as fractions of its own
+/// median closed-loop throughput (from idle to past saturation).
+pub const SWEEP_FRACTIONS: [f64; 6] = [0.25, 0.5, 0.75, 0.9, 1.0, 1.2];
+/// `--plot`: longest measured part of one sweep point.
+pub const SWEEP_POINT_SECONDS_MAX: f64 = 5.0;
 /// fdatasyncs the disk probe times.
 pub const FSYNC_PROBE_ITERATIONS: usize = 200;
 /// Bytes written before each probed fdatasync (one page, as a small WAL append).
@@ -301,6 +306,19 @@ pub struct Results {
     pub disk: Disk,
     /// Driver checks.
     pub checks: Vec<Check>,
+    /// `--plot`: per system, its sweep.
+    pub sweeps: Vec<(System, Vec<SweepPoint>)>,
+}
+
+/// One open-loop run of a `--plot` sweep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SweepPoint {
+    /// Offered ops/s.
+    pub offered: f64,
+    /// Achieved (successful) ops/s.
+    pub achieved: f64,
+    /// p99 latency, ms, from the intended send times.
+    pub p99_ms: f64,
 }
 
 impl Results {
@@ -489,6 +507,8 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Keep that dir afterwards.
     pub keep: bool,
+    /// Also sweep open-loop rates per system (for `--plot`).
+    pub sweep: bool,
 }
 
 #[cfg(feature = "peers")]
@@ -668,6 +688,24 @@ mod live {
             eprintln!("corekv-bench compare: {}: {}", check.name, check.detail);
             results.checks.push(check);
         }
+        if opts.sweep && median > 0.0 {
+            let mut points = Vec::with_capacity(SWEEP_FRACTIONS.len());
+            for fraction in SWEEP_FRACTIONS {
+                let rate = (median * fraction).round().max(1.0);
+                let open = Pacing { clients: opts.clients, inflight: 1, rate: Some(rate) };
+                let mut point = plan(opts, open, false);
+                point.warmup = point.warmup.min(Duration::from_secs(1));
+                point.duration = point.duration.min(Duration::from_secs_f64(SWEEP_POINT_SECONDS_MAX));
+                let measured = live.measure(opts, &point)?;
+                say(system, &format!("sweep {rate:.0}/s"), &measured.sample);
+                points.push(SweepPoint {
+                    offered: rate,
+                    achieved: measured.sample.ops_per_sec,
+                    p99_ms: measured.sample.p99_ms,
+                });
+            }
+            results.sweeps.push((system, points));
+        }
         if matches!(system, System::Etcd3 | System::Corekv3) {
             let single = Pacing { clients: 1, inflight: 1, rate: None };
             let mut row = Row { system, mode: Mode::SingleClient, samples: Vec::new() };
@@ -757,7 +795,8 @@ mod live {
             opts.cores
         );
         let disk = Disk { dir: dir.to_path_buf(), fdatasync_ms, direct_mean_ms };
-        let mut results = Results { setup, clients: opts.clients, rows: Vec::new(), disk, checks: Vec::new() };
+        let mut results =
+            Results { setup, clients: opts.clients, rows: Vec::new(), disk, checks: Vec::new(), sweeps: Vec::new() };
         let mut equal_rate = None;
         for system in systems {
             run_system(system, opts, dir, &mut equal_rate, &mut results)?;
@@ -833,6 +872,7 @@ mod tests {
             ],
             disk: Disk { dir: "/d".into(), fdatasync_ms: vec![1.0, 1.0, 0.5, 2.0], direct_mean_ms: None },
             checks: vec![redis_rate_check("Redis", 95.0, 100.0)],
+            sweeps: Vec::new(),
         }
     }
 

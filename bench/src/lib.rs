@@ -12,6 +12,8 @@
 pub mod compare;
 pub mod corekv;
 pub mod peers;
+#[cfg(feature = "peers")]
+pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod workload;

@@ -170,6 +170,11 @@ struct CompareCli {
     /// Keep the data dirs and logs.
     #[arg(long)]
     keep: bool,
+    /// Also sweep open-loop offered rates per system (a quarter of its closed-loop
+    /// throughput to past saturation) and draw throughput against p99 into this
+    /// SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
@@ -384,6 +389,7 @@ fn compare_main(c: &CompareCli) -> ExitCode {
         systems: c.systems.clone(),
         dir: c.dir.clone(),
         keep: c.keep,
+        sweep: c.plot.is_some(),
     };
     #[cfg(not(feature = "peers"))]
     {
@@ -394,6 +400,24 @@ fn compare_main(c: &CompareCli) -> ExitCode {
     match compare::run(&options) {
         Ok(results) => {
             print!("{}", results.markdown());
+            if let Some(path) = &c.plot {
+                let curves: Vec<corekv_bench::plot::Curve> = results
+                    .sweeps
+                    .iter()
+                    .map(|(system, points)| corekv_bench::plot::Curve {
+                        label: system.label().to_string(),
+                        points: points.iter().map(|p| (p.achieved, p.p99_ms)).collect(),
+                    })
+                    .collect();
+                let title = format!("{}: throughput against p99, open loop", options.spec.kind);
+                match corekv_bench::plot::draw(path, &title, &curves) {
+                    Ok(()) => eprintln!("corekv-bench compare: plot written to {}", path.display()),
+                    Err(e) => {
+                        eprintln!("corekv-bench compare: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             if results.checks_passed() {
                 ExitCode::SUCCESS
             } else {
