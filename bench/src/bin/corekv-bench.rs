@@ -66,16 +66,8 @@ struct Cli {
     /// The workload: ycsb-a ... ycsb-f, put, get.
     #[arg(long, short = 'w', default_value = "ycsb-a")]
     workload: Kind,
-    /// Records loaded before the run (YCSB), or the key space of put/get
-    /// (default: 10000 for YCSB, 100000 for put/get).
-    #[arg(long, value_name = "N")]
-    keys: Option<u64>,
-    /// Bytes per value (default: 1000 for YCSB's records, 256 for put/get).
-    #[arg(long, value_name = "BYTES")]
-    value_size: Option<usize>,
-    /// The zipfian constant of YCSB's key choice.
-    #[arg(long, default_value_t = corekv_bench::workload::ZIPFIAN_THETA_DEFAULT)]
-    theta: f64,
+    #[command(flatten)]
+    sizes: SizeArgs,
     /// Closed-loop clients (each its own client id and connections).
     #[arg(long, default_value_t = 32)]
     clients: usize,
@@ -128,15 +120,8 @@ struct CompareCli {
     /// The workload: put (etcd's op guide, the default), get, ycsb-a ... ycsb-f.
     #[arg(long, short = 'w', default_value = "put")]
     workload: Kind,
-    /// Key space (default: 100000 for put/get, 10000 records for YCSB).
-    #[arg(long, value_name = "N")]
-    keys: Option<u64>,
-    /// Bytes per value (default: 256 for put/get, 1000 for YCSB).
-    #[arg(long, value_name = "BYTES")]
-    value_size: Option<usize>,
-    /// The zipfian constant of YCSB's key choice.
-    #[arg(long, default_value_t = corekv_bench::workload::ZIPFIAN_THETA_DEFAULT)]
-    theta: f64,
+    #[command(flatten)]
+    sizes: SizeArgs,
     /// Closed-loop clients, one request in flight each, for every system.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -177,6 +162,34 @@ struct CompareCli {
     plot: Option<PathBuf>,
 }
 
+/// The key space and value sizes, the same for a run and a comparison.
+#[derive(Debug, clap::Args)]
+struct SizeArgs {
+    /// Records loaded before the run (YCSB), or the key space of put/get
+    /// (default: 10000 for YCSB, 100000 for put/get).
+    #[arg(long, value_name = "N")]
+    keys: Option<u64>,
+    /// Bytes per value (default: 1000 for YCSB's records, 256 for put/get).
+    #[arg(long, value_name = "BYTES")]
+    value_size: Option<usize>,
+    /// The zipfian constant of YCSB's key choice.
+    #[arg(long, default_value_t = corekv_bench::workload::ZIPFIAN_THETA_DEFAULT)]
+    theta: f64,
+}
+
+impl SizeArgs {
+    /// The workload `kind` at these sizes, checked.
+    fn spec(&self, kind: Kind) -> Result<Spec, String> {
+        let records = self.keys.unwrap_or_else(|| runner::default_records(kind));
+        let spec = Spec {
+            value_bytes: self.value_size.unwrap_or_else(|| kind.default_value_bytes()),
+            theta: self.theta,
+            ..Spec::new(kind, records)
+        };
+        spec.validate().map(|()| spec)
+    }
+}
+
 /// `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -211,15 +224,10 @@ fn main() -> ExitCode {
     if let Some(Command::Compare(compare)) = &cli.command {
         return compare_main(compare);
     }
-    let records = cli.keys.unwrap_or_else(|| runner::default_records(cli.workload));
-    let spec = Spec {
-        value_bytes: cli.value_size.unwrap_or_else(|| cli.workload.default_value_bytes()),
-        theta: cli.theta,
-        ..Spec::new(cli.workload, records)
+    let spec = match cli.sizes.spec(cli.workload) {
+        Ok(spec) => spec,
+        Err(e) => return usage(&e),
     };
-    if let Err(e) = spec.validate() {
-        return usage(&e);
-    }
     if cli.clients == 0 || cli.inflight == 0 {
         return usage("--clients and --inflight must be at least 1");
     }
@@ -364,15 +372,10 @@ fn target_main(cli: &Cli, spec: Spec, url: &str) -> ExitCode {
 
 /// `corekv-bench compare`.
 fn compare_main(c: &CompareCli) -> ExitCode {
-    let records = c.keys.unwrap_or_else(|| runner::default_records(c.workload));
-    let spec = Spec {
-        value_bytes: c.value_size.unwrap_or_else(|| c.workload.default_value_bytes()),
-        theta: c.theta,
-        ..Spec::new(c.workload, records)
+    let spec = match c.sizes.spec(c.workload) {
+        Ok(spec) => spec,
+        Err(e) => return usage(&e),
     };
-    if let Err(e) = spec.validate() {
-        return usage(&e);
-    }
     if c.clients == 0 || c.reps == 0 || c.conns == Some(0) || c.duration.is_zero() || c.systems.is_empty() {
         return usage("--clients, --reps, --conns, --duration and --systems must not be zero or empty");
     }

@@ -28,13 +28,13 @@ use futures_lite::future::or;
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
 
-use super::core::{Attempt, Lost, Next, Router, Session, Target, check_key};
+use super::core::{Attempt, Lost, Next, Router, Session, Target, check_key, check_scan};
 use super::{
     ClientConfig, ClusterStatus, CoreStatus, Got, KvError, NodeStatus, ScanPage, ScanPlan, VersionEntry,
     random_client_id,
 };
 use crate::frame::{self, FRAME_PAYLOAD_BYTES_MAX, FrameError};
-use crate::kv::{ClientId, NodeId, Outcome, ReadOp, Request, RequestBody, SCAN_ITEMS_MAX, ShardId, Version, WriteOp};
+use crate::kv::{ClientId, NodeId, Outcome, ReadOp, Request, RequestBody, ShardId, Version, WriteOp};
 use crate::map::{ClusterMap, CoreIndex};
 use crate::node::{
     AdminCall, AdminReply, Call, ClientBatch, Hello, Reply, Role, ServerBatch, TaggedCall, WIRE_VERSION,
@@ -341,20 +341,6 @@ impl Client {
         conns.insert(key, conn.clone());
         conn
     }
-}
-
-/// Checks a scan's bounds and limit before anything is sent.
-fn check_scan(start: &[u8], end: &[u8], limit: u32) -> Result<(), KvError> {
-    if !start.is_empty() {
-        check_key("scan start", start)?;
-    }
-    if !end.is_empty() {
-        check_key("scan end", end)?;
-    }
-    if limit == 0 || limit > SCAN_ITEMS_MAX {
-        return Err(KvError::Invalid { message: format!("scan limit {limit} is outside 1..={SCAN_ITEMS_MAX}") });
-    }
-    Ok(())
 }
 
 /// One connection to one core: a task that connects, writes each flush of the

@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::core::{Attempt, Lost, Next, Router, Session, Target, check_key};
+use super::core::{Attempt, Lost, Next, Router, Session, Target, check_key, check_scan};
 use super::{
     ClientConfig, ClusterStatus, CoreStatus, Got, KvError, NodeStatus, ScanPage, ScanPlan, VersionEntry,
     random_client_id,
 };
 use crate::blocking::{BlockingConn, ClientError};
-use crate::kv::{ClientId, NodeId, Outcome, ReadOp, Request, RequestBody, SCAN_ITEMS_MAX, ShardId, Version, WriteOp};
+use crate::kv::{ClientId, NodeId, Outcome, ReadOp, Request, RequestBody, ShardId, Version, WriteOp};
 use crate::map::{ClusterMap, CoreIndex};
 use crate::node::{AdminCall, AdminReply, Call, Reply};
 
@@ -252,20 +252,6 @@ impl Client {
             }
         }
     }
-}
-
-/// Checks a scan's bounds and limit before anything is sent.
-fn check_scan(start: &[u8], end: &[u8], limit: u32) -> Result<(), KvError> {
-    if !start.is_empty() {
-        check_key("scan start", start)?;
-    }
-    if !end.is_empty() {
-        check_key("scan end", end)?;
-    }
-    if limit == 0 || limit > SCAN_ITEMS_MAX {
-        return Err(KvError::Invalid { message: format!("scan limit {limit} is outside 1..={SCAN_ITEMS_MAX}") });
-    }
-    Ok(())
 }
 
 /// Asks `addrs` in turn for the cluster map until one answers or `deadline`.

@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use super::{ClientConfig, KvError};
-use crate::kv::{ClientId, KEY_BYTES_MAX, NodeId, Outcome, Response, Seq, ShardId, WriteTag};
+use crate::kv::{ClientId, KEY_BYTES_MAX, NodeId, Outcome, Response, SCAN_ITEMS_MAX, Seq, ShardId, WriteTag};
 use crate::map::{ClusterMap, CoreIndex};
 
 /// First pause before retrying a busy or leaderless shard; it doubles per retry.
@@ -362,6 +362,20 @@ pub fn check_key(what: &str, key: &[u8]) -> Result<(), KvError> {
         return Err(KvError::Invalid {
             message: format!("{what} is {} bytes, above the {KEY_BYTES_MAX}-byte limit", key.len()),
         });
+    }
+    Ok(())
+}
+
+/// Checks a scan's bounds and limit before anything is sent.
+pub fn check_scan(start: &[u8], end: &[u8], limit: u32) -> Result<(), KvError> {
+    if !start.is_empty() {
+        check_key("scan start", start)?;
+    }
+    if !end.is_empty() {
+        check_key("scan end", end)?;
+    }
+    if limit == 0 || limit > SCAN_ITEMS_MAX {
+        return Err(KvError::Invalid { message: format!("scan limit {limit} is outside 1..={SCAN_ITEMS_MAX}") });
     }
     Ok(())
 }
