@@ -88,11 +88,26 @@ fn view(entries: &mut dyn Iterator<Item = &Entry>) -> Vec<(u64, u64, usize, u32)
     entries.map(|e| (e.index, e.term, e.data.len(), crc32fast::hash(&e.data))).collect()
 }
 
+/// A group with no hard state, no snapshot and no entries holds nothing: whether
+/// it is listed is not state. (A group whose only records were truncations has
+/// nothing to keep a segment for, so compaction may drop the segment and the
+/// group with it, while the model lists it empty.)
+fn holds_something(view: &GroupView) -> bool {
+    view.0.is_some() || view.1.is_some() || !view.2.is_empty()
+}
+
 fn assert_matches_model(recovered: &Recovered, model: &Model) {
-    let got: BTreeMap<u64, GroupView> =
-        recovered.groups.iter().map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.iter())))).collect();
-    let want: BTreeMap<u64, GroupView> =
-        model.iter().map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.values())))).collect();
+    let got: BTreeMap<u64, GroupView> = recovered
+        .groups
+        .iter()
+        .map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.iter()))))
+        .filter(|(_, v)| holds_something(v))
+        .collect();
+    let want: BTreeMap<u64, GroupView> = model
+        .iter()
+        .map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.values()))))
+        .filter(|(_, v)| holds_something(v))
+        .collect();
     assert_eq!(got, want);
 }
 
