@@ -28,7 +28,7 @@ use futures_lite::future::or;
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
 
-use super::core::{Attempt, Lost, Next, Router, Session, Target, check_key, check_scan};
+use super::core::{Attempt, BOOTSTRAP_PAUSE, Lost, Next, Router, Session, Target, check_key, check_scan, no_map};
 use super::{
     ClientConfig, ClusterStatus, CoreStatus, Got, KvError, NodeStatus, ScanPage, ScanPlan, VersionEntry,
     random_client_id,
@@ -40,9 +40,6 @@ use crate::node::{
     AdminCall, AdminReply, Call, ClientBatch, Hello, Reply, Role, ServerBatch, TaggedCall, WIRE_VERSION,
 };
 use crate::transport::{self, Signal, TransportError, encode_batches};
-
-/// Pause between rounds of asking the bootstrap addresses for the map.
-const BOOTSTRAP_PAUSE: Duration = Duration::from_millis(50);
 
 /// How one attempt on one connection ended without an answer.
 #[derive(Debug, Clone)]
@@ -547,7 +544,8 @@ async fn fetch_map(
                     match glommio::future::timeout(config.attempt_timeout.min(left), SlotWait { slot: &slot }).await {
                         Ok(answer) => answer,
                         Err(_) => {
-                            Err(CallError::NotSent(format!("no answer within {:?}", config.attempt_timeout.min(left))))
+                            let wait = config.attempt_timeout.min(left);
+                            Err(CallError::NotSent(format!("{addr}: no answer within {wait:?}")))
                         }
                     }
                 }
@@ -566,8 +564,7 @@ async fn fetch_map(
             }
         }
         if Instant::now() + BOOTSTRAP_PAUSE >= deadline {
-            let detail = if errors.is_empty() { "no time left to ask".to_string() } else { errors.join("; ") };
-            return Err(KvError::Unavailable { reason: format!("no node of {} answered: {detail}", addrs.join(",")) });
+            return Err(no_map(addrs, &errors));
         }
         glommio::timer::sleep(BOOTSTRAP_PAUSE).await;
     }

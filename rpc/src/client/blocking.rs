@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::core::{Attempt, Lost, Next, Router, Session, Target, check_key, check_scan};
+use super::core::{Attempt, BOOTSTRAP_PAUSE, Lost, Next, Router, Session, Target, check_key, check_scan, no_map};
 use super::{
     ClientConfig, ClusterStatus, CoreStatus, Got, KvError, NodeStatus, ScanPage, ScanPlan, VersionEntry,
     random_client_id,
@@ -17,9 +17,6 @@ use crate::blocking::{BlockingConn, ClientError};
 use crate::kv::{ClientId, NodeId, Outcome, ReadOp, Request, RequestBody, ShardId, Version, WriteOp};
 use crate::map::{ClusterMap, CoreIndex};
 use crate::node::{AdminCall, AdminReply, Call, Reply};
-
-/// Pause between rounds of asking the bootstrap addresses for the map.
-const BOOTSTRAP_PAUSE: Duration = Duration::from_millis(50);
 
 /// A blocking corekv client. One client id per object (DESIGN §6).
 #[derive(Debug)]
@@ -287,8 +284,7 @@ fn fetch_map(
             }
         }
         if Instant::now() + BOOTSTRAP_PAUSE >= deadline {
-            let detail = if errors.is_empty() { "no time left to ask".to_string() } else { errors.join("; ") };
-            return Err(KvError::Unavailable { reason: format!("no node of {} answered: {detail}", addrs.join(",")) });
+            return Err(no_map(addrs, &errors));
         }
         std::thread::sleep(BOOTSTRAP_PAUSE);
     }

@@ -353,6 +353,16 @@ impl Attempt {
     }
 }
 
+/// Pause between rounds of asking the bootstrap addresses for the map.
+pub const BOOTSTRAP_PAUSE: Duration = Duration::from_millis(50);
+
+/// The answer when no address of `addrs` gave the cluster map in time; `errors`
+/// says what each one did (each names its address).
+pub fn no_map(addrs: &[String], errors: &[String]) -> KvError {
+    let detail = if errors.is_empty() { "no time left to ask".to_string() } else { errors.join("; ") };
+    KvError::Unavailable { reason: format!("no node of {} answered: {detail}", addrs.join(",")) }
+}
+
 /// Checks a key before anything is sent, so a bad one never costs a round trip.
 pub fn check_key(what: &str, key: &[u8]) -> Result<(), KvError> {
     if key.is_empty() {
