@@ -11,6 +11,7 @@
 //! - [`check`]: history checkers (linearizability) over recorded histories.
 //! - [`placement`]: the founding cluster map: balanced, deterministic shard placement.
 //! - [`config`]: the server's flags, config file and data dir identity.
+//! - [`txn`]: the core-local lock table of a shard leader (transactions).
 //!
 //! Later layers (transactions, rebalancing, the per-core node core) join as their
 //! issues land; see `docs/ARCHITECTURE.md`.
@@ -24,4 +25,5 @@ pub mod raft;
 pub mod runtime;
 pub mod sim;
 pub mod snap;
+pub mod txn;
 pub mod wal;

@@ -7,6 +7,7 @@
 //!
 //! - [`raft`]: Raft messages; [`kv`]: client requests and outcomes;
 //! - [`map`]: the cluster map and the stable key -> shard hash;
+//! - [`txn`]: transaction ids, ages, conflict policies and abort reasons;
 //! - [`node`]: handshake, peer batches, client batches and admin calls;
 //! - [`frame`]: the length + CRC32 frame codec;
 //! - [`transport`]: the glommio TCP transport (peer links, listener, handshake);
@@ -23,3 +24,4 @@ pub mod map;
 pub mod node;
 pub mod raft;
 pub mod transport;
+pub mod txn;

@@ -1,0 +1,1 @@
+//! The lock table of one shard leader (being written).
