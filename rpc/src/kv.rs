@@ -217,6 +217,8 @@ pub enum Outcome {
     Indeterminate,
     /// Bad input; the message says what is wrong.
     Invalid { message: String },
+    /// A transaction was aborted (certainly not committed); `reason` says why.
+    Aborted { reason: crate::txn::AbortReason },
 }
 
 impl Outcome {
@@ -230,6 +232,7 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
             Outcome::Indeterminate => "indeterminate",
             Outcome::Invalid { .. } => "invalid",
+            Outcome::Aborted { .. } => "aborted",
         }
     }
 
@@ -445,13 +448,14 @@ mod tests {
             Outcome::Unavailable,
             Outcome::Indeterminate,
             Outcome::invalid("x"),
+            Outcome::Aborted { reason: crate::txn::AbortReason::Wounded },
         ]
         .iter()
         .map(Outcome::word)
         .collect();
         assert_eq!(
             words,
-            ["ok", "not_found", "version_mismatch", "compacted", "unavailable", "indeterminate", "invalid"]
+            ["ok", "not_found", "version_mismatch", "compacted", "unavailable", "indeterminate", "invalid", "aborted"]
         );
         let long = Outcome::invalid("é".repeat(INVALID_MESSAGE_BYTES_MAX));
         assert!(matches!(long, Outcome::Invalid { message } if message.len() <= INVALID_MESSAGE_BYTES_MAX));

@@ -22,8 +22,11 @@
 //! than skipping a committed entry.
 
 use corekv_rpc::kv::{WriteOp, WriteTag};
+use corekv_rpc::txn::TxnId;
 use rkyv::{Archive, Deserialize, Serialize, rancor, util::AlignedVec};
 use thiserror::Error;
+
+use super::txn::{DecideCommand, OnePhaseCommand, PrepareCommand, ResolveItem};
 
 /// The first byte of every command entry. Version 1: this module's layout.
 pub const COMMAND_FORMAT_V1: u8 = 1;
@@ -47,6 +50,16 @@ pub struct Command {
 pub enum CommandBody {
     /// A plain client write with its exactly-once header.
     Write(WriteCommand),
+    /// A transaction's prepare record at a participant.
+    Prepare(PrepareCommand),
+    /// A transaction's decision at its anchor.
+    Decide(DecideCommand),
+    /// Decisions applied to intents at a participant, batched.
+    Resolve(Vec<ResolveItem>),
+    /// Records every participant has resolved, dropped at the anchor, batched.
+    Forget(Vec<TxnId>),
+    /// A single-shard transaction: prepare, decide and resolve in one entry.
+    OnePhase(OnePhaseCommand),
 }
 
 /// A plain client write as it travels in the log.

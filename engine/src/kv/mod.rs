@@ -18,13 +18,17 @@ pub mod hlc;
 pub mod shard;
 pub mod snapshot;
 pub mod store;
+pub mod txn;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_txn;
 
 pub use command::{COMMAND_FORMAT_V1, Command, CommandBody, CommandError, WriteCommand};
 pub use dedup::{Admission, Dedup, DedupLimits};
 pub use hlc::{Hlc, HlcError};
 pub use shard::{ApplyError, Shard, ShardConfig, ShardMeta};
-pub use snapshot::{SNAPSHOT_FORMAT_V1, SnapshotError};
+pub use snapshot::{SNAPSHOT_FORMAT_V1, SNAPSHOT_FORMAT_V2, SnapshotError};
 pub use store::{Retention, Store};
+pub use txn::{Applied, Decision, TxnLimits, TxnState, Vote};

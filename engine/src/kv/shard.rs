@@ -28,6 +28,7 @@ use super::command::{self, CommandBody, CommandError, WriteCommand};
 use super::dedup::{Admission, Dedup, DedupLimits};
 use super::hlc::TS_MAX;
 use super::store::{Retention, SWEEP_KEYS_PER_STEP, Store};
+use super::txn::{Applied, TxnLimits, TxnState};
 
 /// A shard's settings. Must be the same on every replica of the shard: retention
 /// and dedup limits decide replies.
@@ -39,6 +40,8 @@ pub struct ShardConfig {
     pub dedup: DedupLimits,
     /// Request limits (value size), checked again at apply.
     pub limits: Limits,
+    /// Bounds of the transaction state.
+    pub txn: TxnLimits,
 }
 
 /// The shard's own counters, replicated and carried in snapshots.
@@ -72,6 +75,11 @@ pub enum ApplyError {
         /// What is wrong with it.
         source: CommandError,
     },
+    /// A transaction's commit broke an invariant the protocol keeps (a commit
+    /// version not above a key's newest version, or below a participant's bound).
+    /// Applying it would break atomic visibility; the replica must stop.
+    #[error("transaction invariant: {0}")]
+    Txn(String),
     /// The leader's stamp is outside the clock's range.
     #[error("entry {index}: stamp {stamp_ts} is beyond the clock's range")]
     StampOutOfRange {
@@ -88,6 +96,7 @@ pub struct Shard {
     pub(crate) meta: ShardMeta,
     pub(crate) store: Store,
     pub(crate) dedup: Dedup,
+    pub(crate) txns: TxnState,
     pub(crate) config: ShardConfig,
 }
 
@@ -98,6 +107,7 @@ impl Shard {
             meta: ShardMeta::default(),
             store: Store::new(config.retention),
             dedup: Dedup::new(config.dedup),
+            txns: TxnState::new(config.txn),
             config,
         }
     }
@@ -134,8 +144,9 @@ impl Shard {
     }
 
     /// Applies the committed entry `index` whose data is `data` (a command encoded by
-    /// [`command::encode`]) and returns the reply for the client that proposed it.
-    pub fn apply(&mut self, index: Index, data: &[u8]) -> Result<Outcome, ApplyError> {
+    /// [`command::encode`]) and returns what it produced: the reply for the client
+    /// that proposed a write, a prepare's vote, a decision.
+    pub fn apply(&mut self, index: Index, data: &[u8]) -> Result<Applied, ApplyError> {
         if index <= self.meta.applied_index {
             return Err(ApplyError::Stale { index, applied_index: self.meta.applied_index });
         }
@@ -145,26 +156,37 @@ impl Shard {
         }
         self.meta.applied_index = index;
         self.meta.log_clock_ts = self.meta.log_clock_ts.max(cmd.stamp_ts);
-        let reply = match cmd.body {
+        let applied = match cmd.body {
             CommandBody::Write(WriteCommand { tag, op }) => self.apply_write(&tag, op, cmd.stamp_ts),
+            CommandBody::Prepare(prepare) => self.apply_prepare(prepare),
+            CommandBody::Decide(decide) => self.apply_decide(decide)?,
+            CommandBody::Resolve(items) => self.apply_resolve(items)?,
+            CommandBody::Forget(txns) => self.apply_forget(txns),
+            CommandBody::OnePhase(one) => self.apply_one_phase(one)?,
         };
         self.store.sweep_step(SWEEP_KEYS_PER_STEP);
-        Ok(reply)
+        self.txns.expire(self.meta.log_clock_ts);
+        Ok(applied)
     }
 
-    fn apply_write(&mut self, tag: &WriteTag, op: WriteOp, stamp_ts: u64) -> Outcome {
+    fn apply_write(&mut self, tag: &WriteTag, op: WriteOp, stamp_ts: u64) -> Applied {
         // The leader validated before proposing; checking again keeps a replica safe
         // from a buggy or older leader, and is deterministic.
         if let Err(invalid) = tag.validate().and_then(|()| op.validate(&self.config.limits)) {
-            return invalid;
+            return Applied::Reply(invalid);
         }
         let now_ts = self.meta.log_clock_ts;
         match self.dedup.admit(tag, now_ts) {
-            Admission::Replay(reply) | Admission::Refuse(reply) => reply,
+            Admission::Replay(reply) | Admission::Refuse(reply) => Applied::Reply(reply),
             Admission::Apply => {
+                // A prepared transaction holds the key: not applied, not recorded,
+                // so the same tag applies once the intent is resolved.
+                if let Some(txn) = self.write_blocked(op.key()) {
+                    return Applied::Blocked { txn };
+                }
                 let reply = self.apply_op(op, stamp_ts);
                 self.dedup.record(tag, now_ts, reply.clone());
-                reply
+                Applied::Reply(reply)
             }
         }
     }
@@ -193,6 +215,15 @@ impl Shard {
             ReadOp::Get { key, at } => self.store.get(key, *at),
             ReadOp::Versions { key } => self.store.versions(key),
             ReadOp::Scan { start, end, limit, at } => self.store.scan(start, end, *limit as usize, *at),
+        }
+    }
+
+    /// [`Shard::apply`] for an entry that must produce a client reply (tests).
+    #[cfg(test)]
+    pub(crate) fn apply_reply(&mut self, index: Index, data: &[u8]) -> Result<Outcome, ApplyError> {
+        match self.apply(index, data)? {
+            Applied::Reply(outcome) => Ok(outcome),
+            other => panic!("entry {index} produced {other:?}, not a reply"),
         }
     }
 
@@ -229,11 +260,11 @@ mod tests {
     #[test]
     fn version_is_the_stamp_when_ahead_and_never_goes_back() {
         let mut s = Shard::new(ShardConfig::default());
-        assert_eq!(s.apply(1, &entry(1, 1, 0, 1000, put(b"k", b"a"))), Ok(written(1000)));
+        assert_eq!(s.apply_reply(1, &entry(1, 1, 0, 1000, put(b"k", b"a"))), Ok(written(1000)));
         // A new leader whose clock is behind stamps 500: the version still rises.
-        assert_eq!(s.apply(2, &entry(1, 2, 1, 500, put(b"k", b"b"))), Ok(written(1001)));
-        assert_eq!(s.apply(3, &entry(1, 3, 2, 500, put(b"j", b"c"))), Ok(written(1002)));
-        assert_eq!(s.apply(4, &entry(1, 4, 3, 5000, put(b"k", b"d"))), Ok(written(5000)));
+        assert_eq!(s.apply_reply(2, &entry(1, 2, 1, 500, put(b"k", b"b"))), Ok(written(1001)));
+        assert_eq!(s.apply_reply(3, &entry(1, 3, 2, 500, put(b"j", b"c"))), Ok(written(1002)));
+        assert_eq!(s.apply_reply(4, &entry(1, 4, 3, 5000, put(b"k", b"d"))), Ok(written(5000)));
         assert_eq!(s.last_applied_version(), 5000);
         assert_eq!(s.log_clock_ts(), 5000);
         assert_eq!(s.get(b"k", Some(1001)), Outcome::Ok(OkReply::Value { version: 1001, value: b"b".to_vec() }));
@@ -242,9 +273,12 @@ mod tests {
     #[test]
     fn writes_that_change_nothing_take_no_version() {
         let mut s = Shard::new(ShardConfig::default());
-        assert_eq!(s.apply(1, &entry(1, 1, 0, 10, WriteOp::Delete { key: b"k".to_vec() })), Ok(Outcome::NotFound));
+        assert_eq!(
+            s.apply_reply(1, &entry(1, 1, 0, 10, WriteOp::Delete { key: b"k".to_vec() })),
+            Ok(Outcome::NotFound)
+        );
         let cas = WriteOp::Cas { key: b"k".to_vec(), expected: 7, value: b"x".to_vec() };
-        assert_eq!(s.apply(2, &entry(1, 2, 0, 11, cas)), Ok(Outcome::VersionMismatch { current: 0 }));
+        assert_eq!(s.apply_reply(2, &entry(1, 2, 0, 11, cas)), Ok(Outcome::VersionMismatch { current: 0 }));
         assert_eq!(s.last_applied_version(), 0);
         assert_eq!(s.store().key_count(), 0);
         assert_eq!(s.applied_index(), 2);
@@ -254,9 +288,9 @@ mod tests {
     fn retried_write_is_applied_once() {
         let mut s = Shard::new(ShardConfig::default());
         let e = entry(9, 1, 0, 100, put(b"k", b"a"));
-        assert_eq!(s.apply(1, &e), Ok(written(100)));
+        assert_eq!(s.apply_reply(1, &e), Ok(written(100)));
         // The same command proposed again (the client retried after a leader change).
-        assert_eq!(s.apply(2, &e), Ok(written(100)));
+        assert_eq!(s.apply_reply(2, &e), Ok(written(100)));
         assert_eq!(s.store().versions(b"k"), s.store().versions(b"k"));
         match s.store().versions(b"k") {
             Outcome::Ok(OkReply::Versions { versions, .. }) => assert_eq!(versions.len(), 1),
@@ -268,15 +302,15 @@ mod tests {
     #[test]
     fn stale_indexes_and_bad_entries_are_errors_that_change_nothing() {
         let mut s = Shard::new(ShardConfig::default());
-        s.apply(5, &entry(1, 1, 0, 1, put(b"k", b"a"))).unwrap();
+        s.apply_reply(5, &entry(1, 1, 0, 1, put(b"k", b"a"))).unwrap();
         let before = s.clone();
         assert_eq!(
-            s.apply(5, &entry(1, 2, 0, 1, put(b"k", b"b"))),
+            s.apply_reply(5, &entry(1, 2, 0, 1, put(b"k", b"b"))),
             Err(ApplyError::Stale { index: 5, applied_index: 5 })
         );
-        assert!(matches!(s.apply(6, b"\x01garbage"), Err(ApplyError::Command { index: 6, .. })));
+        assert!(matches!(s.apply_reply(6, b"\x01garbage"), Err(ApplyError::Command { index: 6, .. })));
         assert!(matches!(
-            s.apply(6, &entry(1, 2, 0, u64::MAX, put(b"k", b"b"))),
+            s.apply_reply(6, &entry(1, 2, 0, u64::MAX, put(b"k", b"b"))),
             Err(ApplyError::StampOutOfRange { .. })
         ));
         assert_eq!(s, before);
@@ -286,8 +320,8 @@ mod tests {
     fn invalid_writes_answer_invalid_at_apply() {
         let config = ShardConfig { limits: Limits { value_bytes_max: 2 }, ..ShardConfig::default() };
         let mut s = Shard::new(config);
-        assert!(matches!(s.apply(1, &entry(1, 1, 0, 1, put(b"k", b"abc"))), Ok(Outcome::Invalid { .. })));
-        assert!(matches!(s.apply(2, &entry(1, 1, 1, 1, put(b"k", b"a"))), Ok(Outcome::Invalid { .. })));
+        assert!(matches!(s.apply_reply(1, &entry(1, 1, 0, 1, put(b"k", b"abc"))), Ok(Outcome::Invalid { .. })));
+        assert!(matches!(s.apply_reply(2, &entry(1, 1, 1, 1, put(b"k", b"a"))), Ok(Outcome::Invalid { .. })));
         assert_eq!(s.store().key_count(), 0);
     }
 
@@ -298,8 +332,8 @@ mod tests {
             ..ShardConfig::default()
         };
         let mut s = Shard::new(config);
-        s.apply(1, &entry(1, 1, 0, 100, put(b"k", b"a"))).unwrap();
-        s.apply(2, &entry(1, 2, 1, 200, put(b"k", b"b"))).unwrap();
+        s.apply_reply(1, &entry(1, 1, 0, 100, put(b"k", b"a"))).unwrap();
+        s.apply_reply(2, &entry(1, 2, 1, 200, put(b"k", b"b"))).unwrap();
         assert_eq!(s.store().floor_version(), 150);
         assert_eq!(s.get(b"k", Some(149)), Outcome::Compacted);
         assert_eq!(s.get(b"k", Some(150)), Outcome::Ok(OkReply::Value { version: 100, value: b"a".to_vec() }));

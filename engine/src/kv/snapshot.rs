@@ -1,12 +1,13 @@
 //! The shard snapshot: everything a replica needs to stand in for the log up to
-//! `applied_index` (store, exactly-once table, last applied version, log clock).
+//! `applied_index` (store, exactly-once table, transaction state, last applied
+//! version, log clock).
 //!
 //! Runs on the core that owns the shard; the bytes become the Raft snapshot's
 //! `Arc<[u8]>` (and, later, the shard's snapshot file). The bytes come back from disk
 //! and from the network: [`Shard::restore`] checks every one, sizes before anything
 //! is allocated for them, and answers an error naming what is wrong, never a panic.
 //!
-//! Format, version [`SNAPSHOT_FORMAT_V1`], little endian:
+//! Format, version [`SNAPSHOT_FORMAT_V2`], little endian:
 //!
 //! ```text
 //! offset  size  field
@@ -16,15 +17,18 @@
 //! 16       8    meta_len  (u64)
 //! 24       8    store_len (u64)
 //! 32       8    dedup_len (u64)
-//! 40    meta_len   rkyv archive of ShardMeta
+//! 40       8    txn_len   (u64)
+//! 48    meta_len   rkyv archive of ShardMeta
 //!  ..   store_len  rkyv archive of StoreData (key -> version chain, floor,
 //!                   sweep cursor)
 //!  ..   dedup_len  rkyv archive of DedupData (client -> session)
+//!  ..   txn_len    rkyv archive of TxnData (intents, records, resolved memory)
 //! ```
 //!
-//! The three lengths must add up to the rest of the bytes exactly. Maps are ordered,
-//! so the same state always gives the same bytes. Transactions will add a part
-//! (prepare records) under a new format version.
+//! The lengths must add up to the rest of the bytes exactly. Maps are ordered, so
+//! the same state always gives the same bytes. Version 1 (no `txn_len`, no
+//! transaction part, a 40-byte header) is still read: its shard holds no
+//! transaction state.
 
 use corekv_rpc::kv::KEY_BYTES_MAX;
 use rkyv::{Archive, Deserialize, rancor, util::AlignedVec};
@@ -34,13 +38,18 @@ use super::dedup::{Dedup, DedupData};
 use super::hlc::TS_MAX;
 use super::shard::{Shard, ShardConfig, ShardMeta};
 use super::store::{Store, StoreData};
+use super::txn::{TxnData, TxnState};
 
 /// Magic at the start of every shard snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"CKVSHARD";
-/// Version 1: header + meta, store and dedup parts as drawn in the module header.
+/// Version 1: header + meta, store and dedup parts.
 pub const SNAPSHOT_FORMAT_V1: u32 = 1;
+/// Version 2: version 1 plus the transaction part, as drawn in the module header.
+pub const SNAPSHOT_FORMAT_V2: u32 = 2;
+/// Bytes of the fixed header of version 1.
+pub const SNAPSHOT_HEADER_BYTES_V1: usize = 40;
 /// Bytes of the fixed header.
-pub const SNAPSHOT_HEADER_BYTES: usize = 40;
+pub const SNAPSHOT_HEADER_BYTES: usize = 48;
 
 /// A snapshot could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -55,10 +64,10 @@ pub enum SnapshotError {
     #[error("not a shard snapshot (bad magic)")]
     BadMagic,
     /// A format version this build does not read.
-    #[error("unknown snapshot format version {0} (this build reads {SNAPSHOT_FORMAT_V1})")]
+    #[error("unknown snapshot format version {0} (this build reads {SNAPSHOT_FORMAT_V1} and {SNAPSHOT_FORMAT_V2})")]
     UnknownFormat(u32),
     /// The part lengths do not add up to the bytes given.
-    #[error("part lengths meta {meta} + store {store} + dedup {dedup} do not match the {body} body bytes")]
+    #[error("part lengths meta {meta} + store {store} + dedup {dedup} + txn {txn} do not match the {body} body bytes")]
     Lengths {
         /// meta_len.
         meta: u64,
@@ -66,6 +75,8 @@ pub enum SnapshotError {
         store: u64,
         /// dedup_len.
         dedup: u64,
+        /// txn_len (0 in version 1).
+        txn: u64,
         /// Bytes after the header.
         body: usize,
     },
@@ -80,7 +91,7 @@ pub enum SnapshotError {
     /// A part failed rkyv validation.
     #[error("snapshot {part} part is malformed: {reason}")]
     Malformed {
-        /// "meta", "store" or "dedup".
+        /// "meta", "store", "dedup" or "txn".
         part: &'static str,
         /// What validation said.
         reason: String,
@@ -88,7 +99,7 @@ pub enum SnapshotError {
     /// The parts decode but contradict the state machine's invariants.
     #[error("snapshot {part} part is inconsistent: {reason}")]
     Inconsistent {
-        /// "meta", "store" or "dedup".
+        /// "meta", "store", "dedup" or "txn".
         part: &'static str,
         /// What is wrong.
         reason: String,
@@ -172,14 +183,15 @@ impl Shard {
         let meta = archive(&self.meta);
         let store = archive(self.store.data());
         let dedup = archive(self.dedup.data());
-        let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + meta.len() + store.len() + dedup.len());
+        let txn = archive(self.txns.data());
+        let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + meta.len() + store.len() + dedup.len() + txn.len());
         out.extend_from_slice(&SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_FORMAT_V1.to_le_bytes());
+        out.extend_from_slice(&SNAPSHOT_FORMAT_V2.to_le_bytes());
         out.extend_from_slice(&[0; 4]); // CRC, filled below
-        for part in [&meta, &store, &dedup] {
+        for part in [&meta, &store, &dedup, &txn] {
             out.extend_from_slice(&(part.len() as u64).to_le_bytes());
         }
-        for part in [&meta, &store, &dedup] {
+        for part in [&meta, &store, &dedup, &txn] {
             out.extend_from_slice(part);
         }
         let crc = crc32fast::hash(&out[16..]);
@@ -190,24 +202,32 @@ impl Shard {
     /// Rebuilds a shard from [`Shard::snapshot`]'s bytes, checking every byte.
     /// `config` must be the shard's settings (the same on every replica).
     pub fn restore(config: ShardConfig, bytes: &[u8]) -> Result<Shard, SnapshotError> {
-        if bytes.len() < SNAPSHOT_HEADER_BYTES {
+        if bytes.len() < SNAPSHOT_HEADER_BYTES_V1 {
             return Err(SnapshotError::TooShort { len: bytes.len() });
         }
         if bytes[..8] != SNAPSHOT_MAGIC {
             return Err(SnapshotError::BadMagic);
         }
         let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if format != SNAPSHOT_FORMAT_V1 {
-            return Err(SnapshotError::UnknownFormat(format));
+        let header = match format {
+            SNAPSHOT_FORMAT_V1 => SNAPSHOT_HEADER_BYTES_V1,
+            SNAPSHOT_FORMAT_V2 => SNAPSHOT_HEADER_BYTES,
+            other => return Err(SnapshotError::UnknownFormat(other)),
+        };
+        if bytes.len() < header {
+            return Err(SnapshotError::TooShort { len: bytes.len() });
         }
         let (meta_len, store_len, dedup_len) = (u64_at(bytes, 16), u64_at(bytes, 24), u64_at(bytes, 32));
-        let body = &bytes[SNAPSHOT_HEADER_BYTES..];
-        let total = meta_len.checked_add(store_len).and_then(|n| n.checked_add(dedup_len));
+        let txn_len = if format == SNAPSHOT_FORMAT_V1 { 0 } else { u64_at(bytes, 40) };
+        let body = &bytes[header..];
+        let total =
+            meta_len.checked_add(store_len).and_then(|n| n.checked_add(dedup_len)).and_then(|n| n.checked_add(txn_len));
         if total != Some(body.len() as u64) {
             return Err(SnapshotError::Lengths {
                 meta: meta_len,
                 store: store_len,
                 dedup: dedup_len,
+                txn: txn_len,
                 body: body.len(),
             });
         }
@@ -218,7 +238,8 @@ impl Shard {
         }
         // The lengths sum to body.len(), so each fits in usize.
         let (meta_bytes, rest) = body.split_at(meta_len as usize);
-        let (store_bytes, dedup_bytes) = rest.split_at(store_len as usize);
+        let (store_bytes, rest) = rest.split_at(store_len as usize);
+        let (dedup_bytes, txn_bytes) = rest.split_at(dedup_len as usize);
 
         let meta: ShardMeta = unarchive("meta", meta_bytes)?;
         check_meta(&meta)?;
@@ -227,7 +248,10 @@ impl Shard {
         let dedup_data: DedupData = unarchive("dedup", dedup_bytes)?;
         let dedup = Dedup::from_data(dedup_data, config.dedup, meta.log_clock_ts)
             .map_err(|reason| SnapshotError::Inconsistent { part: "dedup", reason })?;
-        Ok(Shard { meta, store: Store::from_data(store_data, config.retention), dedup, config })
+        let txn_data: TxnData = if txn_bytes.is_empty() { TxnData::default() } else { unarchive("txn", txn_bytes)? };
+        let txns = TxnState::from_data(txn_data, config.txn)
+            .map_err(|reason| SnapshotError::Inconsistent { part: "txn", reason })?;
+        Ok(Shard { meta, store: Store::from_data(store_data, config.retention), dedup, txns, config })
     }
 }
 
@@ -254,7 +278,7 @@ mod tests {
         let mut index = 0;
         let mut apply = |s: &mut Shard, e: Vec<u8>| {
             index += 1;
-            s.apply(index, &e).unwrap()
+            s.apply_reply(index, &e).unwrap()
         };
         for i in 0..20u64 {
             let key = format!("key{}", i % 7).into_bytes();
@@ -290,8 +314,8 @@ mod tests {
         let mut a = s.clone();
         let mut b = back;
         let retry = entry(9, 1, 0, 60, WriteOp::Delete { key: b"key3".to_vec() });
-        let ra = a.apply(100, &retry).unwrap();
-        assert_eq!(b.apply(100, &retry).unwrap(), ra);
+        let ra = a.apply_reply(100, &retry).unwrap();
+        assert_eq!(b.apply_reply(100, &retry).unwrap(), ra);
         assert!(matches!(ra, Outcome::Ok(_)), "the kept reply, not a second not_found");
         assert_eq!(a, b);
     }

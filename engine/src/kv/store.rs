@@ -237,6 +237,22 @@ impl Store {
         self.data.keys.get(key).map_or(0, |c| c.newest().version)
     }
 
+    /// The highest newest version (tombstones included) of any key in `[start,
+    /// end)` (empty `end`: unbounded); 0 when none. Costs one step per key in the
+    /// range.
+    pub fn newest_in_range(&self, start: &[u8], end: &[u8]) -> Version {
+        if !end.is_empty() && start >= end {
+            return 0;
+        }
+        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+        self.data
+            .keys
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .map(|(_, c)| c.newest().version)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// get (latest, or newest version ≤ `at`): `ok` with value and version,
     /// `not_found`, or `compacted`.
     pub fn get(&self, key: &[u8], at: Option<Version>) -> Outcome {

@@ -70,7 +70,7 @@ fn run(shard: &mut Shard, steps: &[Step], first_index: u64) -> Vec<Outcome> {
         .enumerate()
         .map(|(i, s)| {
             let current = shard.store().current_version(&[b'k', s.key]);
-            shard.apply(first_index + i as u64, &encode(s, current)).expect("well-formed entry")
+            shard.apply_reply(first_index + i as u64, &encode(s, current)).expect("well-formed entry")
         })
         .collect()
 }
@@ -159,9 +159,9 @@ proptest! {
             let current = once.store().current_version(&[b'k', s.key]);
             let e = encode(s, current);
             index += 1;
-            let r1 = once.apply(index, &e).expect("well-formed");
-            let t1 = twice.apply(2 * index - 1, &e).expect("well-formed");
-            let t2 = twice.apply(2 * index, &e).expect("well-formed");
+            let r1 = once.apply_reply(index, &e).expect("well-formed");
+            let t1 = twice.apply_reply(2 * index - 1, &e).expect("well-formed");
+            let t2 = twice.apply_reply(2 * index, &e).expect("well-formed");
             prop_assert_eq!(&r1, &t1);
             match t1 {
                 Outcome::Invalid { .. } | Outcome::Indeterminate | Outcome::Unavailable => {}
@@ -196,8 +196,8 @@ fn expiry_by_hlc_age_is_identical_on_two_replicas() {
     };
     let entries = [put(1, 100), other(200), put(1, 250), other(401), put(1, 402)];
     let mut b = a.clone();
-    let ra: Vec<_> = entries.iter().enumerate().map(|(i, e)| a.apply(i as u64 + 1, e).unwrap()).collect();
-    let rb: Vec<_> = entries.iter().enumerate().map(|(i, e)| b.apply(i as u64 + 1, e).unwrap()).collect();
+    let ra: Vec<_> = entries.iter().enumerate().map(|(i, e)| a.apply_reply(i as u64 + 1, e).unwrap()).collect();
+    let rb: Vec<_> = entries.iter().enumerate().map(|(i, e)| b.apply_reply(i as u64 + 1, e).unwrap()).collect();
     assert_eq!(ra, rb);
     assert_eq!(ra[2], ra[0], "a retry within the age gets the kept reply");
     assert_eq!(ra[4], Outcome::Indeterminate, "log time 402 is past 100 + 300: the reply expired");
@@ -214,7 +214,7 @@ proptest! {
     ) {
         let mut shard = Shard::new(tight());
         let before = shard.clone();
-        if shard.apply(1, &bytes).is_err() {
+        if shard.apply_reply(1, &bytes).is_err() {
             prop_assert_eq!(&shard, &before);
         }
         let mut entry = encode(&s, 0);
@@ -223,7 +223,7 @@ proptest! {
             entry[at] ^= x;
         }
         let mut shard = Shard::new(tight());
-        if shard.apply(1, &entry).is_err() {
+        if shard.apply_reply(1, &entry).is_err() {
             prop_assert_eq!(&shard, &before);
         }
     }
@@ -249,12 +249,12 @@ fn put_cmd(client: u128, seq: u64, acked: u64, stamp_ts: u64, key: &[u8]) -> Vec
 #[test]
 fn restore_refuses_a_last_applied_version_the_next_write_cannot_exceed() {
     let mut s = Shard::new(ShardConfig::default());
-    s.apply(1, &put_cmd(1, 1, 0, 100, b"k")).unwrap();
+    s.apply_reply(1, &put_cmd(1, 1, 0, 100, b"k")).unwrap();
     let mut bad = s.clone();
     bad.meta.last_applied_version = u64::MAX;
     let restored = Shard::restore(ShardConfig::default(), &bad.snapshot());
     if let Ok(mut shard) = restored {
-        let applied = std::panic::catch_unwind(move || shard.apply(2, &put_cmd(1, 2, 1, 200, b"k")));
+        let applied = std::panic::catch_unwind(move || shard.apply_reply(2, &put_cmd(1, 2, 1, 200, b"k")));
         assert!(applied.is_ok(), "restore accepted a state whose next write panics");
     }
 }
@@ -268,6 +268,6 @@ fn hlc_never_produces_a_stamp_apply_refuses() {
     let mut clock = super::hlc::Hlc::starting_at(super::hlc::OBSERVE_TS_MAX).expect("the largest observable");
     let stamp = clock.now(u64::MAX);
     let mut s = Shard::new(ShardConfig::default());
-    let applied = s.apply(1, &put_cmd(1, 1, 0, stamp, b"k"));
+    let applied = s.apply_reply(1, &put_cmd(1, 1, 0, stamp, b"k"));
     assert!(applied.is_ok(), "stamp {stamp} from the HLC is refused by apply: {applied:?}");
 }

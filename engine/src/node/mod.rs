@@ -45,7 +45,9 @@ use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardStatus};
 use corekv_rpc::raft::{Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
 use thiserror::Error;
 
-use crate::kv::{ApplyError, Command, CommandBody, Hlc, Shard, ShardConfig, SnapshotError, WriteCommand, command};
+use crate::kv::{
+    Applied, ApplyError, Command, CommandBody, Hlc, Shard, ShardConfig, SnapshotError, WriteCommand, command,
+};
 use crate::raft::{Config, ConfigError, DurableState, ProposeError, RawNode, Ready, Role, Snapshot};
 use crate::wal::{GroupLog, Record, SnapshotMarker};
 pub use group::ClientRef;
@@ -750,14 +752,17 @@ impl NodeCore {
         let g = self.groups.get_mut(&shard).expect("known group");
         g.applied_bytes_since_snapshot += e.data.len() as u64 + 24;
         self.stats.raft_entries_applied += 1;
-        let outcome = if e.kind == EntryKind::Normal && !e.data.is_empty() {
+        let applied = if e.kind == EntryKind::Normal && !e.data.is_empty() {
             Some(g.sm.apply(e.index, &e.data).map_err(|source| NodeError::Apply { shard, source })?)
         } else {
             None
         };
         let Some((term, client)) = g.writes.remove(&e.index) else { return Ok(()) };
-        let response = match outcome {
-            Some(outcome) if term == e.term => Response::Outcome(outcome),
+        let response = match applied {
+            Some(Applied::Reply(outcome)) if term == e.term => Response::Outcome(outcome),
+            // A prepared transaction holds the key: certainly not applied; the
+            // client retries.
+            Some(Applied::Blocked { .. }) if term == e.term => Response::Busy,
             // Another leader's entry took the index: ours is gone for good.
             _ => Response::NotLeader { hint: g.leader },
         };

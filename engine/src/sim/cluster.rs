@@ -773,6 +773,7 @@ fn response_code(response: &Response) -> u64 {
             corekv_rpc::kv::Outcome::Unavailable => 14,
             corekv_rpc::kv::Outcome::Indeterminate => 15,
             corekv_rpc::kv::Outcome::Invalid { .. } => 16,
+            corekv_rpc::kv::Outcome::Aborted { reason } => 17 + ((*reason as u64) << 8),
         },
         Response::NotLeader { hint } => 20 + (hint << 8),
         Response::WrongShard { hint, .. } => 30 + (hint << 8),

@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::kv::{ClientId, NodeId, OkReply, Outcome, ReadOp, ScanItem, ShardId, Version};
 use crate::map::CoreIndex;
 use crate::node::{CoreStats, ShardStatus};
+use crate::txn::AbortReason;
 
 mod async_client;
 pub mod blocking;
@@ -119,11 +120,16 @@ pub enum KvError {
         /// What is wrong.
         message: String,
     },
+    /// A transaction was aborted: certainly not committed.
+    Aborted {
+        /// Why.
+        reason: AbortReason,
+    },
 }
 
 impl KvError {
     /// DESIGN §6's word: `not_found`, `version_mismatch`, `compacted`,
-    /// `unavailable`, `indeterminate` or `invalid`.
+    /// `unavailable`, `indeterminate`, `invalid` or `aborted`.
     pub fn word(&self) -> &'static str {
         match self {
             KvError::NotFound => "not_found",
@@ -132,6 +138,7 @@ impl KvError {
             KvError::Unavailable { .. } => "unavailable",
             KvError::Indeterminate { .. } => "indeterminate",
             KvError::Invalid { .. } => "invalid",
+            KvError::Aborted { .. } => "aborted",
         }
     }
 
@@ -154,6 +161,7 @@ impl fmt::Display for KvError {
                 write!(f, "indeterminate (may or may not have been applied): {reason}")
             }
             KvError::Invalid { message } => write!(f, "invalid: {message}"),
+            KvError::Aborted { reason } => write!(f, "aborted ({reason}): the transaction did not commit"),
         }
     }
 }
@@ -290,6 +298,7 @@ fn definite_error(outcome: Outcome) -> KvError {
             KvError::Indeterminate { reason: "the shard no longer knows this write's outcome".into() }
         }
         Outcome::Invalid { message } => KvError::Invalid { message },
+        Outcome::Aborted { reason } => KvError::Aborted { reason },
         Outcome::Ok(other) => KvError::Unavailable { reason: format!("unexpected answer {other:?}") },
     }
 }

@@ -9,6 +9,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use corekv_rpc::kv::Version;
+use corekv_rpc::txn::AbortReason;
 use serde::Serialize;
 
 use corekv_rpc::client::{Got, KvError, ScanPage, VersionEntry};
@@ -73,6 +74,8 @@ pub struct Failure {
     pub version: Option<Version>,
     /// The JSON `message` (kept out of the shapes that have none).
     pub message: Option<String>,
+    /// `aborted`'s reason (its word: `wounded`, `died`, `conflict`, `validation`, `timeout`).
+    pub reason: Option<AbortReason>,
     /// The human line, without the `error: ` prefix.
     pub text: String,
     /// A note for stderr in JSON mode.
@@ -90,7 +93,7 @@ impl Failure {
 
     /// Any failure with a message in JSON.
     pub fn new(word: &'static str, text: String, message: Option<String>, exit: u8) -> Failure {
-        Failure { word, version: None, message, text, log: None, exit }
+        Failure { word, version: None, message, reason: None, text, log: None, exit }
     }
 
     /// Renders the failure as one line.
@@ -101,6 +104,7 @@ impl Failure {
                 error: self.word,
                 version: self.version,
                 message: self.message.as_deref(),
+                reason: self.reason.map(|r| r.word()),
             })
         } else {
             format!("error: {}", self.text)
@@ -127,6 +131,9 @@ impl From<KvError> for Failure {
                 Failure { log: Some(text.clone()), ..Failure::new(word, text, None, EXIT_UNKNOWN) }
             }
             KvError::Invalid { message } => Failure::invalid(message),
+            KvError::Aborted { reason } => {
+                Failure { reason: Some(reason), ..Failure::new(word, text, None, EXIT_NEGATIVE) }
+            }
         }
     }
 }
@@ -139,6 +146,8 @@ struct FailureJson<'a> {
     version: Option<Version>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
 /// `check-history FILE`: `{"ok":true,"linearizable":true,"operations":N,"skipped":K}`;
