@@ -976,14 +976,71 @@ mod tests {
         LockTable::new(config())
     }
 
-    /// The conflict set of every waiting request, by transaction.
+    /// True when lock (or request) `a` of one transaction and `b` of another conflict,
+    /// computed from the rules alone (the checker's own reference, not the table's).
+    fn reference_conflict(a: (&Target, LockMode), b: (&Target, LockMode)) -> bool {
+        match (a, b) {
+            ((Target::Key(x), a_mode), (Target::Key(y), b_mode)) => x == y && (a_mode == X || b_mode == X),
+            ((Target::Key(k), mode), (Target::Range { start, end }, _))
+            | ((Target::Range { start, end }, _), (Target::Key(k), mode)) => {
+                mode == X && k >= start && (end.is_empty() || k < end)
+            }
+            ((Target::Range { .. }, _), (Target::Range { .. }, _)) => false,
+        }
+    }
+
+    /// The granted locks of `txn`, from its own lists.
+    fn granted_locks(txn: &Txn) -> Vec<(Target, LockMode)> {
+        let keys = txn.keys.iter().map(|(k, mode)| (Target::Key(k.clone()), *mode));
+        let ranges = txn.ranges.iter().map(|(start, end)| (range_target(start, end), S));
+        keys.chain(ranges).collect()
+    }
+
+    fn range_target(start: &[u8], end: &[u8]) -> Target {
+        Target::Range { start: start.to_vec(), end: end.to_vec() }
+    }
+
+    /// The conflict set of every waiting request, by transaction, computed by brute
+    /// force over every transaction: holders with a conflicting granted lock, and
+    /// older transactions with a conflicting waiting request.
     fn waits_for(t: &LockTable) -> BTreeMap<TxnId, Vec<Member>> {
-        t.txns
-            .values()
-            .filter_map(|txn| {
-                txn.waiting.as_ref().map(|wait| (txn.age.id, t.conflicts(txn.age, wait.target.item(), wait.mode)))
-            })
-            .collect()
+        let mut graph = BTreeMap::new();
+        for me in t.txns.values() {
+            let Some(wait) = &me.waiting else { continue };
+            let request = (&wait.target, wait.mode);
+            let mut members = Vec::new();
+            for other in t.txns.values().filter(|other| other.age != me.age) {
+                let member = |holder| Member { age: other.age, policy: other.policy, prepared: other.prepared, holder };
+                if granted_locks(other).iter().any(|(target, mode)| reference_conflict(request, (target, *mode))) {
+                    members.push(member(true));
+                }
+                if let Some(theirs) = other.waiting.as_ref().filter(|_| other.age < me.age) {
+                    if reference_conflict(request, (&theirs.target, theirs.mode)) {
+                        members.push(member(false));
+                    }
+                }
+            }
+            graph.insert(me.age.id, members);
+        }
+        graph
+    }
+
+    /// Incompatible granted locks of two transactions, by brute force.
+    fn check_granted_compatible(t: &LockTable) -> Result<(), String> {
+        let locks: Vec<(TxnId, Vec<(Target, LockMode)>)> =
+            t.txns.values().map(|txn| (txn.age.id, granted_locks(txn))).collect();
+        for (i, (a, a_locks)) in locks.iter().enumerate() {
+            for (b, b_locks) in &locks[i + 1..] {
+                for (x, x_mode) in a_locks {
+                    if let Some((y, _)) =
+                        b_locks.iter().find(|(y, y_mode)| reference_conflict((x, *x_mode), (y, *y_mode)))
+                    {
+                        return Err(format!("{a} holds {x:?} and {b} holds {y:?}"));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every invariant of the module header, and the indexes' agreement.
@@ -1073,29 +1130,17 @@ mod tests {
         Ok(())
     }
 
-    fn check_granted_compatible(t: &LockTable) -> Result<(), String> {
-        for (k, locks) in &t.keys {
-            let exclusive = locks.holders.values().any(|mode| *mode == X);
-            if exclusive && locks.holders.len() > 1 {
-                return Err(format!("key {k:?} held exclusive and by another txn: {:?}", locks.holders));
-            }
-        }
-        for r in &t.ranges_granted {
-            let Some(bounds) = key_bounds(&r.start, &r.end) else { continue };
-            for (k, locks) in t.keys.range::<[u8], _>(bounds) {
-                if locks.holders.iter().any(|(id, mode)| *id != r.age.id && *mode == X) {
-                    return Err(format!("range of {} holds {k:?}, held exclusive by another txn", r.age.id));
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn check_waiters(t: &LockTable) -> Result<(), String> {
         for (id, members) in waits_for(t) {
             let me = t.txn(id);
             if members.is_empty() {
                 return Err(format!("{id} waits for nothing"));
+            }
+            let wait = me.waiting.as_ref().expect("a waiter");
+            let ids = |members: &[Member]| members.iter().map(|m| (m.age.id, m.holder)).collect::<BTreeSet<_>>();
+            let table_view = t.conflicts(me.age, wait.target.item(), wait.mode);
+            if ids(&table_view) != ids(&members) {
+                return Err(format!("{id}: the table's conflict set differs from the rules'"));
             }
             for m in &members {
                 let ok = m.policy == me.policy
