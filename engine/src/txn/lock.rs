@@ -1022,10 +1022,9 @@ mod tests {
                 if granted_locks(other).iter().any(|(target, mode)| reference_conflict(request, (target, *mode))) {
                     members.push(member(true));
                 }
-                if let Some(theirs) = other.waiting.as_ref().filter(|_| other.age < me.age) {
-                    if reference_conflict(request, (&theirs.target, theirs.mode)) {
-                        members.push(member(false));
-                    }
+                let older_wait = other.waiting.as_ref().filter(|_| other.age < me.age);
+                if older_wait.is_some_and(|theirs| reference_conflict(request, (&theirs.target, theirs.mode))) {
+                    members.push(member(false));
                 }
             }
             graph.insert(me.age.id, members);
