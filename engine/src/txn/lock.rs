@@ -1,1 +1,1902 @@
-//! The lock table of one shard leader (being written).
+//! The lock table of one shard leader (DESIGN §8): shared and exclusive key locks,
+//! shared range locks, and the waits between transactions, settled by each
+//! transaction's policy.
+//!
+//! Owns the locks of the transactions that touch this shard while this node leads
+//! it. One table per shard leader, on the core that owns the shard; it is not
+//! replicated: a new leader rebuilds it from the replicated prepare records
+//! ([`LockTable::install_prepared`]), and a leader that steps down drops it
+//! ([`LockTable::clear`]). Sans-I/O: time comes in as `now_ms` arguments, answers
+//! go out as return values and [`LockEvent`]s. Deterministic: every map is ordered,
+//! so the same calls give the same answers and events in the same order.
+//!
+//! Rules:
+//! - Shared/shared is compatible; an exclusive lock conflicts with any lock of
+//!   another transaction on the same key; a range lock (always shared) conflicts
+//!   with another transaction's exclusive lock on a key inside it. Locks are
+//!   re-entrant; a shared holder asking exclusive upgrades, conflicting only with
+//!   other holders.
+//! - A request's conflict set is its incompatible holders plus its incompatible
+//!   waiters that are older than it (they go first). A member with another policy
+//!   aborts the requester (`conflict`); no-wait and OCC abort it (`conflict`);
+//!   wound-wait wounds every younger unprepared holder in the set and waits for the
+//!   rest; wait-die kills the requester (`died`) if any member is older, else waits.
+//! - Waiters are granted oldest first, and the policy is applied again whenever a
+//!   waiter's conflict set may have changed (a lock or a wait added next to it, or
+//!   one removed).
+//!
+//! Invariants, kept after every call (the property test checks each one):
+//! - no two transactions hold incompatible granted locks (prepare records installed
+//!   by a new leader are trusted: they never conflict in a correct history);
+//! - every waiter has a non-empty conflict set, all of its own policy; a wound-wait
+//!   waiter waits only for older or prepared transactions, a wait-die waiter only for
+//!   younger ones; a prepared transaction never waits. So no waits-for edge crosses
+//!   policies; under wait-die every edge goes from older to younger; under
+//!   wound-wait every edge goes from younger to older or into a prepared
+//!   transaction, which has no outgoing edge. The waits-for graph has no cycle and
+//!   no deadlock can form; the lock-wait timeout is only a backstop;
+//! - a prepared transaction loses its locks only by [`LockTable::release`],
+//!   [`LockTable::abort`] or [`LockTable::clear`], never to a wound or an expiry;
+//! - a transaction has at most one waiting request (a client operation blocks).
+//!
+//! Costs: a key request is `O(log keys + holders + waiters of the key)` plus, for an
+//! exclusive request, a walk of the range locks that start at or below the key. A
+//! range request walks every locked key inside the range. Range locks (scans inside
+//! read-write transactions) are rare, so they live in one table-wide ordered set
+//! rather than an interval tree. Releasing a transaction costs `O(its locks)` plus
+//! the re-evaluation of the waiters next to them, oldest first; each re-evaluation
+//! walks the older waiters of its key, so freeing a key with `w` waiters costs up to
+//! `O(w²)`, bounded by `txns_max` and small in practice (a waiter is a blocked
+//! client operation).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use corekv_rpc::txn::{AbortReason, Age, Policy, TxnId};
+
+/// Default longest lock wait before the waiter's transaction aborts (`timeout`): a
+/// backstop, since no deadlock can form.
+pub const WAIT_MS_MAX_DEFAULT: u64 = 5_000;
+/// Default longest life of a transaction that has not prepared: twice the client
+/// deadline, so a client that vanished does not hold locks for long.
+pub const LIFETIME_MS_DEFAULT: u64 = 10_000;
+/// Default most locks one transaction holds on one shard.
+pub const LOCKS_PER_TXN_MAX_DEFAULT: usize = 10_000;
+/// Default most transactions with locks or a wait in one table (and most
+/// tombstones kept).
+pub const TXNS_MAX_DEFAULT: usize = 100_000;
+
+/// The table's bounds and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockConfig {
+    /// A lock wait longer than this aborts the waiter's transaction (`timeout`).
+    pub wait_ms_max: u64,
+    /// A transaction that has not prepared and began longer ago than this aborts
+    /// (`timeout`). Prepared transactions never expire here.
+    pub lifetime_ms: u64,
+    /// Most locks (keys plus ranges) one transaction holds; at least 1.
+    pub locks_per_txn_max: usize,
+    /// Most active transactions in the table; at least 1. Also the most tombstones
+    /// kept.
+    pub txns_max: usize,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        LockConfig {
+            wait_ms_max: WAIT_MS_MAX_DEFAULT,
+            lifetime_ms: LIFETIME_MS_DEFAULT,
+            locks_per_txn_max: LOCKS_PER_TXN_MAX_DEFAULT,
+            txns_max: TXNS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// What the table needs to know about a transaction. The first request of a
+/// transaction registers it; later requests' copies are not read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnInfo {
+    /// The attempt's identity.
+    pub id: TxnId,
+    /// Its age; the table uses `age.start` and breaks ties by `id`.
+    pub age: Age,
+    /// How its conflicts are settled.
+    pub policy: Policy,
+    /// When it began, in the caller's milliseconds (its lifetime's start).
+    pub begun_ms: u64,
+}
+
+/// A lock's mode. `Shared < Exclusive`: an exclusive lock covers a shared one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LockMode {
+    /// For reads: compatible with other shared locks.
+    Shared,
+    /// For writes: conflicts with every lock of another transaction on the key.
+    Exclusive,
+}
+
+/// What a request locks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// One key.
+    Key(Vec<u8>),
+    /// The keys in `[start, end)`; an empty `end` is unbounded. Always shared.
+    Range {
+        /// First key in the range.
+        start: Vec<u8>,
+        /// First key past the range; empty: no end.
+        end: Vec<u8>,
+    },
+}
+
+/// The caller's id for one request, echoed in the event that answers a request
+/// that waited.
+pub type Token = u64;
+
+/// The answer to [`LockTable::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquire {
+    /// The lock is held.
+    Granted,
+    /// The request waits; a [`LockEvent`] with its token answers it (possibly one
+    /// already queued by this same call).
+    Waiting,
+    /// The transaction is aborted in this table (now or before).
+    Aborted(AbortReason),
+    /// The transaction would hold more than `locks_per_txn_max` locks: nothing
+    /// changed; the caller answers `invalid`.
+    TooManyLocks,
+    /// The table holds `txns_max` transactions: nothing changed; the caller answers
+    /// `busy`.
+    Full,
+    /// The request breaks the lock protocol: the transaction already has a waiting
+    /// request, or it has prepared (a prepared transaction takes no new lock), or it
+    /// asks an exclusive range. Nothing changed; the caller answers `invalid`.
+    Invalid,
+}
+
+/// What the table decided on its own, for the caller to act on.
+///
+/// Every waiting request is answered exactly once: by an event, or by the list
+/// [`LockTable::clear`] returns. Every transaction the table aborts on its own gets
+/// exactly one `Aborted` event, which also answers its waiting request if it had one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockEvent {
+    /// A waiting request was granted.
+    Granted {
+        /// Its transaction.
+        id: TxnId,
+        /// The request's token.
+        token: Token,
+    },
+    /// A transaction was aborted by the table (wounded, died at a grant, timed out,
+    /// policy conflict), or a waiting request was ended by `abort`/`release`. The
+    /// caller tells the transaction's client and other participants.
+    Aborted {
+        /// The transaction.
+        id: TxnId,
+        /// Why.
+        reason: AbortReason,
+        /// The waiting request this answers, if the transaction had one.
+        token: Option<Token>,
+    },
+}
+
+/// A transaction's state in this table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    /// Known, not prepared: it may be wounded or expire.
+    Active,
+    /// Prepared: it keeps its locks until released.
+    Prepared,
+    /// Aborted here (a tombstone): later requests answer this reason.
+    Aborted(AbortReason),
+}
+
+/// Counters since the table was made (kept across [`LockTable::clear`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockStats {
+    /// Requests answered [`Acquire::Granted`] at once (re-entrant ones included).
+    pub granted_at_once: u64,
+    /// Requests answered [`Acquire::Waiting`].
+    pub waits: u64,
+    /// Waiting requests granted later.
+    pub grants_after_wait: u64,
+    /// Total time the granted waiters waited, in milliseconds.
+    pub wait_ms_total: u64,
+    /// Transactions wounded (wound-wait).
+    pub wounds: u64,
+    /// Transactions that died (wait-die), as requesters or at a later grant.
+    pub deaths: u64,
+    /// Transactions aborted by a no-wait, OCC or mixed-policy conflict, or by a
+    /// prepare record installed over their lock.
+    pub conflicts: u64,
+    /// Transactions aborted because a lock wait ran past `wait_ms_max`.
+    pub timeouts: u64,
+    /// Unprepared transactions aborted because they ran past `lifetime_ms`.
+    pub lifetime_expiries: u64,
+}
+
+/// A lockable item, borrowed from a request or a stored lock.
+#[derive(Debug, Clone, Copy)]
+enum Item<'a> {
+    Key(&'a [u8]),
+    Range(&'a [u8], &'a [u8]),
+}
+
+impl Target {
+    fn item(&self) -> Item<'_> {
+        match self {
+            Target::Key(key) => Item::Key(key),
+            Target::Range { start, end } => Item::Range(start, end),
+        }
+    }
+}
+
+/// The locks of one key: holders by transaction, waiters oldest first. Never empty
+/// in the table.
+#[derive(Debug, Default)]
+struct KeyLocks {
+    holders: BTreeMap<TxnId, LockMode>,
+    waiters: BTreeMap<Age, LockMode>,
+}
+
+impl KeyLocks {
+    fn is_empty(&self) -> bool {
+        self.holders.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// A range lock, granted or waiting; ordered by start so a walk can stop early.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RangeLock {
+    start: Vec<u8>,
+    end: Vec<u8>,
+    age: Age,
+}
+
+/// A waiting request.
+#[derive(Debug)]
+struct Wait {
+    token: Token,
+    target: Target,
+    mode: LockMode,
+    since_ms: u64,
+}
+
+/// One transaction's entry: what it holds (so release is `O(its locks)`) and what
+/// it waits for.
+#[derive(Debug)]
+struct Txn {
+    /// `start` from the caller, `id` always the transaction's own: ages are unique.
+    age: Age,
+    policy: Policy,
+    begun_ms: u64,
+    prepared: bool,
+    keys: BTreeMap<Vec<u8>, LockMode>,
+    ranges: BTreeSet<(Vec<u8>, Vec<u8>)>,
+    waiting: Option<Wait>,
+}
+
+impl Txn {
+    fn lock_count(&self) -> usize {
+        self.keys.len() + self.ranges.len()
+    }
+
+    /// True when a held lock already covers the request.
+    fn covers(&self, target: &Target, mode: LockMode) -> bool {
+        match target {
+            Target::Key(key) => self.keys.get(key).is_some_and(|held| *held >= mode),
+            Target::Range { start, end } => self.ranges.contains(&(start.clone(), end.clone())),
+        }
+    }
+
+    /// True when granting the request adds a lock (an upgrade does not).
+    fn adds_lock(&self, target: &Target) -> bool {
+        match target {
+            Target::Key(key) => !self.keys.contains_key(key),
+            Target::Range { .. } => true,
+        }
+    }
+}
+
+/// A member of a conflict set.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    age: Age,
+    policy: Policy,
+    prepared: bool,
+    /// A holder (else an older waiter).
+    holder: bool,
+}
+
+/// What the policy says about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Grant,
+    Wait,
+    Abort(AbortReason),
+}
+
+/// The core-local lock table of one shard leader.
+#[derive(Debug)]
+pub struct LockTable {
+    cfg: LockConfig,
+    txns: BTreeMap<TxnId, Txn>,
+    keys: BTreeMap<Vec<u8>, KeyLocks>,
+    ranges_granted: BTreeSet<RangeLock>,
+    ranges_waiting: BTreeSet<RangeLock>,
+    /// (wait start, txn) of every waiting request: the wait timeouts in order.
+    wait_since: BTreeSet<(u64, TxnId)>,
+    /// (begun, txn) of every unprepared transaction: the lifetimes in order.
+    lifetimes: BTreeSet<(u64, TxnId)>,
+    /// Aborted transactions: (insertion number, reason).
+    tombstones: BTreeMap<TxnId, (u64, AbortReason)>,
+    /// Tombstones by insertion number: the oldest is forgotten first.
+    tombstone_order: BTreeMap<u64, TxnId>,
+    tombstone_next: u64,
+    events: Vec<LockEvent>,
+    stats: LockStats,
+}
+
+fn incompatible(a: LockMode, b: LockMode) -> bool {
+    a == LockMode::Exclusive || b == LockMode::Exclusive
+}
+
+fn range_covers(start: &[u8], end: &[u8], key: &[u8]) -> bool {
+    key >= start && (end.is_empty() || key < end)
+}
+
+/// Map bounds over keys borrowed as byte slices.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// The map bounds of `[start, end)`, or `None` for an empty range (`BTreeMap::range`
+/// panics on an inverted one, and the bounds come from clients).
+fn key_bounds<'a>(start: &'a [u8], end: &'a [u8]) -> Option<KeyBounds<'a>> {
+    if end.is_empty() {
+        Some((Bound::Included(start), Bound::Unbounded))
+    } else if start < end {
+        Some((Bound::Included(start), Bound::Excluded(end)))
+    } else {
+        None
+    }
+}
+
+impl LockTable {
+    /// An empty table.
+    pub fn new(cfg: LockConfig) -> Self {
+        assert!(cfg.locks_per_txn_max >= 1 && cfg.txns_max >= 1, "lock limits must allow one lock and one txn");
+        LockTable {
+            cfg,
+            txns: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            ranges_granted: BTreeSet::new(),
+            ranges_waiting: BTreeSet::new(),
+            wait_since: BTreeSet::new(),
+            lifetimes: BTreeSet::new(),
+            tombstones: BTreeMap::new(),
+            tombstone_order: BTreeMap::new(),
+            tombstone_next: 0,
+            events: Vec::new(),
+            stats: LockStats::default(),
+        }
+    }
+
+    /// Asks for `target` in `mode` for `txn`, on behalf of the request `token`.
+    ///
+    /// In order: a tombstoned transaction answers `Aborted(reason)`; an exclusive
+    /// range is `Invalid`; a new transaction beyond `txns_max` is `Full`; an
+    /// unprepared transaction past its lifetime aborts (`timeout`); a transaction
+    /// that already waits is `Invalid` (its waiting request stays: a client
+    /// operation blocks, so a second one is a protocol error, not a reason to abort
+    /// the transaction); a lock already held is `Granted`; a prepared transaction
+    /// asking a new lock is `Invalid`; one lock too many is `TooManyLocks`;
+    /// otherwise the policy decides (module header). Waiters freed or hit by this
+    /// request are settled before returning.
+    pub fn acquire(&mut self, txn: &TxnInfo, target: Target, mode: LockMode, token: Token, now_ms: u64) -> Acquire {
+        let id = txn.id;
+        if let Some(&(_, reason)) = self.tombstones.get(&id) {
+            return Acquire::Aborted(reason);
+        }
+        if matches!(target, Target::Range { .. }) && mode == LockMode::Exclusive {
+            return Acquire::Invalid;
+        }
+        if !self.txns.contains_key(&id) {
+            if self.txns.len() >= self.cfg.txns_max {
+                return Acquire::Full;
+            }
+            self.register(txn);
+        }
+        let mut dirty = BTreeSet::new();
+        let state = self.txn(id);
+        if !state.prepared && now_ms.saturating_sub(state.begun_ms) > self.cfg.lifetime_ms {
+            self.stats.lifetime_expiries += 1;
+            self.abort_and_report(id, AbortReason::Timeout, &mut dirty);
+            self.settle(dirty, now_ms);
+            return Acquire::Aborted(AbortReason::Timeout);
+        }
+        if state.waiting.is_some() {
+            return Acquire::Invalid;
+        }
+        if state.covers(&target, mode) {
+            self.stats.granted_at_once += 1;
+            return Acquire::Granted;
+        }
+        if state.prepared {
+            return Acquire::Invalid;
+        }
+        if state.adds_lock(&target) && state.lock_count() >= self.cfg.locks_per_txn_max {
+            return Acquire::TooManyLocks;
+        }
+        let (age, policy) = (state.age, state.policy);
+        let answer = match self.decide(age, policy, target.item(), mode, &mut dirty) {
+            Decision::Grant => {
+                // Every waiter this lock conflicts with is younger (an older one would
+                // be in the conflict set): re-check it against its new older holder.
+                self.stats.granted_at_once += 1;
+                self.touch_waiters(id, target.item(), mode, &mut dirty);
+                self.insert_lock(age, target, mode);
+                Acquire::Granted
+            }
+            Decision::Wait => {
+                self.stats.waits += 1;
+                self.touch_waiters(id, target.item(), mode, &mut dirty);
+                self.enqueue(age, Wait { token, target, mode, since_ms: now_ms });
+                Acquire::Waiting
+            }
+            Decision::Abort(reason) => {
+                let token = self.abort_txn(id, reason, &mut dirty);
+                assert!(token.is_none(), "an aborted requester had no other waiting request");
+                Acquire::Aborted(reason)
+            }
+        };
+        self.settle(dirty, now_ms);
+        answer
+    }
+
+    /// Marks `id` prepared, from the moment its prepare is proposed: it can no
+    /// longer be wounded nor expire. False (nothing changed) if the transaction is
+    /// unknown, aborted, or has a waiting request (a prepared transaction must
+    /// never wait: that is what keeps wound-wait free of deadlocks).
+    pub fn prepare(&mut self, id: TxnId) -> bool {
+        let Some(txn) = self.txns.get_mut(&id) else {
+            return false;
+        };
+        if txn.waiting.is_some() {
+            return false;
+        }
+        if !txn.prepared {
+            txn.prepared = true;
+            self.lifetimes.remove(&(txn.begun_ms, id));
+        }
+        true
+    }
+
+    /// True when `id` holds, granted by this table: every key of `reads` shared or
+    /// exclusive, every range of `ranges` (exactly as it was asked), and every key
+    /// of `writes` exclusive. A waiting request is not a held lock.
+    pub fn holds(&self, id: TxnId, reads: &[Vec<u8>], ranges: &[(Vec<u8>, Vec<u8>)], writes: &[Vec<u8>]) -> bool {
+        let Some(txn) = self.txns.get(&id) else {
+            return false;
+        };
+        reads.iter().all(|key| txn.keys.contains_key(key))
+            && ranges.iter().all(|range| txn.ranges.contains(range))
+            && writes.iter().all(|key| txn.keys.get(key) == Some(&LockMode::Exclusive))
+    }
+
+    /// Forgets `id` (its decision is applied or it finished): drops its locks and
+    /// its wait; freed waiters may be granted (events). A request of it still
+    /// waiting is answered `Aborted { reason: Conflict }`: only an abort can end a
+    /// transaction that waits (a committing one has prepared, and a prepared one
+    /// never waits); a caller that knows the reason calls [`LockTable::abort`].
+    pub fn release(&mut self, id: TxnId, now_ms: u64) {
+        let mut dirty = BTreeSet::new();
+        if let Some(token) = self.remove_txn(id, &mut dirty) {
+            self.events.push(LockEvent::Aborted { id, reason: AbortReason::Conflict, token: Some(token) });
+        }
+        self.settle(dirty, now_ms);
+    }
+
+    /// Aborts `id` for `reason`: drops its locks and its wait and keeps a tombstone,
+    /// so a later [`LockTable::acquire`] answers `Aborted(reason)` and
+    /// [`LockTable::prepare`] false, even for an id never seen here. A waiting
+    /// request is answered by an `Aborted` event with its token. The caller's
+    /// decision: it works on prepared transactions too (an abort decision), which
+    /// the table never aborts on its own. An existing tombstone keeps its reason.
+    pub fn abort(&mut self, id: TxnId, reason: AbortReason, now_ms: u64) {
+        let mut dirty = BTreeSet::new();
+        if let Some(token) = self.abort_txn(id, reason, &mut dirty) {
+            self.events.push(LockEvent::Aborted { id, reason, token: Some(token) });
+        }
+        self.settle(dirty, now_ms);
+    }
+
+    /// The state of `id` here; `None` if unknown (never seen, released, or its
+    /// tombstone forgotten).
+    pub fn state(&self, id: TxnId) -> Option<TxnState> {
+        if let Some(&(_, reason)) = self.tombstones.get(&id) {
+            return Some(TxnState::Aborted(reason));
+        }
+        self.txns.get(&id).map(|txn| if txn.prepared { TxnState::Prepared } else { TxnState::Active })
+    }
+
+    /// A new leader rebuilds a prepared transaction from its replicated prepare
+    /// record: its locks are granted at once, without a conflict check against other
+    /// prepared transactions, and it is marked prepared. Bounds do not apply (the
+    /// record is already replicated), and a tombstone of it here is dropped (the
+    /// replicated record wins). An unprepared transaction holding a lock the record
+    /// conflicts with is aborted (`conflict`, event); waiters next to the installed
+    /// locks are settled again.
+    ///
+    /// Precondition (asserted): the transaction has no waiting request here. Records
+    /// are installed when leadership starts, before requests are served, and a
+    /// transaction reaches prepare only through [`LockTable::prepare`], which refuses
+    /// while it waits.
+    pub fn install_prepared(
+        &mut self,
+        txn: &TxnInfo,
+        reads: &[Vec<u8>],
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        writes: &[Vec<u8>],
+        now_ms: u64,
+    ) {
+        let id = txn.id;
+        if let Some((number, _)) = self.tombstones.remove(&id) {
+            self.tombstone_order.remove(&number);
+        }
+        if !self.txns.contains_key(&id) {
+            self.register(txn);
+        }
+        let entry = self.txns.get_mut(&id).expect("registered above");
+        assert!(entry.waiting.is_none(), "install_prepared of {id}, which has a waiting request");
+        entry.prepared = true;
+        let age = entry.age;
+        self.lifetimes.remove(&(entry.begun_ms, id));
+        let mut dirty = BTreeSet::new();
+        let shared = reads.iter().map(|key| (Target::Key(key.clone()), LockMode::Shared));
+        let scans = ranges
+            .iter()
+            .map(|(start, end)| (Target::Range { start: start.clone(), end: end.clone() }, LockMode::Shared));
+        let exclusive = writes.iter().map(|key| (Target::Key(key.clone()), LockMode::Exclusive));
+        for (target, mode) in shared.chain(scans).chain(exclusive) {
+            if self.txn(id).covers(&target, mode) {
+                continue;
+            }
+            let losers: BTreeSet<TxnId> = self
+                .conflicts(age, target.item(), mode)
+                .into_iter()
+                .filter(|member| member.holder && !member.prepared)
+                .map(|member| member.age.id)
+                .collect();
+            for loser in losers {
+                self.stats.conflicts += 1;
+                self.abort_and_report(loser, AbortReason::Conflict, &mut dirty);
+            }
+            self.touch_waiters(id, target.item(), mode, &mut dirty);
+            self.insert_lock(age, target, mode);
+        }
+        self.settle(dirty, now_ms);
+    }
+
+    /// Applies time: a request waiting longer than `wait_ms_max` aborts its
+    /// transaction (`timeout`, event with its token); an unprepared transaction
+    /// that began longer than `lifetime_ms` ago aborts (`timeout`, event). Freed
+    /// waiters may be granted.
+    pub fn tick(&mut self, now_ms: u64) {
+        let mut dirty = BTreeSet::new();
+        while let Some(&(since_ms, id)) = self.wait_since.first() {
+            if now_ms.saturating_sub(since_ms) <= self.cfg.wait_ms_max {
+                break;
+            }
+            self.stats.timeouts += 1;
+            self.abort_and_report(id, AbortReason::Timeout, &mut dirty);
+        }
+        while let Some(&(begun_ms, id)) = self.lifetimes.first() {
+            if now_ms.saturating_sub(begun_ms) <= self.cfg.lifetime_ms {
+                break;
+            }
+            self.stats.lifetime_expiries += 1;
+            self.abort_and_report(id, AbortReason::Timeout, &mut dirty);
+        }
+        self.settle(dirty, now_ms);
+    }
+
+    /// The events since the last call, in the order they happened. The caller takes
+    /// them after every call that changes the table.
+    pub fn take_events(&mut self) -> Vec<LockEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Leadership lost: every transaction, lock and wait is dropped. Returns the
+    /// waiting requests, oldest transaction first, for the caller to answer.
+    /// Tombstones, stats and events not yet taken are kept.
+    pub fn clear(&mut self) -> Vec<(TxnId, Token)> {
+        let mut waiting: Vec<(Age, Token)> =
+            self.txns.values().filter_map(|txn| txn.waiting.as_ref().map(|wait| (txn.age, wait.token))).collect();
+        waiting.sort();
+        self.txns.clear();
+        self.keys.clear();
+        self.ranges_granted.clear();
+        self.ranges_waiting.clear();
+        self.wait_since.clear();
+        self.lifetimes.clear();
+        waiting.into_iter().map(|(age, token)| (age.id, token)).collect()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> LockStats {
+        self.stats
+    }
+
+    /// True when no transaction holds or waits for a lock (tombstones aside).
+    pub fn is_empty(&self) -> bool {
+        self.txns.is_empty()
+    }
+
+    /// Active transactions (prepared included, tombstones not).
+    pub fn txn_count(&self) -> usize {
+        self.txns.len()
+    }
+
+    fn register(&mut self, info: &TxnInfo) {
+        let age = Age { start: info.age.start, id: info.id };
+        let txn = Txn {
+            age,
+            policy: info.policy,
+            begun_ms: info.begun_ms,
+            prepared: false,
+            keys: BTreeMap::new(),
+            ranges: BTreeSet::new(),
+            waiting: None,
+        };
+        self.lifetimes.insert((info.begun_ms, info.id));
+        self.txns.insert(info.id, txn);
+    }
+
+    fn txn(&self, id: TxnId) -> &Txn {
+        self.txns.get(&id).expect("a lock's or waiter's txn is in the table")
+    }
+
+    fn txn_mut(&mut self, id: TxnId) -> &mut Txn {
+        self.txns.get_mut(&id).expect("a lock's or waiter's txn is in the table")
+    }
+
+    fn member(&self, id: TxnId, holder: bool) -> Member {
+        let txn = self.txn(id);
+        Member { age: txn.age, policy: txn.policy, prepared: txn.prepared, holder }
+    }
+
+    /// The conflict set of a request by the transaction of `age`: incompatible
+    /// holders of other transactions and incompatible older waiters. A transaction
+    /// may appear twice (holder and waiter).
+    fn conflicts(&self, age: Age, item: Item<'_>, mode: LockMode) -> Vec<Member> {
+        let id = age.id;
+        let mut members = Vec::new();
+        match item {
+            Item::Key(key) => {
+                if let Some(locks) = self.keys.get(key) {
+                    for (&holder, &held) in &locks.holders {
+                        if holder != id && incompatible(mode, held) {
+                            members.push(self.member(holder, true));
+                        }
+                    }
+                    for (&waiter, &wanted) in locks.waiters.range(..age) {
+                        if incompatible(mode, wanted) {
+                            members.push(self.member(waiter.id, false));
+                        }
+                    }
+                }
+                if mode == LockMode::Exclusive {
+                    for (set, holder) in [(&self.ranges_granted, true), (&self.ranges_waiting, false)] {
+                        for range in set.iter().take_while(|range| range.start.as_slice() <= key) {
+                            let counts = if holder { range.age.id != id } else { range.age < age };
+                            if counts && range_covers(&range.start, &range.end, key) {
+                                members.push(self.member(range.age.id, holder));
+                            }
+                        }
+                    }
+                }
+            }
+            Item::Range(start, end) => {
+                let Some(bounds) = key_bounds(start, end) else {
+                    return members;
+                };
+                for locks in self.keys.range::<[u8], _>(bounds).map(|(_, locks)| locks) {
+                    for (&holder, &held) in &locks.holders {
+                        if holder != id && held == LockMode::Exclusive {
+                            members.push(self.member(holder, true));
+                        }
+                    }
+                    for (&waiter, &wanted) in locks.waiters.range(..age) {
+                        if wanted == LockMode::Exclusive {
+                            members.push(self.member(waiter.id, false));
+                        }
+                    }
+                }
+            }
+        }
+        members
+    }
+
+    /// Adds to `dirty` every waiter (of another transaction than `id`) whose request
+    /// conflicts with `item` in `mode`: its conflict set changes when such a lock or
+    /// wait comes or goes.
+    fn touch_waiters(&self, id: TxnId, item: Item<'_>, mode: LockMode, dirty: &mut BTreeSet<Age>) {
+        match item {
+            Item::Key(key) => {
+                if let Some(locks) = self.keys.get(key) {
+                    for (&waiter, &wanted) in &locks.waiters {
+                        if waiter.id != id && incompatible(mode, wanted) {
+                            dirty.insert(waiter);
+                        }
+                    }
+                }
+                if mode == LockMode::Exclusive {
+                    for range in self.ranges_waiting.iter().take_while(|range| range.start.as_slice() <= key) {
+                        if range.age.id != id && range_covers(&range.start, &range.end, key) {
+                            dirty.insert(range.age);
+                        }
+                    }
+                }
+            }
+            Item::Range(start, end) => {
+                let Some(bounds) = key_bounds(start, end) else {
+                    return;
+                };
+                for locks in self.keys.range::<[u8], _>(bounds).map(|(_, locks)| locks) {
+                    for (&waiter, &wanted) in &locks.waiters {
+                        if waiter.id != id && wanted == LockMode::Exclusive {
+                            dirty.insert(waiter);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the requester's policy to its conflict set. Wound-wait wounds here;
+    /// the victims' neighbours go to `dirty`.
+    fn decide(
+        &mut self,
+        age: Age,
+        policy: Policy,
+        item: Item<'_>,
+        mode: LockMode,
+        dirty: &mut BTreeSet<Age>,
+    ) -> Decision {
+        let members = self.conflicts(age, item, mode);
+        if members.is_empty() {
+            return Decision::Grant;
+        }
+        if members.iter().any(|member| member.policy != policy) {
+            self.stats.conflicts += 1;
+            return Decision::Abort(AbortReason::Conflict);
+        }
+        match policy {
+            Policy::NoWait | Policy::Occ => {
+                self.stats.conflicts += 1;
+                Decision::Abort(AbortReason::Conflict)
+            }
+            Policy::WaitDie => {
+                if members.iter().any(|member| member.age < age) {
+                    self.stats.deaths += 1;
+                    Decision::Abort(AbortReason::Died)
+                } else {
+                    Decision::Wait
+                }
+            }
+            Policy::WoundWait => {
+                let victims: BTreeSet<TxnId> = members
+                    .iter()
+                    .filter(|member| member.holder && !member.prepared && age < member.age)
+                    .map(|member| member.age.id)
+                    .collect();
+                let blocked = members.iter().any(|member| !victims.contains(&member.age.id));
+                for victim in victims {
+                    self.stats.wounds += 1;
+                    self.abort_and_report(victim, AbortReason::Wounded, dirty);
+                }
+                if blocked { Decision::Wait } else { Decision::Grant }
+            }
+        }
+    }
+
+    /// Re-applies the policy to the waiters in `dirty`, oldest first, until none is
+    /// left: grants, deaths and wounds add the waiters next to them.
+    fn settle(&mut self, mut dirty: BTreeSet<Age>, now_ms: u64) {
+        while let Some(queued) = dirty.pop_first() {
+            let Some(txn) = self.txns.get_mut(&queued.id) else {
+                continue;
+            };
+            let (age, policy) = (txn.age, txn.policy);
+            // Taken out while the policy runs (it only reads other transactions),
+            // so the target need not be cloned; put back unless granted.
+            let Some(wait) = txn.waiting.take() else {
+                continue;
+            };
+            match self.decide(age, policy, wait.target.item(), wait.mode, &mut dirty) {
+                Decision::Grant => self.grant_waiter(age, wait, now_ms),
+                Decision::Wait => self.txn_mut(age.id).waiting = Some(wait),
+                Decision::Abort(reason) => {
+                    self.txn_mut(age.id).waiting = Some(wait);
+                    self.abort_and_report(age.id, reason, &mut dirty);
+                }
+            }
+        }
+    }
+
+    fn grant_waiter(&mut self, age: Age, wait: Wait, now_ms: u64) {
+        let id = age.id;
+        self.wait_since.remove(&(wait.since_ms, id));
+        self.stats.grants_after_wait += 1;
+        self.stats.wait_ms_total += now_ms.saturating_sub(wait.since_ms);
+        self.unqueue(age, &wait.target);
+        self.insert_lock(age, wait.target, wait.mode);
+        self.events.push(LockEvent::Granted { id, token: wait.token });
+    }
+
+    /// Records a granted lock in the key or range index and in its transaction.
+    fn insert_lock(&mut self, age: Age, target: Target, mode: LockMode) {
+        let id = age.id;
+        match target {
+            Target::Key(key) => {
+                let held = self.keys.entry(key.clone()).or_default().holders.entry(id).or_insert(mode);
+                *held = (*held).max(mode);
+                let held = *held;
+                self.txn_mut(id).keys.insert(key, held);
+            }
+            Target::Range { start, end } => {
+                self.txn_mut(id).ranges.insert((start.clone(), end.clone()));
+                self.ranges_granted.insert(RangeLock { start, end, age });
+            }
+        }
+    }
+
+    fn enqueue(&mut self, age: Age, wait: Wait) {
+        match &wait.target {
+            Target::Key(key) => {
+                self.keys.entry(key.clone()).or_default().waiters.insert(age, wait.mode);
+            }
+            Target::Range { start, end } => {
+                self.ranges_waiting.insert(RangeLock { start: start.clone(), end: end.clone(), age });
+            }
+        }
+        self.wait_since.insert((wait.since_ms, age.id));
+        let txn = self.txn_mut(age.id);
+        assert!(txn.waiting.is_none(), "a transaction waits for one request at a time");
+        txn.waiting = Some(wait);
+    }
+
+    /// Drops a waiting request from the key or range index.
+    fn unqueue(&mut self, age: Age, target: &Target) {
+        match target {
+            Target::Key(key) => {
+                let locks = self.keys.get_mut(key.as_slice()).expect("a waiter's key is in the table");
+                locks.waiters.remove(&age);
+                if locks.is_empty() {
+                    self.keys.remove(key.as_slice());
+                }
+            }
+            Target::Range { start, end } => {
+                let removed = self.ranges_waiting.remove(&RangeLock { start: start.clone(), end: end.clone(), age });
+                assert!(removed, "a waiting range is indexed");
+            }
+        }
+    }
+
+    /// Removes `id` with its locks and its wait, adding the waiters next to them to
+    /// `dirty`. Returns the token of its waiting request.
+    fn remove_txn(&mut self, id: TxnId, dirty: &mut BTreeSet<Age>) -> Option<Token> {
+        let txn = self.txns.remove(&id)?;
+        self.lifetimes.remove(&(txn.begun_ms, id));
+        let token = txn.waiting.map(|wait| {
+            self.wait_since.remove(&(wait.since_ms, id));
+            self.unqueue(txn.age, &wait.target);
+            self.touch_waiters(id, wait.target.item(), wait.mode, dirty);
+            wait.token
+        });
+        for (key, mode) in txn.keys {
+            let locks = self.keys.get_mut(&key).expect("a held key is in the table");
+            locks.holders.remove(&id);
+            if locks.is_empty() {
+                self.keys.remove(&key);
+            }
+            self.touch_waiters(id, Item::Key(&key), mode, dirty);
+        }
+        for (start, end) in txn.ranges {
+            self.touch_waiters(id, Item::Range(&start, &end), LockMode::Shared, dirty);
+            let removed = self.ranges_granted.remove(&RangeLock { start, end, age: txn.age });
+            assert!(removed, "a held range is indexed");
+        }
+        token
+    }
+
+    /// Removes `id` and keeps its tombstone. Returns the token of its waiting
+    /// request.
+    fn abort_txn(&mut self, id: TxnId, reason: AbortReason, dirty: &mut BTreeSet<Age>) -> Option<Token> {
+        let token = self.remove_txn(id, dirty);
+        if !self.tombstones.contains_key(&id) {
+            let number = self.tombstone_next;
+            self.tombstone_next += 1;
+            self.tombstones.insert(id, (number, reason));
+            self.tombstone_order.insert(number, id);
+            while self.tombstones.len() > self.cfg.txns_max {
+                let (_, oldest) = self.tombstone_order.pop_first().expect("more tombstones than zero");
+                self.tombstones.remove(&oldest);
+            }
+        }
+        token
+    }
+
+    /// Aborts `id` on the table's own decision and tells the caller.
+    fn abort_and_report(&mut self, id: TxnId, reason: AbortReason, dirty: &mut BTreeSet<Age>) {
+        let token = self.abort_txn(id, reason, dirty);
+        self.events.push(LockEvent::Aborted { id, reason, token });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corekv_rpc::kv::ClientId;
+    use proptest::prelude::*;
+    use proptest::test_runner::RngSeed;
+
+    use AbortReason::{Conflict, Died, Requested, Timeout, Wounded};
+    use LockMode::{Exclusive as X, Shared as S};
+    use Policy::{NoWait, Occ, WaitDie, WoundWait};
+
+    fn txn_id(client: u128, attempt: u64) -> TxnId {
+        TxnId { client: ClientId::from_u128(client), attempt }
+    }
+
+    /// Transaction `n`, with start version `start` (smaller = older).
+    fn info(n: u128, start: u64, policy: Policy) -> TxnInfo {
+        let id = txn_id(n, 1);
+        TxnInfo { id, age: Age { start, id }, policy, begun_ms: 0 }
+    }
+
+    fn key(k: &str) -> Target {
+        Target::Key(k.as_bytes().to_vec())
+    }
+
+    fn range(start: &str, end: &str) -> Target {
+        Target::Range { start: start.as_bytes().to_vec(), end: end.as_bytes().to_vec() }
+    }
+
+    fn keys(ks: &[&str]) -> Vec<Vec<u8>> {
+        ks.iter().map(|k| k.as_bytes().to_vec()).collect()
+    }
+
+    fn granted(txn: &TxnInfo, token: Token) -> LockEvent {
+        LockEvent::Granted { id: txn.id, token }
+    }
+
+    fn aborted(txn: &TxnInfo, reason: AbortReason, token: Option<Token>) -> LockEvent {
+        LockEvent::Aborted { id: txn.id, reason, token }
+    }
+
+    fn config() -> LockConfig {
+        LockConfig { wait_ms_max: 100, lifetime_ms: 1_000, locks_per_txn_max: 4, txns_max: 8 }
+    }
+
+    fn table() -> LockTable {
+        LockTable::new(config())
+    }
+
+    /// True when lock (or request) `a` of one transaction and `b` of another conflict,
+    /// computed from the rules alone (the checker's own reference, not the table's).
+    fn reference_conflict(a: (&Target, LockMode), b: (&Target, LockMode)) -> bool {
+        match (a, b) {
+            ((Target::Key(x), a_mode), (Target::Key(y), b_mode)) => x == y && (a_mode == X || b_mode == X),
+            ((Target::Key(k), mode), (Target::Range { start, end }, _))
+            | ((Target::Range { start, end }, _), (Target::Key(k), mode)) => {
+                mode == X && k >= start && (end.is_empty() || k < end)
+            }
+            ((Target::Range { .. }, _), (Target::Range { .. }, _)) => false,
+        }
+    }
+
+    /// The granted locks of `txn`, from its own lists.
+    fn granted_locks(txn: &Txn) -> Vec<(Target, LockMode)> {
+        let keys = txn.keys.iter().map(|(k, mode)| (Target::Key(k.clone()), *mode));
+        let ranges = txn.ranges.iter().map(|(start, end)| (range_target(start, end), S));
+        keys.chain(ranges).collect()
+    }
+
+    fn range_target(start: &[u8], end: &[u8]) -> Target {
+        Target::Range { start: start.to_vec(), end: end.to_vec() }
+    }
+
+    /// The conflict set of every waiting request, by transaction, computed by brute
+    /// force over every transaction: holders with a conflicting granted lock, and
+    /// older transactions with a conflicting waiting request.
+    fn waits_for(t: &LockTable) -> BTreeMap<TxnId, Vec<Member>> {
+        let mut graph = BTreeMap::new();
+        for me in t.txns.values() {
+            let Some(wait) = &me.waiting else { continue };
+            let request = (&wait.target, wait.mode);
+            let mut members = Vec::new();
+            for other in t.txns.values().filter(|other| other.age != me.age) {
+                let member = |holder| Member { age: other.age, policy: other.policy, prepared: other.prepared, holder };
+                if granted_locks(other).iter().any(|(target, mode)| reference_conflict(request, (target, *mode))) {
+                    members.push(member(true));
+                }
+                let older_wait = other.waiting.as_ref().filter(|_| other.age < me.age);
+                if older_wait.is_some_and(|theirs| reference_conflict(request, (&theirs.target, theirs.mode))) {
+                    members.push(member(false));
+                }
+            }
+            graph.insert(me.age.id, members);
+        }
+        graph
+    }
+
+    /// Incompatible granted locks of two transactions, by brute force.
+    fn check_granted_compatible(t: &LockTable) -> Result<(), String> {
+        let locks: Vec<(TxnId, Vec<(Target, LockMode)>)> =
+            t.txns.values().map(|txn| (txn.age.id, granted_locks(txn))).collect();
+        for (i, (a, a_locks)) in locks.iter().enumerate() {
+            for (b, b_locks) in &locks[i + 1..] {
+                for (x, x_mode) in a_locks {
+                    if let Some((y, _)) =
+                        b_locks.iter().find(|(y, y_mode)| reference_conflict((x, *x_mode), (y, *y_mode)))
+                    {
+                        return Err(format!("{a} holds {x:?} and {b} holds {y:?}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every invariant of the module header, and the indexes' agreement.
+    fn check(t: &LockTable) -> Result<(), String> {
+        check_indexes(t)?;
+        check_granted_compatible(t)?;
+        check_waiters(t)?;
+        check_acyclic(t)
+    }
+
+    fn check_indexes(t: &LockTable) -> Result<(), String> {
+        for (k, locks) in &t.keys {
+            if locks.is_empty() {
+                return Err(format!("empty entry for key {k:?}"));
+            }
+            for (id, mode) in &locks.holders {
+                if t.txns.get(id).and_then(|txn| txn.keys.get(k)) != Some(mode) {
+                    return Err(format!("holder {id} of {k:?} not in its txn's index"));
+                }
+            }
+            for (age, mode) in &locks.waiters {
+                let wait = t.txns.get(&age.id).and_then(|txn| txn.waiting.as_ref());
+                if !wait.is_some_and(|w| w.target == Target::Key(k.clone()) && w.mode == *mode) {
+                    return Err(format!("waiter {} of {k:?} not its txn's wait", age.id));
+                }
+            }
+        }
+        let (mut ranges, mut waiting, mut unprepared) = (0, 0, 0);
+        for (id, txn) in &t.txns {
+            if txn.age.id != *id {
+                return Err(format!("{id} has the age of {}", txn.age.id));
+            }
+            for (k, mode) in &txn.keys {
+                if t.keys.get(k).and_then(|locks| locks.holders.get(id)) != Some(mode) {
+                    return Err(format!("{id}'s key {k:?} not in the key index"));
+                }
+            }
+            for (start, end) in &txn.ranges {
+                if !t.ranges_granted.contains(&RangeLock { start: start.clone(), end: end.clone(), age: txn.age }) {
+                    return Err(format!("{id}'s range not in the range index"));
+                }
+            }
+            ranges += txn.ranges.len();
+            if let Some(wait) = &txn.waiting {
+                waiting += 1;
+                if txn.prepared {
+                    return Err(format!("prepared {id} waits"));
+                }
+                if !t.wait_since.contains(&(wait.since_ms, *id)) {
+                    return Err(format!("{id}'s wait not in the timeout index"));
+                }
+                let queued = match &wait.target {
+                    Target::Key(k) => t.keys.get(k).and_then(|locks| locks.waiters.get(&txn.age)) == Some(&wait.mode),
+                    Target::Range { start, end } => {
+                        t.ranges_waiting.contains(&RangeLock { start: start.clone(), end: end.clone(), age: txn.age })
+                    }
+                };
+                if !queued {
+                    return Err(format!("{id}'s wait not queued"));
+                }
+            }
+            if !txn.prepared {
+                unprepared += 1;
+                if !t.lifetimes.contains(&(txn.begun_ms, *id)) {
+                    return Err(format!("unprepared {id} not in the lifetime index"));
+                }
+            }
+            if t.tombstones.contains_key(id) {
+                return Err(format!("{id} both active and tombstoned"));
+            }
+        }
+        let counts = (t.ranges_granted.len(), t.wait_since.len(), t.lifetimes.len());
+        if counts != (ranges, waiting, unprepared) {
+            return Err(format!("index sizes {counts:?}, expected {:?}", (ranges, waiting, unprepared)));
+        }
+        let waiting_ranges = t
+            .txns
+            .values()
+            .filter(|txn| matches!(txn.waiting, Some(Wait { target: Target::Range { .. }, .. })))
+            .count();
+        if t.ranges_waiting.len() != waiting_ranges {
+            return Err("waiting range index out of step".into());
+        }
+        if t.tombstones.len() > t.cfg.txns_max || t.tombstones.len() != t.tombstone_order.len() {
+            return Err("tombstones unbounded or out of step".into());
+        }
+        Ok(())
+    }
+
+    fn check_waiters(t: &LockTable) -> Result<(), String> {
+        for (id, members) in waits_for(t) {
+            let me = t.txn(id);
+            if members.is_empty() {
+                return Err(format!("{id} waits for nothing"));
+            }
+            let wait = me.waiting.as_ref().expect("a waiter");
+            let ids = |members: &[Member]| members.iter().map(|m| (m.age.id, m.holder)).collect::<BTreeSet<_>>();
+            let table_view = t.conflicts(me.age, wait.target.item(), wait.mode);
+            if ids(&table_view) != ids(&members) {
+                return Err(format!("{id}: the table's conflict set differs from the rules'"));
+            }
+            for m in &members {
+                let ok = m.policy == me.policy
+                    && match me.policy {
+                        WoundWait => m.age < me.age || m.prepared,
+                        WaitDie => me.age < m.age,
+                        NoWait | Occ => false,
+                    };
+                if !ok {
+                    return Err(format!(
+                        "{id} ({}) waits for {} ({}, prepared {})",
+                        me.policy, m.age.id, m.policy, m.prepared
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_acyclic(t: &LockTable) -> Result<(), String> {
+        let graph: BTreeMap<TxnId, BTreeSet<TxnId>> =
+            waits_for(t).into_iter().map(|(id, members)| (id, members.iter().map(|m| m.age.id).collect())).collect();
+        // Kahn: peel off transactions nobody waits for until none is left.
+        let mut indegree: BTreeMap<TxnId, usize> = graph.keys().map(|id| (*id, 0)).collect();
+        for to in graph.values().flatten() {
+            *indegree.entry(*to).or_default() += 1;
+        }
+        let mut free: Vec<TxnId> = indegree.iter().filter(|(_, d)| **d == 0).map(|(id, _)| *id).collect();
+        let mut peeled = 0;
+        while let Some(id) = free.pop() {
+            peeled += 1;
+            for to in graph.get(&id).into_iter().flatten() {
+                let d = indegree.get_mut(to).expect("counted");
+                *d -= 1;
+                if *d == 0 {
+                    free.push(*to);
+                }
+            }
+        }
+        if peeled != indegree.len() {
+            return Err(format!("waits-for cycle: {graph:?}"));
+        }
+        Ok(())
+    }
+
+    #[track_caller]
+    fn ok(t: &LockTable) {
+        if let Err(e) = check(t) {
+            panic!("invariant broken: {e}");
+        }
+    }
+
+    #[test]
+    fn a_younger_writer_after_an_older_reader_aborts_waits_or_dies_by_policy() {
+        for (policy, answer) in [
+            (NoWait, Acquire::Aborted(Conflict)),
+            (Occ, Acquire::Aborted(Conflict)),
+            (WoundWait, Acquire::Waiting),
+            (WaitDie, Acquire::Aborted(Died)),
+        ] {
+            let mut t = table();
+            let (old, young) = (info(1, 10, policy), info(2, 20, policy));
+            assert_eq!(t.acquire(&old, key("a"), S, 1, 0), Acquire::Granted);
+            assert_eq!(t.acquire(&young, key("b"), X, 2, 0), Acquire::Granted);
+            assert_eq!(t.acquire(&young, key("a"), X, 3, 0), answer, "{policy}");
+            ok(&t);
+            assert!(t.holds(old.id, &keys(&["a"]), &[], &[]), "the older reader keeps its lock");
+            match answer {
+                Acquire::Aborted(reason) => {
+                    assert_eq!(t.state(young.id), Some(TxnState::Aborted(reason)));
+                    assert_eq!(t.acquire(&young, key("c"), S, 4, 0), Acquire::Aborted(reason), "tombstone");
+                    assert_eq!(t.acquire(&info(3, 30, policy), key("b"), X, 5, 0), Acquire::Granted, "b was freed");
+                }
+                _ => {
+                    assert!(t.take_events().is_empty());
+                    t.release(old.id, 5);
+                    assert_eq!(t.take_events(), vec![granted(&young, 3)]);
+                    assert!(t.holds(young.id, &[], &[], &keys(&["a", "b"])));
+                    assert_eq!((t.stats().waits, t.stats().grants_after_wait, t.stats().wait_ms_total), (1, 1, 5));
+                }
+            }
+            ok(&t);
+        }
+    }
+
+    #[test]
+    fn an_older_writer_wounds_a_younger_reader_under_wound_wait() {
+        let mut t = table();
+        let (old, young) = (info(1, 10, WoundWait), info(2, 20, WoundWait));
+        assert_eq!(t.acquire(&young, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&young, key("b"), X, 2, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&old, key("a"), X, 3, 0), Acquire::Granted);
+        assert_eq!(t.take_events(), vec![aborted(&young, Wounded, None)]);
+        assert_eq!(t.state(young.id), Some(TxnState::Aborted(Wounded)));
+        assert!(!t.prepare(young.id));
+        assert_eq!(t.acquire(&young, key("c"), S, 4, 0), Acquire::Aborted(Wounded));
+        assert_eq!(t.txn_count(), 1);
+        assert!(!t.keys.contains_key(b"b".as_slice()), "all the victim's locks went");
+        assert_eq!(t.stats().wounds, 1);
+        ok(&t);
+    }
+
+    #[test]
+    fn a_wounded_victim_that_waits_has_its_request_answered() {
+        let mut t = table();
+        let (oldest, old, young) = (info(1, 10, WoundWait), info(2, 20, WoundWait), info(3, 30, WoundWait));
+        assert_eq!(t.acquire(&oldest, key("c"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&young, key("a"), X, 2, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&young, key("c"), S, 3, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&old, key("a"), S, 4, 0), Acquire::Granted);
+        assert_eq!(t.take_events(), vec![aborted(&young, Wounded, Some(3))]);
+        assert!(t.keys.get(b"c".as_slice()).is_some_and(|locks| locks.waiters.is_empty()));
+        ok(&t);
+    }
+
+    #[test]
+    fn an_older_writer_waits_for_a_younger_reader_under_wait_die_then_is_granted() {
+        let mut t = table();
+        let (old, young) = (info(1, 10, WaitDie), info(2, 20, WaitDie));
+        assert_eq!(t.acquire(&young, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&old, key("a"), X, 2, 10), Acquire::Waiting);
+        ok(&t);
+        assert!(!t.holds(old.id, &[], &[], &keys(&["a"])), "a waiting request is not a held lock");
+        t.release(young.id, 30);
+        assert_eq!(t.take_events(), vec![granted(&old, 2)]);
+        assert!(t.holds(old.id, &[], &[], &keys(&["a"])));
+        assert_eq!(t.state(young.id), None, "released, forgotten");
+        assert_eq!(t.stats().wait_ms_total, 20);
+        ok(&t);
+    }
+
+    /// T1, T2, T3 hold a, b, c; then each asks the next one's key.
+    fn cycle(policy: Policy) -> (LockTable, [TxnInfo; 3], Vec<Acquire>) {
+        let mut t = table();
+        let txns = [info(1, 10, policy), info(2, 20, policy), info(3, 30, policy)];
+        for (n, (txn, k)) in txns.iter().zip(["a", "b", "c"]).enumerate() {
+            assert_eq!(t.acquire(txn, key(k), X, n as Token, 0), Acquire::Granted);
+        }
+        let mut answers = Vec::new();
+        for (n, (txn, k)) in txns.iter().zip(["b", "c", "a"]).enumerate() {
+            answers.push(t.acquire(txn, key(k), X, 10 + n as Token, 0));
+            ok(&t);
+        }
+        (t, txns, answers)
+    }
+
+    /// Releases every transaction still here, oldest first, checking as it goes;
+    /// nothing may be left waiting.
+    fn drain(t: &mut LockTable, txns: &[TxnInfo]) {
+        for txn in txns {
+            t.release(txn.id, 0);
+            ok(t);
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_write_cycle_of_three_never_deadlocks_under_wound_wait() {
+        let (mut t, [t1, t2, t3], answers) = cycle(WoundWait);
+        assert_eq!(answers, vec![Acquire::Granted, Acquire::Aborted(Wounded), Acquire::Waiting]);
+        assert_eq!(t.take_events(), vec![aborted(&t2, Wounded, None)]);
+        t.release(t1.id, 0);
+        assert_eq!(t.take_events(), vec![granted(&t3, 12)]);
+        drain(&mut t, &[t3]);
+    }
+
+    #[test]
+    fn a_write_cycle_of_three_never_deadlocks_under_wait_die() {
+        let (mut t, [t1, t2, t3], answers) = cycle(WaitDie);
+        assert_eq!(answers, vec![Acquire::Waiting, Acquire::Waiting, Acquire::Aborted(Died)]);
+        assert_eq!(t.take_events(), vec![granted(&t2, 11)], "t3's death frees c for t2");
+        t.release(t2.id, 0);
+        assert_eq!(t.take_events(), vec![granted(&t1, 10)]);
+        drain(&mut t, &[t1, t3]);
+    }
+
+    #[test]
+    fn a_write_cycle_of_three_never_deadlocks_under_no_wait() {
+        let (mut t, [t1, t2, t3], answers) = cycle(NoWait);
+        assert_eq!(answers, vec![Acquire::Aborted(Conflict), Acquire::Aborted(Conflict), Acquire::Granted]);
+        assert!(t.take_events().is_empty());
+        assert_eq!(t.stats().conflicts, 2);
+        drain(&mut t, &[t1, t2, t3]);
+    }
+
+    #[test]
+    fn waiters_are_granted_oldest_first() {
+        let mut t = table();
+        let (holder, w2, w3) = (info(1, 10, WoundWait), info(2, 20, WoundWait), info(3, 30, WoundWait));
+        assert_eq!(t.acquire(&holder, key("a"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&w3, key("a"), X, 3, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&w2, key("a"), X, 2, 0), Acquire::Waiting);
+        ok(&t);
+        t.release(holder.id, 0);
+        assert_eq!(t.take_events(), vec![granted(&w2, 2)]);
+        t.release(w2.id, 0);
+        assert_eq!(t.take_events(), vec![granted(&w3, 3)]);
+        ok(&t);
+    }
+
+    #[test]
+    fn compatible_shared_waiters_are_granted_together_and_a_writer_behind_them_waits() {
+        let mut t = table();
+        let txns: Vec<TxnInfo> = (1..=4).map(|n| info(n, n as u64 * 10, WoundWait)).collect();
+        assert_eq!(t.acquire(&txns[0], key("a"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&txns[1], key("a"), S, 2, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&txns[2], key("a"), S, 3, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&txns[3], key("a"), X, 4, 0), Acquire::Waiting);
+        t.release(txns[0].id, 0);
+        assert_eq!(t.take_events(), vec![granted(&txns[1], 2), granted(&txns[2], 3)]);
+        assert_eq!(t.keys[b"a".as_slice()].waiters.len(), 1);
+        ok(&t);
+    }
+
+    #[test]
+    fn a_younger_shared_request_does_not_jump_an_older_exclusive_waiter() {
+        let mut t = table();
+        let (reader, writer, late) = (info(1, 10, WoundWait), info(2, 20, WoundWait), info(3, 30, WoundWait));
+        assert_eq!(t.acquire(&reader, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&writer, key("a"), X, 2, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&late, key("a"), S, 3, 0), Acquire::Waiting, "behind the older writer");
+        t.release(reader.id, 0);
+        assert_eq!(t.take_events(), vec![granted(&writer, 2)]);
+        ok(&t);
+    }
+
+    #[test]
+    fn wait_die_kills_a_waiter_when_an_older_one_queues_ahead() {
+        let mut t = table();
+        let (w2, w3, holder) = (info(2, 20, WaitDie), info(3, 30, WaitDie), info(9, 90, WaitDie));
+        assert_eq!(t.acquire(&holder, key("a"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&w3, key("a"), X, 3, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&w2, key("a"), X, 2, 0), Acquire::Waiting);
+        assert_eq!(t.take_events(), vec![aborted(&w3, Died, Some(3))]);
+        ok(&t);
+    }
+
+    #[test]
+    fn the_policy_is_applied_again_when_an_older_holder_is_granted_past_a_waiter() {
+        // Wait-die: the waiter now waits for an older holder, so it dies.
+        let mut t = table();
+        let (oldest, waiter, holder) = (info(1, 10, WaitDie), info(5, 50, WaitDie), info(9, 90, WaitDie));
+        assert_eq!(t.acquire(&holder, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&waiter, key("a"), X, 2, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&oldest, key("a"), S, 3, 0), Acquire::Granted, "shared with the holder");
+        assert_eq!(t.take_events(), vec![aborted(&waiter, Died, Some(2))]);
+        ok(&t);
+        // Mixed: the waiter now waits for a holder of another policy, so it aborts.
+        let mut t = table();
+        let (oldest, waiter, holder) = (info(1, 10, WoundWait), info(5, 50, WaitDie), info(9, 90, WaitDie));
+        assert_eq!(t.acquire(&holder, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&waiter, key("a"), X, 2, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&oldest, key("a"), S, 3, 0), Acquire::Granted);
+        assert_eq!(t.take_events(), vec![aborted(&waiter, Conflict, Some(2))]);
+        ok(&t);
+    }
+
+    #[test]
+    fn a_shared_holder_upgrades_to_exclusive() {
+        let mut t = table();
+        let (t1, t2) = (info(1, 10, WoundWait), info(2, 20, WoundWait));
+        assert_eq!(t.acquire(&t1, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t1, key("a"), X, 2, 0), Acquire::Granted, "alone: upgraded at once");
+        assert_eq!(t.acquire(&t1, key("a"), S, 3, 0), Acquire::Granted, "exclusive covers shared");
+        assert!(t.holds(t1.id, &keys(&["a"]), &[], &keys(&["a"])));
+        assert_eq!(t.acquire(&t2, key("a"), S, 4, 0), Acquire::Waiting);
+        ok(&t);
+
+        // Two readers both upgrading: the policy breaks the classic upgrade deadlock.
+        for policy in [WoundWait, WaitDie] {
+            let mut t = table();
+            let (t1, t2) = (info(1, 10, policy), info(2, 20, policy));
+            assert_eq!(t.acquire(&t1, key("a"), S, 1, 0), Acquire::Granted);
+            assert_eq!(t.acquire(&t2, key("a"), S, 2, 0), Acquire::Granted);
+            match policy {
+                WoundWait => {
+                    assert_eq!(t.acquire(&t1, key("a"), X, 3, 0), Acquire::Granted);
+                    assert_eq!(t.take_events(), vec![aborted(&t2, Wounded, None)]);
+                }
+                _ => {
+                    assert_eq!(t.acquire(&t1, key("a"), X, 3, 0), Acquire::Waiting);
+                    assert_eq!(t.acquire(&t2, key("a"), X, 4, 0), Acquire::Aborted(Died));
+                    assert_eq!(t.take_events(), vec![granted(&t1, 3)]);
+                }
+            }
+            assert!(t.holds(t1.id, &[], &[], &keys(&["a"])));
+            ok(&t);
+        }
+    }
+
+    #[test]
+    fn a_range_lock_blocks_an_exclusive_write_inside_it_and_not_outside() {
+        let mut t = table();
+        let scanner = info(1, 10, WoundWait);
+        let writers: Vec<TxnInfo> = (2..=6).map(|n| info(n, n as u64 * 10, WoundWait)).collect();
+        assert_eq!(t.acquire(&scanner, range("b", "d"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&scanner, range("x", ""), S, 2, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&writers[0], key("c"), X, 3, 0), Acquire::Waiting, "inside [b, d)");
+        assert_eq!(t.acquire(&writers[1], key("d"), X, 4, 0), Acquire::Granted, "end excluded");
+        assert_eq!(t.acquire(&writers[2], key("a"), X, 5, 0), Acquire::Granted, "before the start");
+        assert_eq!(t.acquire(&writers[3], key("zzz"), X, 6, 0), Acquire::Waiting, "unbounded end");
+        assert_eq!(t.acquire(&writers[4], key("b"), S, 7, 0), Acquire::Granted, "a read inside is compatible");
+        assert!(t.holds(scanner.id, &[], &[(b"b".to_vec(), b"d".to_vec())], &[]));
+        ok(&t);
+        t.release(scanner.id, 0);
+        assert_eq!(t.take_events(), vec![granted(&writers[0], 3), granted(&writers[3], 6)]);
+        ok(&t);
+    }
+
+    #[test]
+    fn an_exclusive_holder_inside_a_range_is_wounded_or_waited_for() {
+        let mut t = table();
+        let (old, writer, young) = (info(1, 10, WoundWait), info(2, 20, WoundWait), info(3, 30, WoundWait));
+        assert_eq!(t.acquire(&writer, key("c"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&young, range("a", "z"), S, 2, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&old, range("b", ""), S, 3, 0), Acquire::Granted);
+        assert_eq!(t.take_events(), vec![aborted(&writer, Wounded, None), granted(&young, 2)]);
+        ok(&t);
+        // No-wait: a conflicting range request aborts.
+        let mut t = table();
+        assert_eq!(t.acquire(&info(1, 10, NoWait), key("c"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&info(2, 5, NoWait), range("a", "d"), S, 2, 0), Acquire::Aborted(Conflict));
+    }
+
+    #[test]
+    fn an_empty_or_inverted_range_conflicts_with_nothing() {
+        let mut t = table();
+        let (t1, t2) = (info(1, 10, NoWait), info(2, 20, NoWait));
+        assert_eq!(t.acquire(&t1, key("c"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t2, range("d", "b"), S, 2, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t2, range("c", "c"), S, 3, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t2, range("c", "b"), X, 4, 0), Acquire::Invalid, "ranges are shared only");
+        t.release(t1.id, 0);
+        assert_eq!(t.acquire(&t1, key("c"), X, 5, 0), Acquire::Granted);
+        ok(&t);
+    }
+
+    #[test]
+    fn a_prepared_holder_is_never_wounded_so_the_older_waits() {
+        let mut t = table();
+        let (old, young) = (info(1, 10, WoundWait), info(2, 20, WoundWait));
+        assert_eq!(t.acquire(&young, key("a"), X, 1, 0), Acquire::Granted);
+        assert!(t.prepare(young.id));
+        assert_eq!(t.state(young.id), Some(TxnState::Prepared));
+        assert_eq!(t.acquire(&old, key("a"), X, 2, 0), Acquire::Waiting);
+        assert_eq!(t.stats().wounds, 0);
+        assert!(t.take_events().is_empty());
+        ok(&t);
+        t.release(young.id, 0);
+        assert_eq!(t.take_events(), vec![granted(&old, 2)]);
+        ok(&t);
+    }
+
+    #[test]
+    fn a_prepared_transaction_takes_no_new_lock_and_a_waiting_one_cannot_prepare() {
+        let mut t = table();
+        let (t1, t2) = (info(1, 10, WoundWait), info(2, 20, WoundWait));
+        assert_eq!(t.acquire(&t1, key("a"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t2, key("a"), X, 2, 0), Acquire::Waiting);
+        assert!(!t.prepare(t2.id), "waiting");
+        assert!(t.prepare(t1.id));
+        assert!(t.prepare(t1.id), "idempotent");
+        assert_eq!(t.acquire(&t1, key("a"), S, 3, 0), Acquire::Granted, "already held");
+        assert_eq!(t.acquire(&t1, key("b"), S, 4, 0), Acquire::Invalid);
+        assert!(!t.prepare(txn_id(7, 1)), "unknown");
+        ok(&t);
+    }
+
+    #[test]
+    fn a_second_request_while_waiting_is_invalid_and_the_first_stays() {
+        let mut t = table();
+        let (t1, t2) = (info(1, 10, WoundWait), info(2, 20, WoundWait));
+        assert_eq!(t.acquire(&t1, key("a"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t2, key("a"), X, 2, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&t2, key("b"), X, 3, 0), Acquire::Invalid);
+        assert_eq!(t.state(t2.id), Some(TxnState::Active));
+        t.release(t1.id, 0);
+        assert_eq!(t.take_events(), vec![granted(&t2, 2)]);
+        assert!(t.holds(t2.id, &[], &[], &keys(&["a"])) && !t.holds(t2.id, &keys(&["b"]), &[], &[]));
+        ok(&t);
+    }
+
+    #[test]
+    fn release_and_abort_answer_a_waiting_request() {
+        let mut t = table();
+        let (t1, t2, t3) = (info(1, 10, WoundWait), info(2, 20, WoundWait), info(3, 30, WoundWait));
+        assert_eq!(t.acquire(&t1, key("a"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t2, key("a"), X, 2, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&t3, key("b"), X, 3, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t3, key("a"), S, 4, 0), Acquire::Waiting);
+        t.release(t2.id, 0);
+        assert_eq!(t.take_events(), vec![aborted(&t2, Conflict, Some(2))]);
+        t.abort(t3.id, Requested, 0);
+        assert_eq!(t.take_events(), vec![aborted(&t3, Requested, Some(4))]);
+        assert_eq!(t.state(t3.id), Some(TxnState::Aborted(Requested)));
+        t.abort(t1.id, Requested, 0);
+        assert!(t.take_events().is_empty(), "nothing waited");
+        assert!(t.is_empty());
+        ok(&t);
+    }
+
+    #[test]
+    fn a_wait_longer_than_the_maximum_aborts_the_waiter_with_its_token() {
+        let mut t = table();
+        let (t1, t2) = (info(1, 10, WoundWait), info(2, 20, WoundWait));
+        assert_eq!(t.acquire(&t1, key("a"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t2, key("a"), X, 2, 10), Acquire::Waiting);
+        t.tick(110);
+        assert!(t.take_events().is_empty(), "exactly wait_ms_max is not yet too long");
+        t.tick(111);
+        assert_eq!(t.take_events(), vec![aborted(&t2, Timeout, Some(2))]);
+        assert_eq!(t.stats().timeouts, 1);
+        assert_eq!(t.state(t1.id), Some(TxnState::Active));
+        ok(&t);
+    }
+
+    #[test]
+    fn an_unprepared_transaction_expires_after_its_lifetime_and_a_prepared_one_never() {
+        let mut t = table();
+        let (t1, t2) = (info(1, 10, WoundWait), info(2, 20, WoundWait));
+        assert_eq!(t.acquire(&t1, key("a"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t2, key("b"), X, 2, 0), Acquire::Granted);
+        assert!(t.prepare(t2.id));
+        t.tick(1_000);
+        assert!(t.take_events().is_empty());
+        t.tick(1_001);
+        assert_eq!(t.take_events(), vec![aborted(&t1, Timeout, None)]);
+        t.tick(1_000_000);
+        assert!(t.holds(t2.id, &[], &[], &keys(&["b"])));
+        assert_eq!(t.stats().lifetime_expiries, 1);
+        // A request of an expired transaction is answered at once, before any tick.
+        let t3 = TxnInfo { begun_ms: 5, ..info(3, 30, WoundWait) };
+        assert_eq!(t.acquire(&t3, key("c"), X, 3, 1_000), Acquire::Granted);
+        assert_eq!(t.acquire(&t3, key("d"), X, 4, 1_006), Acquire::Aborted(Timeout));
+        assert!(!t.keys.contains_key(b"c".as_slice()));
+        ok(&t);
+    }
+
+    #[test]
+    fn different_policies_abort_the_requester() {
+        let mut t = table();
+        let (old, young) = (info(1, 10, WoundWait), info(2, 20, WaitDie));
+        assert_eq!(t.acquire(&old, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&young, key("a"), X, 2, 0), Acquire::Aborted(Conflict));
+        let mut t = table();
+        assert_eq!(t.acquire(&young, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&old, key("a"), X, 2, 0), Acquire::Aborted(Conflict), "no wound across policies");
+        assert_eq!(t.state(young.id), Some(TxnState::Active));
+        assert_eq!(t.stats().conflicts, 1);
+        ok(&t);
+    }
+
+    #[test]
+    fn install_prepared_grants_at_once_and_holds_answers() {
+        let mut t = table();
+        let prepared = info(1, 50, WoundWait);
+        let (reads, ranges, writes) = (keys(&["a"]), vec![(b"m".to_vec(), b"p".to_vec())], keys(&["b"]));
+        t.install_prepared(&prepared, &reads, &ranges, &writes, 0);
+        assert_eq!(t.state(prepared.id), Some(TxnState::Prepared));
+        assert!(t.holds(prepared.id, &reads, &ranges, &writes));
+        assert!(t.holds(prepared.id, &keys(&["a", "b"]), &[], &[]), "an exclusive lock serves a read");
+        assert!(!t.holds(prepared.id, &[], &[], &keys(&["a"])), "a is only shared");
+        assert!(!t.holds(prepared.id, &[], &[(b"m".to_vec(), b"q".to_vec())], &[]));
+        assert!(!t.holds(txn_id(9, 9), &[], &[], &[]), "unknown");
+        let older = info(2, 10, WoundWait);
+        assert_eq!(t.acquire(&older, key("n"), X, 1, 0), Acquire::Waiting, "the prepared range is not wounded");
+        t.tick(1_000_000);
+        assert_eq!(t.take_events(), vec![aborted(&older, Timeout, Some(1))]);
+        assert!(t.holds(prepared.id, &reads, &ranges, &writes), "prepared: never expires");
+        ok(&t);
+    }
+
+    #[test]
+    fn install_prepared_aborts_an_unprepared_holder_it_conflicts_with() {
+        let mut t = table();
+        let (holder, waiter, prepared) = (info(1, 10, WoundWait), info(2, 20, WoundWait), info(3, 30, WoundWait));
+        assert_eq!(t.acquire(&holder, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&waiter, key("a"), X, 2, 0), Acquire::Waiting);
+        t.abort(prepared.id, Requested, 0);
+        t.install_prepared(&prepared, &[], &[], &keys(&["a"]), 0);
+        assert_eq!(t.state(prepared.id), Some(TxnState::Prepared), "the replicated record beats a tombstone");
+        assert_eq!(t.take_events(), vec![aborted(&holder, Conflict, None)]);
+        assert_eq!(t.state(waiter.id), Some(TxnState::Active), "waits for the prepared holder");
+        ok(&t);
+    }
+
+    #[test]
+    fn clear_drops_every_lock_and_returns_the_waiting_requests() {
+        let mut t = table();
+        let (t1, t2, t3) = (info(1, 10, WoundWait), info(2, 20, WoundWait), info(3, 30, WoundWait));
+        assert_eq!(t.acquire(&t1, key("a"), X, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t3, key("a"), S, 3, 0), Acquire::Waiting);
+        assert_eq!(t.acquire(&t2, range("", ""), S, 2, 0), Acquire::Waiting);
+        assert!(t.prepare(t1.id));
+        t.abort(txn_id(8, 1), Requested, 0);
+        assert_eq!(t.clear(), vec![(t2.id, 2), (t3.id, 3)]);
+        assert!(t.is_empty());
+        assert_eq!(t.txn_count(), 0);
+        assert_eq!(t.state(t1.id), None);
+        assert_eq!(t.state(txn_id(8, 1)), Some(TxnState::Aborted(Requested)), "tombstones stay");
+        assert_eq!(t.acquire(&t3, key("a"), X, 4, 0), Acquire::Granted);
+        ok(&t);
+    }
+
+    #[test]
+    fn bounds_refuse_one_lock_too_many_and_one_transaction_too_many() {
+        let mut t = table();
+        let t1 = info(1, 10, WoundWait);
+        for k in ["a", "b", "c"] {
+            assert_eq!(t.acquire(&t1, key(k), S, 1, 0), Acquire::Granted);
+        }
+        assert_eq!(t.acquire(&t1, range("x", "y"), S, 2, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&t1, key("d"), S, 3, 0), Acquire::TooManyLocks);
+        assert_eq!(t.acquire(&t1, range("x", "z"), S, 3, 0), Acquire::TooManyLocks);
+        assert_eq!(t.acquire(&t1, key("a"), X, 4, 0), Acquire::Granted, "an upgrade adds no lock");
+        assert_eq!(t.acquire(&t1, range("x", "y"), S, 5, 0), Acquire::Granted, "re-entrant");
+        assert_eq!(t.state(t1.id), Some(TxnState::Active), "nothing changed");
+        for n in 2..=8 {
+            assert_eq!(t.acquire(&info(n, 10 * n as u64, WoundWait), key("q"), S, 6, 0), Acquire::Granted);
+        }
+        assert_eq!(t.acquire(&info(9, 90, WoundWait), key("q"), S, 7, 0), Acquire::Full);
+        assert_eq!(t.state(txn_id(9, 1)), None);
+        assert_eq!(t.acquire(&info(8, 80, WoundWait), key("r"), S, 8, 0), Acquire::Granted, "known txns go on");
+        ok(&t);
+    }
+
+    #[test]
+    fn tombstones_answer_aborted_and_the_oldest_are_forgotten() {
+        let mut t = table();
+        t.abort(txn_id(1, 1), Requested, 0);
+        assert_eq!(t.acquire(&info(1, 10, WoundWait), key("a"), S, 1, 0), Acquire::Aborted(Requested));
+        assert!(!t.prepare(txn_id(1, 1)));
+        t.abort(txn_id(1, 1), Timeout, 0);
+        assert_eq!(t.state(txn_id(1, 1)), Some(TxnState::Aborted(Requested)), "the first reason stays");
+        for n in 2..=9 {
+            t.abort(txn_id(n, 1), Conflict, 0);
+        }
+        assert_eq!(t.tombstones.len(), config().txns_max);
+        assert_eq!(t.state(txn_id(1, 1)), None, "oldest forgotten");
+        assert_eq!(t.state(txn_id(2, 1)), Some(TxnState::Aborted(Conflict)));
+        ok(&t);
+    }
+
+    // ---- property test: no deadlock, and every invariant after every step ----
+
+    /// How the generated transactions pick their policies.
+    #[derive(Debug, Clone, Copy)]
+    enum Mix {
+        AllWoundWait,
+        AllWaitDie,
+        Mixed,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire { slot: usize, target: usize, exclusive: bool },
+        Prepare(usize),
+        Release(usize),
+        Abort(usize),
+        Tick(u64),
+    }
+
+    const SLOTS: usize = 6;
+
+    fn targets() -> Vec<Target> {
+        vec![key("a"), key("b"), key("c"), key("d"), range("a", "c"), range("c", ""), range("b", "b")]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let slot = 0..SLOTS;
+        prop_oneof![
+            8 => (slot.clone(), 0..targets().len(), any::<bool>())
+                .prop_map(|(slot, target, exclusive)| Op::Acquire { slot, target, exclusive }),
+            2 => slot.clone().prop_map(Op::Prepare),
+            2 => slot.clone().prop_map(Op::Release),
+            1 => slot.prop_map(Op::Abort),
+            2 => (0u64..400).prop_map(Op::Tick),
+        ]
+    }
+
+    fn lock_config() -> ProptestConfig {
+        let mut config = ProptestConfig { failure_persistence: None, ..ProptestConfig::default() };
+        if matches!(config.rng_seed, RngSeed::Random) {
+            config.rng_seed = RngSeed::Fixed(0x6c6f_636b);
+        }
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            config.cases = 256;
+        }
+        config
+    }
+
+    /// What a prepared transaction held when it prepared: reads, ranges, writes.
+    type HeldSets = (Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>);
+
+    /// The test's own view of a slot's current transaction attempt.
+    struct Slot {
+        info: TxnInfo,
+        /// Its attempt ended (aborted or released): the next request starts a new one.
+        ended: bool,
+        started: bool,
+    }
+
+    /// Drives a table through `ops`, checking every invariant after every step, that
+    /// every waiting request is answered exactly once, and that prepared locks stay.
+    fn run(mix: Mix, policies: &[Policy], starts: &[u64], ops: &[Op]) -> Result<(), TestCaseError> {
+        let cfg = LockConfig { wait_ms_max: 500, lifetime_ms: 1_500, locks_per_txn_max: 3, txns_max: 5 };
+        let mut t = LockTable::new(cfg);
+        let targets = targets();
+        let mut slots: Vec<Slot> = (0..SLOTS)
+            .map(|n| {
+                let policy = match mix {
+                    Mix::AllWoundWait => WoundWait,
+                    Mix::AllWaitDie => WaitDie,
+                    Mix::Mixed => policies[n],
+                };
+                Slot { info: info(n as u128, starts[n], policy), ended: false, started: false }
+            })
+            .collect();
+        let mut pending: BTreeMap<TxnId, Token> = BTreeMap::new();
+        let mut prepared: BTreeMap<TxnId, HeldSets> = BTreeMap::new();
+        let (mut now_ms, mut next_token) = (0u64, 0 as Token);
+        for (step, op) in ops.iter().enumerate() {
+            match *op {
+                Op::Acquire { slot, target, exclusive } => {
+                    let s = &mut slots[slot];
+                    if s.ended {
+                        // A retry keeps its start version and takes a new id.
+                        let id = TxnId { attempt: s.info.id.attempt + 1, ..s.info.id };
+                        s.info.id = id;
+                        s.info.age.id = id;
+                        s.ended = false;
+                        s.started = false;
+                    }
+                    if !s.started {
+                        s.info.begun_ms = now_ms;
+                        s.started = true;
+                    }
+                    next_token += 1;
+                    let mode = if exclusive { X } else { S };
+                    let was_waiting = pending.contains_key(&s.info.id);
+                    match t.acquire(&s.info, targets[target].clone(), mode, next_token, now_ms) {
+                        Acquire::Waiting => {
+                            prop_assert!(pending.insert(s.info.id, next_token).is_none(), "step {}: two waits", step);
+                        }
+                        Acquire::Aborted(_) => s.ended = true,
+                        Acquire::Invalid => prop_assert!(
+                            was_waiting || prepared.contains_key(&s.info.id) || exclusive,
+                            "step {}: invalid without a reason",
+                            step
+                        ),
+                        Acquire::Granted | Acquire::TooManyLocks | Acquire::Full => {}
+                    }
+                }
+                Op::Prepare(slot) => {
+                    let id = slots[slot].info.id;
+                    if t.prepare(id) {
+                        let txn = t.txn(id);
+                        let reads = txn.keys.iter().filter(|(_, m)| **m == S).map(|(k, _)| k.clone()).collect();
+                        let writes = txn.keys.iter().filter(|(_, m)| **m == X).map(|(k, _)| k.clone()).collect();
+                        prepared.insert(id, (reads, txn.ranges.iter().cloned().collect(), writes));
+                    }
+                }
+                Op::Release(slot) | Op::Abort(slot) => {
+                    let id = slots[slot].info.id;
+                    if matches!(op, Op::Release(_)) {
+                        t.release(id, now_ms);
+                    } else {
+                        t.abort(id, Requested, now_ms);
+                    }
+                    slots[slot].ended = true;
+                    prepared.remove(&id);
+                }
+                Op::Tick(ms) => {
+                    now_ms += ms;
+                    t.tick(now_ms);
+                }
+            }
+            for event in t.take_events() {
+                match event {
+                    LockEvent::Granted { id, token } => {
+                        prop_assert_eq!(pending.remove(&id), Some(token), "step {}: grant of no wait", step);
+                    }
+                    LockEvent::Aborted { id, token, .. } => {
+                        prop_assert_eq!(pending.remove(&id), token, "step {}: abort answers the wait", step);
+                        prop_assert!(!prepared.contains_key(&id), "step {}: prepared {} aborted", step, id);
+                        let active = matches!(t.state(id), Some(TxnState::Active | TxnState::Prepared));
+                        prop_assert!(!active, "step {}: {} aborted but still here", step, id);
+                        if let Some(slot) = slots.iter_mut().find(|s| s.info.id == id) {
+                            slot.ended = true;
+                        }
+                    }
+                }
+            }
+            let waiting: BTreeMap<TxnId, Token> =
+                t.txns.values().filter_map(|txn| txn.waiting.as_ref().map(|w| (txn.age.id, w.token))).collect();
+            prop_assert_eq!(&waiting, &pending, "step {}: waits and unanswered requests differ", step);
+            for (id, (reads, ranges, writes)) in &prepared {
+                prop_assert!(t.holds(*id, reads, ranges, writes), "step {}: prepared {} lost a lock", step, id);
+                prop_assert_eq!(t.state(*id), Some(TxnState::Prepared));
+            }
+            if let Err(e) = check(&t) {
+                return Err(TestCaseError::fail(format!("step {step} ({op:?}): {e}")));
+            }
+        }
+        // Releasing everyone leaves nothing, and answers every request that waited.
+        for slot in &slots {
+            t.release(slot.info.id, now_ms);
+            for event in t.take_events() {
+                let (LockEvent::Granted { id, .. } | LockEvent::Aborted { id, .. }) = event;
+                pending.remove(&id);
+            }
+            if let Err(e) = check(&t) {
+                return Err(TestCaseError::fail(format!("drain: {e}")));
+            }
+        }
+        prop_assert!(t.is_empty() && pending.is_empty() && t.keys.is_empty() && t.ranges_granted.is_empty());
+        Ok(())
+    }
+
+    fn policy() -> impl Strategy<Value = Policy> {
+        prop::sample::select(Policy::ALL.to_vec())
+    }
+
+    proptest! {
+        #![proptest_config(lock_config())]
+
+        #[test]
+        fn no_deadlock_and_every_invariant_under_wound_wait(
+            starts in prop::collection::vec(0u64..4, SLOTS),
+            ops in prop::collection::vec(op(), 1..80),
+        ) {
+            run(Mix::AllWoundWait, &[], &starts, &ops)?;
+        }
+
+        #[test]
+        fn no_deadlock_and_every_invariant_under_wait_die(
+            starts in prop::collection::vec(0u64..4, SLOTS),
+            ops in prop::collection::vec(op(), 1..80),
+        ) {
+            run(Mix::AllWaitDie, &[], &starts, &ops)?;
+        }
+
+        #[test]
+        fn no_deadlock_and_every_invariant_under_mixed_policies(
+            policies in prop::collection::vec(policy(), SLOTS),
+            starts in prop::collection::vec(0u64..4, SLOTS),
+            ops in prop::collection::vec(op(), 1..80),
+        ) {
+            run(Mix::Mixed, &policies, &starts, &ops)?;
+        }
+    }
+}
