@@ -132,6 +132,30 @@ impl WriteOp {
     }
 }
 
+/// A read inside a read-write transaction, served by the shard's leader at its
+/// newest state.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum TxnReadOp {
+    /// The newest version of `key`, tombstones included.
+    Get { key: Vec<u8> },
+    /// Live keys in `[start, end)` (empty `end`: unbounded), at most `limit`.
+    Scan { start: Vec<u8>, end: Vec<u8>, limit: u32 },
+}
+
+/// What one transaction does on one shard, as its commit request lists it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ShardSets {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its reads, range reads and writes there.
+    pub sets: crate::txn::TxnSets,
+}
+
+/// Most keys and ranges one transaction may read and write, over all its shards.
+pub const TXN_ITEMS_MAX: usize = 10_000;
+
 /// What a client asks of a shard.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -143,6 +167,18 @@ pub enum RequestBody {
     StaleRead(ReadOp),
     /// A write with its exactly-once header.
     Write { tag: WriteTag, op: WriteOp },
+    /// A read inside a read-write transaction: under two-phase locking the leader
+    /// takes a shared lock (a range lock for a scan) first; under OCC it takes none.
+    TxnRead { txn: crate::txn::TxnMeta, op: TxnReadOp },
+    /// An exclusive lock on `key` for a write the transaction will commit (two-phase
+    /// locking; OCC sends none).
+    TxnLock { txn: crate::txn::TxnMeta, key: Vec<u8> },
+    /// Commit, sent to the anchor shard's leader (the shard of the first key written,
+    /// or of the first read when nothing was written): every shard the transaction
+    /// touched, with what it did there.
+    TxnCommit { txn: crate::txn::TxnMeta, tag: WriteTag, shards: Vec<ShardSets> },
+    /// Abort: this shard's leader drops the transaction's locks.
+    TxnAbort { txn: crate::txn::TxnId },
 }
 
 /// One client request, routed by shard and cluster-map epoch.
@@ -196,6 +232,13 @@ pub enum OkReply {
     /// or [`SCAN_KEYS_EXAMINED_MAX`] keys looked at); continue from this key,
     /// inclusive. `None`: the range is done.
     Scan { items: Vec<ScanItem>, resume: Option<Vec<u8>> },
+    /// A transactional get: the newest version, tombstones included (0 when never
+    /// written), and the value (`None` when absent or deleted).
+    TxnValue { version: Version, value: Option<Vec<u8>> },
+    /// A transactional scan, as `Scan`, read at version `read_ts`.
+    TxnScan { items: Vec<ScanItem>, resume: Option<Vec<u8>>, read_ts: Version },
+    /// Done (a lock granted, an abort applied).
+    Done,
 }
 
 /// DESIGN §6's outcome of an operation (routing answers aside).
@@ -339,6 +382,42 @@ impl WriteOp {
     }
 }
 
+impl TxnReadOp {
+    /// The same checks as the plain read.
+    pub fn validate(&self) -> Result<(), Outcome> {
+        match self {
+            TxnReadOp::Get { key } => check_key("key", key),
+            TxnReadOp::Scan { start, end, limit } => {
+                ReadOp::Scan { start: start.clone(), end: end.clone(), limit: *limit, at: None }.validate()
+            }
+        }
+    }
+}
+
+impl crate::txn::TxnSets {
+    /// Checks every key, range and value.
+    pub fn validate(&self, limits: &Limits) -> Result<(), Outcome> {
+        for r in &self.reads {
+            check_key("read key", &r.key)?;
+        }
+        for r in &self.ranges {
+            if !r.start.is_empty() {
+                check_key("range start", &r.start)?;
+            }
+            if !r.end.is_empty() {
+                check_key("range end", &r.end)?;
+            }
+        }
+        for w in &self.writes {
+            check_key("written key", &w.key)?;
+            if let Some(value) = &w.value {
+                check_value(value, limits)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Request {
     /// Checks every limit of DESIGN §6; the error is always [`Outcome::Invalid`].
     pub fn validate(&self, limits: &Limits) -> Result<(), Outcome> {
@@ -348,6 +427,28 @@ impl Request {
                 tag.validate()?;
                 op.validate(limits)
             }
+            RequestBody::TxnRead { op, .. } => op.validate(),
+            RequestBody::TxnLock { key, .. } => check_key("key", key),
+            RequestBody::TxnCommit { tag, shards, .. } => {
+                tag.validate()?;
+                if shards.is_empty() {
+                    return Err(Outcome::invalid("a commit names no shard"));
+                }
+                let items: usize = shards.iter().map(|s| s.sets.len()).sum();
+                if items > TXN_ITEMS_MAX {
+                    return Err(Outcome::invalid(format!(
+                        "the transaction reads and writes {items} keys and ranges, above the limit {TXN_ITEMS_MAX}"
+                    )));
+                }
+                for s in shards {
+                    s.sets.validate(limits)?;
+                }
+                if shards.windows(2).any(|w| w[0].shard >= w[1].shard) {
+                    return Err(Outcome::invalid("a commit's shards must be listed once each, in order"));
+                }
+                Ok(())
+            }
+            RequestBody::TxnAbort { .. } => Ok(()),
         }
     }
 }

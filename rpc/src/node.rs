@@ -16,6 +16,7 @@
 // rkyv's derive emits resolver types whose fields carry no docs.
 #![allow(missing_docs)]
 
+use crate::txn::{ResolveItem, TxnId, TxnMeta, TxnSets, Vote};
 use rkyv::rancor;
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -124,6 +125,27 @@ pub enum PeerMessage {
     Heartbeats { from: NodeId, to: NodeId, items: Vec<HeartbeatItem> },
     /// The answers to coalesced heartbeats.
     HeartbeatResponses { from: NodeId, to: NodeId, items: Vec<HeartbeatResponseItem> },
+    /// Two-phase commit between shard leaders, addressed by shard: every replica of
+    /// `to_shard` gets it and only its leader acts; answers go to `from_shard` the
+    /// same way. Every message is safe to lose, repeat and reorder: senders retry
+    /// on timers and receivers answer from replicated state.
+    Txn { from_shard: ShardId, to_shard: ShardId, message: TxnPeerMessage },
+}
+
+/// What shard leaders tell each other to run two-phase commit (DESIGN §8).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum TxnPeerMessage {
+    /// Anchor -> participant: prepare what the transaction did on your shard.
+    Prepare { txn: TxnMeta, sets: TxnSets },
+    /// Participant -> anchor: this shard's vote.
+    Vote { txn: TxnId, vote: Vote },
+    /// Anchor -> participant: apply these decisions.
+    Resolve { items: Vec<ResolveItem> },
+    /// Participant -> anchor: these decisions are applied here.
+    Resolved { txns: Vec<TxnId> },
+    /// Participant -> anchor: what became of this prepared transaction?
+    Query { txn: TxnId },
 }
 
 /// One frame of a peer connection: messages for one destination core.
@@ -193,6 +215,12 @@ pub struct CoreStats {
     pub puts: u64,
     pub deletes: u64,
     pub cas: u64,
+    /// Transactional reads received.
+    pub txn_reads: u64,
+    /// Transactional write locks asked.
+    pub txn_locks: u64,
+    /// Transaction commits received (at anchors).
+    pub txn_commits: u64,
     pub versions: u64,
     pub scans: u64,
     pub stale_reads: u64,
@@ -243,6 +271,9 @@ pub struct ShardStatus {
 }
 
 /// The answer of an admin call.
+// Admin replies are rare and short-lived: the counters stay inline rather than
+// boxed, which keeps the archived form a plain struct.
+#[allow(clippy::large_enum_variant)]
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum AdminReply {

@@ -14,7 +14,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::kv::{ClientId, Version};
+use crate::kv::{ClientId, OkReply, Outcome, Version};
 
 /// One transaction attempt's identity.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -137,6 +137,136 @@ impl std::fmt::Display for AbortReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.word())
     }
+}
+
+/// A transaction attempt as requests and prepare records carry it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TxnMeta {
+    /// The attempt's id.
+    pub id: TxnId,
+    /// Its age (start version, id).
+    pub age: Age,
+    /// Its conflict policy.
+    pub policy: Policy,
+    /// The HLC reading when this attempt began (its lifetime runs from here).
+    pub attempt_ts: u64,
+}
+
+/// A key read, with the version read: the newest version, tombstones included (0
+/// when the key was never written or nothing is retained).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ReadItem {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The version read.
+    pub version: Version,
+}
+
+/// A range read `[start, end)` (empty `end`: unbounded), served at `read_ts`: no
+/// key in it may have a version above `read_ts` when the transaction prepares.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RangeItem {
+    /// First key.
+    pub start: Vec<u8>,
+    /// End, exclusive; empty: unbounded.
+    pub end: Vec<u8>,
+    /// The version the range was read at.
+    pub read_ts: Version,
+}
+
+impl RangeItem {
+    /// True when `key` lies in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
+    }
+}
+
+/// A write: `value` `None` is a delete (a tombstone, written only if the key is
+/// live at commit).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct WriteItem {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value; `None`: delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// What a transaction does on one shard.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct TxnSets {
+    /// Keys read, with versions.
+    pub reads: Vec<ReadItem>,
+    /// Ranges read.
+    pub ranges: Vec<RangeItem>,
+    /// Writes.
+    pub writes: Vec<WriteItem>,
+}
+
+impl TxnSets {
+    /// Number of keys and ranges.
+    pub fn len(&self) -> usize {
+        self.reads.len() + self.ranges.len() + self.writes.len()
+    }
+
+    /// True when nothing is read or written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A transaction's outcome.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Decision {
+    /// Committed: every key written got exactly this version.
+    Commit(Version),
+    /// Aborted, for this reason: nothing written.
+    Abort(AbortReason),
+}
+
+impl Decision {
+    /// The client's reply for this decision.
+    pub fn reply(&self) -> Outcome {
+        match *self {
+            Decision::Commit(version) => Outcome::Ok(OkReply::Written { version }),
+            Decision::Abort(reason) => Outcome::Aborted { reason },
+        }
+    }
+}
+
+/// A participant's vote.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Vote {
+    /// Prepared: the commit version must be at least `bound`.
+    Yes {
+        /// The lower bound.
+        bound: Version,
+    },
+    /// Cannot commit.
+    No {
+        /// Why.
+        reason: AbortReason,
+    },
+    /// The transaction is already resolved here.
+    Decided(Decision),
+}
+
+/// A decision for one participant to apply.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ResolveItem {
+    /// The transaction.
+    pub txn: TxnId,
+    /// Its decision.
+    pub decision: Decision,
+    /// When its attempt began (0 when unknown).
+    pub attempt_ts: u64,
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod data_dir;
 #[cfg(test)]
 mod tests;
 
+use corekv_rpc::txn::Policy;
 use std::path::{Path, PathBuf};
 
 use corekv_rpc::frame::FRAME_PAYLOAD_BYTES_MAX;
@@ -229,6 +230,42 @@ pub enum ConfigError {
     },
 }
 
+/// A transaction conflict policy as flags and files spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxnPolicyName {
+    /// An older transaction wounds a younger holder; a younger one waits.
+    WoundWait,
+    /// An older transaction waits; a younger one dies and retries with its start.
+    WaitDie,
+    /// Any conflict aborts the requester (the naive baseline).
+    NoWait,
+    /// Optimistic: validate reads at commit.
+    Occ,
+}
+
+impl From<TxnPolicyName> for Policy {
+    fn from(name: TxnPolicyName) -> Policy {
+        match name {
+            TxnPolicyName::WoundWait => Policy::WoundWait,
+            TxnPolicyName::WaitDie => Policy::WaitDie,
+            TxnPolicyName::NoWait => Policy::NoWait,
+            TxnPolicyName::Occ => Policy::Occ,
+        }
+    }
+}
+
+impl From<Policy> for TxnPolicyName {
+    fn from(policy: Policy) -> TxnPolicyName {
+        match policy {
+            Policy::WoundWait => TxnPolicyName::WoundWait,
+            Policy::WaitDie => TxnPolicyName::WaitDie,
+            Policy::NoWait => TxnPolicyName::NoWait,
+            Policy::Occ => TxnPolicyName::Occ,
+        }
+    }
+}
+
 /// The I/O mode as flags and files spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -314,6 +351,9 @@ pub struct Cli {
     /// Serve reads under a leader lease instead of a heartbeat round (assumes bounded clock drift) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub lease_reads: Option<bool>,
+    /// Conflict policy of plain writes and of transactions that name none [default: wound-wait].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub txn_policy: Option<TxnPolicyName>,
     /// Largest value accepted, in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub value_bytes_max: Option<usize>,
@@ -371,6 +411,8 @@ pub struct FileConfig {
     pub spin: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_reads: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txn_policy: Option<TxnPolicyName>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value_bytes_max: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -435,6 +477,8 @@ pub struct ServerConfig {
     pub spin: bool,
     /// Serve reads under leader leases.
     pub lease_reads: bool,
+    /// Conflict policy of plain writes and of transactions that name none.
+    pub txn_policy: Policy,
     /// Largest value accepted, in bytes.
     pub value_bytes_max: usize,
     /// Versions kept per key.
@@ -531,6 +575,7 @@ impl ServerConfig {
             io_mode: cli.io.or(file.io).map_or(IoMode::Direct, IoMode::from),
             spin: cli.spin.or(file.spin).unwrap_or(false),
             lease_reads: cli.lease_reads.or(file.lease_reads).unwrap_or(false),
+            txn_policy: cli.txn_policy.or(file.txn_policy).map_or(Policy::WoundWait, Policy::from),
             value_bytes_max: cli.value_bytes_max.or(file.value_bytes_max).unwrap_or(VALUE_BYTES_MAX_DEFAULT),
             history_versions_max: cli
                 .history_versions_max
@@ -644,6 +689,7 @@ impl ServerConfig {
             io: Some(self.io_mode.into()),
             spin: Some(self.spin),
             lease_reads: Some(self.lease_reads),
+            txn_policy: Some(self.txn_policy.into()),
             value_bytes_max: Some(self.value_bytes_max),
             history_versions_max: Some(self.history_versions_max),
             snapshot_log_bytes: Some(self.snapshot_log_bytes),

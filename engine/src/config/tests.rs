@@ -145,6 +145,11 @@ fn placement_and_tunables_are_checked() {
     let c = resolve_with(&["--replicas", "1", "--io", "buffered", "--spin", "--lease-reads=true"]).unwrap();
     assert_eq!((c.replicas, c.io_mode, c.spin, c.lease_reads), (1, IoMode::Buffered, true, true));
     assert!(c.raft_config().lease_read);
+    assert_eq!(resolve_with(&[]).unwrap().txn_policy, corekv_rpc::txn::Policy::WoundWait);
+    let c = resolve_with(&["--txn-policy", "wait-die"]).unwrap();
+    assert_eq!(c.txn_policy, corekv_rpc::txn::Policy::WaitDie);
+    assert!(c.to_toml().contains("txn_policy = \"wait-die\""), "{}", c.to_toml());
+    assert!(Cli::try_parse_from(["corekv-server", "--txn-policy", "wound_wait"]).is_err());
 }
 
 #[test]
@@ -194,7 +199,8 @@ fn an_unknown_key_in_the_file_is_named_with_its_line() {
 
 #[test]
 fn the_printed_config_reads_back_as_the_same_config() {
-    let c = resolve_with(&["--cluster-name", "x", "--io", "buffered", "--tick-ms", "5"]).unwrap();
+    let c =
+        resolve_with(&["--cluster-name", "x", "--io", "buffered", "--tick-ms", "5", "--txn-policy", "occ"]).unwrap();
     let text = c.to_toml();
     assert!(text.starts_with(&format!("# corekv-server configuration; cluster_id = {:#018x}\n", c.cluster_id)));
     let file = FileConfig::parse(Path::new("dump.toml"), &text).unwrap();

@@ -53,8 +53,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
-use corekv_rpc::kv::{OkReply, Outcome, ShardId, Version, WriteTag};
-use corekv_rpc::txn::{AbortReason, Age, Policy, TxnId};
+use corekv_rpc::kv::{Outcome, ShardId, Version, WriteTag};
+use corekv_rpc::txn::{AbortReason, Policy, TxnId};
+pub use corekv_rpc::txn::{Decision, RangeItem, ReadItem, ResolveItem, TxnMeta, TxnSets, Vote, WriteItem};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::dedup::Admission;
@@ -94,81 +95,6 @@ impl Default for TxnLimits {
     }
 }
 
-/// A transaction attempt as the shard records it.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TxnMeta {
-    /// The attempt's id.
-    pub id: TxnId,
-    /// Its age (start version, id).
-    pub age: Age,
-    /// Its conflict policy.
-    pub policy: Policy,
-    /// The HLC reading when this attempt began (its lifetime runs from here).
-    pub attempt_ts: u64,
-}
-
-/// A key read, with the version read: the newest version, tombstones included (0
-/// when the key was never written or nothing is retained).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ReadItem {
-    /// The key.
-    pub key: Vec<u8>,
-    /// The version read.
-    pub version: Version,
-}
-
-/// A range read `[start, end)` (empty `end`: unbounded), served at `read_ts`: no
-/// key in it may have a version above `read_ts` when the transaction prepares.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct RangeItem {
-    /// First key.
-    pub start: Vec<u8>,
-    /// End, exclusive; empty: unbounded.
-    pub end: Vec<u8>,
-    /// The version the range was read at.
-    pub read_ts: Version,
-}
-
-impl RangeItem {
-    /// True when `key` lies in the range.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
-    }
-}
-
-/// A write: `value` `None` is a delete (a tombstone, written only if the key is
-/// live at commit).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct WriteItem {
-    /// The key.
-    pub key: Vec<u8>,
-    /// The value; `None`: delete.
-    pub value: Option<Vec<u8>>,
-}
-
-/// What a transaction does on one shard.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
-pub struct TxnSets {
-    /// Keys read, with versions.
-    pub reads: Vec<ReadItem>,
-    /// Ranges read.
-    pub ranges: Vec<RangeItem>,
-    /// Writes.
-    pub writes: Vec<WriteItem>,
-}
-
-impl TxnSets {
-    /// Number of keys and ranges.
-    pub fn len(&self) -> usize {
-        self.reads.len() + self.ranges.len() + self.writes.len()
-    }
-
-    /// True when nothing is read or written.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// A prepare record as it travels in the log.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PrepareCommand {
@@ -199,17 +125,6 @@ pub struct DecideCommand {
     pub attempt_ts: u64,
 }
 
-/// A decision for one participant to apply.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResolveItem {
-    /// The transaction.
-    pub txn: TxnId,
-    /// Its decision.
-    pub decision: Decision,
-    /// When its attempt began (0 when unknown).
-    pub attempt_ts: u64,
-}
-
 /// A one-phase commit as it travels in the log.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct OnePhaseCommand {
@@ -221,42 +136,6 @@ pub struct OnePhaseCommand {
     pub bound: Version,
     /// What the transaction does.
     pub sets: TxnSets,
-}
-
-/// A transaction's outcome.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Committed: every key written got exactly this version.
-    Commit(Version),
-    /// Aborted, for this reason: nothing written.
-    Abort(AbortReason),
-}
-
-impl Decision {
-    /// The client's reply for this decision.
-    pub fn reply(&self) -> Outcome {
-        match *self {
-            Decision::Commit(version) => Outcome::Ok(OkReply::Written { version }),
-            Decision::Abort(reason) => Outcome::Aborted { reason },
-        }
-    }
-}
-
-/// A participant's vote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Vote {
-    /// Prepared: the commit version must be at least `bound`.
-    Yes {
-        /// The lower bound.
-        bound: Version,
-    },
-    /// Cannot commit.
-    No {
-        /// Why.
-        reason: AbortReason,
-    },
-    /// The transaction is already resolved here.
-    Decided(Decision),
 }
 
 /// A prepared transaction at a participant.
@@ -363,7 +242,12 @@ pub enum Applied {
         /// The reply for the client when the decision carried its tag.
         reply: Option<Outcome>,
     },
-    /// Nothing to answer (resolutions, forgets).
+    /// Decisions applied to these transactions' intents here (their locks may go).
+    Resolved {
+        /// The transactions.
+        txns: Vec<TxnId>,
+    },
+    /// Nothing to answer (forgets).
     Done,
 }
 
@@ -742,10 +626,62 @@ impl Shard {
     }
 
     pub(crate) fn apply_resolve(&mut self, items: Vec<ResolveItem>) -> Result<Applied, ApplyError> {
+        let mut txns = Vec::with_capacity(items.len());
         for item in items {
             self.resolve_local(item)?;
+            txns.push(item.txn);
         }
-        Ok(Applied::Done)
+        Ok(Applied::Resolved { txns })
+    }
+
+    /// The prepared transaction a read of the live keys of `[start, end)` at `at`
+    /// (`None`: the newest) must wait for, as [`Shard::intent_blocking`] for each
+    /// key.
+    pub fn range_blocking(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        at: Option<Version>,
+        reader: Option<TxnId>,
+    ) -> Option<TxnId> {
+        if !end.is_empty() && start >= end {
+            return None;
+        }
+        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+        self.txns.keys.range::<[u8], _>((Bound::Included(start), upper)).find_map(|(_, h)| {
+            let writer = h.writer.filter(|&w| Some(w) != reader)?;
+            let bound = self.txns.data.intents[&writer].bound;
+            match at {
+                Some(at) if bound > at => None,
+                _ => Some(writer),
+            }
+        })
+    }
+
+    /// A transactional read at the newest state: a get answers the newest version
+    /// (tombstones included, 0 when never written) with the value if live; a scan
+    /// answers like a plain scan, with the version it was read at.
+    pub fn txn_read(&self, op: &corekv_rpc::kv::TxnReadOp) -> Outcome {
+        use corekv_rpc::kv::{OkReply, TxnReadOp};
+        if let Err(invalid) = op.validate() {
+            return invalid;
+        }
+        match op {
+            TxnReadOp::Get { key } => {
+                let version = self.store.newest_version(key);
+                let value = match self.store.visible(key, None) {
+                    super::store::Visible::Value(_, v) => Some(v.to_vec()),
+                    _ => None,
+                };
+                Outcome::Ok(OkReply::TxnValue { version, value })
+            }
+            TxnReadOp::Scan { start, end, limit } => match self.store.scan(start, end, *limit as usize, None) {
+                Outcome::Ok(OkReply::Scan { items, resume }) => {
+                    Outcome::Ok(OkReply::TxnScan { items, resume, read_ts: self.meta.last_applied_version })
+                }
+                other => other,
+            },
+        }
     }
 
     pub(crate) fn apply_forget(&mut self, txns: Vec<TxnId>) -> Applied {

@@ -3,11 +3,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use corekv_rpc::kv::{ReadOp, ShardId};
+use corekv_rpc::kv::{ReadOp, ShardId, TxnReadOp};
 use corekv_rpc::raft::{HardState, Index, NodeId, Term};
+use corekv_rpc::txn::TxnId;
 
 use crate::kv::Shard;
 use crate::raft::RawNode;
+use crate::txn::lock::{LockConfig, LockTable};
+
+use super::txn::GroupTxns;
 
 /// Who to answer: an opaque reference the driver maps back to a connection and a
 /// call id.
@@ -23,7 +27,16 @@ pub struct ClientRef {
 #[derive(Debug, Clone)]
 pub(crate) struct PendingRead {
     pub client: ClientRef,
-    pub op: ReadOp,
+    pub op: ReadKind,
+}
+
+/// What a waiting read asks.
+#[derive(Debug, Clone)]
+pub(crate) enum ReadKind {
+    /// A plain linearizable read.
+    Plain(ReadOp),
+    /// A read inside a read-write transaction (its locks, if any, are held).
+    Txn(TxnId, TxnReadOp),
 }
 
 /// One replica of one shard.
@@ -52,6 +65,10 @@ pub(crate) struct Group {
     pub persists_pending: u32,
     /// Ticks until this leader may try to hand leadership to the preferred replica.
     pub transfer_cooldown_ticks: u64,
+    /// The leader's lock table (empty on followers; rebuilt from intents).
+    pub locks: LockTable,
+    /// Transaction work of this replica (the leader's).
+    pub txns: GroupTxns,
 }
 
 impl Group {
@@ -69,6 +86,8 @@ impl Group {
             next_read_ctx: 1,
             applied_bytes_since_snapshot: 0,
             transfer_cooldown_ticks: 0,
+            locks: LockTable::new(LockConfig::default()),
+            txns: GroupTxns::default(),
             hard_state: HardState::default(),
             persists_pending: 0,
         }

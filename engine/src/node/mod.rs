@@ -35,6 +35,7 @@ pub mod group;
 mod outbox;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use corekv_rpc::kv::{Outcome, ReadOp, Request, RequestBody, Response, ShardId, W
 use corekv_rpc::map::{ClusterMap, CoreIndex, Replica};
 use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardStatus};
 use corekv_rpc::raft::{Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
+use corekv_rpc::txn::{Policy, TxnId};
 use thiserror::Error;
 
 use crate::kv::{
@@ -51,7 +53,7 @@ use crate::kv::{
 use crate::raft::{Config, ConfigError, DurableState, ProposeError, RawNode, Ready, Role, Snapshot};
 use crate::wal::{GroupLog, Record, SnapshotMarker};
 pub use group::ClientRef;
-use group::{Group, PendingRead};
+use group::{Group, PendingRead, ReadKind};
 use outbox::Outbox;
 
 /// What a log entry costs in the WAL beyond its data (index, term, kind, lengths).
@@ -65,6 +67,10 @@ const ENTRY_OVERHEAD_BYTES: u64 = 64;
 pub fn ready_reserve_bytes(cfg: &NodeCoreConfig) -> u64 {
     cfg.raft.inflight_bytes_max + cfg.raft.append_bytes_max + (4 << 10)
 }
+
+/// How far above the leader's clock a read at a version may ask: one second of
+/// HLC time (above it: `invalid`).
+const READ_AT_MARGIN_TS: u64 = 1000 << crate::kv::hlc::LOGICAL_BITS;
 
 /// Election timeouts a leader waits before it tries again to hand leadership to
 /// the shard's preferred replica.
@@ -144,6 +150,9 @@ pub struct NodeCoreConfig {
     pub requests_pending_max: usize,
     /// Leaders hand leadership back to the shard's preferred replica.
     pub leader_balance: bool,
+    /// The conflict policy of plain writes (one-key transactions) and of
+    /// transactions that name none.
+    pub txn_policy: Policy,
     /// Seeds each group's election-timeout RNG (mixed with the shard id).
     pub seed: u64,
     /// A bug planted on purpose, so the simulator's checkers prove they can fail
@@ -176,6 +185,7 @@ impl NodeCoreConfig {
             snapshot_log_bytes: 64 << 20,
             requests_pending_max: 65_536,
             leader_balance: true,
+            txn_policy: Policy::WoundWait,
             seed: node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(core),
             planted_bug: PlantedBug::None,
         }
@@ -220,6 +230,8 @@ pub struct NodeCore {
     /// Groups that may have a Ready.
     dirty: BTreeSet<ShardId>,
     requests_pending: usize,
+    /// Transaction messages this core sent to its own replicas.
+    txn_inbox: Vec<(ShardId, ShardId, corekv_rpc::node::TxnPeerMessage)>,
     /// Entry bytes proposed since the last `process`, and the open batch's room
     /// then: client writes beyond the room are refused with Busy.
     proposed_bytes: u64,
@@ -278,6 +290,7 @@ impl NodeCore {
             next_seal: 1,
             dirty,
             requests_pending: 0,
+            txn_inbox: Vec::new(),
             proposed_bytes: 0,
             room_bytes: storage.room_bytes(),
             stats,
@@ -351,7 +364,11 @@ impl NodeCore {
 
     /// True when a Ready may be waiting (the driver should call [`Self::process`]).
     pub fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || self.outbox.has_due() || self.heartbeat_boundary || !self.replies.is_empty()
+        !self.dirty.is_empty()
+            || self.outbox.has_due()
+            || self.heartbeat_boundary
+            || !self.replies.is_empty()
+            || !self.txn_inbox.is_empty()
     }
 
     /// True when the storage's open batch holds Readys that wait for durability:
@@ -392,6 +409,7 @@ impl NodeCore {
                 self.dirty.insert(g.shard);
             }
         }
+        self.txn_tick();
     }
 
     /// Moves the physical clock the HLC reads (without a Raft tick).
@@ -427,6 +445,9 @@ impl NodeCore {
                         let body = MessageBody::HeartbeatResponse { read_round: item.read_round };
                         self.step_group(item.shard, Message { from, to, term: item.term, body });
                     }
+                }
+                PeerMessage::Txn { from_shard, to_shard, message } => {
+                    self.on_txn_message(from_shard, to_shard, message);
                 }
             }
         }
@@ -466,6 +487,19 @@ impl NodeCore {
             }
             RequestBody::Read(op) => self.read(client, shard, op),
             RequestBody::Write { tag, op } => self.write(client, shard, tag, op),
+            RequestBody::TxnRead { txn, op } => {
+                self.stats.txn_reads += 1;
+                self.txn_read(client, shard, txn, op)
+            }
+            RequestBody::TxnLock { txn, key } => {
+                self.stats.txn_locks += 1;
+                self.txn_lock(client, shard, txn, key)
+            }
+            RequestBody::TxnCommit { txn, tag, shards } => {
+                self.stats.txn_commits += 1;
+                self.txn_commit(client, shard, txn, tag, shards)
+            }
+            RequestBody::TxnAbort { txn } => self.txn_abort(client, shard, txn),
         }
     }
 
@@ -474,6 +508,17 @@ impl NodeCore {
             ReadOp::Get { .. } => self.stats.gets += 1,
             ReadOp::Versions { .. } => self.stats.versions += 1,
             ReadOp::Scan { .. } => self.stats.scans += 1,
+        }
+        if let ReadOp::Get { at: Some(at), .. } | ReadOp::Scan { at: Some(at), .. } = &op {
+            // A later write must get a version above the one read at: the leader's
+            // clock moves past it. A version beyond the clock and the drift margin
+            // would drag every later version along: refused.
+            let limit = self.hlc.last().max(crate::kv::hlc::ts_of_physical_ms(self.now_ms)) + READ_AT_MARGIN_TS;
+            if *at > limit {
+                let message = format!("version {at} is in the future (the leader's clock is below {limit})");
+                return self.answer(client, Response::Outcome(Outcome::invalid(message)));
+            }
+            let _ = self.hlc.observe(*at);
         }
         let g = self.groups.get_mut(&shard).expect("checked by the caller");
         if self.cfg.planted_bug == PlantedBug::ReadWithoutReadIndex {
@@ -485,7 +530,7 @@ impl NodeCore {
             let hint = g.leader;
             return self.answer(client, Response::NotLeader { hint });
         }
-        g.reads_queued.push(PendingRead { client, op });
+        g.reads_queued.push(PendingRead { client, op: ReadKind::Plain(op) });
         self.requests_pending += 1;
         self.dirty.insert(shard);
     }
@@ -502,12 +547,30 @@ impl NodeCore {
             // Every attempt looks like a new client's first write.
             tag = WriteTag { client: corekv_rpc::kv::ClientId::from_u128(u128::from(stamp_ts)), seq: 1, acked: 0 };
         }
+        let g = &self.groups[&shard];
+        if !g.is_leader {
+            self.stats.redirects += 1;
+            let hint = g.leader;
+            return self.answer(client, Response::NotLeader { hint });
+        }
+        self.plain_write(client, shard, tag, op, stamp_ts);
+    }
+
+    /// Proposes a plain write whose key's lock this transaction-like write holds
+    /// (`lock`), or which takes no lock.
+    fn propose_write(&mut self, client: ClientRef, shard: ShardId, tag: WriteTag, op: WriteOp, lock: Option<TxnId>) {
+        let stamp_ts = self.hlc.now(self.now_ms);
+        let now_ms = self.now_ms;
         let g = self.groups.get_mut(&shard).expect("checked by the caller");
         let data = command::encode(&Command { stamp_ts, body: CommandBody::Write(WriteCommand { tag, op }) });
         let bytes = data.len() as u64 + ENTRY_OVERHEAD_BYTES;
         if self.proposed_bytes + bytes + ready_reserve_bytes(&self.cfg) > self.room_bytes {
             // The WAL's open batch could not take it before the next flush.
             self.stats.busy += 1;
+            if let Some(id) = lock {
+                g.locks.release(id, now_ms);
+                self.lock_events(shard);
+            }
             return self.answer(client, Response::Busy);
         }
         match g.raft.propose(data) {
@@ -515,10 +578,17 @@ impl NodeCore {
                 self.proposed_bytes += bytes;
                 self.stats.raft_proposals += 1;
                 g.writes.insert(index, (term, client));
+                if let Some(id) = lock {
+                    g.txns.proposed.insert(index, id);
+                }
                 self.requests_pending += 1;
                 self.dirty.insert(shard);
             }
             Err(e) => {
+                if let Some(id) = lock {
+                    g.locks.release(id, now_ms);
+                    self.lock_events(shard);
+                }
                 let response = refusal(&e);
                 if matches!(response, Response::Busy) {
                     self.stats.busy += 1;
@@ -555,6 +625,8 @@ impl NodeCore {
                 self.dirty.insert(shard);
                 continue;
             }
+            self.drain_txn_inbox();
+            self.propose_batched(shard);
             self.ask_reads(shard);
             loop {
                 let g = self.groups.get_mut(&shard).expect("dirty groups exist");
@@ -617,8 +689,12 @@ impl NodeCore {
             if g.is_leader && !was_leader {
                 let _ = self.hlc.observe(g.sm.last_applied_version().max(g.sm.log_clock_ts()));
                 g.transfer_cooldown_ticks = u64::from(self.cfg.raft.election_timeout_ticks);
+                self.txn_became_leader(shard);
+            } else if was_leader && !g.is_leader {
+                self.txn_stepped_down(shard);
             }
         }
+        let g = self.groups.get_mut(&shard).expect("known group");
         let must_persist = rd.must_persist();
         for m in rd.messages {
             route(&self.map, &mut self.outbox, shard, m, urgent);
@@ -674,6 +750,7 @@ impl NodeCore {
         for e in &rd.committed_entries {
             self.apply(shard, e)?;
         }
+        self.wake_intent_waiters(shard);
         let g = self.groups.get_mut(&shard).expect("known group");
         for rs in rd.read_states {
             if let Some(reads) = g.reads_confirming.remove(&rs.ctx) {
@@ -757,12 +834,18 @@ impl NodeCore {
         } else {
             None
         };
+        if let Some(applied) = &applied {
+            self.after_apply(shard, e.index, applied);
+        }
+        let g = self.groups.get_mut(&shard).expect("known group");
         let Some((term, client)) = g.writes.remove(&e.index) else { return Ok(()) };
         let response = match applied {
             Some(Applied::Reply(outcome)) if term == e.term => Response::Outcome(outcome),
             // A prepared transaction holds the key: certainly not applied; the
             // client retries.
             Some(Applied::Blocked { .. }) if term == e.term => Response::Busy,
+            // A decision (of a commit this client asked for): its reply.
+            Some(Applied::Decided { reply: Some(reply), .. }) if term == e.term => Response::Outcome(reply),
             // Another leader's entry took the index: ours is gone for good.
             _ => Response::NotLeader { hint: g.leader },
         };
@@ -773,18 +856,16 @@ impl NodeCore {
     fn serve_reads(&mut self, shard: ShardId) {
         let g = self.groups.get_mut(&shard).expect("known group");
         let applied = g.raft.status().applied;
-        let mut served = Vec::new();
+        let mut confirmed = Vec::new();
         while let Some((index, _)) = g.reads_confirmed.front() {
             if *index > applied {
                 break;
             }
             let (_, reads) = g.reads_confirmed.pop_front().expect("front exists");
-            for r in reads {
-                served.push((r.client, Response::Outcome(g.sm.read(&r.op))));
-            }
+            confirmed.extend(reads);
         }
-        for (client, response) in served {
-            self.answer_pending(client, response);
+        for r in confirmed {
+            self.serve_read(shard, r);
         }
     }
 
@@ -867,6 +948,19 @@ fn key_in_shard(map: &ClusterMap, request: &Request) -> bool {
             ReadOp::Scan { .. } => return true,
         },
         RequestBody::Write { op, .. } => op.key(),
+        RequestBody::TxnRead { op, .. } => match op {
+            corekv_rpc::kv::TxnReadOp::Get { key } => key,
+            corekv_rpc::kv::TxnReadOp::Scan { .. } => return true,
+        },
+        RequestBody::TxnLock { key, .. } => key,
+        // Every key listed must belong to the shard it is listed under.
+        RequestBody::TxnCommit { shards, .. } => {
+            return shards.iter().all(|s| {
+                let keys = s.sets.reads.iter().map(|r| &r.key).chain(s.sets.writes.iter().map(|w| &w.key));
+                keys.into_iter().all(|k| map.shard_of(k) == s.shard)
+            });
+        }
+        RequestBody::TxnAbort { .. } => return true,
     };
     map.shard_of(key) == request.shard
 }

@@ -49,6 +49,11 @@ impl Outbox {
         }
     }
 
+    /// Queues a message that is not a group's Raft message (transaction traffic).
+    pub fn push_other(&mut self, dest: Replica, message: PeerMessage) {
+        self.messages.entry(dest).or_default().push(message);
+    }
+
     /// True when something would leave before the next heartbeat boundary.
     pub fn has_due(&self) -> bool {
         !self.messages.is_empty()

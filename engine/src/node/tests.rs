@@ -390,10 +390,12 @@ fn a_write_the_open_wal_batch_cannot_take_is_busy_not_a_stopped_core() {
     let big = vec![7u8; 150 << 10];
     let mut req = put(&map, 0, 1, &big);
     c.core.client_request(ClientRef { conn: 1, id: 1 }, req.clone());
-    // The second write of 150 KiB would not fit before the next flush.
-    if let RequestBody::Write { tag, .. } = &mut req.body {
+    // The second write of 150 KiB (of another key: the first holds its key's
+    // lock) would not fit before the next flush.
+    if let RequestBody::Write { tag, op } = &mut req.body {
         tag.seq = 2;
         tag.acked = 0;
+        *op = WriteOp::Put { key: b"another key".to_vec(), value: big.clone() };
     }
     c.core.client_request(ClientRef { conn: 1, id: 2 }, req);
     let replies = c.core.take_replies();
@@ -426,4 +428,202 @@ fn a_snapshot_from_the_leader_that_does_not_decode_stops_the_core_before_it_is_s
     let result = f.core.process(&mut f.storage);
     assert!(matches!(result, Err(NodeError::Snapshot { shard: 0, .. })), "{result:?}");
     assert!(f.storage.snapshots.is_empty(), "a snapshot that does not decode is never made durable");
+}
+
+// ----- transactions through the node core ------------------------------------
+
+mod txn {
+    use super::*;
+    use corekv_rpc::kv::{ShardSets, TxnReadOp};
+    use corekv_rpc::txn::{AbortReason, Age, Policy, TxnId, TxnMeta, TxnSets, WriteItem};
+
+    fn meta(n: u64, start: u64, policy: Policy) -> TxnMeta {
+        let id = TxnId { client: ClientId::from_u128(100 + u128::from(n)), attempt: 1 };
+        TxnMeta { id, age: Age { start, id }, policy, attempt_ts: start }
+    }
+
+    struct Txns {
+        cl: Cluster,
+        map: Arc<ClusterMap>,
+        next: u64,
+    }
+
+    impl Txns {
+        fn new() -> Txns {
+            let map = test_map(3, 2, 4, 3);
+            let mut cl = Cluster::new(map.clone());
+            cl.run_until_led();
+            Txns { cl, map, next: 1 }
+        }
+
+        /// Sends `body` to `shard`'s leader; the client to collect its reply.
+        fn send(&mut self, shard: ShardId, body: RequestBody) -> (Replica, ClientRef) {
+            let at = self.cl.leader_core(shard).expect("led");
+            let client = ClientRef { conn: 9, id: self.next };
+            self.next += 1;
+            self.cl.cores.get_mut(&at).unwrap().core.client_request(client, Request { shard, epoch: 1, body });
+            self.cl.settle();
+            (at, client)
+        }
+
+        fn call(&mut self, shard: ShardId, body: RequestBody) -> Option<Response> {
+            let (at, client) = self.send(shard, body);
+            self.cl.reply(at, client)
+        }
+
+        fn lock(&mut self, txn: TxnMeta, key: &[u8]) -> Option<Response> {
+            let shard = self.map.shard_of(key);
+            self.call(shard, RequestBody::TxnLock { txn, key: key.to_vec() })
+        }
+
+        fn commit(&mut self, txn: TxnMeta, anchor: ShardId, writes: &[(&[u8], &[u8])]) -> (Replica, ClientRef) {
+            let mut by_shard: BTreeMap<ShardId, TxnSets> = BTreeMap::new();
+            for (k, v) in writes {
+                by_shard
+                    .entry(self.map.shard_of(k))
+                    .or_default()
+                    .writes
+                    .push(WriteItem { key: k.to_vec(), value: Some(v.to_vec()) });
+            }
+            let shards = by_shard.into_iter().map(|(shard, sets)| ShardSets { shard, sets }).collect();
+            let tag = WriteTag { client: txn.id.client, seq: 1, acked: 0 };
+            self.send(anchor, RequestBody::TxnCommit { txn, tag, shards })
+        }
+
+        fn get(&mut self, key: &[u8], at: Option<u64>) -> Option<Response> {
+            let shard = self.map.shard_of(key);
+            self.call(shard, RequestBody::Read(ReadOp::Get { key: key.to_vec(), at }))
+        }
+    }
+
+    fn done() -> Option<Response> {
+        Some(Response::Outcome(Outcome::Ok(OkReply::Done)))
+    }
+
+    fn written(r: Option<Response>) -> u64 {
+        match r {
+            Some(Response::Outcome(Outcome::Ok(OkReply::Written { version }))) => version,
+            other => panic!("expected a commit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_one_shard_transaction_commits_in_one_entry_at_one_version() {
+        let mut t = Txns::new();
+        let a = key_for(&t.map, 1);
+        let b = (0..).map(|i| format!("other{i}").into_bytes()).find(|k| t.map.shard_of(k) == 1).unwrap();
+        let txn = meta(1, 10, Policy::WoundWait);
+        assert_eq!(t.lock(txn, &a), done());
+        assert_eq!(t.lock(txn, &b), done());
+        let (at, client) = t.commit(txn, 1, &[(&a, b"A"), (&b, b"B")]);
+        let v = written(t.cl.reply(at, client));
+        assert_eq!(
+            t.get(&a, None),
+            Some(Response::Outcome(Outcome::Ok(OkReply::Value { version: v, value: b"A".to_vec() })))
+        );
+        assert_eq!(
+            t.get(&b, None),
+            Some(Response::Outcome(Outcome::Ok(OkReply::Value { version: v, value: b"B".to_vec() })))
+        );
+        assert_eq!(t.get(&a, Some(v - 1)), Some(Response::Outcome(Outcome::NotFound)));
+        // Locks were released at apply: another transaction locks at once.
+        assert_eq!(t.lock(meta(2, 20, Policy::WoundWait), &a), done());
+    }
+
+    #[test]
+    fn a_cross_shard_commit_prepares_everywhere_and_writes_one_version() {
+        let mut t = Txns::new();
+        let keys: Vec<Vec<u8>> = (0..4).map(|s| key_for(&t.map, s)).collect();
+        let txn = meta(1, 10, Policy::WoundWait);
+        for k in &keys {
+            assert_eq!(t.lock(txn, k), done());
+        }
+        let writes: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.as_slice(), b"v".as_slice())).collect();
+        let (at, client) = t.commit(txn, 2, &writes);
+        let v = written(t.cl.reply(at, client));
+        for k in &keys {
+            assert_eq!(
+                t.get(k, None),
+                Some(Response::Outcome(Outcome::Ok(OkReply::Value { version: v, value: b"v".to_vec() })))
+            );
+            assert_eq!(t.get(k, Some(v - 1)), Some(Response::Outcome(Outcome::NotFound)));
+        }
+        // Every intent resolved and the record forgotten, on every replica.
+        t.cl.tick();
+        for c in t.cl.cores.values() {
+            for shard in c.core.shards() {
+                let txns = c.core.shard_state(shard).unwrap().txns();
+                assert_eq!(txns.intents().count(), 0, "shard {shard}");
+                assert_eq!(txns.records().count(), 0, "shard {shard}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_its_locks_a_transaction_cannot_commit() {
+        let mut t = Txns::new();
+        let a = key_for(&t.map, 0);
+        let b = key_for(&t.map, 3);
+        let txn = meta(1, 10, Policy::WoundWait);
+        assert_eq!(t.lock(txn, &a), done());
+        // b was never locked: shard 3 votes no, nothing is written anywhere.
+        let (at, client) = t.commit(txn, 0, &[(&a, b"x"), (&b, b"y")]);
+        assert_eq!(t.cl.reply(at, client), Some(Response::Outcome(Outcome::Aborted { reason: AbortReason::Conflict })));
+        assert_eq!(t.get(&a, None), Some(Response::Outcome(Outcome::NotFound)));
+        assert_eq!(t.get(&b, None), Some(Response::Outcome(Outcome::NotFound)));
+    }
+
+    #[test]
+    fn wound_wait_an_older_writer_wounds_a_younger_holder_and_a_younger_one_waits() {
+        let mut t = Txns::new();
+        let k = key_for(&t.map, 2);
+        let young = meta(1, 50, Policy::WoundWait);
+        let old = meta(2, 10, Policy::WoundWait);
+        assert_eq!(t.lock(young, &k), done());
+        // The older requester wounds the younger holder and gets the lock.
+        assert_eq!(t.lock(old, &k), done());
+        let (at, client) = t.commit(young, 2, &[(&k, b"young")]);
+        assert_eq!(t.cl.reply(at, client), Some(Response::Outcome(Outcome::Aborted { reason: AbortReason::Wounded })));
+        // A younger requester now waits for the older holder…
+        let younger = meta(3, 90, Policy::WoundWait);
+        let (wat, waiter) = t.send(2, RequestBody::TxnLock { txn: younger, key: k.clone() });
+        assert_eq!(t.cl.reply(wat, waiter), None, "waits");
+        let (at, client) = t.commit(old, 2, &[(&k, b"old")]);
+        let v = written(t.cl.reply(at, client));
+        // …and is granted when it commits.
+        assert_eq!(t.cl.reply(wat, waiter), done());
+        assert_eq!(
+            t.get(&k, None),
+            Some(Response::Outcome(Outcome::Ok(OkReply::Value { version: v, value: b"old".to_vec() })))
+        );
+    }
+
+    #[test]
+    fn a_transactional_read_returns_the_newest_version_tombstones_included() {
+        let mut t = Txns::new();
+        let k = key_for(&t.map, 1);
+        let v0 = written(t.call(1, put(&t.map, 1, 1, b"v0").body));
+        let reader = meta(1, 10, Policy::WoundWait);
+        let got = t.call(1, RequestBody::TxnRead { txn: reader, op: TxnReadOp::Get { key: k.clone() } });
+        assert_eq!(
+            got,
+            Some(Response::Outcome(Outcome::Ok(OkReply::TxnValue { version: v0, value: Some(b"v0".to_vec()) })))
+        );
+        let absent = (0..).map(|i| format!("absent{i}").into_bytes()).find(|k| t.map.shard_of(k) == 1).unwrap();
+        let got = t.call(1, RequestBody::TxnRead { txn: reader, op: TxnReadOp::Get { key: absent } });
+        assert_eq!(got, Some(Response::Outcome(Outcome::Ok(OkReply::TxnValue { version: 0, value: None }))));
+        // A plain write is a one-key transaction: it waits behind the reader's
+        // shared lock until the reader ends.
+        let tag = WriteTag { client: ClientId::from_u128(1), seq: 2, acked: 1 };
+        let (wat, writer) = t.send(1, RequestBody::Write { tag, op: WriteOp::Delete { key: k.clone() } });
+        assert_eq!(t.cl.reply(wat, writer), None, "waits for the reader");
+        assert_eq!(t.call(1, RequestBody::TxnAbort { txn: reader.id }), done());
+        let deleted = written(t.cl.reply(wat, writer));
+        assert!(deleted > v0);
+        // The delete left a tombstone whose version a transaction reads (to
+        // validate it at commit).
+        let reader = meta(2, 20, Policy::WoundWait);
+        let got = t.call(1, RequestBody::TxnRead { txn: reader, op: TxnReadOp::Get { key: k } });
+        assert_eq!(got, Some(Response::Outcome(Outcome::Ok(OkReply::TxnValue { version: deleted, value: None }))));
+    }
 }

@@ -1,0 +1,891 @@
+//! Transactions in the node core (DESIGN §8): what every shard leader on this core
+//! does for them, sans I/O.
+//!
+//! - **Locks and reads.** A transactional read takes a shared lock (a shared range
+//!   lock for a scan) in the shard leader's [`LockTable`] under two-phase locking,
+//!   none under OCC, then is served like any linearizable read (ReadIndex). A
+//!   transactional write asks an exclusive lock (`TxnLock`); its value travels
+//!   with the commit. A request that must wait is parked under a lock-table token
+//!   and answered from the table's events.
+//! - **Intents block reads.** A read that meets another transaction's prepared
+//!   write (at or below the version it reads) waits until the intent resolves.
+//! - **One-phase commit** when every read and write is on one shard: the leader
+//!   checks it still holds every lock (OCC: takes them now), proposes one entry,
+//!   and the entry's apply decides.
+//! - **Two-phase commit** otherwise, coordinated by the anchor shard's leader
+//!   (the shard the commit request is sent to): prepare on every participant (its
+//!   own included), votes back to the anchor, one decision entry at the anchor
+//!   (the client hears the outcome once it applied, so it is durable), then
+//!   resolutions to the participants and a forget once all have applied them.
+//! - **Recovery.** Every message is safe to lose or repeat: the anchor resends
+//!   prepares and resolutions on a timer and writes an abort decision when votes
+//!   do not come; a participant that holds an intent nobody resolves asks the
+//!   anchor, which answers from its record, or writes an abort decision when it
+//!   has none and coordinates nothing. A new leader rebuilds its lock table from
+//!   the prepared intents and resumes resolving its records.
+//!
+//! Only the leader of a shard sends; followers apply the same entries silently.
+//! Messages for another shard go to every replica of it (only its leader acts),
+//! through the outbox, or straight into this core's own inbox when the replica
+//! lives here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use corekv_rpc::kv::WriteOp;
+use corekv_rpc::kv::{OkReply, Outcome, ReadOp, Response, ShardId, ShardSets, TxnReadOp, Version, WriteTag};
+use corekv_rpc::map::Replica;
+use corekv_rpc::node::{PeerMessage, TxnPeerMessage};
+use corekv_rpc::raft::Index;
+use corekv_rpc::txn::{AbortReason, Age, Decision, Policy, ResolveItem, TxnId, TxnMeta, TxnSets, Vote};
+
+use super::group::{ClientRef, PendingRead, ReadKind};
+use super::{ENTRY_OVERHEAD_BYTES, NodeCore, ready_reserve_bytes, refusal};
+use crate::kv::txn::{DecideCommand, OnePhaseCommand, PrepareCommand};
+use crate::kv::{Applied, Command, CommandBody, command};
+use crate::txn::lock::{Acquire, LockEvent, LockMode, Target, TxnInfo};
+
+/// Ticks between resends of prepares, resolutions and queries.
+pub const TXN_RESEND_TICKS: u64 = 10;
+/// Ticks a coordinator waits for every vote before it decides abort.
+pub const TXN_VOTE_TIMEOUT_TICKS: u64 = 100;
+/// Ticks a participant's intent waits for a decision before it asks the anchor.
+pub const TXN_QUERY_AFTER_TICKS: u64 = 50;
+
+/// A request parked on a lock wait.
+#[derive(Debug, Clone)]
+pub(crate) enum Parked {
+    /// A transactional read, served once its lock is granted.
+    Read { client: ClientRef, txn: TxnMeta, op: TxnReadOp },
+    /// An exclusive lock for a write.
+    Lock { client: ClientRef },
+    /// A plain write waiting for its key's lock.
+    Write { client: ClientRef, tag: WriteTag, op: WriteOp, id: TxnId },
+}
+
+/// A commit the anchor leader coordinates (in memory; a new leader resumes from
+/// the replicated record, or the participants' queries).
+#[derive(Debug, Clone)]
+pub(crate) struct Coord {
+    pub txn: TxnMeta,
+    pub tag: WriteTag,
+    /// Who waits for the outcome (the latest attempt of the client's request).
+    pub client: Option<ClientRef>,
+    /// Every participant, the anchor included, with what it does there.
+    pub shards: Vec<ShardSets>,
+    /// The yes votes so far: shard -> lower bound.
+    pub votes: BTreeMap<ShardId, Version>,
+    /// The decision is proposed: no more votes count.
+    pub deciding: bool,
+    pub started_tick: u64,
+    pub sent_tick: u64,
+}
+
+/// A decided transaction the anchor leader still resolves at its participants.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolving {
+    pub item: ResolveItem,
+    pub pending: BTreeSet<ShardId>,
+    pub sent_tick: u64,
+}
+
+/// The transaction state of one shard replica on this core (its leader's part is
+/// empty on followers).
+#[derive(Debug, Default)]
+pub(crate) struct GroupTxns {
+    pub parked: BTreeMap<u64, Parked>,
+    pub next_token: u64,
+    /// Reads waiting for a prepared transaction's decision.
+    pub intent_waiters: BTreeMap<TxnId, Vec<PendingRead>>,
+    /// Proposed entries whose apply releases a transaction's locks here.
+    pub proposed: BTreeMap<Index, TxnId>,
+    /// Prepares proposed here, not yet applied.
+    pub preparing: BTreeSet<TxnId>,
+    pub coords: BTreeMap<TxnId, Coord>,
+    pub resolving: BTreeMap<TxnId, Resolving>,
+    /// Decisions to apply here, batched into one entry per iteration.
+    pub resolve_queue: BTreeMap<TxnId, ResolveItem>,
+    /// Records every participant resolved, forgotten in one entry per iteration.
+    pub forget_queue: BTreeSet<TxnId>,
+    /// Intents this leader asked its anchor about: txn -> tick of the last ask.
+    pub queried: BTreeMap<TxnId, u64>,
+    /// The anchor that sent each queued resolution (told once it applied).
+    pub resolve_anchor: BTreeMap<TxnId, ShardId>,
+}
+
+/// The lock table's view of a transaction.
+fn info(txn: &TxnMeta, now_ms: u64) -> TxnInfo {
+    TxnInfo { id: txn.id, age: txn.age, policy: txn.policy, begun_ms: now_ms }
+}
+
+/// The keys a transaction's sets lock on one shard: reads, ranges, writes.
+type LockKeys = (Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>);
+
+fn lock_keys(sets: &TxnSets) -> LockKeys {
+    (
+        sets.reads.iter().map(|r| r.key.clone()).collect(),
+        sets.ranges.iter().map(|r| (r.start.clone(), r.end.clone())).collect(),
+        sets.writes.iter().map(|w| w.key.clone()).collect(),
+    )
+}
+
+impl NodeCore {
+    // ----- client requests -----------------------------------------------------
+
+    /// A transactional read: lock (two-phase locking), then a linearizable read.
+    pub(super) fn txn_read(&mut self, client: ClientRef, shard: ShardId, txn: TxnMeta, op: TxnReadOp) {
+        if !self.lead_or_redirect(client, shard) {
+            return;
+        }
+        if txn.policy == Policy::Occ {
+            return self.queue_txn_read(client, shard, txn, op);
+        }
+        let (target, mode) = match &op {
+            TxnReadOp::Get { key } => (Target::Key(key.clone()), LockMode::Shared),
+            TxnReadOp::Scan { start, end, .. } => {
+                (Target::Range { start: start.clone(), end: end.clone() }, LockMode::Shared)
+            }
+        };
+        self.lock(client, shard, &txn, target, mode, Parked::Read { client, txn, op });
+    }
+
+    /// An exclusive lock for a write the transaction will commit.
+    pub(super) fn txn_lock(&mut self, client: ClientRef, shard: ShardId, txn: TxnMeta, key: Vec<u8>) {
+        if !self.lead_or_redirect(client, shard) {
+            return;
+        }
+        if txn.policy == Policy::Occ {
+            // OCC locks at commit; nothing to hold now.
+            return self.answer(client, Response::Outcome(Outcome::Ok(OkReply::Done)));
+        }
+        self.lock(client, shard, &txn, Target::Key(key), LockMode::Exclusive, Parked::Lock { client });
+    }
+
+    /// The client gave up on the transaction: drop its locks here.
+    pub(super) fn txn_abort(&mut self, client: ClientRef, shard: ShardId, txn: TxnId) {
+        if !self.lead_or_redirect(client, shard) {
+            return;
+        }
+        let now_ms = self.now_ms;
+        let g = self.groups.get_mut(&shard).expect("checked by the caller");
+        // A prepared transaction ends only by its anchor's decision.
+        if g.sm.txns().intent(&txn).is_none() {
+            g.locks.abort(txn, AbortReason::Requested, now_ms);
+        }
+        self.lock_events(shard);
+        self.answer(client, Response::Outcome(Outcome::Ok(OkReply::Done)));
+    }
+
+    fn lead_or_redirect(&mut self, client: ClientRef, shard: ShardId) -> bool {
+        let g = &self.groups[&shard];
+        if g.is_leader {
+            return true;
+        }
+        self.stats.redirects += 1;
+        let hint = g.leader;
+        self.answer(client, Response::NotLeader { hint });
+        false
+    }
+
+    fn lock(&mut self, client: ClientRef, shard: ShardId, txn: &TxnMeta, target: Target, mode: LockMode, then: Parked) {
+        let now_ms = self.now_ms;
+        let g = self.groups.get_mut(&shard).expect("checked by the caller");
+        let token = g.txns.next_token;
+        g.txns.next_token += 1;
+        match g.locks.acquire(&info(txn, now_ms), target, mode, token, now_ms) {
+            Acquire::Granted => self.unpark(shard, then),
+            Acquire::Waiting => {
+                g.txns.parked.insert(token, then);
+                self.requests_pending += 1;
+            }
+            Acquire::Aborted(reason) => self.answer(client, Response::Outcome(Outcome::Aborted { reason })),
+            Acquire::TooManyLocks => self.answer(
+                client,
+                Response::Outcome(Outcome::invalid("the transaction holds too many locks on this shard")),
+            ),
+            Acquire::Full => {
+                self.stats.busy += 1;
+                self.answer(client, Response::Busy);
+            }
+            Acquire::Invalid => self.answer(
+                client,
+                Response::Outcome(Outcome::invalid(
+                    "lock protocol: one request at a time per transaction, none after prepare",
+                )),
+            ),
+        }
+        self.lock_events(shard);
+    }
+
+    /// A parked request's lock is held: go on with it.
+    fn unpark(&mut self, shard: ShardId, parked: Parked) {
+        match parked {
+            Parked::Read { client, txn, op } => self.queue_txn_read(client, shard, txn, op),
+            Parked::Lock { client } => self.answer(client, Response::Outcome(Outcome::Ok(OkReply::Done))),
+            Parked::Write { client, tag, op, id } => self.propose_write(client, shard, tag, op, Some(id)),
+        }
+    }
+
+    /// A plain write is a one-key transaction: it takes its key's exclusive lock,
+    /// waiting behind the transactions that hold it. It holds nothing else while it
+    /// waits, so it cannot close a cycle; when the table refuses it (a policy
+    /// conflict, a timeout) it answers busy: certainly not applied, retried by the
+    /// client. Never `aborted`.
+    pub(super) fn plain_write(&mut self, client: ClientRef, shard: ShardId, tag: WriteTag, op: WriteOp, stamp_ts: u64) {
+        let now_ms = self.now_ms;
+        let policy = self.cfg.txn_policy;
+        let g = self.groups.get_mut(&shard).expect("checked by the caller");
+        let token = g.txns.next_token;
+        g.txns.next_token += 1;
+        // An id of its own per attempt: an abort's tombstone never meets a retry.
+        let id = TxnId { client: tag.client, attempt: u64::MAX - token };
+        let who = TxnInfo { id, age: Age { start: stamp_ts, id }, policy, begun_ms: now_ms };
+        match g.locks.acquire(&who, Target::Key(op.key().to_vec()), LockMode::Exclusive, token, now_ms) {
+            Acquire::Granted => self.propose_write(client, shard, tag, op, Some(id)),
+            Acquire::Waiting => {
+                g.txns.parked.insert(token, Parked::Write { client, tag, op, id });
+                self.requests_pending += 1;
+            }
+            _ => {
+                self.stats.busy += 1;
+                self.answer(client, Response::Busy);
+            }
+        }
+        self.lock_events(shard);
+    }
+
+    fn queue_txn_read(&mut self, client: ClientRef, shard: ShardId, txn: TxnMeta, op: TxnReadOp) {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        g.reads_queued.push(PendingRead { client, op: ReadKind::Txn(txn.id, op) });
+        self.requests_pending += 1;
+        self.dirty.insert(shard);
+    }
+
+    /// Acts on what the lock table decided: grants continue parked requests,
+    /// aborts answer them.
+    pub(super) fn lock_events(&mut self, shard: ShardId) {
+        loop {
+            let g = self.groups.get_mut(&shard).expect("known group");
+            let events = g.locks.take_events();
+            if events.is_empty() {
+                return;
+            }
+            for event in events {
+                let g = self.groups.get_mut(&shard).expect("known group");
+                match event {
+                    LockEvent::Granted { token, .. } => {
+                        if let Some(parked) = g.txns.parked.remove(&token) {
+                            self.requests_pending -= 1;
+                            self.unpark(shard, parked);
+                        }
+                    }
+                    LockEvent::Aborted { reason, token: Some(token), .. } => {
+                        match g.txns.parked.remove(&token) {
+                            Some(Parked::Read { client, .. } | Parked::Lock { client }) => {
+                                self.answer_pending(client, Response::Outcome(Outcome::Aborted { reason }));
+                            }
+                            // A plain write is never aborted: not applied, retried.
+                            Some(Parked::Write { client, .. }) => self.answer_pending(client, Response::Busy),
+                            None => {}
+                        }
+                    }
+                    LockEvent::Aborted { token: None, .. } => {
+                        // A holder wounded or expired: its client learns at its next
+                        // request or its commit, which this shard then refuses.
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commit, at the anchor.
+    pub(super) fn txn_commit(
+        &mut self,
+        client: ClientRef,
+        shard: ShardId,
+        txn: TxnMeta,
+        tag: WriteTag,
+        shards: Vec<ShardSets>,
+    ) {
+        if !self.lead_or_redirect(client, shard) {
+            return;
+        }
+        if !shards.iter().any(|s| s.shard == shard) {
+            return self.answer(client, Response::Outcome(Outcome::invalid("the anchor must be one of the shards")));
+        }
+        if shards.len() == 1 {
+            let sets = shards.into_iter().next().expect("one").sets;
+            return self.one_phase(client, shard, txn, tag, sets);
+        }
+        let tick = self.ticks;
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if let Some(coord) = g.txns.coords.get_mut(&txn.id) {
+            // The client retried: answer the newest attempt.
+            self.requests_pending += 1;
+            if let Some(old) = coord.client.replace(client) {
+                self.answer_pending(old, Response::Outcome(Outcome::Indeterminate));
+            }
+            return;
+        }
+        if let Some(decision) = g.sm.txns().decision(&txn.id) {
+            // Decided before (a retry after a leader change): the decide entry's
+            // exactly-once handling answers with the first decision.
+            let participants = shards.iter().map(|s| s.shard).filter(|&s| s != shard).collect();
+            let cmd = DecideCommand { txn: txn.id, decision, participants, tag: Some(tag), attempt_ts: txn.attempt_ts };
+            return self.propose_txn(shard, CommandBody::Decide(cmd), Some(client), None, None);
+        }
+        let coord = Coord {
+            txn,
+            tag,
+            client: Some(client),
+            shards: shards.clone(),
+            votes: BTreeMap::new(),
+            deciding: false,
+            started_tick: tick,
+            sent_tick: tick,
+        };
+        g.txns.coords.insert(txn.id, coord);
+        self.requests_pending += 1;
+        for s in shards {
+            if s.shard == shard {
+                self.prepare_here(shard, shard, txn, s.sets);
+            } else {
+                self.send_txn(shard, s.shard, TxnPeerMessage::Prepare { txn, sets: s.sets });
+            }
+        }
+    }
+
+    fn one_phase(&mut self, client: ClientRef, shard: ShardId, txn: TxnMeta, tag: WriteTag, sets: TxnSets) {
+        if let Err(reason) = self.lock_for_prepare(shard, &txn, &sets) {
+            return self.answer(client, Response::Outcome(Outcome::Aborted { reason }));
+        }
+        let bound = self.hlc.now(self.now_ms);
+        let cmd = OnePhaseCommand { txn, tag, bound, sets };
+        self.propose_txn(shard, CommandBody::OnePhase(cmd), Some(client), Some(txn.id), Some(txn.id));
+    }
+
+    /// Checks (two-phase locking) or takes (OCC) every lock `sets` needs here and
+    /// marks the transaction prepared in the table; `Err` with the abort reason.
+    fn lock_for_prepare(&mut self, shard: ShardId, txn: &TxnMeta, sets: &TxnSets) -> Result<(), AbortReason> {
+        let now_ms = self.now_ms;
+        let g = self.groups.get_mut(&shard).expect("known group");
+        let (reads, ranges, writes) = lock_keys(sets);
+        if txn.policy == Policy::Occ {
+            let who = info(txn, now_ms);
+            let token = g.txns.next_token;
+            g.txns.next_token += 1;
+            let targets = reads
+                .iter()
+                .map(|k| (Target::Key(k.clone()), LockMode::Shared))
+                .chain(
+                    ranges.iter().map(|(s, e)| (Target::Range { start: s.clone(), end: e.clone() }, LockMode::Shared)),
+                )
+                .chain(writes.iter().map(|k| (Target::Key(k.clone()), LockMode::Exclusive)));
+            for (target, mode) in targets {
+                match g.locks.acquire(&who, target, mode, token, now_ms) {
+                    Acquire::Granted => {}
+                    Acquire::Aborted(reason) => {
+                        self.lock_events(shard);
+                        return Err(reason);
+                    }
+                    _ => {
+                        g.locks.abort(txn.id, AbortReason::Conflict, now_ms);
+                        self.lock_events(shard);
+                        return Err(AbortReason::Conflict);
+                    }
+                }
+            }
+        } else if !g.locks.holds(txn.id, &reads, &ranges, &writes) {
+            let reason = match g.locks.state(txn.id) {
+                Some(crate::txn::lock::TxnState::Aborted(reason)) => reason,
+                // Locks lost with a leader change, or never asked for.
+                _ => AbortReason::Conflict,
+            };
+            return Err(reason);
+        }
+        let g = self.groups.get_mut(&shard).expect("known group");
+        g.locks.prepare(txn.id);
+        Ok(())
+    }
+
+    /// Proposes a transaction entry on `shard`. `client` hears the applied reply
+    /// (or a refusal now); `release` names the transaction whose locks the apply
+    /// releases; `refused` the one whose locks a refusal aborts (they were marked
+    /// prepared for an entry that will never apply).
+    fn propose_txn(
+        &mut self,
+        shard: ShardId,
+        body: CommandBody,
+        client: Option<ClientRef>,
+        release: Option<TxnId>,
+        refused: Option<TxnId>,
+    ) {
+        let now_ms = self.now_ms;
+        let stamp_ts = self.hlc.now(self.now_ms);
+        let data = command::encode(&Command { stamp_ts, body });
+        let bytes = data.len() as u64 + ENTRY_OVERHEAD_BYTES;
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if self.proposed_bytes + bytes + ready_reserve_bytes(&self.cfg) > self.room_bytes {
+            self.stats.busy += 1;
+            if let Some(txn) = refused {
+                g.locks.abort(txn, AbortReason::Conflict, now_ms);
+                g.txns.preparing.remove(&txn);
+            }
+            if let Some(client) = client {
+                self.answer(client, Response::Busy);
+            }
+            return;
+        }
+        match g.raft.propose(data) {
+            Ok((index, term)) => {
+                self.proposed_bytes += bytes;
+                self.stats.raft_proposals += 1;
+                if let Some(client) = client {
+                    g.writes.insert(index, (term, client));
+                    self.requests_pending += 1;
+                }
+                if let Some(txn) = release {
+                    g.txns.proposed.insert(index, txn);
+                }
+                self.dirty.insert(shard);
+            }
+            Err(e) => {
+                if let Some(txn) = refused {
+                    g.locks.abort(txn, AbortReason::Conflict, now_ms);
+                    g.txns.preparing.remove(&txn);
+                }
+                if let Some(client) = client {
+                    self.answer(client, refusal(&e));
+                }
+            }
+        }
+    }
+
+    // ----- participants ------------------------------------------------------
+
+    /// Prepares `txn`'s part on `shard` (for the anchor `anchor`): votes at once
+    /// from replicated state when it can, else proposes the prepare record.
+    fn prepare_here(&mut self, shard: ShardId, anchor: ShardId, txn: TxnMeta, sets: TxnSets) {
+        let g = &self.groups[&shard];
+        if !g.is_leader {
+            return;
+        }
+        if let Some(decision) = g.sm.txns().resolved(&txn.id) {
+            return self.vote(shard, anchor, txn.id, Vote::Decided(decision));
+        }
+        if let Some(intent) = g.sm.txns().intent(&txn.id) {
+            let bound = intent.bound;
+            return self.vote(shard, anchor, txn.id, Vote::Yes { bound });
+        }
+        if g.txns.preparing.contains(&txn.id) {
+            return; // its apply votes
+        }
+        if let Err(reason) = self.lock_for_prepare(shard, &txn, &sets) {
+            return self.vote(shard, anchor, txn.id, Vote::No { reason });
+        }
+        let bound = self.hlc.now(self.now_ms);
+        let g = self.groups.get_mut(&shard).expect("known group");
+        g.txns.preparing.insert(txn.id);
+        let prepare = CommandBody::Prepare(PrepareCommand { txn, anchor, bound, sets });
+        self.propose_txn(shard, prepare, None, None, Some(txn.id));
+    }
+
+    /// Delivers `shard`'s vote to its anchor.
+    fn vote(&mut self, shard: ShardId, anchor: ShardId, txn: TxnId, vote: Vote) {
+        if anchor == shard {
+            self.on_vote(anchor, shard, txn, vote);
+        } else {
+            self.send_txn(shard, anchor, TxnPeerMessage::Vote { txn, vote });
+        }
+    }
+
+    /// Decisions for `shard` to apply (from its anchor).
+    fn on_resolve(&mut self, shard: ShardId, anchor: ShardId, items: Vec<ResolveItem>) {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if !g.is_leader {
+            return;
+        }
+        let mut done = Vec::new();
+        for item in items {
+            if g.sm.txns().intent(&item.txn).is_none() && g.sm.txns().resolved(&item.txn).is_some() {
+                done.push(item.txn); // applied before: say so again
+            } else {
+                g.txns.resolve_anchor.insert(item.txn, anchor);
+                g.txns.resolve_queue.insert(item.txn, item);
+            }
+        }
+        if !g.txns.resolve_queue.is_empty() {
+            self.dirty.insert(shard);
+        }
+        if !done.is_empty() {
+            self.send_txn(shard, anchor, TxnPeerMessage::Resolved { txns: done });
+        }
+    }
+
+    // ----- the anchor --------------------------------------------------------
+
+    fn on_vote(&mut self, anchor: ShardId, from: ShardId, txn: TxnId, vote: Vote) {
+        let Some(g) = self.groups.get_mut(&anchor) else { return };
+        let Some(coord) = g.txns.coords.get_mut(&txn) else { return };
+        if coord.deciding {
+            return;
+        }
+        let decision = match vote {
+            Vote::No { reason } => Some(Decision::Abort(reason)),
+            Vote::Decided(decision) => Some(decision),
+            Vote::Yes { bound } => {
+                coord.votes.insert(from, bound);
+                (coord.votes.len() == coord.shards.len())
+                    .then(|| Decision::Commit(coord.votes.values().copied().max().unwrap_or(0)))
+            }
+        };
+        if let Some(decision) = decision {
+            self.decide(anchor, txn, decision);
+        }
+    }
+
+    /// Proposes the coordinator's decision for `txn`.
+    fn decide(&mut self, anchor: ShardId, txn: TxnId, decision: Decision) {
+        let g = self.groups.get_mut(&anchor).expect("known group");
+        let Some(coord) = g.txns.coords.get_mut(&txn) else { return };
+        coord.deciding = true;
+        let participants = coord.shards.iter().map(|s| s.shard).filter(|&s| s != anchor).collect();
+        let cmd = DecideCommand { txn, decision, participants, tag: Some(coord.tag), attempt_ts: coord.txn.attempt_ts };
+        // The client's reply comes from the decide entry's apply.
+        let client = coord.client.take();
+        if client.is_some() {
+            self.requests_pending -= 1;
+        }
+        self.propose_txn(anchor, CommandBody::Decide(cmd), client, None, None);
+        // Proposing failed (a leader change): the coordinator is gone, the new
+        // leader decides from participants' queries.
+        let g = self.groups.get_mut(&anchor).expect("known group");
+        if !g.is_leader {
+            g.txns.coords.remove(&txn);
+        }
+    }
+
+    fn on_query(&mut self, anchor: ShardId, from: ShardId, txn: TxnId) {
+        let g = self.groups.get_mut(&anchor).expect("known group");
+        if !g.is_leader {
+            return;
+        }
+        if let Some(decision) = g.sm.txns().decision(&txn) {
+            let item = ResolveItem { txn, decision, attempt_ts: 0 };
+            self.send_txn(anchor, from, TxnPeerMessage::Resolve { items: vec![item] });
+        } else if !g.txns.coords.contains_key(&txn) {
+            // Nobody coordinates it and nothing is decided: abort it, durably,
+            // before anyone acts; a later commit finds this decision.
+            let cmd = DecideCommand {
+                txn,
+                decision: Decision::Abort(AbortReason::Timeout),
+                participants: vec![from],
+                tag: None,
+                attempt_ts: 0,
+            };
+            self.propose_txn(anchor, CommandBody::Decide(cmd), None, None, None);
+        }
+    }
+
+    fn on_resolved(&mut self, anchor: ShardId, from: ShardId, txns: Vec<TxnId>) {
+        let g = self.groups.get_mut(&anchor).expect("known group");
+        if !g.is_leader {
+            return;
+        }
+        for txn in txns {
+            if let Some(r) = g.txns.resolving.get_mut(&txn) {
+                r.pending.remove(&from);
+                if r.pending.is_empty() {
+                    g.txns.resolving.remove(&txn);
+                    g.txns.forget_queue.insert(txn);
+                    self.dirty.insert(anchor);
+                }
+            }
+        }
+    }
+
+    // ----- what applied entries produce ----------------------------------------
+
+    /// After `shard` applied an entry: locks to release, votes and decisions to
+    /// send (leaders only), reads an intent held to serve.
+    pub(super) fn after_apply(&mut self, shard: ShardId, index: Index, applied: &Applied) {
+        let now_ms = self.now_ms;
+        let tick = self.ticks;
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if let Some(txn) = g.txns.proposed.remove(&index) {
+            g.locks.release(txn, now_ms);
+        }
+        if !g.is_leader {
+            return;
+        }
+        match applied {
+            Applied::Vote { txn, anchor, vote } => {
+                g.txns.preparing.remove(txn);
+                if let Vote::No { reason } = vote {
+                    g.locks.abort(*txn, *reason, now_ms);
+                }
+                self.vote(shard, *anchor, *txn, *vote);
+            }
+            Applied::Decided { txn, decision, participants, reply } => {
+                if let Some(coord) = g.txns.coords.remove(txn)
+                    && let Some(client) = coord.client
+                {
+                    // A retry that arrived while the decision was in flight.
+                    let reply = reply.clone().unwrap_or_else(|| decision.reply());
+                    self.answer_pending(client, Response::Outcome(reply));
+                }
+                let g = self.groups.get_mut(&shard).expect("known group");
+                g.locks.release(*txn, now_ms);
+                if participants.is_empty() {
+                    g.txns.resolving.remove(txn);
+                } else {
+                    let item = ResolveItem { txn: *txn, decision: *decision, attempt_ts: 0 };
+                    let pending: BTreeSet<ShardId> = participants.iter().copied().collect();
+                    g.txns.resolving.insert(*txn, Resolving { item, pending: pending.clone(), sent_tick: tick });
+                    for p in pending {
+                        self.send_txn(shard, p, TxnPeerMessage::Resolve { items: vec![item] });
+                    }
+                }
+            }
+            Applied::Resolved { txns } => {
+                // Locks released, the anchors told.
+                let mut by_anchor: BTreeMap<ShardId, Vec<TxnId>> = BTreeMap::new();
+                for txn in txns {
+                    g.locks.release(*txn, now_ms);
+                    g.txns.queried.remove(txn);
+                    if let Some(anchor) = g.txns.resolve_anchor.remove(txn) {
+                        by_anchor.entry(anchor).or_default().push(*txn);
+                    }
+                }
+                for (anchor, txns) in by_anchor {
+                    self.send_txn(shard, anchor, TxnPeerMessage::Resolved { txns });
+                }
+            }
+            Applied::Reply(_) | Applied::Blocked { .. } | Applied::Done => {}
+        }
+        self.lock_events(shard);
+    }
+
+    /// Serves reads that waited on intents no longer there.
+    pub(super) fn wake_intent_waiters(&mut self, shard: ShardId) {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if g.txns.intent_waiters.is_empty() {
+            return;
+        }
+        let done: Vec<TxnId> =
+            g.txns.intent_waiters.keys().filter(|t| g.sm.txns().intent(t).is_none()).copied().collect();
+        let mut reads = Vec::new();
+        for t in done {
+            reads.extend(g.txns.intent_waiters.remove(&t).unwrap_or_default());
+        }
+        for r in reads {
+            self.serve_read(shard, r);
+        }
+    }
+
+    /// Serves one confirmed read, or parks it behind the intent it must wait for.
+    pub(super) fn serve_read(&mut self, shard: ShardId, r: PendingRead) {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        let blocker = match &r.op {
+            ReadKind::Plain(ReadOp::Get { key, at }) => g.sm.intent_blocking(key, *at, None),
+            ReadKind::Plain(ReadOp::Scan { start, end, at, .. }) => g.sm.range_blocking(start, end, *at, None),
+            ReadKind::Plain(ReadOp::Versions { .. }) => None,
+            ReadKind::Txn(txn, TxnReadOp::Get { key }) => g.sm.intent_blocking(key, None, Some(*txn)),
+            ReadKind::Txn(txn, TxnReadOp::Scan { start, end, .. }) => g.sm.range_blocking(start, end, None, Some(*txn)),
+        };
+        if let Some(txn) = blocker {
+            g.txns.intent_waiters.entry(txn).or_default().push(r);
+            return;
+        }
+        let outcome = match &r.op {
+            ReadKind::Plain(op) => g.sm.read(op),
+            ReadKind::Txn(_, op) => g.sm.txn_read(op),
+        };
+        self.answer_pending(r.client, Response::Outcome(outcome));
+    }
+
+    // ----- timers and the iteration ------------------------------------------
+
+    /// Once per tick: lock timeouts, resends, queries, vote timeouts.
+    pub(super) fn txn_tick(&mut self) {
+        let now_ms = self.now_ms;
+        let tick = self.ticks;
+        let shards: Vec<ShardId> = self.groups.keys().copied().collect();
+        for shard in shards {
+            let g = self.groups.get_mut(&shard).expect("known group");
+            if !g.is_leader {
+                continue;
+            }
+            g.locks.tick(now_ms);
+            self.lock_events(shard);
+            let g = self.groups.get_mut(&shard).expect("known group");
+            // Coordinators: resend prepares to silent participants; give up.
+            let mut abort = Vec::new();
+            let mut resend = Vec::new();
+            for (txn, c) in g.txns.coords.iter_mut() {
+                if c.deciding {
+                    continue;
+                }
+                if tick.saturating_sub(c.started_tick) >= TXN_VOTE_TIMEOUT_TICKS {
+                    abort.push(*txn);
+                } else if tick.saturating_sub(c.sent_tick) >= TXN_RESEND_TICKS {
+                    c.sent_tick = tick;
+                    for s in &c.shards {
+                        if s.shard != shard && !c.votes.contains_key(&s.shard) {
+                            resend.push((s.shard, TxnPeerMessage::Prepare { txn: c.txn, sets: s.sets.clone() }));
+                        }
+                    }
+                }
+            }
+            // Resolutions not acknowledged.
+            for r in g.txns.resolving.values_mut() {
+                if tick.saturating_sub(r.sent_tick) >= TXN_RESEND_TICKS {
+                    r.sent_tick = tick;
+                    for &p in &r.pending {
+                        resend.push((p, TxnPeerMessage::Resolve { items: vec![r.item] }));
+                    }
+                }
+            }
+            // Intents nobody resolved: ask their anchors.
+            let mut queries = Vec::new();
+            let txns: Vec<(TxnId, ShardId)> = g.sm.txns().intents().map(|i| (i.txn.id, i.anchor)).collect();
+            for (txn, anchor) in txns {
+                let last = g.txns.queried.entry(txn).or_insert(tick);
+                if tick.saturating_sub(*last) >= TXN_QUERY_AFTER_TICKS {
+                    *last = tick;
+                    queries.push((txn, anchor));
+                }
+            }
+            for (to, message) in resend {
+                self.send_txn(shard, to, message);
+            }
+            for (txn, anchor) in queries {
+                if anchor == shard {
+                    self.on_query(shard, shard, txn);
+                } else {
+                    self.send_txn(shard, anchor, TxnPeerMessage::Query { txn });
+                }
+            }
+            for txn in abort {
+                self.decide(shard, txn, Decision::Abort(AbortReason::Timeout));
+            }
+        }
+    }
+
+    /// Once per iteration, per dirty group: the batched resolve and forget entries.
+    pub(super) fn propose_batched(&mut self, shard: ShardId) {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if !g.is_leader {
+            return;
+        }
+        if !g.txns.resolve_queue.is_empty() {
+            let items: Vec<ResolveItem> = std::mem::take(&mut g.txns.resolve_queue).into_values().collect();
+            self.propose_txn(shard, CommandBody::Resolve(items), None, None, None);
+        }
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if !g.txns.forget_queue.is_empty() {
+            let txns: Vec<TxnId> = std::mem::take(&mut g.txns.forget_queue).into_iter().collect();
+            self.propose_txn(shard, CommandBody::Forget(txns), None, None, None);
+        }
+    }
+
+    /// This replica became `shard`'s leader: rebuild the lock table from the
+    /// prepared intents and resume resolving the records it anchors.
+    pub(super) fn txn_became_leader(&mut self, shard: ShardId) {
+        let now_ms = self.now_ms;
+        let tick = self.ticks;
+        let g = self.groups.get_mut(&shard).expect("known group");
+        for intent in g.sm.txns().intents() {
+            let (reads, ranges, writes) = lock_keys(&intent.sets);
+            g.locks.install_prepared(&info(&intent.txn, now_ms), &reads, &ranges, &writes, now_ms);
+        }
+        let records: Vec<(TxnId, Decision, Vec<ShardId>, u64)> =
+            g.sm.txns().records().map(|(t, r)| (*t, r.decision, r.participants.clone(), r.attempt_ts)).collect();
+        for (txn, decision, participants, attempt_ts) in records {
+            let item = ResolveItem { txn, decision, attempt_ts };
+            let pending: BTreeSet<ShardId> = participants.into_iter().collect();
+            // Sent at the next resend tick.
+            let sent_tick = tick.saturating_sub(TXN_RESEND_TICKS);
+            g.txns.resolving.insert(txn, Resolving { item, pending, sent_tick });
+        }
+    }
+
+    /// This replica no longer leads `shard`: parked requests are answered (not
+    /// applied), the lock table and coordinators are dropped.
+    pub(super) fn txn_stepped_down(&mut self, shard: ShardId) {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        let hint = g.leader;
+        g.locks.clear();
+        let parked = std::mem::take(&mut g.txns.parked);
+        let waiting: Vec<PendingRead> = std::mem::take(&mut g.txns.intent_waiters).into_values().flatten().collect();
+        let coords = std::mem::take(&mut g.txns.coords);
+        g.txns.resolving.clear();
+        g.txns.resolve_queue.clear();
+        g.txns.forget_queue.clear();
+        g.txns.preparing.clear();
+        g.txns.queried.clear();
+        g.txns.proposed.clear();
+        g.txns.resolve_anchor.clear();
+        for p in parked.into_values() {
+            let client = match p {
+                Parked::Read { client, .. } | Parked::Lock { client } | Parked::Write { client, .. } => client,
+            };
+            self.answer_pending(client, Response::NotLeader { hint });
+        }
+        for r in waiting {
+            self.answer_pending(r.client, Response::NotLeader { hint });
+        }
+        for c in coords.into_values() {
+            if let Some(client) = c.client {
+                // Not decided here: the client retries the commit with its tag at
+                // the next leader, which finds a decision or coordinates again.
+                self.answer_pending(client, Response::NotLeader { hint });
+            }
+        }
+    }
+
+    // ----- messages ----------------------------------------------------------
+
+    /// Sends `message` from `from` to every replica of `to` (this core's own
+    /// replica through the local inbox).
+    pub(super) fn send_txn(&mut self, from: ShardId, to: ShardId, message: TxnPeerMessage) {
+        let me = Replica { node: self.cfg.node, core: self.cfg.core };
+        let replicas: Vec<Replica> = self.map.replicas(to).to_vec();
+        for r in replicas {
+            let m = PeerMessage::Txn { from_shard: from, to_shard: to, message: message.clone() };
+            if r == me {
+                self.txn_inbox.push((from, to, message.clone()));
+                self.dirty.insert(to);
+            } else {
+                self.outbox.push_other(r, m);
+            }
+        }
+    }
+
+    /// A transaction message for `to` arrived (from the network or this core).
+    pub(super) fn on_txn_message(&mut self, from: ShardId, to: ShardId, message: TxnPeerMessage) {
+        let Some(g) = self.groups.get(&to) else { return };
+        if !g.is_leader {
+            return;
+        }
+        match message {
+            TxnPeerMessage::Prepare { txn, sets } => {
+                if sets.validate(&self.cfg.shard.limits).is_ok() {
+                    self.prepare_here(to, from, txn, sets);
+                }
+            }
+            TxnPeerMessage::Vote { txn, vote } => self.on_vote(to, from, txn, vote),
+            TxnPeerMessage::Resolve { items } => self.on_resolve(to, from, items),
+            TxnPeerMessage::Resolved { txns } => self.on_resolved(to, from, txns),
+            TxnPeerMessage::Query { txn } => self.on_query(to, from, txn),
+        }
+    }
+
+    /// Delivers the messages this core sent to its own replicas.
+    pub(super) fn drain_txn_inbox(&mut self) {
+        while !self.txn_inbox.is_empty() {
+            for (from, to, message) in std::mem::take(&mut self.txn_inbox) {
+                self.on_txn_message(from, to, message);
+            }
+        }
+    }
+}
