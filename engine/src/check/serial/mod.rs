@@ -131,6 +131,10 @@ mod resolve;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gen;
+#[cfg(test)]
+mod tests_prop;
 
 use std::fmt;
 
