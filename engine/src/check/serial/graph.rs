@@ -130,6 +130,7 @@ impl Graph {
         }
         for read in &resolution.reads {
             if let Some(writer) = read.writer {
+                assert_ne!(writer, read.reader, "resolution never names a reader its own writer");
                 edges.push((writer, read.reader, Label::Wr { key: read.key, version: read.version }));
             }
             let writers = &resolution.writers[read.key as usize];

@@ -45,6 +45,11 @@
 //!   state, absent);
 //! - **aborted read** (G1a): the value read was written by an aborted
 //!   transaction (found by its value hash; a tombstone carries none);
+//! - **future read**: a transaction read its own commit version of a key.
+//!   Reads of a transaction's own writes are served by the client and never
+//!   recorded, so a recorded one came from the store, which showed the
+//!   transaction its own write as if installed before it: no serial order
+//!   explains that;
 //! - **unknown at two versions**: the only possible writer of a value, of
 //!   unknown outcome, was observed at another version already.
 //!
@@ -120,7 +125,8 @@
 //! # Limits
 //!
 //! - Reads a transaction makes of its own writes are served by the client and
-//!   not recorded; a recorded one is ignored (its `wr` self-edge is skipped).
+//!   must not be recorded: a recorded one reads the transaction's own commit
+//!   version, a future read.
 //! - A recorder must record only writes that created a version: a delete that
 //!   found nothing writes no tombstone, and recording one would make readers
 //!   of the older version look stale.
@@ -245,6 +251,8 @@ pub enum AnomalyKind {
     ValueMismatch,
     /// G1a: a read of a value written by an aborted transaction.
     AbortedRead,
+    /// A read of the reader's own commit version of a key.
+    FutureRead,
     /// Two transactions wrote one key at one version.
     DuplicateVersion,
     /// A transaction of unknown outcome observed at two versions.
@@ -276,6 +284,7 @@ impl AnomalyKind {
             AnomalyKind::GarbageRead => "garbage read",
             AnomalyKind::ValueMismatch => "value mismatch",
             AnomalyKind::AbortedRead => "G1a (aborted read)",
+            AnomalyKind::FutureRead => "future read",
             AnomalyKind::DuplicateVersion => "duplicate version",
             AnomalyKind::UnknownAtTwoVersions => "unknown outcome at two versions",
             AnomalyKind::ReadAboveSnapshot => "read above snapshot",

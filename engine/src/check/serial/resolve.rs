@@ -1,7 +1,7 @@
 //! Version resolution: who wrote each version read, which transactions are
 //! live (committed, or of unknown outcome and observed), and the anomalies
-//! found on the way (duplicate versions, garbage and aborted reads, value
-//! mismatches, an unknown transaction at two versions) and in read-only
+//! found on the way (duplicate versions, garbage, aborted and future reads,
+//! value mismatches, an unknown transaction at two versions) and in read-only
 //! snapshots. See the module doc of `serial` for the rules.
 //!
 //! Invariants of a [`Resolution`]: every live transaction's read of a version
@@ -27,8 +27,8 @@ pub(super) struct ResolvedRead {
     pub(super) key: KeyId,
     /// The version read.
     pub(super) version: Version,
-    /// The writer of that version: `None` for the initial state (version 0),
-    /// for the reader itself, and for an undecided writer.
+    /// The writer of that version (never the reader): `None` for the initial
+    /// state (version 0) and for an undecided writer.
     pub(super) writer: Option<Node>,
 }
 
@@ -214,7 +214,7 @@ impl<'a> Resolver<'a> {
             for read in &txns[index].reads {
                 let key = self.keys.id(&read.key);
                 let writer = match self.writer_of(index, key, read)? {
-                    Writer::Initial | Writer::Itself => None,
+                    Writer::Initial => None,
                     Writer::Txn(writer) => Some(node_of[writer]),
                     Writer::Undecided(candidates) => {
                         undecided.get_or_insert_with(|| Undecided {
@@ -256,7 +256,10 @@ impl<'a> Resolver<'a> {
             if written != read.value {
                 return Err(value_mismatch(reader_txn, read, &txns[writer], written));
             }
-            return Ok(if writer == reader { Writer::Itself } else { Writer::Txn(writer) });
+            if writer == reader {
+                return Err(future_read(reader_txn, read));
+            }
+            return Ok(Writer::Txn(writer));
         }
         let unbound = self.unbound_candidates(key, read.value);
         assert!(unbound.len() != 1, "T{}: a read with one unbound candidate survived the worklist", reader_txn.id);
@@ -279,8 +282,6 @@ impl<'a> Resolver<'a> {
 enum Writer {
     /// Version 0.
     Initial,
-    /// The reader's own write (not recorded by a correct client).
-    Itself,
     /// Another transaction, by index.
     Txn(usize),
     /// Any of these unbound transactions of unknown outcome.
@@ -395,6 +396,20 @@ fn value_mismatch(reader: &Txn, read: &super::Read, writer: &Txn, written: Optio
             writer.id,
             KeyText(&read.key),
             ValueText(written)
+        ),
+    )
+}
+
+fn future_read(reader: &Txn, read: &super::Read) -> Anomaly {
+    direct(
+        AnomalyKind::FutureRead,
+        vec![reader.id],
+        format!(
+            "T{} read {}@{} = {}, its own write at its own commit version, as if installed before it",
+            reader.id,
+            KeyText(&read.key),
+            read.version,
+            ValueText(read.value)
         ),
     )
 }

@@ -255,6 +255,15 @@ fn a_garbage_read_is_caught() {
 }
 
 #[test]
+fn a_read_of_its_own_commit_version_is_a_future_read() {
+    // Reads of its own writes are served by the client and never recorded:
+    // this one came from the store, before the write was installed.
+    let anomaly =
+        assert_anomaly(&[txn(1).reads("x", 10, Some(1)).writes("x", Some(1)).commit(10)], AnomalyKind::FutureRead);
+    assert_eq!(anomaly.txns, vec![1]);
+}
+
+#[test]
 fn a_value_mismatch_is_caught() {
     assert_anomaly(
         &[txn(1).writes("x", Some(7)).commit(5), txn(2).reads("x", 5, Some(8)).commit(6)],
