@@ -140,6 +140,8 @@ mod tests;
 #[cfg(test)]
 mod tests_gen;
 #[cfg(test)]
+mod tests_oracle;
+#[cfg(test)]
 mod tests_prop;
 
 use std::fmt;
