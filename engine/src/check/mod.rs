@@ -3,7 +3,8 @@
 //! threads, no randomness. The simulator checks every run with it and
 //! `corekv-ctl check-history` checks bench histories with it. It runs on the
 //! caller's thread (no core affinity, nothing shared) and its answers depend
-//! only on its inputs.
+//! only on its inputs. Transaction histories have their own checker,
+//! [`serial`]: (strict) serializability, in the style of Elle.
 //!
 //! # What it decides
 //!
@@ -101,6 +102,7 @@
 mod history;
 mod model;
 mod search;
+pub mod serial;
 mod shrink;
 
 #[cfg(test)]
