@@ -11,9 +11,10 @@
 //! version order *is* the order of a key's writes). With
 //! [`SerialOptions::strict`], that order must also respect real time among
 //! read-write transactions: one that returned committed before another was
-//! invoked comes first (DESIGN §8 promises strict serializability among read-write
-//! transactions and plain operations). Read-only transactions serialize at
-//! their snapshot, not in real time, and must read exactly the state at it.
+//! invoked comes first (DESIGN §8 promises strict serializability among
+//! read-write transactions and plain operations). Read-only transactions
+//! serialize at their snapshot, not in real time, and must read exactly the
+//! state at it.
 //! Plain operations are fed as one-key transactions.
 //!
 //! Because every version names its writer (below), the version order of every
@@ -64,9 +65,9 @@
 //!
 //! # The graph
 //!
-//! Nodes are the live transactions (read-only and read-only-in-practice ones
-//! included). Edges, self-edges skipped (a read-modify-write reads the version
-//! its own write overwrites):
+//! Nodes are the live transactions (read-only ones and read-write ones that
+//! only read included). Edges, self-edges skipped (a read-modify-write's `rw`
+//! edge leads back to itself):
 //! - `ww`: the writer of a key's version → the writer of its next version;
 //! - `wr`: the writer of a version → each reader of it;
 //! - `rw`: each reader of a version → the writer of the key's next version;
@@ -75,13 +76,12 @@
 //!   outcome may have committed after its client gave up: like an
 //!   indeterminate write in the linearizability checker, it has no deadline,
 //!   though it still comes after what returned before it began). Quadratic
-//!   if drawn directly, so each
-//!   return is a barrier node: a chain of barriers in return-time order, an
-//!   edge from each transaction to its return's barrier, and one from the last
-//!   barrier before each invocation to that transaction. T1 reaches T2 through
-//!   the barriers exactly when T1 returned before T2 was invoked, with O(n)
-//!   nodes and edges; cycles are reported with each barrier run collapsed to
-//!   one `rt` edge.
+//!   if drawn directly, so each committed return is a barrier node: a chain
+//!   of barriers in return-time order, an edge from each transaction to its
+//!   return's barrier, and one from the last barrier before each invocation
+//!   to that transaction. T1 reaches T2 through the barriers exactly when T1
+//!   returned before T2 was invoked, with O(n) nodes and edges; cycles are
+//!   reported with each barrier run collapsed to one `rt` edge.
 //!
 //! # Cycles
 //!
