@@ -11,7 +11,8 @@ use std::collections::VecDeque;
 
 use super::resolve::{KeyId, Node, Resolution};
 use super::{
-    Anomaly, AnomalyKind, CYCLE_STARTS_MAX, Edge, EdgeKind, G_SINGLE_EDGE_VISITS_MAX, KeyText, Txn, TxnKind, Version,
+    Anomaly, AnomalyKind, CYCLE_STARTS_MAX, Edge, EdgeKind, G_SINGLE_EDGE_VISITS_MAX, KeyText, Txn, TxnKind,
+    TxnOutcome, Version,
 };
 
 /// Edge-kind bits, to select the edges a pass may follow.
@@ -261,10 +262,15 @@ impl Graph {
         (0..self.txn_nodes).find(|&node| components.is_cyclic(node))
     }
 
-    /// One cycle over `mask` edges, as edge indices, found in the most
-    /// specific edge set first (see the module doc of `serial`); `None` when
-    /// the whole graph is acyclic.
+    /// One cycle, as edge indices, found in the most specific edge set first
+    /// (see the module doc of `serial`); `None` when the whole graph is
+    /// acyclic.
     pub(super) fn find_cycle(&self) -> Option<Vec<usize>> {
+        self.find_cycle_within(G_SINGLE_EDGE_VISITS_MAX)
+    }
+
+    /// [`Graph::find_cycle`] with the G-single search's budget given.
+    fn find_cycle_within(&self, g_single_edge_visits_max: u64) -> Option<Vec<usize>> {
         let all = WW | WR | RW | if self.strict { RT } else { 0 };
         self.first_cyclic(&self.components(all))?;
         let mut scratch = Scratch::new(self.nodes());
@@ -277,7 +283,7 @@ impl Graph {
                     continue;
                 };
                 if layer & RW != 0
-                    && let Some(cycle) = self.g_single(&mut scratch, &components, mask)
+                    && let Some(cycle) = self.g_single(&mut scratch, &components, mask, g_single_edge_visits_max)
                 {
                     return Some(cycle);
                 }
@@ -312,8 +318,14 @@ impl Graph {
     /// A cycle with exactly one `rw` edge: for each `rw` edge u -> v inside a
     /// cyclic component, a path from v back to u without `rw` edges. `None`
     /// when there is none or the budget ran out.
-    fn g_single(&self, scratch: &mut Scratch, components: &Components, mask: u8) -> Option<Vec<usize>> {
-        let mut budget = G_SINGLE_EDGE_VISITS_MAX;
+    fn g_single(
+        &self,
+        scratch: &mut Scratch,
+        components: &Components,
+        mask: u8,
+        edge_visits_max: u64,
+    ) -> Option<Vec<usize>> {
+        let mut budget = edge_visits_max;
         for node in (0..self.txn_nodes).filter(|&node| components.is_cyclic(node)) {
             for edge in self.out_edges(node) {
                 let target = self.targets[edge];
@@ -428,7 +440,9 @@ impl Graph {
 }
 
 /// Draws real-time order among live read-write transactions through barrier
-/// nodes; returns the number of barriers.
+/// nodes; returns the number of barriers. Only a committed transaction's
+/// return bounds when it took effect: one of unknown outcome may have
+/// committed after its client gave up, so it only ever comes after others.
 fn real_time_edges(
     txns: &[Txn],
     resolution: &Resolution<'_>,
@@ -437,8 +451,11 @@ fn real_time_edges(
 ) -> u32 {
     let read_write: Vec<Node> =
         (0..txn_nodes).filter(|&node| resolution.txn(txns, node).kind == TxnKind::ReadWrite).collect();
-    let mut returns: Vec<(u64, Node)> =
-        read_write.iter().filter_map(|&node| resolution.txn(txns, node).return_time.map(|time| (time, node))).collect();
+    let mut returns: Vec<(u64, Node)> = read_write
+        .iter()
+        .filter(|&&node| matches!(resolution.txn(txns, node).outcome, TxnOutcome::Committed { .. }))
+        .filter_map(|&node| resolution.txn(txns, node).return_time.map(|time| (time, node)))
+        .collect();
     returns.sort_unstable();
     let barriers = u32::try_from(returns.len()).expect("fewer than 2^32 transactions");
     for (position, &(_, node)) in returns.iter().enumerate() {
@@ -566,6 +583,17 @@ mod tests {
         let cycle = graph.collapse(&graph.find_cycle().expect("cyclic"));
         assert_eq!(classify(&cycle), (AnomalyKind::GSingle, false));
         assert_eq!(cycle.len(), 3);
+    }
+
+    #[test]
+    fn out_of_budget_the_shortest_cycle_is_reported_as_what_it_is() {
+        // The graph of the test above, with no budget for the G-single
+        // search: still an anomaly, named by the edges of the cycle reported.
+        let edges = [(0, 1, rw(1)), (1, 0, rw(2)), (0, 2, rw(3)), (2, 3, wr(4)), (3, 0, wr(5))];
+        let graph = Graph::from_edges(4, 0, false, &edges);
+        let cycle = graph.collapse(&graph.find_cycle_within(0).expect("cyclic"));
+        assert_eq!(classify(&cycle), (AnomalyKind::G2, false));
+        assert_eq!(cycle.len(), 2);
     }
 
     #[test]

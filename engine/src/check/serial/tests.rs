@@ -492,6 +492,23 @@ fn an_observed_unknown_transaction_that_never_returned_is_ordered_after_earlier_
 }
 
 #[test]
+fn an_unknown_outcome_bounds_nothing_in_real_time() {
+    // T1's client gave up at 5 (indeterminate); T1 committed later, at 12,
+    // after T2, which began at 6, read x before it.
+    let history = [
+        Txn { return_time: Some(5), ..txn(1).writes("x", Some(1)).unknown() },
+        txn(2).reads("x", 0, None).commit(11).times(6, 9),
+        txn(3).reads("x", 12, Some(1)).commit(13).times(20, 30),
+    ];
+    assert_serializable(&history);
+    // Committed, the same history is a real-time violation.
+    let mut committed = history.to_vec();
+    committed[0].outcome = TxnOutcome::Committed { version: 12 };
+    let SerialVerdict::Anomaly(anomaly) = check(&committed, STRICT) else { panic!("expected a real-time cycle") };
+    assert!(anomaly.needs_real_time, "{anomaly}");
+}
+
+#[test]
 fn the_cycle_prints_like_elle() {
     let history = [
         txn(1).writes("y", Some(10)).commit(9),

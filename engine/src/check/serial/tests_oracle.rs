@@ -2,8 +2,9 @@
 //! transactions), in both directions, strict and not. The oracle knows
 //! nothing of version resolution, graphs or cycles. It tries every choice of
 //! which unknown-outcome transactions committed, and at which version, and
-//! every order of the committed ones (respecting real time among read-write
-//! ones when strict), and runs each order against a plain store: a write must
+//! every order of the committed ones (when strict, a read-write one that
+//! returned committed before another read-write one began comes first), and
+//! runs each order against a plain store: a write must
 //! raise its key's version, a read must see its key's newest version and value
 //! at that point, and a read-only transaction must also read, per key, the
 //! newest version at or below its snapshot among the committed writers.
@@ -132,8 +133,9 @@ fn place_next(txns: &[Txn], live: &[(usize, Version)], strict: bool, placed: &mu
     false
 }
 
-/// A read-write transaction waits for every live read-write one that
-/// returned before it was invoked.
+/// A read-write transaction waits for every committed read-write one that
+/// returned before it was invoked (one of unknown outcome may have committed
+/// after its client gave up).
 fn must_wait(txns: &[Txn], live: &[(usize, Version)], placed: &[bool], slot: usize) -> bool {
     let txn = &txns[live[slot].0];
     txn.kind == TxnKind::ReadWrite
@@ -141,6 +143,7 @@ fn must_wait(txns: &[Txn], live: &[(usize, Version)], placed: &[bool], slot: usi
             !placed[other]
                 && other != slot
                 && txns[index].kind == TxnKind::ReadWrite
+                && matches!(txns[index].outcome, TxnOutcome::Committed { .. })
                 && txns[index].return_time.is_some_and(|time| time < txn.invoke_time)
         })
 }
