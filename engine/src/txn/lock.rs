@@ -160,7 +160,9 @@ pub enum Acquire {
 ///
 /// Every waiting request is answered exactly once: by an event, or by the list
 /// [`LockTable::clear`] returns. Every transaction the table aborts on its own gets
-/// exactly one `Aborted` event, which also answers its waiting request if it had one.
+/// exactly one `Aborted` event, which also answers its waiting request if it had
+/// one; except the requester of [`LockTable::acquire`], whose abort is the answer
+/// (an event then only if it had a request waiting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockEvent {
     /// A waiting request was granted.
@@ -432,8 +434,11 @@ impl LockTable {
         let mut dirty = Dirty::new();
         let state = self.txn(id);
         if !state.prepared && now_ms.saturating_sub(state.begun_ms) > self.cfg.lifetime_ms {
+            // The answer tells the caller; an event only for a request that waited.
             self.stats.lifetime_expiries += 1;
-            self.abort_and_report(id, AbortReason::Timeout, &mut dirty);
+            if let Some(token) = self.abort_txn(id, AbortReason::Timeout, &mut dirty) {
+                self.events.push(LockEvent::Aborted { id, reason: AbortReason::Timeout, token: Some(token) });
+            }
             self.settle(dirty, now_ms);
             return Acquire::Aborted(AbortReason::Timeout);
         }
@@ -1620,7 +1625,13 @@ mod tests {
         let t3 = TxnInfo { begun_ms: 5, ..info(3, 30, WoundWait) };
         assert_eq!(t.acquire(&t3, key("c"), X, 3, 1_000), Acquire::Granted);
         assert_eq!(t.acquire(&t3, key("d"), X, 4, 1_006), Acquire::Aborted(Timeout));
+        assert!(t.take_events().is_empty(), "the answer says it");
         assert!(!t.keys.contains_key(b"c".as_slice()));
+        // ...and a request that waited meanwhile is answered by an event.
+        let t4 = TxnInfo { begun_ms: 1_000, ..info(4, 40, WoundWait) };
+        assert_eq!(t.acquire(&t4, key("b"), X, 5, 1_000), Acquire::Waiting, "behind the prepared t2");
+        assert_eq!(t.acquire(&t4, key("e"), X, 6, 2_001), Acquire::Aborted(Timeout));
+        assert_eq!(t.take_events(), vec![aborted(&t4, Timeout, Some(5))]);
         ok(&t);
     }
 
