@@ -44,13 +44,14 @@
 //! range request walks every locked key inside the range. Range locks (scans inside
 //! read-write transactions) are rare, so they live in one table-wide ordered set
 //! rather than an interval tree. Releasing a transaction costs `O(its locks)` plus
-//! the re-evaluation of the waiters next to them, oldest first; each re-evaluation
-//! walks the older waiters of its key, so freeing a key with `w` waiters costs up to
-//! `O(w²)`, bounded by `txns_max` and small in practice (a waiter is a blocked
-//! client operation).
+//! a check of each waiter next to them, oldest first. A removal only shrinks
+//! conflict sets, so that check stops at the first remaining conflict (usually the
+//! first holder) and a release on a key with `w` waiters costs `O(w)`; only an
+//! added lock or wait runs the full policy on its neighbours, which walks their
+//! older waiters.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 
 use corekv_rpc::txn::{AbortReason, Age, Policy, TxnId};
 
@@ -159,7 +160,9 @@ pub enum Acquire {
 ///
 /// Every waiting request is answered exactly once: by an event, or by the list
 /// [`LockTable::clear`] returns. Every transaction the table aborts on its own gets
-/// exactly one `Aborted` event, which also answers its waiting request if it had one.
+/// exactly one `Aborted` event, which also answers its waiting request if it had
+/// one; except the requester of [`LockTable::acquire`], whose abort is the answer
+/// (an event then only if it had a request waiting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockEvent {
     /// A waiting request was granted.
@@ -253,6 +256,27 @@ struct RangeLock {
     start: Vec<u8>,
     end: Vec<u8>,
     age: Age,
+}
+
+/// Why a waiter's request is checked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Recheck {
+    /// Only locks or waits next to it went (or turned from waits into holds): its
+    /// conflict set shrank, so it still meets its policy and only a grant can
+    /// follow. A cheap emptiness check, so a queue on a hot key costs `O(waiters)`
+    /// per release instead of `O(waiters²)`.
+    Freed,
+    /// A lock or wait came next to it: the policy runs again in full (wait-die may
+    /// kill it, a new policy may abort it).
+    Hit,
+}
+
+/// Waiters to check again, oldest first.
+type Dirty = BTreeMap<Age, Recheck>;
+
+fn mark(dirty: &mut Dirty, age: Age, why: Recheck) {
+    let entry = dirty.entry(age).or_insert(why);
+    *entry = (*entry).max(why);
 }
 
 /// A waiting request.
@@ -407,11 +431,14 @@ impl LockTable {
             }
             self.register(txn);
         }
-        let mut dirty = BTreeSet::new();
+        let mut dirty = Dirty::new();
         let state = self.txn(id);
         if !state.prepared && now_ms.saturating_sub(state.begun_ms) > self.cfg.lifetime_ms {
+            // The answer tells the caller; an event only for a request that waited.
             self.stats.lifetime_expiries += 1;
-            self.abort_and_report(id, AbortReason::Timeout, &mut dirty);
+            if let Some(token) = self.abort_txn(id, AbortReason::Timeout, &mut dirty) {
+                self.events.push(LockEvent::Aborted { id, reason: AbortReason::Timeout, token: Some(token) });
+            }
             self.settle(dirty, now_ms);
             return Acquire::Aborted(AbortReason::Timeout);
         }
@@ -434,13 +461,13 @@ impl LockTable {
                 // Every waiter this lock conflicts with is younger (an older one would
                 // be in the conflict set): re-check it against its new older holder.
                 self.stats.granted_at_once += 1;
-                self.touch_waiters(id, target.item(), mode, &mut dirty);
+                self.touch_waiters(id, target.item(), mode, Recheck::Hit, &mut dirty);
                 self.insert_lock(age, target, mode);
                 Acquire::Granted
             }
             Decision::Wait => {
                 self.stats.waits += 1;
-                self.touch_waiters(id, target.item(), mode, &mut dirty);
+                self.touch_waiters(id, target.item(), mode, Recheck::Hit, &mut dirty);
                 self.enqueue(age, Wait { token, target, mode, since_ms: now_ms });
                 Acquire::Waiting
             }
@@ -490,7 +517,7 @@ impl LockTable {
     /// transaction that waits (a committing one has prepared, and a prepared one
     /// never waits); a caller that knows the reason calls [`LockTable::abort`].
     pub fn release(&mut self, id: TxnId, now_ms: u64) {
-        let mut dirty = BTreeSet::new();
+        let mut dirty = Dirty::new();
         if let Some(token) = self.remove_txn(id, &mut dirty) {
             self.events.push(LockEvent::Aborted { id, reason: AbortReason::Conflict, token: Some(token) });
         }
@@ -504,7 +531,7 @@ impl LockTable {
     /// decision: it works on prepared transactions too (an abort decision), which
     /// the table never aborts on its own. An existing tombstone keeps its reason.
     pub fn abort(&mut self, id: TxnId, reason: AbortReason, now_ms: u64) {
-        let mut dirty = BTreeSet::new();
+        let mut dirty = Dirty::new();
         if let Some(token) = self.abort_txn(id, reason, &mut dirty) {
             self.events.push(LockEvent::Aborted { id, reason, token: Some(token) });
         }
@@ -552,7 +579,7 @@ impl LockTable {
         entry.prepared = true;
         let age = entry.age;
         self.lifetimes.remove(&(entry.begun_ms, id));
-        let mut dirty = BTreeSet::new();
+        let mut dirty = Dirty::new();
         let shared = reads.iter().map(|key| (Target::Key(key.clone()), LockMode::Shared));
         let scans = ranges
             .iter()
@@ -572,7 +599,7 @@ impl LockTable {
                 self.stats.conflicts += 1;
                 self.abort_and_report(loser, AbortReason::Conflict, &mut dirty);
             }
-            self.touch_waiters(id, target.item(), mode, &mut dirty);
+            self.touch_waiters(id, target.item(), mode, Recheck::Hit, &mut dirty);
             self.insert_lock(age, target, mode);
         }
         self.settle(dirty, now_ms);
@@ -583,7 +610,7 @@ impl LockTable {
     /// that began longer than `lifetime_ms` ago aborts (`timeout`, event). Freed
     /// waiters may be granted.
     pub fn tick(&mut self, now_ms: u64) {
-        let mut dirty = BTreeSet::new();
+        let mut dirty = Dirty::new();
         while let Some(&(since_ms, id)) = self.wait_since.first() {
             if now_ms.saturating_sub(since_ms) <= self.cfg.wait_ms_max {
                 break;
@@ -670,19 +697,37 @@ impl LockTable {
     /// holders of other transactions and incompatible older waiters. A transaction
     /// may appear twice (holder and waiter).
     fn conflicts(&self, age: Age, item: Item<'_>, mode: LockMode) -> Vec<Member> {
-        let id = age.id;
         let mut members = Vec::new();
+        let _ = self.visit_conflicts(age, item, mode, |id, holder| {
+            members.push(self.member(id, holder));
+            ControlFlow::Continue(())
+        });
+        members
+    }
+
+    /// True when the request's conflict set is not empty; stops at the first member.
+    fn has_conflict(&self, age: Age, item: Item<'_>, mode: LockMode) -> bool {
+        self.visit_conflicts(age, item, mode, |_, _| ControlFlow::Break(())).is_break()
+    }
+
+    /// Calls `visit(txn, is_holder)` for each member of the conflict set (holders
+    /// first), until it breaks.
+    fn visit_conflicts<F>(&self, age: Age, item: Item<'_>, mode: LockMode, mut visit: F) -> ControlFlow<()>
+    where
+        F: FnMut(TxnId, bool) -> ControlFlow<()>,
+    {
+        let id = age.id;
         match item {
             Item::Key(key) => {
                 if let Some(locks) = self.keys.get(key) {
                     for (&holder, &held) in &locks.holders {
                         if holder != id && incompatible(mode, held) {
-                            members.push(self.member(holder, true));
+                            visit(holder, true)?;
                         }
                     }
                     for (&waiter, &wanted) in locks.waiters.range(..age) {
                         if incompatible(mode, wanted) {
-                            members.push(self.member(waiter.id, false));
+                            visit(waiter.id, false)?;
                         }
                     }
                 }
@@ -691,7 +736,7 @@ impl LockTable {
                         for range in set.iter().take_while(|range| range.start.as_slice() <= key) {
                             let counts = if holder { range.age.id != id } else { range.age < age };
                             if counts && range_covers(&range.start, &range.end, key) {
-                                members.push(self.member(range.age.id, holder));
+                                visit(range.age.id, holder)?;
                             }
                         }
                     }
@@ -699,42 +744,42 @@ impl LockTable {
             }
             Item::Range(start, end) => {
                 let Some(bounds) = key_bounds(start, end) else {
-                    return members;
+                    return ControlFlow::Continue(());
                 };
                 for locks in self.keys.range::<[u8], _>(bounds).map(|(_, locks)| locks) {
                     for (&holder, &held) in &locks.holders {
                         if holder != id && held == LockMode::Exclusive {
-                            members.push(self.member(holder, true));
+                            visit(holder, true)?;
                         }
                     }
                     for (&waiter, &wanted) in locks.waiters.range(..age) {
                         if wanted == LockMode::Exclusive {
-                            members.push(self.member(waiter.id, false));
+                            visit(waiter.id, false)?;
                         }
                     }
                 }
             }
         }
-        members
+        ControlFlow::Continue(())
     }
 
-    /// Adds to `dirty` every waiter (of another transaction than `id`) whose request
-    /// conflicts with `item` in `mode`: its conflict set changes when such a lock or
-    /// wait comes or goes.
-    fn touch_waiters(&self, id: TxnId, item: Item<'_>, mode: LockMode, dirty: &mut BTreeSet<Age>) {
+    /// Marks in `dirty`, for `why`, every waiter (of another transaction than `id`)
+    /// whose request conflicts with `item` in `mode`: its conflict set changes when
+    /// such a lock or wait comes or goes.
+    fn touch_waiters(&self, id: TxnId, item: Item<'_>, mode: LockMode, why: Recheck, dirty: &mut Dirty) {
         match item {
             Item::Key(key) => {
                 if let Some(locks) = self.keys.get(key) {
                     for (&waiter, &wanted) in &locks.waiters {
                         if waiter.id != id && incompatible(mode, wanted) {
-                            dirty.insert(waiter);
+                            mark(dirty, waiter, why);
                         }
                     }
                 }
                 if mode == LockMode::Exclusive {
                     for range in self.ranges_waiting.iter().take_while(|range| range.start.as_slice() <= key) {
                         if range.age.id != id && range_covers(&range.start, &range.end, key) {
-                            dirty.insert(range.age);
+                            mark(dirty, range.age, why);
                         }
                     }
                 }
@@ -746,7 +791,7 @@ impl LockTable {
                 for locks in self.keys.range::<[u8], _>(bounds).map(|(_, locks)| locks) {
                     for (&waiter, &wanted) in &locks.waiters {
                         if waiter.id != id && wanted == LockMode::Exclusive {
-                            dirty.insert(waiter);
+                            mark(dirty, waiter, why);
                         }
                     }
                 }
@@ -756,14 +801,7 @@ impl LockTable {
 
     /// Applies the requester's policy to its conflict set. Wound-wait wounds here;
     /// the victims' neighbours go to `dirty`.
-    fn decide(
-        &mut self,
-        age: Age,
-        policy: Policy,
-        item: Item<'_>,
-        mode: LockMode,
-        dirty: &mut BTreeSet<Age>,
-    ) -> Decision {
+    fn decide(&mut self, age: Age, policy: Policy, item: Item<'_>, mode: LockMode, dirty: &mut Dirty) -> Decision {
         let members = self.conflicts(age, item, mode);
         if members.is_empty() {
             return Decision::Grant;
@@ -801,10 +839,10 @@ impl LockTable {
         }
     }
 
-    /// Re-applies the policy to the waiters in `dirty`, oldest first, until none is
-    /// left: grants, deaths and wounds add the waiters next to them.
-    fn settle(&mut self, mut dirty: BTreeSet<Age>, now_ms: u64) {
-        while let Some(queued) = dirty.pop_first() {
+    /// Re-checks the waiters in `dirty`, oldest first, until none is left: grants,
+    /// deaths and wounds mark the waiters next to them.
+    fn settle(&mut self, mut dirty: Dirty, now_ms: u64) {
+        while let Some((queued, why)) = dirty.pop_first() {
             let Some(txn) = self.txns.get_mut(&queued.id) else {
                 continue;
             };
@@ -814,7 +852,12 @@ impl LockTable {
             let Some(wait) = txn.waiting.take() else {
                 continue;
             };
-            match self.decide(age, policy, wait.target.item(), wait.mode, &mut dirty) {
+            let decision = match why {
+                Recheck::Freed if self.has_conflict(age, wait.target.item(), wait.mode) => Decision::Wait,
+                Recheck::Freed => Decision::Grant,
+                Recheck::Hit => self.decide(age, policy, wait.target.item(), wait.mode, &mut dirty),
+            };
+            match decision {
                 Decision::Grant => self.grant_waiter(age, wait, now_ms),
                 Decision::Wait => self.txn_mut(age.id).waiting = Some(wait),
                 Decision::Abort(reason) => {
@@ -886,13 +929,13 @@ impl LockTable {
 
     /// Removes `id` with its locks and its wait, adding the waiters next to them to
     /// `dirty`. Returns the token of its waiting request.
-    fn remove_txn(&mut self, id: TxnId, dirty: &mut BTreeSet<Age>) -> Option<Token> {
+    fn remove_txn(&mut self, id: TxnId, dirty: &mut Dirty) -> Option<Token> {
         let txn = self.txns.remove(&id)?;
         self.lifetimes.remove(&(txn.begun_ms, id));
         let token = txn.waiting.map(|wait| {
             self.wait_since.remove(&(wait.since_ms, id));
             self.unqueue(txn.age, &wait.target);
-            self.touch_waiters(id, wait.target.item(), wait.mode, dirty);
+            self.touch_waiters(id, wait.target.item(), wait.mode, Recheck::Freed, dirty);
             wait.token
         });
         for (key, mode) in txn.keys {
@@ -901,10 +944,10 @@ impl LockTable {
             if locks.is_empty() {
                 self.keys.remove(&key);
             }
-            self.touch_waiters(id, Item::Key(&key), mode, dirty);
+            self.touch_waiters(id, Item::Key(&key), mode, Recheck::Freed, dirty);
         }
         for (start, end) in txn.ranges {
-            self.touch_waiters(id, Item::Range(&start, &end), LockMode::Shared, dirty);
+            self.touch_waiters(id, Item::Range(&start, &end), LockMode::Shared, Recheck::Freed, dirty);
             let removed = self.ranges_granted.remove(&RangeLock { start, end, age: txn.age });
             assert!(removed, "a held range is indexed");
         }
@@ -913,7 +956,7 @@ impl LockTable {
 
     /// Removes `id` and keeps its tombstone. Returns the token of its waiting
     /// request.
-    fn abort_txn(&mut self, id: TxnId, reason: AbortReason, dirty: &mut BTreeSet<Age>) -> Option<Token> {
+    fn abort_txn(&mut self, id: TxnId, reason: AbortReason, dirty: &mut Dirty) -> Option<Token> {
         let token = self.remove_txn(id, dirty);
         if !self.tombstones.contains_key(&id) {
             let number = self.tombstone_next;
@@ -929,7 +972,7 @@ impl LockTable {
     }
 
     /// Aborts `id` on the table's own decision and tells the caller.
-    fn abort_and_report(&mut self, id: TxnId, reason: AbortReason, dirty: &mut BTreeSet<Age>) {
+    fn abort_and_report(&mut self, id: TxnId, reason: AbortReason, dirty: &mut Dirty) {
         let token = self.abort_txn(id, reason, dirty);
         self.events.push(LockEvent::Aborted { id, reason, token });
     }
@@ -1582,7 +1625,13 @@ mod tests {
         let t3 = TxnInfo { begun_ms: 5, ..info(3, 30, WoundWait) };
         assert_eq!(t.acquire(&t3, key("c"), X, 3, 1_000), Acquire::Granted);
         assert_eq!(t.acquire(&t3, key("d"), X, 4, 1_006), Acquire::Aborted(Timeout));
+        assert!(t.take_events().is_empty(), "the answer says it");
         assert!(!t.keys.contains_key(b"c".as_slice()));
+        // ...and a request that waited meanwhile is answered by an event.
+        let t4 = TxnInfo { begun_ms: 1_000, ..info(4, 40, WoundWait) };
+        assert_eq!(t.acquire(&t4, key("b"), X, 5, 1_000), Acquire::Waiting, "behind the prepared t2");
+        assert_eq!(t.acquire(&t4, key("e"), X, 6, 2_001), Acquire::Aborted(Timeout));
+        assert_eq!(t.take_events(), vec![aborted(&t4, Timeout, Some(5))]);
         ok(&t);
     }
 
@@ -1631,6 +1680,19 @@ mod tests {
         assert_eq!(t.state(prepared.id), Some(TxnState::Prepared), "the replicated record beats a tombstone");
         assert_eq!(t.take_events(), vec![aborted(&holder, Conflict, None)]);
         assert_eq!(t.state(waiter.id), Some(TxnState::Active), "waits for the prepared holder");
+        ok(&t);
+    }
+
+    #[test]
+    fn install_prepared_applies_the_policy_again_to_a_waiter_it_frees_and_hits() {
+        // The record aborts the waiter's only blocker and takes the key itself: the
+        // wait-die waiter now waits for an older transaction, so it dies.
+        let mut t = table();
+        let (prepared, waiter, loser) = (info(1, 10, WaitDie), info(2, 20, WaitDie), info(3, 30, WaitDie));
+        assert_eq!(t.acquire(&loser, key("a"), S, 1, 0), Acquire::Granted);
+        assert_eq!(t.acquire(&waiter, key("a"), X, 2, 0), Acquire::Waiting);
+        t.install_prepared(&prepared, &[], &[], &keys(&["a"]), 0);
+        assert_eq!(t.take_events(), vec![aborted(&loser, Conflict, None), aborted(&waiter, Died, Some(2))]);
         ok(&t);
     }
 
@@ -1703,11 +1765,21 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Acquire { slot: usize, target: usize, exclusive: bool },
+        Acquire {
+            slot: usize,
+            target: usize,
+            exclusive: bool,
+        },
         Prepare(usize),
         Release(usize),
         Abort(usize),
         Tick(u64),
+        /// A prepare record installed for the slot's next attempt, as a new leader does.
+        Install {
+            slot: usize,
+            target: usize,
+            exclusive: bool,
+        },
     }
 
     const SLOTS: usize = 6;
@@ -1725,6 +1797,8 @@ mod tests {
             2 => slot.clone().prop_map(Op::Release),
             1 => slot.prop_map(Op::Abort),
             2 => (0u64..400).prop_map(Op::Tick),
+            1 => (0..SLOTS, 0..targets().len(), any::<bool>())
+                .prop_map(|(slot, target, exclusive)| Op::Install { slot, target, exclusive }),
         ]
     }
 
@@ -1750,6 +1824,24 @@ mod tests {
         started: bool,
     }
 
+    impl Slot {
+        /// Makes the slot's attempt current: a new one after an end (a retry keeps
+        /// its start version and takes a new id), begun now if it had not begun.
+        fn start(&mut self, now_ms: u64) {
+            if self.ended {
+                let id = TxnId { attempt: self.info.id.attempt + 1, ..self.info.id };
+                self.info.id = id;
+                self.info.age.id = id;
+                self.ended = false;
+                self.started = false;
+            }
+            if !self.started {
+                self.info.begun_ms = now_ms;
+                self.started = true;
+            }
+        }
+    }
+
     /// Drives a table through `ops`, checking every invariant after every step, that
     /// every waiting request is answered exactly once, and that prepared locks stay.
     fn run(mix: Mix, policies: &[Policy], starts: &[u64], ops: &[Op]) -> Result<(), TestCaseError> {
@@ -1773,18 +1865,7 @@ mod tests {
             match *op {
                 Op::Acquire { slot, target, exclusive } => {
                     let s = &mut slots[slot];
-                    if s.ended {
-                        // A retry keeps its start version and takes a new id.
-                        let id = TxnId { attempt: s.info.id.attempt + 1, ..s.info.id };
-                        s.info.id = id;
-                        s.info.age.id = id;
-                        s.ended = false;
-                        s.started = false;
-                    }
-                    if !s.started {
-                        s.info.begun_ms = now_ms;
-                        s.started = true;
-                    }
+                    s.start(now_ms);
                     next_token += 1;
                     let mode = if exclusive { X } else { S };
                     let was_waiting = pending.contains_key(&s.info.id);
@@ -1823,6 +1904,34 @@ mod tests {
                 Op::Tick(ms) => {
                     now_ms += ms;
                     t.tick(now_ms);
+                }
+                Op::Install { slot, target, exclusive } => {
+                    let s = &mut slots[slot];
+                    let target = &targets[target];
+                    let mode = if exclusive && matches!(target, Target::Key(_)) { X } else { S };
+                    // Replicated prepare records never conflict with each other, and a
+                    // new leader installs them for transactions it is not running.
+                    let clash = t.txns.values().filter(|txn| txn.prepared).any(|txn| {
+                        granted_locks(txn)
+                            .iter()
+                            .any(|(held, held_mode)| reference_conflict((target, mode), (held, *held_mode)))
+                    });
+                    let live = s.started && !s.ended;
+                    if !live && !clash {
+                        s.start(now_ms);
+                        let id = s.info.id;
+                        let one = |want: LockMode| match target {
+                            Target::Key(k) if mode == want => vec![k.clone()],
+                            _ => vec![],
+                        };
+                        let ranges = match target {
+                            Target::Range { start, end } => vec![(start.clone(), end.clone())],
+                            Target::Key(_) => vec![],
+                        };
+                        let (reads, writes) = (one(S), one(X));
+                        t.install_prepared(&s.info, &reads, &ranges, &writes, now_ms);
+                        prepared.insert(id, (reads, ranges, writes));
+                    }
                 }
             }
             for event in t.take_events() {
