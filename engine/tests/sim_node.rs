@@ -394,3 +394,101 @@ fn planted_ack_before_fsync_loses_acknowledged_writes() {
         c
     });
 }
+
+// ----- transactions ----------------------------------------------------------------
+
+/// A cluster with bank clients beside the key-value clients, under `policy`.
+fn bank_config(seed: u64, nodes: u64, policy: corekv_rpc::txn::Policy) -> ClusterConfig {
+    let mut cfg = ClusterConfig::new(seed, nodes, 2);
+    cfg.clients = 2;
+    cfg.txn_clients = 4;
+    cfg.accounts = 6;
+    cfg.txn_policy = policy;
+    cfg
+}
+
+/// The policy a seed runs under: every policy gets a quarter of the seeds.
+fn policy_of(seed: u64) -> corekv_rpc::txn::Policy {
+    corekv_rpc::txn::Policy::ALL[(seed % 4) as usize]
+}
+
+#[test]
+fn bank_transfers_commit_serializably_on_a_calm_cluster() {
+    let stats = seeds("bank-calm", |seed| {
+        let mut c = Cluster::new(bank_config(seed, 3, policy_of(seed)));
+        c.run_for(2_000);
+        finish(c)
+    });
+    if !stats.is_empty() {
+        assert!(sum(&stats, |s| s.txns.committed) > 100, "transfers commit");
+        assert!(sum(&stats, |s| s.txns.audits) > 10, "audits run");
+    }
+}
+
+#[test]
+fn bank_transfers_stay_serializable_through_crashes_and_partitions() {
+    let stats = seeds("bank-faults", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = bank_config(seed, 3, policy_of(seed));
+        cfg.faults = NetFaults { drop_prob: 0.03, dup_prob: 0.03, ..lossy() };
+        cfg.client_faults = NetFaults { drop_prob: 0.03, ..lossy() };
+        cfg.clock_offset_ms_max = 200;
+        let mut c = Cluster::new(cfg);
+        c.run_for(300);
+        nemesis_crashes(&mut c, &mut r, 2);
+        nemesis_partitions(&mut c, &mut r, 1);
+        nemesis_crash_all(&mut c, &mut r, 1);
+        finish(c)
+    });
+    if !stats.is_empty() {
+        assert!(sum(&stats, |s| s.txns.committed) > 50, "transfers commit");
+        assert!(sum(&stats, |s| s.txns.aborted) > 0, "faults abort some");
+    }
+}
+
+#[test]
+fn bank_transfers_on_five_nodes() {
+    seeds("bank-five", |seed| {
+        let mut r = rng(seed);
+        let mut c = Cluster::new(bank_config(seed, 5, policy_of(seed)));
+        c.run_for(300);
+        nemesis_crashes(&mut c, &mut r, 1);
+        finish(c)
+    });
+}
+
+/// A bank run for the planted transaction bugs: contention on few accounts.
+fn planted_bank(policy: corekv_rpc::txn::Policy) -> impl Fn(ClusterConfig) -> Cluster {
+    move |mut cfg| {
+        cfg.clients = 1;
+        cfg.txn_clients = 6;
+        cfg.accounts = 4;
+        cfg.txn_policy = policy;
+        let mut c = Cluster::new(cfg);
+        c.run_for(2_000);
+        c
+    }
+}
+
+#[test]
+fn planted_skipped_validation_is_not_serializable() {
+    let caught_by = [FailureKind::NotSerializable, FailureKind::BankTotal];
+    planted("plant_occ", PlantedBug::SkipTxnValidation, &caught_by, planted_bank(corekv_rpc::txn::Policy::Occ));
+}
+
+#[test]
+fn planted_split_commit_version_is_caught() {
+    let caught_by = [FailureKind::NotSerializable, FailureKind::BankTotal];
+    planted(
+        "plant_split",
+        PlantedBug::SplitCommitVersion,
+        &caught_by,
+        planted_bank(corekv_rpc::txn::Policy::WoundWait),
+    );
+}
+
+#[test]
+fn planted_read_past_an_intent_is_caught() {
+    let caught_by = [FailureKind::NotSerializable, FailureKind::BankTotal];
+    planted("plant_intent", PlantedBug::ReadPastIntent, &caught_by, planted_bank(corekv_rpc::txn::Policy::WoundWait));
+}

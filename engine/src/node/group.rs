@@ -28,6 +28,10 @@ pub struct ClientRef {
 pub(crate) struct PendingRead {
     pub client: ClientRef,
     pub op: ReadKind,
+    /// Served only once this index is applied: a read at a version waits for
+    /// every entry its leader had proposed when the read arrived, so nothing
+    /// proposed before it can later appear at or below that version.
+    pub after: Index,
 }
 
 /// What a waiting read asks.
@@ -56,6 +60,8 @@ pub(crate) struct Group {
     pub reads_confirming: BTreeMap<u64, Vec<PendingRead>>,
     /// Confirmed reads, served once applied up to their index.
     pub reads_confirmed: VecDeque<(Index, Vec<PendingRead>)>,
+    /// Confirmed reads waiting for their `after` index to apply.
+    pub reads_after: Vec<PendingRead>,
     pub next_read_ctx: u64,
     /// Entry bytes applied since the last snapshot (compaction by size).
     pub applied_bytes_since_snapshot: u64,
@@ -83,6 +89,7 @@ impl Group {
             reads_queued: Vec::new(),
             reads_confirming: BTreeMap::new(),
             reads_confirmed: VecDeque::new(),
+            reads_after: Vec::new(),
             next_read_ctx: 1,
             applied_bytes_since_snapshot: 0,
             transfer_cooldown_ticks: 0,
@@ -98,5 +105,6 @@ impl Group {
         self.reads_queued.len()
             + self.reads_confirming.values().map(Vec::len).sum::<usize>()
             + self.reads_confirmed.iter().map(|(_, r)| r.len()).sum::<usize>()
+            + self.reads_after.len()
     }
 }

@@ -172,6 +172,14 @@ pub enum PlantedBug {
     RetryAppliedTwice,
     /// Acknowledgements that promise durability leave before the fdatasync.
     AckBeforeFsync,
+    /// Transactions' read versions are replaced by the current ones before they
+    /// prepare: OCC's validation (and 2PL's backstop) can never fail.
+    SkipTxnValidation,
+    /// The anchor tells other participants to commit one version above its own:
+    /// one transaction's keys get different versions.
+    SplitCommitVersion,
+    /// Reads ignore prepared intents (a snapshot read past an unresolved write).
+    ReadPastIntent,
 }
 
 impl NodeCoreConfig {
@@ -530,7 +538,11 @@ impl NodeCore {
             let hint = g.leader;
             return self.answer(client, Response::NotLeader { hint });
         }
-        g.reads_queued.push(PendingRead { client, op: ReadKind::Plain(op) });
+        let after = match &op {
+            ReadOp::Get { at: Some(_), .. } | ReadOp::Scan { at: Some(_), .. } => g.raft.status().last_index,
+            _ => 0,
+        };
+        g.reads_queued.push(PendingRead { client, op: ReadKind::Plain(op), after });
         self.requests_pending += 1;
         self.dirty.insert(shard);
     }
@@ -810,6 +822,7 @@ impl NodeCore {
         for (_, batch) in std::mem::take(&mut g.reads_confirmed) {
             reads.extend(batch);
         }
+        reads.append(&mut g.reads_after);
         for (_, (_, client)) in writes {
             self.answer_pending(client, Response::Outcome(Outcome::Indeterminate));
         }
@@ -864,8 +877,15 @@ impl NodeCore {
             let (_, reads) = g.reads_confirmed.pop_front().expect("front exists");
             confirmed.extend(reads);
         }
+        if !g.reads_after.is_empty() {
+            confirmed.append(&mut g.reads_after);
+        }
         for r in confirmed {
-            self.serve_read(shard, r);
+            if r.after > applied {
+                self.groups.get_mut(&shard).expect("known group").reads_after.push(r);
+            } else {
+                self.serve_read(shard, r);
+            }
         }
     }
 

@@ -39,7 +39,7 @@ use corekv_rpc::raft::Index;
 use corekv_rpc::txn::{AbortReason, Age, Decision, Policy, ResolveItem, TxnId, TxnMeta, TxnSets, Vote};
 
 use super::group::{ClientRef, PendingRead, ReadKind};
-use super::{ENTRY_OVERHEAD_BYTES, NodeCore, ready_reserve_bytes, refusal};
+use super::{ENTRY_OVERHEAD_BYTES, NodeCore, PlantedBug, ready_reserve_bytes, refusal};
 use crate::kv::txn::{DecideCommand, OnePhaseCommand, PrepareCommand};
 use crate::kv::{Applied, Command, CommandBody, command};
 use crate::txn::lock::{Acquire, LockEvent, LockMode, Target, TxnInfo};
@@ -57,9 +57,26 @@ pub(crate) enum Parked {
     /// A transactional read, served once its lock is granted.
     Read { client: ClientRef, txn: TxnMeta, op: TxnReadOp },
     /// An exclusive lock for a write.
-    Lock { client: ClientRef },
+    Lock { client: ClientRef, txn: TxnId },
     /// A plain write waiting for its key's lock.
     Write { client: ClientRef, tag: WriteTag, op: WriteOp, id: TxnId },
+}
+
+impl Parked {
+    /// The transaction of a transactional request (plain writes have none).
+    fn txn(&self) -> Option<TxnId> {
+        match self {
+            Parked::Read { txn, .. } => Some(txn.id),
+            Parked::Lock { txn, .. } => Some(*txn),
+            Parked::Write { .. } => None,
+        }
+    }
+
+    fn client_mut(&mut self) -> &mut ClientRef {
+        match self {
+            Parked::Read { client, .. } | Parked::Lock { client, .. } | Parked::Write { client, .. } => client,
+        }
+    }
 }
 
 /// A commit the anchor leader coordinates (in memory; a new leader resumes from
@@ -157,7 +174,7 @@ impl NodeCore {
             // OCC locks at commit; nothing to hold now.
             return self.answer(client, Response::Outcome(Outcome::Ok(OkReply::Done)));
         }
-        self.lock(client, shard, &txn, Target::Key(key), LockMode::Exclusive, Parked::Lock { client });
+        self.lock(client, shard, &txn, Target::Key(key), LockMode::Exclusive, Parked::Lock { client, txn: txn.id });
     }
 
     /// The client gave up on the transaction: drop its locks here.
@@ -189,6 +206,13 @@ impl NodeCore {
     fn lock(&mut self, client: ClientRef, shard: ShardId, txn: &TxnMeta, target: Target, mode: LockMode, then: Parked) {
         let now_ms = self.now_ms;
         let g = self.groups.get_mut(&shard).expect("checked by the caller");
+        // The client retried a request that waits (its attempt timed out): the
+        // retry takes the wait over; the earlier attempt is answered busy.
+        let waiting = g.txns.parked.values_mut().find(|p| p.txn() == Some(txn.id));
+        if let Some(p) = waiting {
+            let old = std::mem::replace(p.client_mut(), client);
+            return self.answer(old, Response::Busy);
+        }
         let token = g.txns.next_token;
         g.txns.next_token += 1;
         match g.locks.acquire(&info(txn, now_ms), target, mode, token, now_ms) {
@@ -220,7 +244,7 @@ impl NodeCore {
     fn unpark(&mut self, shard: ShardId, parked: Parked) {
         match parked {
             Parked::Read { client, txn, op } => self.queue_txn_read(client, shard, txn, op),
-            Parked::Lock { client } => self.answer(client, Response::Outcome(Outcome::Ok(OkReply::Done))),
+            Parked::Lock { client, .. } => self.answer(client, Response::Outcome(Outcome::Ok(OkReply::Done))),
             Parked::Write { client, tag, op, id } => self.propose_write(client, shard, tag, op, Some(id)),
         }
     }
@@ -255,7 +279,7 @@ impl NodeCore {
 
     fn queue_txn_read(&mut self, client: ClientRef, shard: ShardId, txn: TxnMeta, op: TxnReadOp) {
         let g = self.groups.get_mut(&shard).expect("known group");
-        g.reads_queued.push(PendingRead { client, op: ReadKind::Txn(txn.id, op) });
+        g.reads_queued.push(PendingRead { client, op: ReadKind::Txn(txn.id, op), after: 0 });
         self.requests_pending += 1;
         self.dirty.insert(shard);
     }
@@ -280,7 +304,7 @@ impl NodeCore {
                     }
                     LockEvent::Aborted { reason, token: Some(token), .. } => {
                         match g.txns.parked.remove(&token) {
-                            Some(Parked::Read { client, .. } | Parked::Lock { client }) => {
+                            Some(Parked::Read { client, .. } | Parked::Lock { client, .. }) => {
                                 self.answer_pending(client, Response::Outcome(Outcome::Aborted { reason }));
                             }
                             // A plain write is never aborted: not applied, retried.
@@ -354,13 +378,25 @@ impl NodeCore {
         }
     }
 
-    fn one_phase(&mut self, client: ClientRef, shard: ShardId, txn: TxnMeta, tag: WriteTag, sets: TxnSets) {
+    fn one_phase(&mut self, client: ClientRef, shard: ShardId, txn: TxnMeta, tag: WriteTag, mut sets: TxnSets) {
+        self.plant_skip_validation(shard, &mut sets);
         if let Err(reason) = self.lock_for_prepare(shard, &txn, &sets) {
             return self.answer(client, Response::Outcome(Outcome::Aborted { reason }));
         }
         let bound = self.hlc.now(self.now_ms);
         let cmd = OnePhaseCommand { txn, tag, bound, sets };
         self.propose_txn(shard, CommandBody::OnePhase(cmd), Some(client), Some(txn.id), Some(txn.id));
+    }
+
+    /// The planted bug [`PlantedBug::SkipTxnValidation`]: every read version
+    /// becomes the current one.
+    fn plant_skip_validation(&self, shard: ShardId, sets: &mut TxnSets) {
+        if self.cfg.planted_bug == PlantedBug::SkipTxnValidation {
+            let store = self.groups[&shard].sm.store();
+            for r in &mut sets.reads {
+                r.version = store.newest_version(&r.key);
+            }
+        }
     }
 
     /// Checks (two-phase locking) or takes (OCC) every lock `sets` needs here and
@@ -464,7 +500,8 @@ impl NodeCore {
 
     /// Prepares `txn`'s part on `shard` (for the anchor `anchor`): votes at once
     /// from replicated state when it can, else proposes the prepare record.
-    fn prepare_here(&mut self, shard: ShardId, anchor: ShardId, txn: TxnMeta, sets: TxnSets) {
+    fn prepare_here(&mut self, shard: ShardId, anchor: ShardId, txn: TxnMeta, mut sets: TxnSets) {
+        self.plant_skip_validation(shard, &mut sets);
         let g = &self.groups[&shard];
         if !g.is_leader {
             return;
@@ -638,7 +675,11 @@ impl NodeCore {
                 if participants.is_empty() {
                     g.txns.resolving.remove(txn);
                 } else {
-                    let item = ResolveItem { txn: *txn, decision: *decision, attempt_ts: 0 };
+                    let decision = match (*decision, self.cfg.planted_bug) {
+                        (Decision::Commit(v), PlantedBug::SplitCommitVersion) => Decision::Commit(v + 1),
+                        (d, _) => d,
+                    };
+                    let item = ResolveItem { txn: *txn, decision, attempt_ts: 0 };
                     let pending: BTreeSet<ShardId> = participants.iter().copied().collect();
                     g.txns.resolving.insert(*txn, Resolving { item, pending: pending.clone(), sent_tick: tick });
                     for p in pending {
@@ -692,7 +733,7 @@ impl NodeCore {
             ReadKind::Txn(txn, TxnReadOp::Get { key }) => g.sm.intent_blocking(key, None, Some(*txn)),
             ReadKind::Txn(txn, TxnReadOp::Scan { start, end, .. }) => g.sm.range_blocking(start, end, None, Some(*txn)),
         };
-        if let Some(txn) = blocker {
+        if let Some(txn) = blocker.filter(|_| self.cfg.planted_bug != PlantedBug::ReadPastIntent) {
             g.txns.intent_waiters.entry(txn).or_default().push(r);
             return;
         }
@@ -816,7 +857,9 @@ impl NodeCore {
         let hint = g.leader;
         g.locks.clear();
         let parked = std::mem::take(&mut g.txns.parked);
-        let waiting: Vec<PendingRead> = std::mem::take(&mut g.txns.intent_waiters).into_values().flatten().collect();
+        let mut waiting: Vec<PendingRead> =
+            std::mem::take(&mut g.txns.intent_waiters).into_values().flatten().collect();
+        waiting.append(&mut g.reads_after);
         let coords = std::mem::take(&mut g.txns.coords);
         g.txns.resolving.clear();
         g.txns.resolve_queue.clear();
@@ -827,7 +870,7 @@ impl NodeCore {
         g.txns.resolve_anchor.clear();
         for p in parked.into_values() {
             let client = match p {
-                Parked::Read { client, .. } | Parked::Lock { client } | Parked::Write { client, .. } => client,
+                Parked::Read { client, .. } | Parked::Lock { client, .. } | Parked::Write { client, .. } => client,
             };
             self.answer_pending(client, Response::NotLeader { hint });
         }

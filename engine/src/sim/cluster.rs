@@ -32,6 +32,7 @@ mod disk;
 mod report;
 #[cfg(test)]
 mod tests;
+mod txn_client;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -53,6 +54,8 @@ use client::{Attempt, Client, Next};
 pub use config::ClusterConfig;
 use disk::{BatchStart, CoreDisk};
 pub use report::{ClusterStats, FailureKind, Report, SimFailure};
+pub use txn_client::TxnStats;
+use txn_client::{TxnClient, TxnNext};
 
 /// The cluster id in every simulated WAL header and map.
 const SIM_CLUSTER_ID: u64 = 0xc0de;
@@ -73,6 +76,8 @@ const SETTLE_MS_MAX: u64 = 10_000;
 const FINAL_READ_DEADLINE_MS: u64 = 20_000;
 /// Operations printed from a shrunk non-linearizable key history.
 const WITNESS_OPS_SHOWN_MAX: usize = 40;
+/// Client numbers from here on are transactional clients.
+const TXN_CLIENT_BASE: usize = 1 << 20;
 
 #[derive(Debug)]
 enum Event {
@@ -131,6 +136,12 @@ pub struct Cluster {
     nodes: BTreeMap<NodeId, SimNode>,
     links: Links,
     clients: Vec<Client>,
+    /// Transactional clients (numbered from `TXN_CLIENT_BASE`).
+    txn_clients: Vec<TxnClient>,
+    /// Bank accounts.
+    accounts: Vec<Vec<u8>>,
+    /// Every transaction attempt recorded.
+    txn_history: Vec<crate::check::serial::Txn>,
     /// Clients start new random operations while this holds.
     load: bool,
     /// Keys the final client still has to read.
@@ -212,6 +223,9 @@ impl Cluster {
             nodes.insert(id, node);
         }
         let clients = (0..cfg.clients as u64).map(|i| Client::new(i, &mut rng)).collect();
+        let txn_clients =
+            (0..cfg.txn_clients as u64).map(|i| TxnClient::new(1000 + i, cfg.txn_policy, &mut rng)).collect();
+        let accounts = (0..cfg.accounts).map(|i| format!("acct{i}").into_bytes()).collect();
         let mut cluster = Cluster {
             map,
             keys,
@@ -222,6 +236,9 @@ impl Cluster {
             nodes,
             links: Links::default(),
             clients,
+            txn_clients,
+            accounts,
+            txn_history: Vec::new(),
             load: true,
             final_reads: VecDeque::new(),
             history: Vec::new(),
@@ -241,6 +258,10 @@ impl Cluster {
                 let think = cluster.think_us();
                 cluster.schedule(think, Event::ClientNext { client });
             }
+        }
+        for client in 0..cluster.txn_clients.len() {
+            let think = cluster.think_us();
+            cluster.schedule(think, Event::ClientNext { client: TXN_CLIENT_BASE + client });
         }
         cluster.schedule(CHECK_INTERVAL_US, Event::Check);
         cluster
@@ -519,15 +540,28 @@ impl Cluster {
                     return;
                 }
                 self.record(&[5, client as u64, attempt, response_code(&response)]);
+                if let Some(t) = client.checked_sub(TXN_CLIENT_BASE) {
+                    let next = self.txn_clients[t].on_reply(attempt, response, &self.map, self.now_us);
+                    return self.txn_next(client, next);
+                }
                 let next = self.clients[client].on_reply(attempt, response, &self.map, self.now_us);
                 self.client_next(client, next);
             }
+            Event::ClientNext { client } if client >= TXN_CLIENT_BASE => self.next_txn(client),
             Event::ClientNext { client } => self.next_op(client),
             Event::ClientRetry { client, attempt } => {
+                if let Some(t) = client.checked_sub(TXN_CLIENT_BASE) {
+                    let next = self.txn_clients[t].on_retry(attempt, &self.map, self.now_us);
+                    return self.txn_next(client, next);
+                }
                 let next = self.clients[client].on_retry(attempt, &mut self.rng, &self.map, self.now_us);
                 self.client_next(client, next);
             }
             Event::AttemptTimeout { client, attempt } => {
+                if let Some(t) = client.checked_sub(TXN_CLIENT_BASE) {
+                    let next = self.txn_clients[t].on_timeout(attempt, &self.map, self.now_us);
+                    return self.txn_next(client, next);
+                }
                 let next = self.clients[client].on_timeout(attempt, &mut self.rng, &self.map, self.now_us);
                 self.client_next(client, next);
             }
@@ -669,6 +703,70 @@ impl Cluster {
         }
     }
 
+    fn next_txn(&mut self, client: usize) {
+        let t = client - TXN_CLIENT_BASE;
+        if !self.load || self.txn_clients[t].busy() {
+            return;
+        }
+        let deadline_us = self.now_us + self.cfg.request_deadline_ms * 1000;
+        let attempt = self.txn_clients[t].start(&mut self.rng, &self.map, &self.accounts, self.now_us, deadline_us);
+        self.send_request(client, attempt);
+    }
+
+    fn txn_next(&mut self, client: usize, next: TxnNext) {
+        match next {
+            TxnNext::Nothing => {}
+            TxnNext::RetryAfter { after_us, attempt } => {
+                self.schedule(after_us, Event::ClientRetry { client, attempt })
+            }
+            TxnNext::Send(attempt) => self.send_request(client, attempt),
+            TxnNext::Ended { record, releases, audit_total, retry } => {
+                self.record(&[9, client as u64, record.id, record.reads.len() as u64]);
+                self.txn_history.push(record);
+                for release in releases {
+                    self.send_request(client, release);
+                }
+                if let Some(total) = audit_total {
+                    return self.fail(FailureKind::BankTotal, format!("client {client}: an audit summed to {total}"));
+                }
+                match retry {
+                    Some(attempt) => self.send_request(client, attempt),
+                    None => {
+                        let think = self.think_us();
+                        self.schedule(think, Event::ClientNext { client });
+                    }
+                }
+            }
+            TxnNext::Broken(message) => self.fail(FailureKind::BadAnswer, format!("client {client}: {message}")),
+        }
+    }
+
+    /// Checks the transaction history (DESIGN §8): read-write transactions are
+    /// strictly serializable among themselves (real-time order included), and the
+    /// whole history, read-only audits included, is serializable (a read-only
+    /// transaction serializes at its version, not necessarily fresh in real time).
+    fn check_serializable(&mut self) {
+        use crate::check::serial::{SerialOptions, SerialVerdict, TxnKind, check_serializable};
+        if self.txn_history.is_empty() {
+            return;
+        }
+        let read_write: Vec<_> = self.txn_history.iter().filter(|t| t.kind == TxnKind::ReadWrite).cloned().collect();
+        let mut failed = None;
+        for (what, txns, strict) in [("read-write", &read_write, true), ("whole", &self.txn_history, false)] {
+            let message = match check_serializable(txns, &SerialOptions { strict }) {
+                Ok(SerialVerdict::Serializable) => continue,
+                Ok(SerialVerdict::Anomaly(anomaly)) => format!("{what} history: {anomaly}"),
+                Ok(SerialVerdict::Undecided(u)) => format!("{what} history: the checker could not decide: {u:?}"),
+                Err(e) => format!("{what} history is malformed: {e}"),
+            };
+            failed = Some(message);
+            break;
+        }
+        if let Some(message) = failed {
+            self.fail(FailureKind::NotSerializable, message);
+        }
+    }
+
     fn on_done(&mut self, client: usize, op: Option<Operation>) {
         let Some(op) = op else {
             self.stats.reads_expired += 1;
@@ -702,7 +800,9 @@ impl Cluster {
         }
         self.load = false;
         let quiet_ms = self.cfg.request_deadline_ms + self.cfg.attempt_timeout_ms + 1_000;
-        if !self.run_until(quiet_ms, |c| c.clients.iter().all(|cl| cl.in_flight() == 0)) {
+        let idle =
+            |c: &Cluster| c.clients.iter().all(|cl| cl.in_flight() == 0) && c.txn_clients.iter().all(|t| !t.busy());
+        if !self.run_until(quiet_ms, idle) {
             self.fail(FailureKind::Stuck, "clients still busy past their deadlines".into());
         }
         self.settle_or_fail("after healing");
@@ -721,6 +821,9 @@ impl Cluster {
         }
         if self.failure.is_none() {
             self.check_acknowledged_writes();
+        }
+        if self.failure.is_none() {
+            self.check_serializable();
         }
         match self.failure.take() {
             None => self.check_linearizable(),
@@ -750,6 +853,14 @@ impl Cluster {
         for c in &self.clients {
             self.stats.client_retries += c.stats.retries;
             self.stats.blind_write_retries += c.stats.blind_write_retries;
+        }
+        for t in &self.txn_clients {
+            let s = t.stats;
+            self.stats.txns.committed += s.committed;
+            self.stats.txns.aborted += s.aborted;
+            self.stats.txns.unknown += s.unknown;
+            self.stats.txns.audits += s.audits;
+            self.stats.txns.retries += s.retries;
         }
         Ok(Report { stats: self.stats, trace_hash: self.trace, history: self.history })
     }

@@ -51,6 +51,12 @@ pub struct ClusterConfig {
     pub think_us: (u64, u64),
     /// The linearizability checker's budget.
     pub check: CheckConfig,
+    /// Transactional clients (bank transfers and audits), beside `clients`.
+    pub txn_clients: usize,
+    /// Bank accounts the transactional clients move money between.
+    pub accounts: usize,
+    /// The transactional clients' conflict policy.
+    pub txn_policy: corekv_rpc::txn::Policy,
 }
 
 impl ClusterConfig {
@@ -89,6 +95,9 @@ impl ClusterConfig {
             attempt_timeout_ms: 150,
             think_us: (0, 20_000),
             check: CheckConfig::default(),
+            txn_clients: 0,
+            accounts: 6,
+            txn_policy: corekv_rpc::txn::Policy::WoundWait,
         }
     }
 }

@@ -21,6 +21,11 @@ pub enum FailureKind {
     NodeError,
     /// A client got an answer a correct node never gives.
     BadAnswer,
+    /// The transaction history has no serial order (or the checker could not
+    /// name a version's writer: not a pass).
+    NotSerializable,
+    /// A bank audit did not sum to zero: money was made or lost.
+    BankTotal,
 }
 
 /// A failed run: rerun with `CORE_SEED=<seed>` to reproduce it exactly.
@@ -72,6 +77,8 @@ pub struct ClusterStats {
     pub snapshots_installed: u64,
     /// WAL fdatasyncs over every core.
     pub wal_fdatasyncs: u64,
+    /// Transactional clients' counters (transfers, aborts, unknowns, audits).
+    pub txns: super::txn_client::TxnStats,
 }
 
 /// What a passing run leaves.
