@@ -117,6 +117,19 @@ fn ctl_drives_a_local_cluster_end_to_end() {
     assert_eq!((code, missing), (1, serde_json::json!({"ok": false, "error": "not_found"})));
     let (at, code) = data(&["get", "greeting", "--at", &v1.to_string()]);
     assert_eq!((code, &at["value"]), (0, &Value::from("hello")));
+    // A one-shot transaction over two shards' keys: one commit version for both.
+    let (txn, code) = data(&["txn", "--", "put from 90", "put to 10", "get greeting", "get from"]);
+    assert_eq!(code, 0, "{txn}");
+    let tv = txn["version"].as_u64().expect("a commit version");
+    assert_eq!(txn["reads"][0], serde_json::json!({"key": "greeting", "ok": false, "error": "not_found"}));
+    assert_eq!(txn["reads"][1], serde_json::json!({"key": "from", "ok": true, "value": "90", "version": 0}));
+    for key in ["from", "to"] {
+        let (got, code) = data(&["get", key]);
+        assert_eq!((code, &got["version"]), (0, &Value::from(tv)), "{key}: {got}");
+    }
+    let (gone, code) = data(&["txn", "--", "delete from", "delete to"]);
+    assert_eq!(code, 0, "{gone}");
+    assert_eq!(data(&["get", "to"]).1, 1, "deleted in one transaction");
     let (versions, code) = data(&["versions", "greeting"]);
     assert_eq!(code, 0);
     assert_eq!(

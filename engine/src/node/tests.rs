@@ -599,6 +599,49 @@ mod txn {
     }
 
     #[test]
+    fn a_prepared_participant_whose_coordinator_vanished_gets_an_abort_and_a_late_commit_is_refused() {
+        let mut t = Txns::new();
+        let (anchor, participant) = (0, 3);
+        let k = key_for(&t.map, participant);
+        let k0 = key_for(&t.map, anchor);
+        let txn = meta(1, 10, Policy::WoundWait);
+        assert_eq!(t.lock(txn, &k), done());
+        assert_eq!(t.lock(txn, &k0), done());
+        // The anchor's leader sent a prepare and then vanished: deliver the prepare
+        // as if from the anchor, with no coordinator behind it.
+        let sets =
+            TxnSets { writes: vec![WriteItem { key: k.clone(), value: Some(b"x".to_vec()) }], ..TxnSets::default() };
+        let at = t.cl.leader_core(participant).unwrap();
+        let prepare = corekv_rpc::node::TxnPeerMessage::Prepare { txn, sets };
+        t.cl.cores.get_mut(&at).unwrap().core.on_txn_message(anchor, participant, prepare);
+        t.cl.settle();
+        let has_intent = |t: &Txns| {
+            t.cl.cores
+                .values()
+                .any(|c| c.core.shard_state(participant).is_some_and(|s| s.txns().intent(&txn.id).is_some()))
+        };
+        assert!(has_intent(&t), "prepared");
+        // A read of the key waits for the intent's decision.
+        let (rat, reader) = t.send(participant, RequestBody::Read(ReadOp::Get { key: k.clone(), at: None }));
+        assert_eq!(t.cl.reply(rat, reader), None, "the read waits for the decision");
+        for _ in 0..(super::super::txn::TXN_QUERY_AFTER_TICKS + 20) {
+            t.cl.tick();
+        }
+        assert!(!has_intent(&t), "the participant asked, the anchor wrote an abort, the intent is gone");
+        match t.cl.reply(rat, reader) {
+            Some(Response::Outcome(Outcome::NotFound)) => {}
+            // Leadership moved back to the preferred replica meanwhile: the waiting
+            // read was answered (not served) and a retry is served.
+            Some(Response::NotLeader { .. }) => assert_eq!(t.get(&k, None), Some(Response::Outcome(Outcome::NotFound))),
+            other => panic!("the read answered {other:?}"),
+        }
+        // The client's commit arrives late: the first decision stands.
+        let (cat, client) = t.commit(txn, anchor, &[(&k0, b"y"), (&k, b"x")]);
+        assert_eq!(t.cl.reply(cat, client), Some(Response::Outcome(Outcome::Aborted { reason: AbortReason::Timeout })));
+        assert_eq!(t.get(&k, None), Some(Response::Outcome(Outcome::NotFound)));
+    }
+
+    #[test]
     fn a_transactional_read_returns_the_newest_version_tombstones_included() {
         let mut t = Txns::new();
         let k = key_for(&t.map, 1);

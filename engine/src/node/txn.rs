@@ -57,7 +57,7 @@ pub(crate) enum Parked {
     /// A transactional read, served once its lock is granted.
     Read { client: ClientRef, txn: TxnMeta, op: TxnReadOp },
     /// An exclusive lock for a write.
-    Lock { client: ClientRef, txn: TxnId },
+    Lock { client: ClientRef, txn: TxnId, key: Vec<u8> },
     /// A plain write waiting for its key's lock.
     Write { client: ClientRef, tag: WriteTag, op: WriteOp, id: TxnId },
 }
@@ -69,6 +69,15 @@ impl Parked {
             Parked::Read { txn, .. } => Some(txn.id),
             Parked::Lock { txn, .. } => Some(*txn),
             Parked::Write { .. } => None,
+        }
+    }
+
+    /// True when `other` asks what this parked request asks (a retry of it).
+    fn same_request(&self, other: &Parked) -> bool {
+        match (self, other) {
+            (Parked::Read { op: a, .. }, Parked::Read { op: b, .. }) => a == b,
+            (Parked::Lock { key: a, .. }, Parked::Lock { key: b, .. }) => a == b,
+            _ => false,
         }
     }
 
@@ -174,7 +183,8 @@ impl NodeCore {
             // OCC locks at commit; nothing to hold now.
             return self.answer(client, Response::Outcome(Outcome::Ok(OkReply::Done)));
         }
-        self.lock(client, shard, &txn, Target::Key(key), LockMode::Exclusive, Parked::Lock { client, txn: txn.id });
+        let parked = Parked::Lock { client, txn: txn.id, key: key.clone() };
+        self.lock(client, shard, &txn, Target::Key(key), LockMode::Exclusive, parked);
     }
 
     /// The client gave up on the transaction: drop its locks here.
@@ -207,11 +217,19 @@ impl NodeCore {
         let now_ms = self.now_ms;
         let g = self.groups.get_mut(&shard).expect("checked by the caller");
         // The client retried a request that waits (its attempt timed out): the
-        // retry takes the wait over; the earlier attempt is answered busy.
-        let waiting = g.txns.parked.values_mut().find(|p| p.txn() == Some(txn.id));
-        if let Some(p) = waiting {
-            let old = std::mem::replace(p.client_mut(), client);
-            return self.answer(old, Response::Busy);
+        // retry takes the wait over; the earlier attempt is answered busy. A
+        // different request while one waits means the client moved on without
+        // this leader (its answer came from another): the transaction's locks here
+        // are not what it believes, so it is aborted.
+        if let Some(p) = g.txns.parked.values_mut().find(|p| p.txn() == Some(txn.id)) {
+            if p.same_request(&then) {
+                let old = std::mem::replace(p.client_mut(), client);
+                return self.answer(old, Response::Busy);
+            }
+            g.locks.abort(txn.id, AbortReason::Conflict, now_ms);
+            self.lock_events(shard);
+            let reason = AbortReason::Conflict;
+            return self.answer(client, Response::Outcome(Outcome::Aborted { reason }));
         }
         let token = g.txns.next_token;
         g.txns.next_token += 1;
@@ -789,6 +807,8 @@ impl NodeCore {
             // Intents nobody resolved: ask their anchors.
             let mut queries = Vec::new();
             let txns: Vec<(TxnId, ShardId)> = g.sm.txns().intents().map(|i| (i.txn.id, i.anchor)).collect();
+            let sm = &g.sm;
+            g.txns.queried.retain(|t, _| sm.txns().intent(t).is_some());
             for (txn, anchor) in txns {
                 let last = g.txns.queried.entry(txn).or_insert(tick);
                 if tick.saturating_sub(*last) >= TXN_QUERY_AFTER_TICKS {

@@ -9,14 +9,18 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::core::{Attempt, BOOTSTRAP_PAUSE, Lost, Next, Router, Session, Target, check_key, check_scan, no_map};
+use super::txn::{TxnState, txn_meta};
 use super::{
     ClientConfig, ClusterStatus, CoreStatus, Got, KvError, NodeStatus, ScanPage, ScanPlan, VersionEntry,
     random_client_id,
 };
 use crate::blocking::{BlockingConn, ClientError};
-use crate::kv::{ClientId, NodeId, Outcome, ReadOp, Request, RequestBody, ShardId, Version, WriteOp};
+use crate::kv::{
+    ClientId, NodeId, OkReply, Outcome, ReadOp, Request, RequestBody, ShardId, TxnReadOp, Version, WriteOp,
+};
 use crate::map::{ClusterMap, CoreIndex};
 use crate::node::{AdminCall, AdminReply, Call, Reply};
+use crate::txn::{Policy, TxnId};
 
 /// A blocking corekv client. One client id per object (DESIGN §6).
 #[derive(Debug)]
@@ -25,6 +29,35 @@ pub struct Client {
     router: Router,
     session: Session,
     conns: HashMap<(NodeId, CoreIndex), BlockingConn>,
+    /// Transaction attempts begun (their ids' numbers).
+    txn_attempts: u64,
+    /// The highest version this client has seen: read-only transactions read at
+    /// or above it.
+    seen: Version,
+}
+
+/// A committed [`Client::run_txn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnRun<T> {
+    /// What the transaction's body returned.
+    pub value: T,
+    /// The commit version.
+    pub version: Version,
+    /// The start version (kept across wait-die retries).
+    pub start_version: Version,
+    /// Attempts made, the committed one included.
+    pub attempts: u32,
+}
+
+/// A transaction of a blocking client (DESIGN §8). Reads and lock requests go to
+/// the shard leaders as the transaction runs; writes stay here until
+/// [`Txn::commit`]. Any `aborted` answer ends it (its locks are released).
+/// Dropped without commit or abort, it is aborted.
+#[derive(Debug)]
+pub struct Txn<'c> {
+    client: &'c mut Client,
+    state: TxnState,
+    open: bool,
 }
 
 /// How one attempt on one connection ended without an answer.
@@ -46,8 +79,61 @@ impl Client {
             router: Router::new(map),
             session: Session::new(random_client_id()),
             conns: HashMap::new(),
+            txn_attempts: 0,
+            seen: 0,
             config,
         })
+    }
+
+    /// Begins a read-write transaction under `policy`.
+    pub fn begin(&mut self, policy: Policy) -> Txn<'_> {
+        let start = self.seen.max(now_ts());
+        self.begin_at(policy, start)
+    }
+
+    /// Begins a read-write transaction whose age starts at `start` (a wait-die
+    /// retry keeps its first start).
+    pub fn begin_at(&mut self, policy: Policy, start: Version) -> Txn<'_> {
+        self.txn_attempts += 1;
+        let meta = txn_meta(self.session.id(), self.txn_attempts, start, policy, now_ts());
+        Txn { state: TxnState::read_write(meta), client: self, open: true }
+    }
+
+    /// Begins a read-only transaction at `at`, or at a version at or above every
+    /// version this client has seen.
+    pub fn begin_read_only(&mut self, at: Option<Version>) -> Txn<'_> {
+        self.txn_attempts += 1;
+        let at = at.unwrap_or_else(|| self.seen.max(now_ts()));
+        let meta = txn_meta(self.session.id(), self.txn_attempts, at, Policy::Occ, now_ts());
+        Txn { state: TxnState::read_only(meta, at), client: self, open: true }
+    }
+
+    /// Runs `body` as one transaction, again while it is aborted, until it commits
+    /// or the client's deadline passes (then the last `aborted` answer). Wait-die
+    /// retries keep the first start version, so they age and eventually win.
+    pub fn run_txn<T>(
+        &mut self,
+        policy: Policy,
+        mut body: impl FnMut(&mut Txn<'_>) -> Result<T, KvError>,
+    ) -> Result<TxnRun<T>, KvError> {
+        let deadline = Instant::now() + self.config.deadline;
+        let first_start = self.seen.max(now_ts());
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let start = if policy == Policy::WaitDie { first_start } else { self.seen.max(now_ts()) };
+            let mut txn = self.begin_at(policy, start);
+            let result = body(&mut txn).and_then(|value| txn.commit().map(|version| (value, version)));
+            match result {
+                Ok((value, version)) => {
+                    return Ok(TxnRun { value, version, start_version: first_start.min(start), attempts });
+                }
+                Err(KvError::Aborted { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1 << attempts.min(6)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// This client's id.
@@ -162,7 +248,9 @@ impl Client {
         let deadline = Instant::now() + self.config.deadline;
         let result = self.run(shard, RequestBody::Write { tag, op }, deadline);
         self.session.finish(tag.seq);
-        super::written(result?)
+        let version = super::written(result?)?;
+        self.seen = self.seen.max(version);
+        Ok(version)
     }
 
     fn read(&mut self, shard: ShardId, op: ReadOp) -> Result<Outcome, KvError> {
@@ -172,7 +260,7 @@ impl Client {
 
     /// One request to `shard`, retried as [`Attempt`] decides, until `deadline`.
     fn run(&mut self, shard: ShardId, body: RequestBody, deadline: Instant) -> Result<Outcome, KvError> {
-        let is_write = matches!(body, RequestBody::Write { .. });
+        let is_write = matches!(body, RequestBody::Write { .. } | RequestBody::TxnCommit { .. });
         let mut attempt = Attempt::new(shard, is_write, deadline);
         loop {
             let now = Instant::now();
@@ -247,6 +335,167 @@ impl Client {
                     _ => CallError::MaybeSent(e.to_string()),
                 })
             }
+        }
+    }
+}
+
+/// The HLC reading of the wall clock: a transaction's start and its attempt's
+/// begin (`ms << 16`).
+fn now_ts() -> Version {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    ms << 16
+}
+
+impl Txn<'_> {
+    /// The attempt's id.
+    pub fn id(&self) -> TxnId {
+        self.state.meta().id
+    }
+
+    /// The start version (for a read-only transaction, its snapshot version).
+    pub fn start_version(&self) -> Version {
+        self.state.read_only_at().unwrap_or(self.state.meta().age.start)
+    }
+
+    /// True while the transaction may go on.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Reads `key`: its own write if it wrote it (version 0), else the newest
+    /// version under a shared lock (two-phase locking) or recorded for validation
+    /// (OCC), or the version of a read-only transaction's snapshot.
+    pub fn get(&mut self, key: &[u8]) -> Result<Got, KvError> {
+        self.check_open()?;
+        check_key("key", key)?;
+        match self.state.own_write(key) {
+            Some(Some(value)) => return Ok(Got { version: 0, value: value.to_vec() }),
+            Some(None) => return Err(KvError::NotFound),
+            None => {}
+        }
+        let shard = self.client.router.shard_of(key);
+        if let Some(at) = self.state.read_only_at() {
+            let outcome = self.client.read(shard, ReadOp::Get { key: key.to_vec(), at: Some(at) })?;
+            return super::got(outcome);
+        }
+        let body = RequestBody::TxnRead { txn: *self.state.meta(), op: TxnReadOp::Get { key: key.to_vec() } };
+        match self.step(shard, body)? {
+            Outcome::Ok(OkReply::TxnValue { version, value }) => {
+                self.state.read(shard, key, version);
+                self.client.seen = self.client.seen.max(version);
+                value.map(|value| Got { version, value }).ok_or(KvError::NotFound)
+            }
+            other => Err(self.fail(other)),
+        }
+    }
+
+    /// Writes `value` at `key` when the transaction commits.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.buffer(key, Some(value.to_vec()))
+    }
+
+    /// Deletes `key` when the transaction commits (nothing is written if it is
+    /// absent then).
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), KvError> {
+        self.buffer(key, None)
+    }
+
+    fn buffer(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Result<(), KvError> {
+        self.check_open()?;
+        check_key("key", key)?;
+        if self.state.read_only_at().is_some() {
+            return Err(KvError::Invalid { message: "a read-only transaction cannot write".into() });
+        }
+        if self.state.needs_lock(key) {
+            let shard = self.client.router.shard_of(key);
+            let body = RequestBody::TxnLock { txn: *self.state.meta(), key: key.to_vec() };
+            match self.step(shard, body)? {
+                Outcome::Ok(OkReply::Done) => self.state.locked(shard, key),
+                other => return Err(self.fail(other)),
+            }
+        }
+        self.state.write(key, value);
+        Ok(())
+    }
+
+    /// Commits: the commit version of every key written (the snapshot version of a
+    /// read-only transaction; the start version of one that did nothing).
+    /// `aborted`, `indeterminate` (it may have committed) or `unavailable`
+    /// (certainly not) otherwise.
+    pub fn commit(mut self) -> Result<Version, KvError> {
+        self.check_open()?;
+        self.open = false;
+        if let Some(at) = self.state.read_only_at() {
+            return Ok(at);
+        }
+        let tag = self.client.session.begin();
+        let Some((anchor, body)) = self.state.commit_request(self.client.router.map(), tag) else {
+            self.client.session.finish(tag.seq);
+            return Ok(self.state.meta().age.start);
+        };
+        let deadline = Instant::now() + self.client.config.deadline;
+        let result = self.client.run(anchor, body, deadline);
+        self.client.session.finish(tag.seq);
+        let result = result.and_then(super::written);
+        match &result {
+            Ok(version) => self.client.seen = self.client.seen.max(*version),
+            // Not committed: release what it still holds.
+            Err(KvError::Aborted { .. } | KvError::Unavailable { .. }) => self.release(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Aborts: every lock released.
+    pub fn abort(mut self) -> Result<(), KvError> {
+        self.check_open()?;
+        self.open = false;
+        self.release();
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), KvError> {
+        if self.open { Ok(()) } else { Err(KvError::Invalid { message: "the transaction has ended".into() }) }
+    }
+
+    /// One transactional request to `shard`'s leader, retried like any read.
+    fn step(&mut self, shard: ShardId, body: RequestBody) -> Result<Outcome, KvError> {
+        let deadline = Instant::now() + self.client.config.deadline;
+        match self.client.run(shard, body, deadline) {
+            Ok(Outcome::Aborted { reason }) => Err(self.fail(Outcome::Aborted { reason })),
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                // Unsure where the transaction stands: it cannot go on.
+                self.open = false;
+                self.release();
+                Err(e)
+            }
+        }
+    }
+
+    /// The transaction cannot go on: locks released, the outcome as an error.
+    fn fail(&mut self, outcome: Outcome) -> KvError {
+        self.open = false;
+        self.release();
+        super::definite_error(outcome)
+    }
+
+    /// Best effort: every shard it touched drops its locks (the leaders' lifetime
+    /// limit is the backstop).
+    fn release(&mut self) {
+        let txn = self.state.meta().id;
+        let deadline = Instant::now() + self.client.config.attempt_timeout;
+        for shard in self.state.touched().collect::<Vec<_>>() {
+            let _ = self.client.run(shard, RequestBody::TxnAbort { txn }, deadline);
+        }
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.open = false;
+            self.release();
         }
     }
 }

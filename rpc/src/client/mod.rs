@@ -25,6 +25,7 @@ use crate::txn::AbortReason;
 mod async_client;
 pub mod blocking;
 pub mod core;
+pub mod txn;
 
 pub use async_client::Client;
 
@@ -286,7 +287,7 @@ fn unexpected_read(outcome: Outcome) -> KvError {
     }
 }
 
-fn definite_error(outcome: Outcome) -> KvError {
+pub(crate) fn definite_error(outcome: Outcome) -> KvError {
     match outcome {
         Outcome::NotFound => KvError::NotFound,
         Outcome::VersionMismatch { current } => KvError::VersionMismatch { current },

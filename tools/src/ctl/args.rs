@@ -132,6 +132,40 @@ pub enum Command {
         /// The history file (JSON lines, docs/HISTORY.md).
         file: PathBuf,
     },
+    /// Run OPS as one transaction, retried while aborted: `txn -- 'get a' 'put b 1' 'delete c'`.
+    /// Prints the commit version, the start version, the attempts and every get's answer.
+    Txn {
+        /// How conflicts are settled [default: the servers' --txn-policy, wound-wait unless set].
+        #[arg(long, value_enum, value_name = "POLICY")]
+        policy: Option<PolicyArg>,
+        /// The operations, each one argument: `get KEY`, `put KEY VALUE`, `delete KEY`.
+        #[arg(last = true, required = true, value_name = "OPS")]
+        ops: Vec<OsString>,
+    },
+}
+
+/// A transaction conflict policy on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// An older transaction wounds a younger holder; a younger one waits.
+    WoundWait,
+    /// An older transaction waits; a younger one dies and retries with its start version.
+    WaitDie,
+    /// Any conflict aborts the requester (the naive baseline).
+    NoWait,
+    /// Optimistic: reads are validated at commit.
+    Occ,
+}
+
+impl From<PolicyArg> for corekv_rpc::txn::Policy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::WoundWait => corekv_rpc::txn::Policy::WoundWait,
+            PolicyArg::WaitDie => corekv_rpc::txn::Policy::WaitDie,
+            PolicyArg::NoWait => corekv_rpc::txn::Policy::NoWait,
+            PolicyArg::Occ => corekv_rpc::txn::Policy::Occ,
+        }
+    }
 }
 
 /// `corekv-ctl wal ...`.

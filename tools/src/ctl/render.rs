@@ -284,6 +284,81 @@ pub fn render_got(got: &Got, verbose: bool, json: bool) -> Rendered {
 }
 
 #[derive(Serialize)]
+struct TxnJson {
+    ok: bool,
+    version: Version,
+    start_version: Version,
+    attempts: u32,
+    reads: Vec<TxnReadJson>,
+}
+
+#[derive(Serialize)]
+struct TxnReadJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_b64: Option<String>,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_b64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<Version>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+}
+
+/// txn: `{"ok":true,"version":N,"start_version":N,"attempts":K,"reads":[…]}`, one
+/// get-shaped object with `"key"` per get (`{"key":"a","ok":false,
+/// "error":"not_found"}` for a missing key); human: one line for the commit and
+/// one per get.
+pub fn render_txn(done: &crate::ctl::session::TxnDone, json: bool) -> Rendered {
+    let mut reads = Vec::new();
+    let mut human = vec![format!(
+        "committed at version {} (start version {}, {} attempt{})",
+        done.version,
+        done.start_version,
+        done.attempts,
+        if done.attempts == 1 { "" } else { "s" }
+    )];
+    for (key, got) in &done.reads {
+        let (k, k_b64) = JsonBytes::of(key).split();
+        match got {
+            Ok(got) => {
+                let (value, value_b64) = JsonBytes::of(&got.value).split();
+                human.push(format!("{} = {} (version {})", human_bytes(key), human_bytes(&got.value), got.version));
+                reads.push(TxnReadJson {
+                    key: k,
+                    key_b64: k_b64,
+                    ok: true,
+                    value,
+                    value_b64,
+                    version: Some(got.version),
+                    error: None,
+                });
+            }
+            Err(e) => {
+                human.push(format!("{}: {e}", human_bytes(key)));
+                reads.push(TxnReadJson {
+                    key: k,
+                    key_b64: k_b64,
+                    ok: false,
+                    value: None,
+                    value_b64: None,
+                    version: None,
+                    error: Some(e.word()),
+                });
+            }
+        }
+    }
+    let line = human.join("; ");
+    let value =
+        TxnJson { ok: true, version: done.version, start_version: done.start_version, attempts: done.attempts, reads };
+    Rendered::ok(json, &value, human, line)
+}
+
+#[derive(Serialize)]
 struct VersionsJson {
     ok: bool,
     versions: Vec<VersionJson>,

@@ -6,8 +6,11 @@
 //! Input is checked before the cluster is asked: a key that is empty or over
 //! [`KEY_BYTES_MAX`] is `invalid` without a connection.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
+
+use corekv_rpc::txn::Policy;
 
 use corekv_rpc::kv::{KEY_BYTES_MAX, Version};
 
@@ -36,6 +39,32 @@ pub trait Kv {
     fn scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError>;
     /// Every node's and core's report.
     fn status(&mut self) -> ClusterStatus;
+    /// Runs `ops` as one transaction under `policy`, again while it is aborted.
+    fn txn(&mut self, policy: Policy, ops: &[TxnOp]) -> Result<TxnDone, KvError>;
+}
+
+/// One operation of a one-shot transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOp {
+    /// Read a key.
+    Get(Vec<u8>),
+    /// Write a key.
+    Put(Vec<u8>, Vec<u8>),
+    /// Delete a key (nothing is written when it is absent).
+    Delete(Vec<u8>),
+}
+
+/// A committed one-shot transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnDone {
+    /// The commit version.
+    pub version: Version,
+    /// The start version (kept across wait-die retries).
+    pub start_version: Version,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Every get's key and answer, in order (of the committed attempt).
+    pub reads: Vec<(Vec<u8>, Result<Got, KvError>)>,
 }
 
 impl Kv for Client {
@@ -59,6 +88,36 @@ impl Kv for Client {
     }
     fn status(&mut self) -> ClusterStatus {
         Client::status(self)
+    }
+    fn txn(&mut self, policy: Policy, ops: &[TxnOp]) -> Result<TxnDone, KvError> {
+        let run = self.run_txn(policy, |t| {
+            let mut reads = Vec::new();
+            for op in ops {
+                match op {
+                    TxnOp::Get(key) => match t.get(key) {
+                        Err(e @ KvError::NotFound) => reads.push((key.clone(), Err(e))),
+                        other => reads.push((key.clone(), Ok(other?))),
+                    },
+                    TxnOp::Put(key, value) => t.put(key, value)?,
+                    TxnOp::Delete(key) => t.delete(key)?,
+                }
+            }
+            Ok(reads)
+        })?;
+        Ok(TxnDone { version: run.version, start_version: run.start_version, attempts: run.attempts, reads: run.value })
+    }
+}
+
+/// Parses one operation of `corekv-ctl txn`: `get KEY`, `put KEY VALUE`, `delete KEY`.
+pub fn parse_txn_op(text: &OsString) -> Result<TxnOp, Failure> {
+    let text = text.to_string_lossy();
+    let words = shell_words::split(&text).map_err(|e| Failure::invalid(format!("`{text}`: {e}")))?;
+    let bytes = |w: &String| w.as_bytes().to_vec();
+    match words.as_slice() {
+        [op, key] if op == "get" => Ok(TxnOp::Get(checked_key(bytes(key))?)),
+        [op, key, value] if op == "put" => Ok(TxnOp::Put(checked_key(bytes(key))?, bytes(value))),
+        [op, key] if op == "delete" => Ok(TxnOp::Delete(checked_key(bytes(key))?)),
+        _ => Err(Failure::invalid(format!("`{text}` is not `get KEY`, `put KEY VALUE` or `delete KEY`"))),
     }
 }
 
@@ -170,6 +229,11 @@ impl Session {
             Command::Local(LocalCommand::Down { dir, purge }) => local::run_down(&dir, purge, json)?,
             Command::Local(LocalCommand::Status { dir }) => local::run_status(&dir, json)?,
             Command::CheckHistory { file } => render::render_check(&file, json)?,
+            Command::Txn { policy, ops } => {
+                let ops = ops.iter().map(parse_txn_op).collect::<Result<Vec<_>, _>>()?;
+                let policy = policy.map_or(Policy::WoundWait, Policy::from);
+                render::render_txn(&self.kv()?.txn(policy, &ops)?, json)
+            }
         })
     }
 }
@@ -352,6 +416,38 @@ pub(crate) mod memory {
                 })
                 .collect())
         }
+        fn txn(&mut self, _policy: Policy, ops: &[TxnOp]) -> Result<TxnDone, KvError> {
+            // Alone in memory, a transaction never conflicts: apply in order.
+            let start_version = self.next_version + 1;
+            let mut reads = Vec::new();
+            let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    TxnOp::Get(key) => {
+                        let got = match writes.get(key) {
+                            Some(Some(value)) => Ok(Got { version: 0, value: value.clone() }),
+                            Some(None) => Err(KvError::NotFound),
+                            None => self.get(key, None),
+                        };
+                        reads.push((key.clone(), got));
+                    }
+                    TxnOp::Put(key, value) => {
+                        writes.insert(key.clone(), Some(value.clone()));
+                    }
+                    TxnOp::Delete(key) => {
+                        writes.insert(key.clone(), None);
+                    }
+                }
+            }
+            self.next_version += 1;
+            let version = self.next_version;
+            for (key, value) in writes {
+                if value.is_some() || self.current(&key).is_some() {
+                    self.keys.entry(key).or_default().push((version, value));
+                }
+            }
+            Ok(TxnDone { version, start_version, attempts: 1, reads })
+        }
         fn scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
             let live: Vec<ScanItem> = self
                 .keys
@@ -424,6 +520,31 @@ mod tests {
             (r#"{"ok":true,"items":[{"key":"a","value":"1","version":4}],"more":true}"#.into(), 0)
         );
         assert_eq!(connects.get(), 1, "one client for the whole session");
+    }
+
+    #[test]
+    fn a_one_shot_transaction_prints_its_versions_and_every_get() {
+        let (mut s, _) = session(true);
+        let run = |s: &mut Session, args: &[&str]| {
+            let r = s.run(command(args));
+            (r.line, r.exit)
+        };
+        assert_eq!(run(&mut s, &["put", "a", "1"]).1, 0);
+        assert_eq!(
+            run(&mut s, &["txn", "--policy", "wait-die", "--", "get a", "put b 2", "get b", "delete c", "get c"]),
+            (
+                r#"{"ok":true,"version":2,"start_version":2,"attempts":1,"reads":[{"key":"a","ok":true,"value":"1","version":1},{"key":"b","ok":true,"value":"2","version":0},{"key":"c","ok":false,"error":"not_found"}]}"#.into(),
+                0
+            )
+        );
+        assert_eq!(run(&mut s, &["get", "b"]), (r#"{"ok":true,"value":"2","version":2}"#.into(), 0));
+        let bad = run(&mut s, &["txn", "--", "frob a"]);
+        assert_eq!(bad.1, 2);
+        assert!(bad.0.contains("is not `get KEY`"), "{}", bad.0);
+        assert!(Cli::try_parse_from(["corekv-ctl", "txn"]).is_err(), "ops are required");
+        let (mut human, _) = session(false);
+        let r = human.run(command(&["txn", "--", "put k v", "get k"]));
+        assert_eq!(r.lines, vec!["committed at version 1 (start version 1, 1 attempt)", "k = v (version 0)"]);
     }
 
     #[test]

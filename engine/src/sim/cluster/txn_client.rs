@@ -434,6 +434,14 @@ impl TxnClient {
         retryable: bool,
     ) -> TxnNext {
         let r = self.running.take().expect("running");
+        // An audit that ran out of time still read what it read at its version:
+        // a read-only transaction, recorded, but too short for a total.
+        let complete_audit = audit_at.is_some();
+        let audit_at = audit_at.or(r.audit_at);
+        let outcome = match audit_at {
+            Some(at) => serial::TxnOutcome::Committed { version: at },
+            None => outcome,
+        };
         let kind = match audit_at {
             Some(snapshot) => serial::TxnKind::ReadOnly { snapshot },
             None => serial::TxnKind::ReadWrite,
@@ -449,7 +457,7 @@ impl TxnClient {
             .collect();
         let mut writes = Vec::new();
         let mut audit_total = None;
-        if audit_at.is_some() {
+        if complete_audit {
             self.stats.audits += 1;
             let total: Result<i64, String> = r.reads.values().map(|(_, v)| balance(v.as_ref())).sum();
             match total {
@@ -457,7 +465,7 @@ impl TxnClient {
                 Ok(total) => audit_total = Some(total),
                 Err(e) => return TxnNext::Broken(e),
             }
-        } else if r.reads.len() == 2 {
+        } else if audit_at.is_none() && r.reads.len() == 2 {
             let a = balance(r.reads[&r.from].1.as_ref()).unwrap_or(0) - r.amount;
             let b = balance(r.reads[&r.to].1.as_ref()).unwrap_or(0) + r.amount;
             for (key, value) in [(&r.from, a), (&r.to, b)] {
@@ -498,7 +506,7 @@ impl TxnClient {
                 releases.push(Attempt { to, attempt, request });
             }
         }
-        let retry = (retryable && r.tries < ATTEMPTS_MAX && now_us < r.deadline_us).then(|| {
+        let retry = (retryable && audit_at.is_none() && r.tries < ATTEMPTS_MAX && now_us < r.deadline_us).then(|| {
             let steps = self.transfer_steps(&r.from, &r.to);
             // Wait-die ages: the retry keeps the first attempt's start.
             let start = if self.policy == Policy::WaitDie { r.meta.age.start } else { self.seen.max(now_us << 16) };
