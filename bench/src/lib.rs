@@ -9,6 +9,7 @@
 //! - [`peers`]: etcd and Redis behind the same workloads (cargo feature `peers`);
 //! - [`compare`]: `corekv-bench compare`, corekv beside etcd and Redis.
 
+pub mod bank;
 pub mod compare;
 pub mod corekv;
 pub mod peers;

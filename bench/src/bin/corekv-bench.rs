@@ -113,6 +113,71 @@ enum Command {
     /// when missing), runs the same workload against each, one at a time, and
     /// prints a markdown table (built with `--features peers`).
     Compare(CompareCli),
+    /// Transactions under contention: each reads K accounts picked by a zipfian
+    /// and moves money from the first to the others, under one policy, from
+    /// closed-loop clients; prints committed txns/s, aborts by reason, retries
+    /// per commit and latency (retries included), and checks the bank's total.
+    Bank(BankCli),
+    /// The contention sweep: θ in {0, 0.6, 0.8, 0.9, 0.99} × keys per transaction
+    /// {4, 16} × policy {no-wait, wait-die, wound-wait, occ}, one table.
+    SweepContention(SweepCli),
+}
+
+/// Where and how hard a contention run goes.
+#[derive(Debug, clap::Args)]
+struct ContentionArgs {
+    /// Start a local cluster of N nodes for the run.
+    #[arg(long, value_name = "N", conflicts_with = "cluster")]
+    local: Option<usize>,
+    /// A running corekv cluster: HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "COREKV_CLUSTER", value_name = "ADDRS")]
+    cluster: Option<String>,
+    /// Cores per local node.
+    #[arg(long, default_value_t = 2)]
+    cores: u16,
+    /// Accounts.
+    #[arg(long, default_value_t = 1000)]
+    accounts: u64,
+    /// Closed-loop clients (threads), one transaction in flight each.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Measured length of each run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Warm-up of each run.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Deadline of each transaction, retries included.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Seed of the account choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct BankCli {
+    #[command(flatten)]
+    target: ContentionArgs,
+    /// The conflict policy: wound-wait, wait-die, no-wait or occ.
+    #[arg(long, default_value = "wound-wait", value_parser = parse_policy)]
+    policy: corekv_rpc::txn::Policy,
+    /// The zipfian constant of the account choice (0: uniform).
+    #[arg(long, default_value_t = 0.99)]
+    theta: f64,
+    /// Accounts each transaction reads and writes (2: a transfer).
+    #[arg(long, default_value_t = 2)]
+    keys_per_txn: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct SweepCli {
+    #[command(flatten)]
+    target: ContentionArgs,
+}
+
+fn parse_policy(text: &str) -> Result<corekv_rpc::txn::Policy, String> {
+    corekv_rpc::txn::Policy::parse(text).ok_or_else(|| format!("{text:?} is not wound-wait, wait-die, no-wait or occ"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -221,8 +286,24 @@ const NO_PEERS: &str = "the peer drivers are not in this build: rebuild with \
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Compare(compare)) = &cli.command {
-        return compare_main(compare);
+    match &cli.command {
+        Some(Command::Compare(compare)) => return compare_main(compare),
+        Some(Command::Bank(bank)) => {
+            let cell = (bank.policy, bank.theta, bank.keys_per_txn);
+            return contention_main(&bank.target, &[cell]);
+        }
+        Some(Command::SweepContention(sweep)) => {
+            let mut cells = Vec::new();
+            for theta in [0.0, 0.6, 0.8, 0.9, 0.99] {
+                for keys in [4, 16] {
+                    for policy in corekv_rpc::txn::Policy::ALL {
+                        cells.push((policy, theta, keys));
+                    }
+                }
+            }
+            return contention_main(&sweep.target, &cells);
+        }
+        None => {}
     }
     let spec = match cli.sizes.spec(cli.workload) {
         Ok(spec) => spec,
@@ -293,6 +374,66 @@ fn main() -> ExitCode {
         }
     };
     finish(&cli, &report, history_path)
+}
+
+/// Runs every (policy, θ, keys per transaction) cell on one cluster and prints
+/// the table; exit 1 when an audit found the bank's total changed.
+fn contention_main(args: &ContentionArgs, cells: &[(corekv_rpc::txn::Policy, f64, usize)]) -> ExitCode {
+    use corekv_bench::bank::{BankSpec, run_bank, table};
+    let (addrs, _cluster) = match (&args.cluster, args.local) {
+        (Some(list), None) => match parse_cluster(list) {
+            Ok(addrs) => (addrs, None),
+            Err(e) => return usage(&e),
+        },
+        (None, Some(nodes)) => {
+            let options =
+                LaunchOptions { nodes, cores: args.cores, build_if_missing: true, ..LaunchOptions::default() };
+            eprintln!("corekv-bench: starting {nodes} corekv-server processes ({} cores each) ...", args.cores);
+            match LocalCluster::start(options) {
+                Ok(cluster) => (cluster.addrs(), Some(cluster)),
+                Err(e) => {
+                    eprintln!("corekv-bench: cannot start the local cluster: {e}");
+                    return ExitCode::from(3);
+                }
+            }
+        }
+        _ => return usage("give a target: --local N (start a cluster) or --cluster ADDRS (a running one)"),
+    };
+    let mut config = ClientConfig::new(addrs);
+    config.deadline = args.timeout;
+    let mut reports = Vec::new();
+    for &(policy, theta, keys_per_txn) in cells {
+        let spec = BankSpec {
+            accounts: args.accounts,
+            keys_per_txn,
+            theta,
+            policy,
+            clients: args.clients,
+            duration: args.duration,
+            warmup: args.warmup,
+            seed: args.seed,
+        };
+        if let Err(e) = spec.validate() {
+            return usage(&e);
+        }
+        eprintln!("corekv-bench: {policy}, θ {theta}, {keys_per_txn} keys per transaction ...");
+        match run_bank(&config, &spec) {
+            Ok(report) => {
+                if report.audit_total != 0 {
+                    eprintln!("corekv-bench: the bank's total is {}, not 0", report.audit_total);
+                    print!("{}", table(&[report]));
+                    return ExitCode::from(1);
+                }
+                reports.push(report);
+            }
+            Err(e) => {
+                eprintln!("corekv-bench: {e}");
+                return ExitCode::from(3);
+            }
+        }
+    }
+    print!("{}", table(&reports));
+    ExitCode::SUCCESS
 }
 
 /// Prints `report`, writes its JSON, and runs `--check` on the history.

@@ -389,6 +389,31 @@ impl Txn<'_> {
         }
     }
 
+    /// Reads `key` for a write that follows: under two-phase locking the
+    /// exclusive lock is taken first (a read-modify-write that takes a shared lock
+    /// and upgrades it later meets every other reader's upgrade, and one of them
+    /// must abort); under OCC, a plain [`Txn::get`].
+    pub fn get_for_update(&mut self, key: &[u8]) -> Result<Got, KvError> {
+        self.check_open()?;
+        check_key("key", key)?;
+        if self.state.read_only_at().is_none() && self.state.needs_lock(key) {
+            self.lock(key)?;
+        }
+        self.get(key)
+    }
+
+    fn lock(&mut self, key: &[u8]) -> Result<(), KvError> {
+        let shard = self.client.router.shard_of(key);
+        let body = RequestBody::TxnLock { txn: *self.state.meta(), key: key.to_vec() };
+        match self.step(shard, body)? {
+            Outcome::Ok(OkReply::Done) => {
+                self.state.locked(shard, key);
+                Ok(())
+            }
+            other => Err(self.fail(other)),
+        }
+    }
+
     /// Writes `value` at `key` when the transaction commits.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
         self.buffer(key, Some(value.to_vec()))
@@ -407,12 +432,7 @@ impl Txn<'_> {
             return Err(KvError::Invalid { message: "a read-only transaction cannot write".into() });
         }
         if self.state.needs_lock(key) {
-            let shard = self.client.router.shard_of(key);
-            let body = RequestBody::TxnLock { txn: *self.state.meta(), key: key.to_vec() };
-            match self.step(shard, body)? {
-                Outcome::Ok(OkReply::Done) => self.state.locked(shard, key),
-                other => return Err(self.fail(other)),
-            }
+            self.lock(key)?;
         }
         self.state.write(key, value);
         Ok(())
