@@ -35,6 +35,7 @@ pub mod group;
 mod outbox;
 #[cfg(test)]
 mod tests;
+mod twopc;
 mod txn;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
