@@ -45,6 +45,25 @@ fn json(out: &Output) -> (Value, i32) {
     (value, out.status.code().expect("exited"))
 }
 
+/// Runs `corekv-ctl --json shell` against `cluster` with `script` piped in.
+fn shell(cluster: &str, script: &str) -> Output {
+    let mut shell = Command::new(env!("CARGO_BIN_EXE_corekv-ctl"))
+        .args(["shell", "--json", "--cluster", cluster])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    shell.wait_with_output().unwrap()
+}
+
+/// Every answer line of a shell, parsed.
+fn shell_answers(out: &Output) -> Vec<Value> {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// Stops the cluster however the test ends: keeps the dir when the test failed.
 struct Cleanup {
     dir: PathBuf,
@@ -179,19 +198,10 @@ fn ctl_drives_a_local_cluster_end_to_end() {
     assert!(shards.iter().all(|s| s["leader"].as_u64().unwrap() > 0 && s["replicas"].as_array().unwrap().len() == 3));
 
     // shell: one answer per line, in order; a bad line answers invalid and it goes on.
-    let mut shell = Command::new(env!("CARGO_BIN_EXE_corekv-ctl"))
-        .args(["shell", "--json", "--cluster", &cluster])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let script =
         "put s1 'two words'\nget s1\nthis is not a command\ncas s1 0 x\n\ndelete s1\nget s1\nexit\nput s2 never\n";
-    shell.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let out = shell.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let answers: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = shell(&cluster, script);
+    let answers = shell_answers(&out);
     assert_eq!(answers.len(), 6, "{}", text(&out.stdout));
     let s1 = answers[0]["version"].as_u64().unwrap();
     assert_eq!(answers[1], serde_json::json!({"ok": true, "value": "two words", "version": s1}));
@@ -200,6 +210,35 @@ fn ctl_drives_a_local_cluster_end_to_end() {
     assert!(answers[4]["version"].as_u64().unwrap() > s1);
     assert_eq!(answers[5], serde_json::json!({"ok": false, "error": "not_found"}));
     assert_eq!(data(&["get", "s2"]).0["error"], "not_found", "nothing runs after exit");
+
+    // A shell transaction: writes answer {"ok":true}, its own write reads at
+    // version 0, and the commit's version is every written key's version.
+    let out = shell(&cluster, "begin\nput x 1\nput y 2\nget x\ncommit\n");
+    let txn = shell_answers(&out);
+    assert_eq!(txn.len(), 5, "{}", text(&out.stdout));
+    let id = txn[0]["txn"].as_str().expect("a transaction id");
+    assert!(id.split_once('-').is_some_and(|(client, attempt)| client.len() == 32 && attempt.parse::<u64>().is_ok()));
+    assert!(txn[0]["start_version"].is_u64(), "{}", txn[0]);
+    assert_eq!(
+        txn[1..4],
+        [
+            serde_json::json!({"ok": true}),
+            serde_json::json!({"ok": true}),
+            serde_json::json!({"ok": true, "value": "1", "version": 0})
+        ]
+    );
+    let committed = txn[4]["version"].as_u64().expect("a commit version");
+    for (key, value) in [("x", "1"), ("y", "2")] {
+        let (got, code) = data(&["get", key]);
+        assert_eq!((code, got), (0, serde_json::json!({"ok": true, "value": value, "version": committed})));
+    }
+    // The end of input aborts an open transaction: its write is gone, its lock
+    // too (a plain put of the key goes through).
+    let out = shell(&cluster, "begin\nput x never\n");
+    assert_eq!(shell_answers(&out)[1], serde_json::json!({"ok": true}));
+    assert!(text(&out.stderr).contains("was still open when the shell ended: aborted"), "{}", text(&out.stderr));
+    assert_eq!(data(&["get", "x"]).0["version"], committed);
+    assert_eq!(data(&["put", "x", "3"]).1, 0, "the lock was released");
 
     // Bad input never reaches the cluster; an unreachable cluster is unavailable.
     let huge = "k".repeat(5000);

@@ -49,14 +49,30 @@ pub struct TxnRun<T> {
     pub attempts: u32,
 }
 
-/// A transaction of a blocking client (DESIGN §8). Reads and lock requests go to
-/// the shard leaders as the transaction runs; writes stay here until
-/// [`Txn::commit`]. Any `aborted` answer ends it (its locks are released).
-/// Dropped without commit or abort, it is aborted.
+/// A transaction of a blocking client (DESIGN §8) that borrows its client for
+/// its whole life. Reads and lock requests go to the shard leaders as the
+/// transaction runs; writes stay here until [`Txn::commit`]. Any `aborted`,
+/// `indeterminate` or `unavailable` answer ends it (its locks are released).
+/// Dropped without commit or abort, it is aborted. A thin wrapper of the owned
+/// [`TxnHandle`] API.
 #[derive(Debug)]
 pub struct Txn<'c> {
     client: &'c mut Client,
+    handle: TxnHandle,
+}
+
+/// A transaction that lives beside its client instead of borrowing it: each call
+/// takes the client and the handle (`Client::txn_get(&mut handle, …)`), so a
+/// long-lived owner such as `corekv-ctl shell` can keep both. Same rules as
+/// [`Txn`], except that dropping a handle does not abort it (it has no client to
+/// send with): end it with [`Client::txn_commit`] or [`Client::txn_abort`], or
+/// its locks stay until the shard leaders' lifetime limit.
+#[derive(Debug)]
+#[must_use = "a transaction holds locks until it is committed or aborted"]
+pub struct TxnHandle {
     state: TxnState,
+    /// False once committed, aborted, or ended by an answer that leaves it unable
+    /// to go on; its locks are released by then.
     open: bool,
 }
 
@@ -87,25 +103,43 @@ impl Client {
 
     /// Begins a read-write transaction under `policy`.
     pub fn begin(&mut self, policy: Policy) -> Txn<'_> {
-        let start = self.seen.max(now_ts());
-        self.begin_at(policy, start)
+        let handle = self.txn_begin(policy);
+        Txn { client: self, handle }
     }
 
     /// Begins a read-write transaction whose age starts at `start` (a wait-die
     /// retry keeps its first start).
     pub fn begin_at(&mut self, policy: Policy, start: Version) -> Txn<'_> {
-        self.txn_attempts += 1;
-        let meta = txn_meta(self.session.id(), self.txn_attempts, start, policy, now_ts());
-        Txn { state: TxnState::read_write(meta), client: self, open: true }
+        let handle = self.txn_begin_at(policy, start);
+        Txn { client: self, handle }
     }
 
     /// Begins a read-only transaction at `at`, or at a version at or above every
     /// version this client has seen.
     pub fn begin_read_only(&mut self, at: Option<Version>) -> Txn<'_> {
+        let handle = self.txn_begin_read_only(at);
+        Txn { client: self, handle }
+    }
+
+    /// [`Client::begin`], owned: a handle to pass to the `txn_*` calls.
+    pub fn txn_begin(&mut self, policy: Policy) -> TxnHandle {
+        let start = self.seen.max(now_ts());
+        self.txn_begin_at(policy, start)
+    }
+
+    /// [`Client::begin_at`], owned.
+    pub fn txn_begin_at(&mut self, policy: Policy, start: Version) -> TxnHandle {
+        self.txn_attempts += 1;
+        let meta = txn_meta(self.session.id(), self.txn_attempts, start, policy, now_ts());
+        TxnHandle { state: TxnState::read_write(meta), open: true }
+    }
+
+    /// [`Client::begin_read_only`], owned.
+    pub fn txn_begin_read_only(&mut self, at: Option<Version>) -> TxnHandle {
         self.txn_attempts += 1;
         let at = at.unwrap_or_else(|| self.seen.max(now_ts()));
         let meta = txn_meta(self.session.id(), self.txn_attempts, at, Policy::Occ, now_ts());
-        Txn { state: TxnState::read_only(meta, at), client: self, open: true }
+        TxnHandle { state: TxnState::read_only(meta, at), open: true }
     }
 
     /// Runs `body` as one transaction, again while it is aborted, until it commits
@@ -191,16 +225,7 @@ impl Client {
     /// order, from every shard. Each shard's part is linearizable; the page is not
     /// one snapshot across shards.
     pub fn scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
-        check_scan(start, end, limit)?;
-        let deadline = Instant::now() + self.config.deadline;
-        let mut plan = ScanPlan::new(self.router.map().shard_count(), start, end, limit);
-        while !plan.is_done() {
-            for (shard, op) in plan.pending() {
-                let outcome = self.run(shard, RequestBody::Read(op), deadline)?;
-                plan.on_outcome(shard, outcome)?;
-            }
-        }
-        Ok(plan.finish())
+        self.scan_at(start, end, limit, None)
     }
 
     /// Every core of every node: its shards and counters, or why it did not answer.
@@ -239,6 +264,21 @@ impl Client {
         let map = fetch_map(&self.router.map_sources(), self.router.map().cluster_id, &self.config, deadline)?;
         self.router.update_map(map);
         Ok(())
+    }
+
+    /// [`Client::scan`] of the newest state (`at: None`) or of the newest versions
+    /// ≤ `at` (a read-only transaction's snapshot).
+    fn scan_at(&mut self, start: &[u8], end: &[u8], limit: u32, at: Option<Version>) -> Result<ScanPage, KvError> {
+        check_scan(start, end, limit)?;
+        let deadline = Instant::now() + self.config.deadline;
+        let mut plan = ScanPlan::new(self.router.map().shard_count(), start, end, limit);
+        while !plan.is_done() {
+            for (shard, op) in plan.pending() {
+                let outcome = self.run(shard, RequestBody::Read(scan_at_version(op, at)), deadline)?;
+                plan.on_outcome(shard, outcome)?;
+            }
+        }
+        Ok(plan.finish())
     }
 
     fn write(&mut self, op: WriteOp) -> Result<Version, KvError> {
@@ -346,7 +386,198 @@ fn now_ts() -> Version {
     ms << 16
 }
 
-impl Txn<'_> {
+/// [`ScanPlan`] pages the newest state; a snapshot scan asks each shard for the
+/// newest versions ≤ `at` instead.
+fn scan_at_version(op: ReadOp, at: Option<Version>) -> ReadOp {
+    match op {
+        ReadOp::Scan { start, end, limit, .. } => ReadOp::Scan { start, end, limit, at },
+        other => other,
+    }
+}
+
+/// Transactions, owned: the calls behind [`Txn`], for a caller that keeps the
+/// [`TxnHandle`] itself. An answer that leaves the transaction unable to go on
+/// (`aborted`, or no definite answer from a shard) closes the handle and
+/// releases its locks.
+impl Client {
+    /// Reads `key` in `txn`: its own write if it wrote it (version 0), else the
+    /// newest version under a shared lock (two-phase locking) or recorded for
+    /// validation (OCC), or the version of a read-only transaction's snapshot.
+    pub fn txn_get(&mut self, txn: &mut TxnHandle, key: &[u8]) -> Result<Got, KvError> {
+        txn.check_open()?;
+        check_key("key", key)?;
+        match txn.state.own_write(key) {
+            Some(Some(value)) => return Ok(Got { version: 0, value: value.to_vec() }),
+            Some(None) => return Err(KvError::NotFound),
+            None => {}
+        }
+        let shard = self.router.shard_of(key);
+        if let Some(at) = txn.state.read_only_at() {
+            let body = RequestBody::Read(ReadOp::Get { key: key.to_vec(), at: Some(at) });
+            return super::got(self.txn_step(txn, shard, body)?);
+        }
+        let body = RequestBody::TxnRead { txn: *txn.state.meta(), op: TxnReadOp::Get { key: key.to_vec() } };
+        match self.txn_step(txn, shard, body)? {
+            Outcome::Ok(OkReply::TxnValue { version, value }) => {
+                txn.state.read(shard, key, version);
+                self.seen = self.seen.max(version);
+                value.map(|value| Got { version, value }).ok_or(KvError::NotFound)
+            }
+            other => Err(self.txn_fail(txn, other)),
+        }
+    }
+
+    /// Live keys of `[start, end)` at a read-only transaction's snapshot, at most
+    /// `limit`, as [`Client::scan`] pages them. In a read-write transaction,
+    /// `invalid`: its scan needs range locks on every shard read, which this
+    /// client does not take yet.
+    pub fn txn_scan(&mut self, txn: &mut TxnHandle, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
+        txn.check_open()?;
+        let Some(at) = txn.state.read_only_at() else {
+            return Err(KvError::Invalid {
+                message: "scan inside a read-write transaction is not supported yet".into(),
+            });
+        };
+        let page = self.scan_at(start, end, limit, Some(at));
+        if let Err(KvError::Unavailable { .. } | KvError::Indeterminate { .. }) = &page {
+            // A read-only transaction holds no locks: nothing to release.
+            txn.open = false;
+        }
+        page
+    }
+
+    /// Writes `value` at `key` when `txn` commits (under two-phase locking, after
+    /// locking `key` now).
+    pub fn txn_put(&mut self, txn: &mut TxnHandle, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.txn_buffer(txn, key, Some(value.to_vec()))
+    }
+
+    /// Deletes `key` when `txn` commits (nothing is written if it is absent then).
+    pub fn txn_delete(&mut self, txn: &mut TxnHandle, key: &[u8]) -> Result<(), KvError> {
+        self.txn_buffer(txn, key, None)
+    }
+
+    /// Commits `txn`: the commit version of every key written (the snapshot
+    /// version of a read-only transaction; the start version of one that did
+    /// nothing). `aborted`, `indeterminate` (it may have committed) or
+    /// `unavailable` (certainly not) otherwise.
+    pub fn txn_commit(&mut self, mut txn: TxnHandle) -> Result<Version, KvError> {
+        self.commit_handle(&mut txn)
+    }
+
+    /// Aborts `txn`: every lock released.
+    pub fn txn_abort(&mut self, mut txn: TxnHandle) -> Result<(), KvError> {
+        self.abort_handle(&mut txn)
+    }
+
+    fn txn_buffer(&mut self, txn: &mut TxnHandle, key: &[u8], value: Option<Vec<u8>>) -> Result<(), KvError> {
+        txn.check_open()?;
+        check_key("key", key)?;
+        if txn.state.read_only_at().is_some() {
+            return Err(KvError::Invalid { message: "a read-only transaction cannot write".into() });
+        }
+        if txn.state.needs_lock(key) {
+            self.txn_lock(txn, key)?;
+        }
+        txn.state.write(key, value);
+        Ok(())
+    }
+
+    /// Takes `key`'s exclusive lock for `txn` (two-phase locking).
+    fn txn_lock(&mut self, txn: &mut TxnHandle, key: &[u8]) -> Result<(), KvError> {
+        let shard = self.router.shard_of(key);
+        let body = RequestBody::TxnLock { txn: *txn.state.meta(), key: key.to_vec() };
+        match self.txn_step(txn, shard, body)? {
+            Outcome::Ok(OkReply::Done) => {
+                txn.state.locked(shard, key);
+                Ok(())
+            }
+            other => Err(self.txn_fail(txn, other)),
+        }
+    }
+
+    /// Reads `key` for a write that follows: under two-phase locking the
+    /// exclusive lock is taken first (a read-modify-write that takes a shared lock
+    /// and upgrades it later meets every other reader's upgrade, and one of them
+    /// must abort: the SELECT FOR UPDATE of SQL); under OCC, a plain
+    /// [`Client::txn_get`].
+    pub fn txn_get_for_update(&mut self, txn: &mut TxnHandle, key: &[u8]) -> Result<Got, KvError> {
+        txn.check_open()?;
+        check_key("key", key)?;
+        if txn.state.read_only_at().is_none() && txn.state.needs_lock(key) {
+            self.txn_lock(txn, key)?;
+        }
+        self.txn_get(txn, key)
+    }
+
+    /// Commits and closes `txn`; [`Client::txn_commit`] and [`Txn::commit`].
+    fn commit_handle(&mut self, txn: &mut TxnHandle) -> Result<Version, KvError> {
+        txn.check_open()?;
+        txn.open = false;
+        if let Some(at) = txn.state.read_only_at() {
+            return Ok(at);
+        }
+        let tag = self.session.begin();
+        let Some((anchor, body)) = txn.state.commit_request(self.router.map(), tag) else {
+            self.session.finish(tag.seq);
+            return Ok(txn.state.meta().age.start);
+        };
+        let deadline = Instant::now() + self.config.deadline;
+        let result = self.run(anchor, body, deadline);
+        self.session.finish(tag.seq);
+        let result = result.and_then(super::written);
+        match &result {
+            Ok(version) => self.seen = self.seen.max(*version),
+            // Not committed: release what it still holds.
+            Err(KvError::Aborted { .. } | KvError::Unavailable { .. }) => self.txn_release(txn),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Aborts and closes `txn`; [`Client::txn_abort`], [`Txn::abort`] and
+    /// [`Txn`]'s drop.
+    fn abort_handle(&mut self, txn: &mut TxnHandle) -> Result<(), KvError> {
+        txn.check_open()?;
+        txn.open = false;
+        self.txn_release(txn);
+        Ok(())
+    }
+
+    /// One transactional request to `shard`'s leader, retried like any read.
+    fn txn_step(&mut self, txn: &mut TxnHandle, shard: ShardId, body: RequestBody) -> Result<Outcome, KvError> {
+        let deadline = Instant::now() + self.config.deadline;
+        match self.run(shard, body, deadline) {
+            Ok(Outcome::Aborted { reason }) => Err(self.txn_fail(txn, Outcome::Aborted { reason })),
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                // Unsure where the transaction stands: it cannot go on.
+                txn.open = false;
+                self.txn_release(txn);
+                Err(e)
+            }
+        }
+    }
+
+    /// `txn` cannot go on: locks released, the outcome as an error.
+    fn txn_fail(&mut self, txn: &mut TxnHandle, outcome: Outcome) -> KvError {
+        txn.open = false;
+        self.txn_release(txn);
+        super::definite_error(outcome)
+    }
+
+    /// Best effort: every shard `txn` touched drops its locks (the leaders'
+    /// lifetime limit is the backstop).
+    fn txn_release(&mut self, txn: &TxnHandle) {
+        let id = txn.state.meta().id;
+        let deadline = Instant::now() + self.config.attempt_timeout;
+        for shard in txn.state.touched().collect::<Vec<_>>() {
+            let _ = self.run(shard, RequestBody::TxnAbort { txn: id }, deadline);
+        }
+    }
+}
+
+impl TxnHandle {
     /// The attempt's id.
     pub fn id(&self) -> TxnId {
         self.state.meta().id
@@ -357,165 +588,74 @@ impl Txn<'_> {
         self.state.read_only_at().unwrap_or(self.state.meta().age.start)
     }
 
+    /// True for a transaction begun read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.state.read_only_at().is_some()
+    }
+
     /// True while the transaction may go on.
     pub fn is_open(&self) -> bool {
         self.open
     }
 
-    /// Reads `key`: its own write if it wrote it (version 0), else the newest
-    /// version under a shared lock (two-phase locking) or recorded for validation
-    /// (OCC), or the version of a read-only transaction's snapshot.
+    fn check_open(&self) -> Result<(), KvError> {
+        if self.open { Ok(()) } else { Err(KvError::Invalid { message: "the transaction has ended".into() }) }
+    }
+}
+
+impl Txn<'_> {
+    /// The attempt's id.
+    pub fn id(&self) -> TxnId {
+        self.handle.id()
+    }
+
+    /// The start version (for a read-only transaction, its snapshot version).
+    pub fn start_version(&self) -> Version {
+        self.handle.start_version()
+    }
+
+    /// True while the transaction may go on.
+    pub fn is_open(&self) -> bool {
+        self.handle.is_open()
+    }
+
+    /// Reads `key`; see [`Client::txn_get`].
     pub fn get(&mut self, key: &[u8]) -> Result<Got, KvError> {
-        self.check_open()?;
-        check_key("key", key)?;
-        match self.state.own_write(key) {
-            Some(Some(value)) => return Ok(Got { version: 0, value: value.to_vec() }),
-            Some(None) => return Err(KvError::NotFound),
-            None => {}
-        }
-        let shard = self.client.router.shard_of(key);
-        if let Some(at) = self.state.read_only_at() {
-            let outcome = self.client.read(shard, ReadOp::Get { key: key.to_vec(), at: Some(at) })?;
-            return super::got(outcome);
-        }
-        let body = RequestBody::TxnRead { txn: *self.state.meta(), op: TxnReadOp::Get { key: key.to_vec() } };
-        match self.step(shard, body)? {
-            Outcome::Ok(OkReply::TxnValue { version, value }) => {
-                self.state.read(shard, key, version);
-                self.client.seen = self.client.seen.max(version);
-                value.map(|value| Got { version, value }).ok_or(KvError::NotFound)
-            }
-            other => Err(self.fail(other)),
-        }
+        self.client.txn_get(&mut self.handle, key)
     }
 
-    /// Reads `key` for a write that follows: under two-phase locking the
-    /// exclusive lock is taken first (a read-modify-write that takes a shared lock
-    /// and upgrades it later meets every other reader's upgrade, and one of them
-    /// must abort); under OCC, a plain [`Txn::get`].
+    /// Reads `key` for a write that follows; see [`Client::txn_get_for_update`].
     pub fn get_for_update(&mut self, key: &[u8]) -> Result<Got, KvError> {
-        self.check_open()?;
-        check_key("key", key)?;
-        if self.state.read_only_at().is_none() && self.state.needs_lock(key) {
-            self.lock(key)?;
-        }
-        self.get(key)
-    }
-
-    fn lock(&mut self, key: &[u8]) -> Result<(), KvError> {
-        let shard = self.client.router.shard_of(key);
-        let body = RequestBody::TxnLock { txn: *self.state.meta(), key: key.to_vec() };
-        match self.step(shard, body)? {
-            Outcome::Ok(OkReply::Done) => {
-                self.state.locked(shard, key);
-                Ok(())
-            }
-            other => Err(self.fail(other)),
-        }
+        self.client.txn_get_for_update(&mut self.handle, key)
     }
 
     /// Writes `value` at `key` when the transaction commits.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        self.buffer(key, Some(value.to_vec()))
+        self.client.txn_put(&mut self.handle, key, value)
     }
 
     /// Deletes `key` when the transaction commits (nothing is written if it is
     /// absent then).
     pub fn delete(&mut self, key: &[u8]) -> Result<(), KvError> {
-        self.buffer(key, None)
+        self.client.txn_delete(&mut self.handle, key)
     }
 
-    fn buffer(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Result<(), KvError> {
-        self.check_open()?;
-        check_key("key", key)?;
-        if self.state.read_only_at().is_some() {
-            return Err(KvError::Invalid { message: "a read-only transaction cannot write".into() });
-        }
-        if self.state.needs_lock(key) {
-            self.lock(key)?;
-        }
-        self.state.write(key, value);
-        Ok(())
-    }
-
-    /// Commits: the commit version of every key written (the snapshot version of a
-    /// read-only transaction; the start version of one that did nothing).
-    /// `aborted`, `indeterminate` (it may have committed) or `unavailable`
-    /// (certainly not) otherwise.
+    /// Commits; see [`Client::txn_commit`].
     pub fn commit(mut self) -> Result<Version, KvError> {
-        self.check_open()?;
-        self.open = false;
-        if let Some(at) = self.state.read_only_at() {
-            return Ok(at);
-        }
-        let tag = self.client.session.begin();
-        let Some((anchor, body)) = self.state.commit_request(self.client.router.map(), tag) else {
-            self.client.session.finish(tag.seq);
-            return Ok(self.state.meta().age.start);
-        };
-        let deadline = Instant::now() + self.client.config.deadline;
-        let result = self.client.run(anchor, body, deadline);
-        self.client.session.finish(tag.seq);
-        let result = result.and_then(super::written);
-        match &result {
-            Ok(version) => self.client.seen = self.client.seen.max(*version),
-            // Not committed: release what it still holds.
-            Err(KvError::Aborted { .. } | KvError::Unavailable { .. }) => self.release(),
-            Err(_) => {}
-        }
-        result
+        self.client.commit_handle(&mut self.handle)
     }
 
     /// Aborts: every lock released.
     pub fn abort(mut self) -> Result<(), KvError> {
-        self.check_open()?;
-        self.open = false;
-        self.release();
-        Ok(())
-    }
-
-    fn check_open(&self) -> Result<(), KvError> {
-        if self.open { Ok(()) } else { Err(KvError::Invalid { message: "the transaction has ended".into() }) }
-    }
-
-    /// One transactional request to `shard`'s leader, retried like any read.
-    fn step(&mut self, shard: ShardId, body: RequestBody) -> Result<Outcome, KvError> {
-        let deadline = Instant::now() + self.client.config.deadline;
-        match self.client.run(shard, body, deadline) {
-            Ok(Outcome::Aborted { reason }) => Err(self.fail(Outcome::Aborted { reason })),
-            Ok(outcome) => Ok(outcome),
-            Err(e) => {
-                // Unsure where the transaction stands: it cannot go on.
-                self.open = false;
-                self.release();
-                Err(e)
-            }
-        }
-    }
-
-    /// The transaction cannot go on: locks released, the outcome as an error.
-    fn fail(&mut self, outcome: Outcome) -> KvError {
-        self.open = false;
-        self.release();
-        super::definite_error(outcome)
-    }
-
-    /// Best effort: every shard it touched drops its locks (the leaders' lifetime
-    /// limit is the backstop).
-    fn release(&mut self) {
-        let txn = self.state.meta().id;
-        let deadline = Instant::now() + self.client.config.attempt_timeout;
-        for shard in self.state.touched().collect::<Vec<_>>() {
-            let _ = self.client.run(shard, RequestBody::TxnAbort { txn }, deadline);
-        }
+        self.client.abort_handle(&mut self.handle)
     }
 }
 
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
-        if self.open {
-            self.open = false;
-            self.release();
+        if self.handle.open {
+            // Best effort, like every release: nothing to report from a drop.
+            let _ = self.client.abort_handle(&mut self.handle);
         }
     }
 }

@@ -142,6 +142,37 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "OPS")]
         ops: Vec<OsString>,
     },
+    /// Shell only: open the shell's one transaction; get, scan, put and delete run
+    /// in it until `commit` or `abort`. Prints its id and start version.
+    Begin {
+        /// How conflicts are settled [default: wound-wait].
+        #[arg(long, value_enum, value_name = "POLICY", conflicts_with = "read_only")]
+        policy: Option<PolicyArg>,
+        /// Read one snapshot without locks; never aborts, cannot write.
+        #[arg(long)]
+        read_only: bool,
+        /// With --read-only: the snapshot's version [default: at or above every version this shell has seen].
+        #[arg(long, value_name = "VERSION", requires = "read_only")]
+        at: Option<Version>,
+    },
+    /// Shell only: commit the open transaction; prints the version of every key it wrote.
+    Commit,
+    /// Shell only: abort the open transaction; its locks are released.
+    Abort,
+}
+
+impl Command {
+    /// The name of `begin`, `commit` or `abort`, which act on the shell's open
+    /// transaction (so a single command has nothing to act on); `None` for the
+    /// other commands.
+    pub fn txn_control_name(&self) -> Option<&'static str> {
+        match self {
+            Command::Begin { .. } => Some("begin"),
+            Command::Commit => Some("commit"),
+            Command::Abort => Some("abort"),
+            _ => None,
+        }
+    }
 }
 
 /// A transaction conflict policy on the command line.
@@ -404,6 +435,26 @@ mod tests {
         assert!(parse(&["scan", "a", "b", "--limit", &(SCAN_ITEMS_MAX + 1).to_string()]).is_err());
         assert!(parse(&["scan", "a", "b", "--limit", &SCAN_ITEMS_MAX.to_string()]).is_ok());
         assert!(parse(&["cas", "k", "-1", "v"]).is_err());
+    }
+
+    #[test]
+    fn begin_takes_a_policy_or_read_only_with_an_optional_version() {
+        match parse(&["begin", "--policy", "wait-die"]).unwrap().command {
+            Command::Begin { policy, read_only, at } => {
+                assert_eq!((policy, read_only, at), (Some(PolicyArg::WaitDie), false, None));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["begin", "--read-only", "--at", "42"]).unwrap().command {
+            Command::Begin { policy, read_only, at } => assert_eq!((policy, read_only, at), (None, true, Some(42))),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["begin", "--at", "42"]).is_err(), "--at needs --read-only");
+        assert!(parse(&["begin", "--read-only", "--policy", "occ"]).is_err(), "a read-only one takes no locks");
+        assert!(parse(&["begin", "--policy", "naive"]).is_err());
+        assert_eq!(parse(&["commit"]).unwrap().command.txn_control_name(), Some("commit"));
+        assert_eq!(parse(&["abort"]).unwrap().command.txn_control_name(), Some("abort"));
+        assert_eq!(parse(&["txn", "--", "get a"]).unwrap().command.txn_control_name(), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use corekv_rpc::kv::Version;
-use corekv_rpc::txn::AbortReason;
+use corekv_rpc::txn::{AbortReason, TxnId};
 use serde::Serialize;
 
 use corekv_rpc::client::{Got, KvError, ScanPage, VersionEntry};
@@ -262,6 +262,41 @@ pub fn render_written(version: Version, json: bool) -> Rendered {
 }
 
 #[derive(Serialize)]
+struct BegunJson {
+    ok: bool,
+    txn: String,
+    start_version: Version,
+}
+
+/// begin: `{"ok":true,"txn":"<id>","start_version":N}` (a read-only
+/// transaction's snapshot version); human: the id and the version.
+pub fn render_begun(id: TxnId, start_version: Version, read_only: bool, json: bool) -> Rendered {
+    let human = if read_only {
+        format!("read-only transaction {id} reads at version {start_version}")
+    } else {
+        format!("transaction {id} began at version {start_version}")
+    };
+    Rendered::ok_line(json, &BegunJson { ok: true, txn: id.to_string(), start_version }, human)
+}
+
+#[derive(Serialize)]
+struct DoneJson {
+    ok: bool,
+}
+
+/// A put or delete inside a transaction (no version until the commit), and
+/// abort: `{"ok":true}`; human: `human`.
+pub fn render_done(human: &str, json: bool) -> Rendered {
+    Rendered::ok_line(json, &DoneJson { ok: true }, human.to_string())
+}
+
+/// commit: `{"ok":true,"version":N}`, the version of every key written (a
+/// read-only transaction's snapshot version); human: `committed at version N`.
+pub fn render_committed(version: Version, json: bool) -> Rendered {
+    Rendered::ok_line(json, &WrittenJson { ok: true, version }, format!("committed at version {version}"))
+}
+
+#[derive(Serialize)]
 struct GotJson {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -504,6 +539,32 @@ mod tests {
         assert_eq!(r.exit, EXIT_OK);
         assert!(!r.failed);
         assert_eq!(render_written(7, false).lines, ["7"]);
+    }
+
+    #[test]
+    fn transaction_lines_have_the_issue_shapes() {
+        let id = TxnId { client: corekv_rpc::kv::ClientId::from_u128(0xab), attempt: 3 };
+        let begun = render_begun(id, 42, false, true);
+        assert_eq!(begun.line, r#"{"ok":true,"txn":"000000000000000000000000000000ab-3","start_version":42}"#);
+        assert_eq!(
+            render_begun(id, 42, false, false).line,
+            "transaction 000000000000000000000000000000ab-3 began at version 42"
+        );
+        assert_eq!(
+            render_begun(id, 7, true, false).line,
+            "read-only transaction 000000000000000000000000000000ab-3 reads at version 7"
+        );
+        assert_eq!(
+            (render_done("ok", true).line.as_str(), render_done("ok", false).line.as_str()),
+            (r#"{"ok":true}"#, "ok")
+        );
+        assert_eq!(render_committed(9, true).line, r#"{"ok":true,"version":9}"#);
+        assert_eq!(render_committed(9, false).line, "committed at version 9");
+        let aborted = Failure::from(KvError::Aborted { reason: AbortReason::Wounded }).render(true);
+        assert_eq!(
+            (aborted.line.as_str(), aborted.exit),
+            (r#"{"ok":false,"error":"aborted","reason":"wounded"}"#, EXIT_NEGATIVE)
+        );
     }
 
     #[test]

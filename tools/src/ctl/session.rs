@@ -5,25 +5,32 @@
 //!
 //! Input is checked before the cluster is asked: a key that is empty or over
 //! [`KEY_BYTES_MAX`] is `invalid` without a connection.
+//!
+//! A shell session holds at most one open transaction (`begin` … `commit` or
+//! `abort`), kept by its [`Kv`] beside the client. While it is open, get, scan,
+//! put and delete run in it, and the commands it cannot serve answer `invalid`.
+//! An `aborted`, `indeterminate` or `unavailable` answer ends it, and so does the
+//! end of the session ([`Session::end`]). A single command has no transaction to
+//! act on: `begin`, `commit` and `abort` are `invalid` outside the shell.
 
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use corekv_rpc::txn::Policy;
-
 use corekv_rpc::kv::{KEY_BYTES_MAX, Version};
+use corekv_rpc::txn::{Policy, TxnId};
 
 use super::args::{Command, GlobalArgs, LocalCommand, SnapshotCommand, WalCommand, arg_bytes};
 use super::local;
 use super::render::{self, EXIT_NEGATIVE, Failure, Rendered};
 use super::status::render_status;
 use crate::offline::{self, OfflineError};
-use corekv_rpc::client::blocking::Client;
+use corekv_rpc::client::blocking::{Client, TxnHandle};
 use corekv_rpc::client::{ClientConfig, ClusterStatus, Got, KvError, ScanPage, VersionEntry, parse_cluster};
 
-/// What `corekv-ctl` needs of a cluster: the blocking client's calls. A trait so
-/// the session and the shell are tested against an in-memory stand-in.
+/// What `corekv-ctl` needs of a cluster: the blocking client's calls, and the
+/// shell's one open transaction, which the `Kv` keeps. A trait so the session and
+/// the shell are tested against an in-memory stand-in.
 pub trait Kv {
     /// Writes `value` as a new version of `key`.
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<Version, KvError>;
@@ -41,6 +48,54 @@ pub trait Kv {
     fn status(&mut self) -> ClusterStatus;
     /// Runs `ops` as one transaction under `policy`, again while it is aborted.
     fn txn(&mut self, policy: Policy, ops: &[TxnOp]) -> Result<TxnDone, KvError>;
+    /// The transaction [`Kv::begin`] opened, while it may go on: `commit`,
+    /// `abort`, and an answer that leaves it unable to go on close it.
+    fn open_txn(&self) -> Option<OpenTxn>;
+    /// Opens a transaction; `invalid` while one is open.
+    fn begin(&mut self, mode: TxnMode) -> Result<OpenTxn, KvError>;
+    /// Reads `key` in the open transaction (its own write at version 0).
+    fn txn_get(&mut self, key: &[u8]) -> Result<Got, KvError>;
+    /// Live keys in `[start, end)`, at most `limit`, at the open read-only
+    /// transaction's snapshot (`invalid` in a read-write one).
+    fn txn_scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError>;
+    /// Writes `value` at `key` when the open transaction commits.
+    fn txn_put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError>;
+    /// Deletes `key` when the open transaction commits (nothing if it is absent).
+    fn txn_delete(&mut self, key: &[u8]) -> Result<(), KvError>;
+    /// Commits the open transaction: the version of every key it wrote (the
+    /// snapshot version of a read-only one). It is closed whatever the answer.
+    fn commit(&mut self) -> Result<Version, KvError>;
+    /// Aborts the open transaction: its locks released.
+    fn abort(&mut self) -> Result<(), KvError>;
+}
+
+/// How `begin` opens a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnMode {
+    /// Reads and writes under this conflict policy.
+    ReadWrite(Policy),
+    /// Reads one snapshot: at this version, or at or above every version the
+    /// client has seen.
+    ReadOnly {
+        /// The snapshot's version.
+        at: Option<Version>,
+    },
+}
+
+/// The open transaction, as `begin` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTxn {
+    /// The attempt's id.
+    pub id: TxnId,
+    /// Its start version; a read-only transaction's snapshot version.
+    pub start_version: Version,
+    /// Begun read-only: it cannot write.
+    pub read_only: bool,
+}
+
+/// The answer to a transaction call with none open.
+fn no_open_txn() -> KvError {
+    KvError::Invalid { message: "no transaction is open: `begin` starts one".into() }
 }
 
 /// One operation of a one-shot transaction.
@@ -67,30 +122,54 @@ pub struct TxnDone {
     pub reads: Vec<(Vec<u8>, Result<Got, KvError>)>,
 }
 
-impl Kv for Client {
+/// The real cluster: the blocking client, and the shell's open transaction
+/// beside it (an owned [`TxnHandle`], so the session can keep both).
+#[derive(Debug)]
+pub struct ClusterKv {
+    client: Client,
+    txn: Option<TxnHandle>,
+}
+
+impl ClusterKv {
+    /// `client`, with no transaction open.
+    pub fn new(client: Client) -> ClusterKv {
+        ClusterKv { client, txn: None }
+    }
+
+    /// `call` on the client and the open transaction's handle.
+    fn with_txn<T>(
+        &mut self,
+        call: impl FnOnce(&mut Client, &mut TxnHandle) -> Result<T, KvError>,
+    ) -> Result<T, KvError> {
+        let txn = self.txn.as_mut().ok_or_else(no_open_txn)?;
+        call(&mut self.client, txn)
+    }
+}
+
+impl Kv for ClusterKv {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<Version, KvError> {
-        Client::put(self, key, value)
+        self.client.put(key, value)
     }
     fn delete(&mut self, key: &[u8]) -> Result<Version, KvError> {
-        Client::delete(self, key)
+        self.client.delete(key)
     }
     fn cas(&mut self, key: &[u8], expected: Version, value: &[u8]) -> Result<Version, KvError> {
-        Client::cas(self, key, expected, value)
+        self.client.cas(key, expected, value)
     }
     fn get(&mut self, key: &[u8], at: Option<Version>) -> Result<Got, KvError> {
-        Client::get(self, key, at)
+        self.client.get(key, at)
     }
     fn versions(&mut self, key: &[u8]) -> Result<Vec<VersionEntry>, KvError> {
-        Client::versions(self, key)
+        self.client.versions(key)
     }
     fn scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
-        Client::scan(self, start, end, limit)
+        self.client.scan(start, end, limit)
     }
     fn status(&mut self) -> ClusterStatus {
-        Client::status(self)
+        self.client.status()
     }
     fn txn(&mut self, policy: Policy, ops: &[TxnOp]) -> Result<TxnDone, KvError> {
-        let run = self.run_txn(policy, |t| {
+        let run = self.client.run_txn(policy, |t| {
             let mut reads = Vec::new();
             for op in ops {
                 match op {
@@ -105,6 +184,40 @@ impl Kv for Client {
             Ok(reads)
         })?;
         Ok(TxnDone { version: run.version, start_version: run.start_version, attempts: run.attempts, reads: run.value })
+    }
+    fn open_txn(&self) -> Option<OpenTxn> {
+        let txn = self.txn.as_ref().filter(|t| t.is_open())?;
+        Some(OpenTxn { id: txn.id(), start_version: txn.start_version(), read_only: txn.is_read_only() })
+    }
+    fn begin(&mut self, mode: TxnMode) -> Result<OpenTxn, KvError> {
+        if let Some(open) = self.open_txn() {
+            return Err(KvError::Invalid { message: format!("transaction {} is open", open.id) });
+        }
+        self.txn = Some(match mode {
+            TxnMode::ReadWrite(policy) => self.client.txn_begin(policy),
+            TxnMode::ReadOnly { at } => self.client.txn_begin_read_only(at),
+        });
+        Ok(self.open_txn().expect("begun just above"))
+    }
+    fn txn_get(&mut self, key: &[u8]) -> Result<Got, KvError> {
+        self.with_txn(|client, txn| client.txn_get(txn, key))
+    }
+    fn txn_scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
+        self.with_txn(|client, txn| client.txn_scan(txn, start, end, limit))
+    }
+    fn txn_put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.with_txn(|client, txn| client.txn_put(txn, key, value))
+    }
+    fn txn_delete(&mut self, key: &[u8]) -> Result<(), KvError> {
+        self.with_txn(|client, txn| client.txn_delete(txn, key))
+    }
+    fn commit(&mut self) -> Result<Version, KvError> {
+        let txn = self.txn.take().ok_or_else(no_open_txn)?;
+        self.client.txn_commit(txn)
+    }
+    fn abort(&mut self) -> Result<(), KvError> {
+        let txn = self.txn.take().ok_or_else(no_open_txn)?;
+        self.client.txn_abort(txn)
     }
 }
 
@@ -139,7 +252,7 @@ pub fn client_connector(cluster: Option<String>, timeout: Duration) -> Connector
         config.attempt_timeout = config.attempt_timeout.min(timeout);
         config.connect_timeout = config.connect_timeout.min(timeout);
         let client = Client::connect(config).map_err(Failure::from)?;
-        Ok(Box::new(client) as Box<dyn Kv>)
+        Ok(Box::new(ClusterKv::new(client)) as Box<dyn Kv>)
     })
 }
 
@@ -172,14 +285,43 @@ impl Session {
         self.json
     }
 
-    /// Runs one command (not `shell`, and not the dumps: they stream) and renders
-    /// its result.
+    /// Runs one command given on the command line (not `shell`, and not the
+    /// dumps: they stream) and renders its result. `begin`, `commit` and `abort`
+    /// are `invalid` here: a single command has no open transaction to act on.
     pub fn run(&mut self, command: Command) -> Rendered {
-        let json = self.json;
-        match self.execute(command) {
-            Ok(rendered) => rendered,
-            Err(failure) => failure.render(json),
+        if let Some(name) = command.txn_control_name() {
+            return Failure::invalid(format!(
+                "`{name}` acts on the open transaction of `corekv-ctl shell`; a single command runs a whole \
+                 transaction with `corekv-ctl txn -- 'get a' 'put b 1'`"
+            ))
+            .render(self.json);
         }
+        self.run_line(command)
+    }
+
+    /// Runs one line of `shell` and renders its result: any command, inside the
+    /// open transaction when there is one.
+    pub fn run_line(&mut self, command: Command) -> Rendered {
+        let json = self.json;
+        let result = match self.open_txn() {
+            Some(open) => self.execute_in_txn(open, command),
+            None => self.execute(command),
+        };
+        result.unwrap_or_else(|failure| failure.render(json))
+    }
+
+    /// The open transaction, if any.
+    pub fn open_txn(&self) -> Option<OpenTxn> {
+        self.kv.as_deref()?.open_txn()
+    }
+
+    /// Ends the session: aborts the open transaction, if any, so its locks are
+    /// released now rather than at the leaders' lifetime limit. Its id, to tell.
+    pub fn end(&mut self) -> Option<TxnId> {
+        let open = self.open_txn()?;
+        // Best effort, as every release is: the lifetime limit is the backstop.
+        let _ = self.kv.as_deref_mut()?.abort();
+        Some(open.id)
     }
 
     fn kv(&mut self) -> Result<&mut dyn Kv, Failure> {
@@ -190,6 +332,70 @@ impl Session {
         Ok(self.kv.as_deref_mut().expect("connected just above"))
     }
 
+    /// A command while `open` is: data commands run in the transaction, or answer
+    /// `invalid` when it cannot serve them; the others run as without one.
+    fn execute_in_txn(&mut self, open: OpenTxn, command: Command) -> Result<Rendered, Failure> {
+        let json = self.json;
+        let refused = |what: &str, why: &str| Err(Failure::invalid(format!("{what} inside a transaction {why}")));
+        match command {
+            Command::Get { at: Some(_), .. } => {
+                refused("get --at", "is not supported: the transaction reads at its own version")
+            }
+            Command::Get { key, at: None, verbose } => {
+                let key = checked_key(arg_bytes(&key))?;
+                Ok(render::render_got(&self.in_txn(|kv| kv.txn_get(&key))?, verbose, json))
+            }
+            Command::Scan { .. } if !open.read_only => refused("scan", "is not supported yet"),
+            Command::Scan { start, end, limit } => {
+                let start = checked_bound("scan start", arg_bytes(&start))?;
+                let end = checked_bound("scan end", arg_bytes(&end))?;
+                Ok(render::render_scan(&self.in_txn(|kv| kv.txn_scan(&start, &end, limit))?, json))
+            }
+            Command::Put { .. } | Command::Delete { .. } if open.read_only => {
+                Err(Failure::invalid("a read-only transaction cannot write"))
+            }
+            Command::Put { key, value } => {
+                let key = checked_key(arg_bytes(&key))?;
+                self.in_txn(|kv| kv.txn_put(&key, &arg_bytes(&value)))?;
+                Ok(render::render_done("ok", json))
+            }
+            Command::Delete { key } => {
+                let key = checked_key(arg_bytes(&key))?;
+                self.in_txn(|kv| kv.txn_delete(&key))?;
+                Ok(render::render_done("ok", json))
+            }
+            Command::Cas { .. } => refused("cas", "is not supported: a get then a put does it under the transaction"),
+            Command::Versions { .. } => {
+                refused("versions", "is not supported: it lists history outside the transaction")
+            }
+            Command::Txn { .. } => refused("txn", "is not run: commit or abort the open one first"),
+            Command::Begin { .. } => {
+                Err(Failure::invalid(format!("transaction {} is open: commit or abort it first", open.id)))
+            }
+            Command::Commit => Ok(render::render_committed(self.in_txn(|kv| kv.commit())?, json)),
+            Command::Abort => {
+                self.in_txn(|kv| kv.abort())?;
+                Ok(render::render_done("aborted", json))
+            }
+            other => self.execute(other),
+        }
+    }
+
+    /// `call` on the open transaction. An `aborted`, `indeterminate` or
+    /// `unavailable` answer ends it (the issue's rule), whatever the [`Kv`] did.
+    fn in_txn<T>(&mut self, call: impl FnOnce(&mut dyn Kv) -> Result<T, KvError>) -> Result<T, Failure> {
+        let kv = self.kv()?;
+        let result = call(&mut *kv);
+        if let Err(KvError::Aborted { .. } | KvError::Indeterminate { .. } | KvError::Unavailable { .. }) = &result
+            && kv.open_txn().is_some()
+        {
+            // Best effort: the leaders' lifetime limit is the backstop.
+            let _ = kv.abort();
+        }
+        result.map_err(Failure::from)
+    }
+
+    /// A command with no transaction open.
     fn execute(&mut self, command: Command) -> Result<Rendered, Failure> {
         let json = self.json;
         Ok(match command {
@@ -234,6 +440,16 @@ impl Session {
                 let policy = policy.map_or(Policy::WoundWait, Policy::from);
                 render::render_txn(&self.kv()?.txn(policy, &ops)?, json)
             }
+            Command::Begin { policy, read_only, at } => {
+                let mode = if read_only {
+                    TxnMode::ReadOnly { at }
+                } else {
+                    TxnMode::ReadWrite(policy.map_or(Policy::WoundWait, Policy::from))
+                };
+                let open = self.kv()?.begin(mode)?;
+                render::render_begun(open.id, open.start_version, open.read_only, json)
+            }
+            Command::Commit | Command::Abort => return Err(Failure::from(no_open_txn())),
         })
     }
 }
@@ -346,32 +562,101 @@ fn render_snapshot_verify(path: &Path, json: bool) -> Result<Rendered, Failure> 
     Ok(Rendered::ok(json, &SnapshotVerifyJson { ok: true, snapshots }, lines, line))
 }
 
-/// An in-memory [`Kv`] for tests: versioned keys, deletes as tombstones, a
-/// counter of connections made.
+/// An in-memory [`Kv`] for tests: versioned keys, deletes as tombstones, one
+/// transaction at a time (alone, it never conflicts: its writes are buffered and
+/// applied at commit with one new version), and a [`Probe`] for the test.
 #[cfg(test)]
 pub(crate) mod memory {
     use std::cell::Cell;
     use std::collections::BTreeMap;
     use std::rc::Rc;
 
-    use corekv_rpc::kv::ScanItem;
+    use corekv_rpc::kv::{ClientId, ScanItem};
+    use corekv_rpc::txn::AbortReason;
 
     use super::*;
 
     /// A key's versions, oldest first; `None` is a tombstone.
     type History = Vec<(Version, Option<Vec<u8>>)>;
 
-    /// Every key's history.
+    /// What a test sees of, and does to, the [`MemoryKv`]s its session connects.
+    #[derive(Debug, Clone, Default)]
+    pub struct Probe {
+        /// Connections made.
+        pub connects: Rc<Cell<u32>>,
+        /// Transactions aborted (their locks released).
+        pub aborts: Rc<Cell<u32>>,
+        /// When set, the next call on the open transaction answers `aborted` with
+        /// this reason and leaves the transaction open: the session must end it.
+        pub doom: Rc<Cell<Option<AbortReason>>>,
+    }
+
+    /// The open transaction.
+    #[derive(Debug)]
+    struct MemoryTxn {
+        open: OpenTxn,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    }
+
+    /// Every key's history, and the open transaction.
     #[derive(Debug, Default)]
     pub struct MemoryKv {
         keys: BTreeMap<Vec<u8>, History>,
         next_version: Version,
+        txn: Option<MemoryTxn>,
+        txns_begun: u64,
+        probe: Probe,
     }
 
     impl MemoryKv {
         fn current(&self, key: &[u8]) -> Option<(Version, &Vec<u8>)> {
             let (version, value) = self.keys.get(key)?.last()?;
             value.as_ref().map(|v| (*version, v))
+        }
+
+        /// The open transaction, unless the probe dooms this call.
+        fn txn_mut(&mut self) -> Result<&mut MemoryTxn, KvError> {
+            if let Some(reason) = self.probe.doom.take() {
+                return Err(KvError::Aborted { reason });
+            }
+            self.txn.as_mut().ok_or_else(no_open_txn)
+        }
+
+        /// The snapshot of the open transaction when it is read-only.
+        fn read_only_at(&self) -> Option<Version> {
+            self.txn.as_ref().filter(|t| t.open.read_only).map(|t| t.open.start_version)
+        }
+
+        fn txn_write(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Result<(), KvError> {
+            let txn = self.txn_mut()?;
+            if txn.open.read_only {
+                return Err(KvError::Invalid { message: "a read-only transaction cannot write".into() });
+            }
+            txn.writes.insert(key.to_vec(), value);
+            Ok(())
+        }
+
+        fn scan_at(&self, start: &[u8], end: &[u8], limit: u32, at: Option<Version>) -> ScanPage {
+            let live: Vec<ScanItem> = self
+                .keys
+                .keys()
+                .filter(|k| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end))
+                .filter_map(|k| {
+                    let got = self.get_at(k, at).ok()?;
+                    Some(ScanItem { key: k.clone(), version: got.version, value: got.value })
+                })
+                .collect();
+            let more = live.len() > limit as usize;
+            ScanPage { items: live.into_iter().take(limit as usize).collect(), more }
+        }
+
+        fn get_at(&self, key: &[u8], at: Option<Version>) -> Result<Got, KvError> {
+            let versions = self.keys.get(key).ok_or(KvError::NotFound)?;
+            let found = versions.iter().rev().find(|(v, _)| at.is_none_or(|at| *v <= at));
+            match found {
+                Some((version, Some(value))) => Ok(Got { version: *version, value: value.clone() }),
+                _ => Err(KvError::NotFound),
+            }
         }
 
         fn write(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Version {
@@ -397,12 +682,7 @@ pub(crate) mod memory {
             Ok(self.write(key, Some(value.to_vec())))
         }
         fn get(&mut self, key: &[u8], at: Option<Version>) -> Result<Got, KvError> {
-            let versions = self.keys.get(key).ok_or(KvError::NotFound)?;
-            let found = versions.iter().rev().find(|(v, _)| at.is_none_or(|at| *v <= at));
-            match found {
-                Some((version, Some(value))) => Ok(Got { version: *version, value: value.clone() }),
-                _ => Err(KvError::NotFound),
-            }
+            self.get_at(key, at)
         }
         fn versions(&mut self, key: &[u8]) -> Result<Vec<VersionEntry>, KvError> {
             let versions = self.keys.get(key).map_or(&[][..], Vec::as_slice);
@@ -416,49 +696,88 @@ pub(crate) mod memory {
                 })
                 .collect())
         }
-        fn txn(&mut self, _policy: Policy, ops: &[TxnOp]) -> Result<TxnDone, KvError> {
-            // Alone in memory, a transaction never conflicts: apply in order.
-            let start_version = self.next_version + 1;
+        fn txn(&mut self, policy: Policy, ops: &[TxnOp]) -> Result<TxnDone, KvError> {
+            // Alone in memory, a transaction never conflicts: one attempt.
+            let open = self.begin(TxnMode::ReadWrite(policy))?;
             let mut reads = Vec::new();
-            let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
             for op in ops {
-                match op {
+                let done = match op {
                     TxnOp::Get(key) => {
-                        let got = match writes.get(key) {
-                            Some(Some(value)) => Ok(Got { version: 0, value: value.clone() }),
-                            Some(None) => Err(KvError::NotFound),
-                            None => self.get(key, None),
-                        };
-                        reads.push((key.clone(), got));
+                        reads.push((key.clone(), self.txn_get(key)));
+                        Ok(())
                     }
-                    TxnOp::Put(key, value) => {
-                        writes.insert(key.clone(), Some(value.clone()));
-                    }
-                    TxnOp::Delete(key) => {
-                        writes.insert(key.clone(), None);
-                    }
+                    TxnOp::Put(key, value) => self.txn_put(key, value),
+                    TxnOp::Delete(key) => self.txn_delete(key),
+                };
+                if let Err(e) = done {
+                    self.abort()?;
+                    return Err(e);
                 }
+            }
+            let version = self.commit()?;
+            Ok(TxnDone { version, start_version: open.start_version, attempts: 1, reads })
+        }
+        fn open_txn(&self) -> Option<OpenTxn> {
+            self.txn.as_ref().map(|t| t.open)
+        }
+        fn begin(&mut self, mode: TxnMode) -> Result<OpenTxn, KvError> {
+            if let Some(txn) = &self.txn {
+                return Err(KvError::Invalid { message: format!("transaction {} is open", txn.open.id) });
+            }
+            self.txns_begun += 1;
+            let id = TxnId { client: ClientId::from_u128(1), attempt: self.txns_begun };
+            let open = match mode {
+                TxnMode::ReadWrite(_) => OpenTxn { id, start_version: self.next_version + 1, read_only: false },
+                TxnMode::ReadOnly { at } => {
+                    OpenTxn { id, start_version: at.unwrap_or(self.next_version), read_only: true }
+                }
+            };
+            self.txn = Some(MemoryTxn { open, writes: BTreeMap::new() });
+            Ok(open)
+        }
+        fn txn_get(&mut self, key: &[u8]) -> Result<Got, KvError> {
+            match self.txn_mut()?.writes.get(key) {
+                Some(Some(value)) => Ok(Got { version: 0, value: value.clone() }),
+                Some(None) => Err(KvError::NotFound),
+                None => self.get_at(key, self.read_only_at()),
+            }
+        }
+        fn txn_scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
+            self.txn_mut()?;
+            let at = self.read_only_at().ok_or_else(|| KvError::Invalid {
+                message: "scan inside a read-write transaction is not supported yet".into(),
+            })?;
+            Ok(self.scan_at(start, end, limit, Some(at)))
+        }
+        fn txn_put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+            self.txn_write(key, Some(value.to_vec()))
+        }
+        fn txn_delete(&mut self, key: &[u8]) -> Result<(), KvError> {
+            self.txn_write(key, None)
+        }
+        fn commit(&mut self) -> Result<Version, KvError> {
+            self.txn_mut()?;
+            let txn = self.txn.take().expect("checked just above");
+            if txn.open.read_only {
+                return Ok(txn.open.start_version);
             }
             self.next_version += 1;
             let version = self.next_version;
-            for (key, value) in writes {
+            for (key, value) in txn.writes {
+                // A delete of an absent key writes nothing.
                 if value.is_some() || self.current(&key).is_some() {
                     self.keys.entry(key).or_default().push((version, value));
                 }
             }
-            Ok(TxnDone { version, start_version, attempts: 1, reads })
+            Ok(version)
+        }
+        fn abort(&mut self) -> Result<(), KvError> {
+            self.txn.take().ok_or_else(no_open_txn)?;
+            self.probe.aborts.set(self.probe.aborts.get() + 1);
+            Ok(())
         }
         fn scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
-            let live: Vec<ScanItem> = self
-                .keys
-                .keys()
-                .filter(|k| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end))
-                .filter_map(|k| {
-                    self.current(k).map(|(version, value)| ScanItem { key: k.clone(), version, value: value.clone() })
-                })
-                .collect();
-            let more = live.len() > limit as usize;
-            Ok(ScanPage { items: live.into_iter().take(limit as usize).collect(), more })
+            Ok(self.scan_at(start, end, limit, None))
         }
         fn status(&mut self) -> ClusterStatus {
             ClusterStatus { cluster_id: 1, epoch: 1, nodes: Vec::new() }
@@ -467,13 +786,19 @@ pub(crate) mod memory {
 
     /// A session over a fresh [`MemoryKv`], and the count of connections it made.
     pub fn session(json: bool) -> (Session, Rc<Cell<u32>>) {
-        let connects = Rc::new(Cell::new(0));
-        let counter = connects.clone();
+        let (session, probe) = probed_session(json);
+        (session, probe.connects)
+    }
+
+    /// A session over a fresh [`MemoryKv`], and its probe.
+    pub fn probed_session(json: bool) -> (Session, Probe) {
+        let probe = Probe::default();
+        let shared = probe.clone();
         let connector: Connector = Box::new(move || {
-            counter.set(counter.get() + 1);
-            Ok(Box::new(MemoryKv::default()) as Box<dyn Kv>)
+            shared.connects.set(shared.connects.get() + 1);
+            Ok(Box::new(MemoryKv { probe: shared.clone(), ..MemoryKv::default() }) as Box<dyn Kv>)
         });
-        (Session::with_connector(json, connector), connects)
+        (Session::with_connector(json, connector), probe)
     }
 }
 
@@ -482,13 +807,175 @@ mod tests {
     use std::ffi::OsString;
     use std::os::unix::ffi::OsStringExt;
 
-    use super::memory::session;
+    use super::memory::{probed_session, session};
     use super::*;
     use crate::ctl::args::Cli;
     use clap::Parser;
+    use corekv_rpc::txn::AbortReason;
 
     fn command(args: &[&str]) -> Command {
         Cli::try_parse_from(std::iter::once("corekv-ctl").chain(args.iter().copied())).unwrap().command
+    }
+
+    /// Runs each shell line in `s` and checks its answer, string for string, and
+    /// its exit code.
+    fn script(s: &mut Session, steps: &[(&str, &str, u8)]) {
+        for &(line, answer, exit) in steps {
+            let words = shell_words::split(line).unwrap();
+            let r = s.run_line(crate::ctl::args::LineCli::try_parse_from(&words).unwrap().command);
+            assert_eq!((r.line.as_str(), r.exit), (answer, exit), "`{line}`");
+        }
+    }
+
+    const TXN_1: &str = "00000000000000000000000000000001-1";
+    const NONE_OPEN: &str = r#"{"ok":false,"error":"invalid","message":"no transaction is open: `begin` starts one"}"#;
+    const NOT_FOUND: &str = r#"{"ok":false,"error":"not_found"}"#;
+    const OK: &str = r#"{"ok":true}"#;
+
+    #[test]
+    fn a_transaction_reads_its_own_writes_at_version_0_and_commits_them_at_one_version() {
+        let (mut s, _) = session(true);
+        script(
+            &mut s,
+            &[
+                ("put a 1", r#"{"ok":true,"version":1}"#, 0),
+                ("begin --policy wait-die", &format!(r#"{{"ok":true,"txn":"{TXN_1}","start_version":2}}"#), 0),
+                ("put x 1", OK, 0),
+                ("put y 2", OK, 0),
+                ("delete a", OK, 0),
+                ("delete never-written", OK, 0),
+                ("get x", r#"{"ok":true,"value":"1","version":0}"#, 0),
+                ("get a", NOT_FOUND, 1),
+                ("get missing", NOT_FOUND, 1),
+                ("commit", r#"{"ok":true,"version":2}"#, 0),
+                ("get x", r#"{"ok":true,"value":"1","version":2}"#, 0),
+                ("get y", r#"{"ok":true,"value":"2","version":2}"#, 0),
+                ("versions a", r#"{"ok":true,"versions":[{"version":2,"deleted":true},{"version":1,"value":"1"}]}"#, 0),
+                ("versions never-written", r#"{"ok":true,"versions":[]}"#, 0),
+            ],
+        );
+        assert_eq!(s.open_txn(), None);
+    }
+
+    #[test]
+    fn begin_with_one_open_and_commit_or_abort_with_none_open_are_invalid() {
+        let (mut s, connects) = session(true);
+        script(&mut s, &[("commit", NONE_OPEN, 2), ("abort", NONE_OPEN, 2)]);
+        assert_eq!(connects.get(), 0, "nothing to ask the cluster");
+        let open = format!(
+            r#"{{"ok":false,"error":"invalid","message":"transaction {TXN_1} is open: commit or abort it first"}}"#
+        );
+        script(
+            &mut s,
+            &[
+                ("begin", &format!(r#"{{"ok":true,"txn":"{TXN_1}","start_version":1}}"#), 0),
+                ("begin --read-only", &open, 2),
+                ("abort", OK, 0),
+                ("abort", NONE_OPEN, 2),
+                ("commit", NONE_OPEN, 2),
+            ],
+        );
+    }
+
+    #[test]
+    fn abort_discards_the_writes_and_releases_the_locks() {
+        let (mut s, probe) = probed_session(true);
+        script(&mut s, &[("begin", &format!(r#"{{"ok":true,"txn":"{TXN_1}","start_version":1}}"#), 0)]);
+        script(&mut s, &[("put x 1", OK, 0), ("abort", OK, 0), ("get x", NOT_FOUND, 1)]);
+        assert_eq!(probe.aborts.get(), 1);
+    }
+
+    #[test]
+    fn an_aborted_answer_ends_the_transaction_whatever_the_kv_left_open() {
+        let (mut s, probe) = probed_session(true);
+        script(&mut s, &[("begin", &format!(r#"{{"ok":true,"txn":"{TXN_1}","start_version":1}}"#), 0)]);
+        script(&mut s, &[("put x 1", OK, 0)]);
+        probe.doom.set(Some(AbortReason::Wounded));
+        script(
+            &mut s,
+            &[
+                ("put y 2", r#"{"ok":false,"error":"aborted","reason":"wounded"}"#, 1),
+                ("commit", NONE_OPEN, 2),
+                ("get x", NOT_FOUND, 1),
+            ],
+        );
+        assert_eq!(probe.aborts.get(), 1, "its locks are released");
+    }
+
+    #[test]
+    fn a_read_only_transaction_reads_one_snapshot_and_cannot_write() {
+        let (mut s, _) = session(true);
+        let cannot_write = r#"{"ok":false,"error":"invalid","message":"a read-only transaction cannot write"}"#;
+        script(
+            &mut s,
+            &[
+                ("put k v1", r#"{"ok":true,"version":1}"#, 0),
+                ("put k v2", r#"{"ok":true,"version":2}"#, 0),
+                ("begin --read-only --at 1", &format!(r#"{{"ok":true,"txn":"{TXN_1}","start_version":1}}"#), 0),
+                ("get k", r#"{"ok":true,"value":"v1","version":1}"#, 0),
+                ("scan '' ''", r#"{"ok":true,"items":[{"key":"k","value":"v1","version":1}],"more":false}"#, 0),
+                ("put k v3", cannot_write, 2),
+                ("delete k", cannot_write, 2),
+                ("commit", r#"{"ok":true,"version":1}"#, 0),
+                ("begin --read-only", r#"{"ok":true,"txn":"00000000000000000000000000000001-2","start_version":2}"#, 0),
+                ("get k", r#"{"ok":true,"value":"v2","version":2}"#, 0),
+            ],
+        );
+    }
+
+    #[test]
+    fn what_a_read_write_transaction_cannot_serve_is_invalid_and_leaves_it_open() {
+        let (mut s, _) = session(true);
+        let invalid = |m: &str| format!(r#"{{"ok":false,"error":"invalid","message":"{m}"}}"#);
+        script(
+            &mut s,
+            &[
+                ("begin", &format!(r#"{{"ok":true,"txn":"{TXN_1}","start_version":1}}"#), 0),
+                (
+                    "get k --at 1",
+                    &invalid(
+                        "get --at inside a transaction is not supported: the transaction reads at its own version",
+                    ),
+                    2,
+                ),
+                ("scan a b", &invalid("scan inside a transaction is not supported yet"), 2),
+                (
+                    "cas k 0 v",
+                    &invalid(
+                        "cas inside a transaction is not supported: a get then a put does it under the transaction",
+                    ),
+                    2,
+                ),
+                (
+                    "versions k",
+                    &invalid(
+                        "versions inside a transaction is not supported: it lists history outside the transaction",
+                    ),
+                    2,
+                ),
+                (
+                    "txn -- 'put k v'",
+                    &invalid("txn inside a transaction is not run: commit or abort the open one first"),
+                    2,
+                ),
+                ("put k v", OK, 0),
+                ("commit", r#"{"ok":true,"version":1}"#, 0),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_single_command_cannot_begin_commit_or_abort() {
+        let (mut s, connects) = session(true);
+        for name in ["begin", "commit", "abort"] {
+            let r = s.run(command(&[name]));
+            let message = format!(
+                "`{name}` acts on the open transaction of `corekv-ctl shell`; a single command runs a whole \
+                 transaction with `corekv-ctl txn -- 'get a' 'put b 1'`"
+            );
+            assert_eq!((r.line, r.exit), (Failure::invalid(message).render(true).line, 2));
+        }
+        assert_eq!(connects.get(), 0);
     }
 
     #[test]

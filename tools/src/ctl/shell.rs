@@ -4,6 +4,10 @@
 //! goes on; logs go to stderr; blank lines and `#` comments answer nothing;
 //! `exit`, `quit` or the end of input end it (exit code 0). A prompt and line
 //! editing only when stdin is a terminal.
+//!
+//! The session's open transaction (`begin` … `commit` or `abort`) does not
+//! outlive the shell: however it ends, the transaction is aborted and its locks
+//! released, with a note on stderr.
 
 use std::io::{self, BufRead, Read, Write};
 
@@ -45,7 +49,7 @@ pub fn answer_line(session: &mut Session, line: &str) -> LineAction {
         Some("exit" | "quit") if words.len() == 1 => LineAction::Exit,
         Some("help") => LineAction::Answer(help(&words[1..], json)),
         Some(_) => match LineCli::try_parse_from(&words) {
-            Ok(parsed) => LineAction::Answer(session.run(parsed.command)),
+            Ok(parsed) => LineAction::Answer(session.run_line(parsed.command)),
             Err(e) if e.kind() == ErrorKind::DisplayHelp => LineAction::Answer(help(&words[..1], json)),
             Err(e) => LineAction::Answer(Failure::invalid(usage_error_line(&e)).render(json)),
         },
@@ -107,9 +111,29 @@ fn write_answer(answer: &Rendered, out: &mut dyn Write, err: &mut dyn Write) -> 
     out.flush()
 }
 
+/// Ends the session: aborts its open transaction, noted on `err`.
+fn end_session(session: &mut Session, err: &mut dyn Write) {
+    if let Some(id) = session.end() {
+        // Logs are best effort, as in write_answer.
+        let _ = writeln!(err, "corekv-ctl: transaction {id} was still open when the shell ended: aborted");
+    }
+}
+
 /// Runs the shell over `input` (not a terminal): reads until the end of input or
-/// `exit`. Fails only when writing an answer fails (say, the reader went away).
+/// `exit`, then aborts the open transaction. Fails only when writing an answer
+/// fails (say, the reader went away).
 pub fn run_piped(
+    session: &mut Session,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<()> {
+    let done = answer_lines(session, input, out, err);
+    end_session(session, err);
+    done
+}
+
+fn answer_lines(
     session: &mut Session,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
@@ -162,8 +186,15 @@ fn skip_rest_of_line(input: &mut dyn BufRead) -> io::Result<()> {
 }
 
 /// Runs the shell at a terminal: a prompt, line editing and history (in memory).
-/// Ctrl-C clears the line; Ctrl-D, `exit` or `quit` end the shell.
+/// Ctrl-C clears the line; Ctrl-D, `exit` or `quit` end the shell, and abort the
+/// open transaction.
 pub fn run_terminal(session: &mut Session) -> io::Result<()> {
+    let done = edit_lines(session);
+    end_session(session, &mut io::stderr());
+    done
+}
+
+fn edit_lines(session: &mut Session) -> io::Result<()> {
     let mut editor = rustyline::DefaultEditor::new().map_err(io::Error::other)?;
     let mut out = io::stdout();
     let mut err = io::stderr();
@@ -195,7 +226,7 @@ fn help_json(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::session::memory::session;
+    use crate::ctl::session::memory::{probed_session, session};
 
     fn run(json: bool, input: &str) -> (String, String) {
         let (mut s, _) = session(json);
@@ -295,6 +326,41 @@ mod tests {
                 r#"{"ok":false,"error":"invalid","message":"the line is not UTF-8"}"#,
                 r#"{"ok":false,"error":"invalid","message":"line longer than 4194304 bytes"}"#,
                 r#"{"ok":true,"value":"v","version":1}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_end_of_input_aborts_the_open_transaction() {
+        let (mut s, probe) = probed_session(true);
+        let mut err = Vec::new();
+        run_piped(&mut s, &mut "begin\nput x 1\nget x\n".as_bytes(), &mut Vec::new(), &mut err).unwrap();
+        assert_eq!(probe.aborts.get(), 1, "its locks are released");
+        assert_eq!(s.open_txn(), None);
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "corekv-ctl: transaction 00000000000000000000000000000001-1 was still open when the shell ended: aborted\n"
+        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        run_piped(&mut s, &mut "get x\nbegin\nexit\n".as_bytes(), &mut out, &mut err).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with(r#"{"ok":false,"error":"not_found"}"#), "nothing was written: {out}");
+        assert_eq!(probe.aborts.get(), 2, "`exit` ends it too");
+    }
+
+    #[test]
+    fn a_transaction_for_people() {
+        let (out, _) = run(false, "begin\nput x 1\nget x -v\ndelete x\ncommit\nbegin --read-only\nabort\n");
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            [
+                "transaction 00000000000000000000000000000001-1 began at version 1",
+                "ok",
+                "1 (version 0)",
+                "ok",
+                "committed at version 1",
+                "read-only transaction 00000000000000000000000000000001-2 reads at version 1",
+                "aborted",
             ]
         );
     }
