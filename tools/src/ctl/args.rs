@@ -135,7 +135,7 @@ pub enum Command {
     /// Run OPS as one transaction, retried while aborted: `txn -- 'get a' 'put b 1' 'delete c'`.
     /// Prints the commit version, the start version, the attempts and every get's answer.
     Txn {
-        /// How conflicts are settled [default: the servers' --txn-policy, wound-wait unless set].
+        /// How conflicts are settled [default: wound-wait].
         #[arg(long, value_enum, value_name = "POLICY")]
         policy: Option<PolicyArg>,
         /// The operations, each one argument: `get KEY`, `put KEY VALUE`, `delete KEY`.

@@ -10,6 +10,8 @@
 
 pub mod args;
 pub mod local;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod render;
 pub mod session;
 pub mod shell;

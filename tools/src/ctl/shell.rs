@@ -226,7 +226,7 @@ fn help_json(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::session::memory::{probed_session, session};
+    use crate::ctl::memory::{probed_session, session};
 
     fn run(json: bool, input: &str) -> (String, String) {
         let (mut s, _) = session(json);
