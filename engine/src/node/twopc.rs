@@ -121,12 +121,16 @@ impl NodeCore {
         if client.is_some() {
             self.requests_pending -= 1;
         }
-        self.propose_txn(anchor, CommandBody::Decide(cmd), client, None, None);
-        // Proposing failed (a leader change): the coordinator is gone, the new
-        // leader decides from participants' queries.
+        let proposed = self.propose_txn(anchor, CommandBody::Decide(cmd), client, None, None);
         let g = self.groups.get_mut(&anchor).expect("known group");
         if !g.is_leader {
+            // A leader change: the coordinator is gone, the new leader decides
+            // from the participants' queries or the client's retry.
             g.txns.coords.remove(&txn);
+        } else if !proposed && let Some(coord) = g.txns.coords.get_mut(&txn) {
+            // No room for the entry now (the client heard busy and retries): the
+            // next tick decides again.
+            coord.deciding = false;
         }
     }
 
@@ -248,16 +252,24 @@ impl NodeCore {
                 continue;
             }
             g.locks.tick(now_ms);
+            if !g.txns.resolve_queue.is_empty() || !g.txns.forget_queue.is_empty() {
+                // Entries that found no room before: try again.
+                self.dirty.insert(shard);
+            }
             self.lock_events(shard);
             let g = self.groups.get_mut(&shard).expect("known group");
             // Coordinators: resend prepares to silent participants; give up.
             let mut abort = Vec::new();
             let mut resend = Vec::new();
+            let mut commit = Vec::new();
             for (txn, c) in g.txns.coords.iter_mut() {
                 if c.deciding {
                     continue;
                 }
-                if tick.saturating_sub(c.started_tick) >= TXN_VOTE_TIMEOUT_TICKS {
+                if c.votes.len() == c.shards.len() {
+                    // Every vote is in but the decision found no room before.
+                    commit.push((*txn, c.votes.values().copied().max().unwrap_or(0)));
+                } else if tick.saturating_sub(c.started_tick) >= TXN_VOTE_TIMEOUT_TICKS {
                     abort.push(*txn);
                 } else if tick.saturating_sub(c.sent_tick) >= TXN_RESEND_TICKS {
                     c.sent_tick = tick;
@@ -302,6 +314,9 @@ impl NodeCore {
             for txn in abort {
                 self.decide(shard, txn, Decision::Abort(AbortReason::Timeout));
             }
+            for (txn, version) in commit {
+                self.decide(shard, txn, Decision::Commit(version));
+            }
         }
     }
 
@@ -311,14 +326,22 @@ impl NodeCore {
         if !g.is_leader {
             return;
         }
+        // An entry that finds no room now is tried again at the next iteration
+        // (nothing else would bring a forget back).
         if !g.txns.resolve_queue.is_empty() {
-            let items: Vec<ResolveItem> = std::mem::take(&mut g.txns.resolve_queue).into_values().collect();
-            self.propose_txn(shard, CommandBody::Resolve(items), None, None, None);
+            let queue = std::mem::take(&mut g.txns.resolve_queue);
+            let items: Vec<ResolveItem> = queue.values().copied().collect();
+            if !self.propose_txn(shard, CommandBody::Resolve(items), None, None, None) {
+                self.groups.get_mut(&shard).expect("known group").txns.resolve_queue = queue;
+            }
         }
         let g = self.groups.get_mut(&shard).expect("known group");
         if !g.txns.forget_queue.is_empty() {
-            let txns: Vec<TxnId> = std::mem::take(&mut g.txns.forget_queue).into_iter().collect();
-            self.propose_txn(shard, CommandBody::Forget(txns), None, None, None);
+            let queue = std::mem::take(&mut g.txns.forget_queue);
+            let txns: Vec<TxnId> = queue.iter().copied().collect();
+            if !self.propose_txn(shard, CommandBody::Forget(txns), None, None, None) {
+                self.groups.get_mut(&shard).expect("known group").txns.forget_queue = queue;
+            }
         }
     }
 

@@ -373,7 +373,8 @@ impl NodeCore {
             // exactly-once handling answers with the first decision.
             let participants = shards.iter().map(|s| s.shard).filter(|&s| s != shard).collect();
             let cmd = DecideCommand { txn: txn.id, decision, participants, tag: Some(tag), attempt_ts: txn.attempt_ts };
-            return self.propose_txn(shard, CommandBody::Decide(cmd), Some(client), None, None);
+            self.propose_txn(shard, CommandBody::Decide(cmd), Some(client), None, None);
+            return;
         }
         let coord = Coord {
             txn,
@@ -469,7 +470,7 @@ impl NodeCore {
     /// Proposes a transaction entry on `shard`. `client` hears the applied reply
     /// (or a refusal now); `release` names the transaction whose locks the apply
     /// releases; `refused` the one whose locks a refusal aborts (they were marked
-    /// prepared for an entry that will never apply).
+    /// prepared for an entry that will never apply). True when it was proposed.
     pub(super) fn propose_txn(
         &mut self,
         shard: ShardId,
@@ -477,7 +478,7 @@ impl NodeCore {
         client: Option<ClientRef>,
         release: Option<TxnId>,
         refused: Option<TxnId>,
-    ) {
+    ) -> bool {
         let now_ms = self.now_ms;
         let stamp_ts = self.hlc.now(self.now_ms);
         let data = command::encode(&Command { stamp_ts, body });
@@ -492,7 +493,8 @@ impl NodeCore {
             if let Some(client) = client {
                 self.answer(client, Response::Busy);
             }
-            return;
+            self.lock_events(shard);
+            return false;
         }
         match g.raft.propose(data) {
             Ok((index, term)) => {
@@ -506,6 +508,7 @@ impl NodeCore {
                     g.txns.proposed.insert(index, txn);
                 }
                 self.dirty.insert(shard);
+                true
             }
             Err(e) => {
                 if let Some(txn) = refused {
@@ -515,6 +518,8 @@ impl NodeCore {
                 if let Some(client) = client {
                     self.answer(client, refusal(&e));
                 }
+                self.lock_events(shard);
+                false
             }
         }
     }
