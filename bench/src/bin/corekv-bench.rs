@@ -160,8 +160,8 @@ struct BankCli {
     #[command(flatten)]
     target: ContentionArgs,
     /// The conflict policy: wound-wait, wait-die, no-wait or occ.
-    #[arg(long, default_value = "wound-wait", value_parser = parse_policy)]
-    policy: corekv_rpc::txn::Policy,
+    #[arg(long, value_enum, default_value = "wound-wait")]
+    policy: corekv_engine::config::TxnPolicyName,
     /// The zipfian constant of the account choice (0: uniform).
     #[arg(long, default_value_t = 0.99)]
     theta: f64,
@@ -174,10 +174,6 @@ struct BankCli {
 struct SweepCli {
     #[command(flatten)]
     target: ContentionArgs,
-}
-
-fn parse_policy(text: &str) -> Result<corekv_rpc::txn::Policy, String> {
-    corekv_rpc::txn::Policy::parse(text).ok_or_else(|| format!("{text:?} is not wound-wait, wait-die, no-wait or occ"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -289,7 +285,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Compare(compare)) => return compare_main(compare),
         Some(Command::Bank(bank)) => {
-            let cell = (bank.policy, bank.theta, bank.keys_per_txn);
+            let cell = (bank.policy.into(), bank.theta, bank.keys_per_txn);
             return contention_main(&bank.target, &[cell]);
         }
         Some(Command::SweepContention(sweep)) => {

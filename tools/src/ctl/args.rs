@@ -175,29 +175,9 @@ impl Command {
     }
 }
 
-/// A transaction conflict policy on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PolicyArg {
-    /// An older transaction wounds a younger holder; a younger one waits.
-    WoundWait,
-    /// An older transaction waits; a younger one dies and retries with its start version.
-    WaitDie,
-    /// Any conflict aborts the requester (the naive baseline).
-    NoWait,
-    /// Optimistic: reads are validated at commit.
-    Occ,
-}
-
-impl From<PolicyArg> for corekv_rpc::txn::Policy {
-    fn from(p: PolicyArg) -> Self {
-        match p {
-            PolicyArg::WoundWait => corekv_rpc::txn::Policy::WoundWait,
-            PolicyArg::WaitDie => corekv_rpc::txn::Policy::WaitDie,
-            PolicyArg::NoWait => corekv_rpc::txn::Policy::NoWait,
-            PolicyArg::Occ => corekv_rpc::txn::Policy::Occ,
-        }
-    }
-}
+/// A transaction conflict policy on the command line: the server's own flag
+/// spelling (`wound-wait`, `wait-die`, `no-wait`, `occ`), one enum for both.
+pub use corekv_engine::config::TxnPolicyName as PolicyArg;
 
 /// `corekv-ctl wal ...`.
 #[derive(Debug, Clone, Subcommand)]
