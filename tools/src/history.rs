@@ -45,6 +45,95 @@ pub struct Record {
     pub version: Option<u64>,
 }
 
+/// One transaction attempt (`"op":"txn"`): what it read from the store, what it
+/// wrote, and how it ended. An attempt retried after `aborted` is a line of its
+/// own with the next `attempt` number; reads a transaction served from its own
+/// writes are not listed (they read nothing from the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRecord {
+    /// Who issued it (the bench's client number).
+    pub client: u64,
+    /// Always `txn`.
+    pub op: String,
+    /// The transaction's id as the server knows it (`<client id>.<attempt>`).
+    pub txn: String,
+    /// `wound-wait`, `wait-die`, `no-wait`, `occ`, or `read-only`.
+    pub policy: String,
+    /// 1 for the first attempt, counting up across retries of one transaction.
+    pub attempt: u32,
+    /// The start version (the snapshot version for read-only).
+    pub start_version: u64,
+    /// Reads answered by the store, in the order made.
+    pub reads: Vec<TxnReadRecord>,
+    /// Writes buffered by the transaction, one per key (the last one wins).
+    pub writes: Vec<TxnWriteRecord>,
+    /// Invocation time (its begin), ns since the run's start.
+    pub invoke_ns: u64,
+    /// Return time (the commit's or abort's answer); null for `indeterminate`.
+    pub return_ns: Option<u64>,
+    /// `ok` (committed), `aborted`, `indeterminate`, `unavailable`.
+    pub outcome: String,
+    /// The abort reason for `aborted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The commit version for `ok` (the snapshot version for read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// A read inside a [`TxnRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnReadRecord {
+    /// The key when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key in base64 when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_b64: Option<String>,
+    /// The version read; 0 when the key was absent.
+    pub version: u64,
+    /// The value read (FNV-1a 64 hex); absent when the key was absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_hash: Option<String>,
+}
+
+/// A write inside a [`TxnRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnWriteRecord {
+    /// The key when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key in base64 when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_b64: Option<String>,
+    /// The value written (FNV-1a 64 hex); absent for a delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_hash: Option<String>,
+}
+
+fn key_fields(key: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(key) {
+        Ok(s) => (Some(s.to_string()), None),
+        Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(key))),
+    }
+}
+
+impl TxnReadRecord {
+    /// A read of `key` that found `value` at `version` (`None`, 0: absent).
+    pub fn new(key: &[u8], version: u64, value: Option<&[u8]>) -> TxnReadRecord {
+        let (key, key_b64) = key_fields(key);
+        TxnReadRecord { key, key_b64, version, value_hash: value.map(value_hash) }
+    }
+}
+
+impl TxnWriteRecord {
+    /// A write of `value` to `key` (`None`: a delete).
+    pub fn new(key: &[u8], value: Option<&[u8]>) -> TxnWriteRecord {
+        let (key, key_b64) = key_fields(key);
+        TxnWriteRecord { key, key_b64, value_hash: value.map(value_hash) }
+    }
+}
+
 /// FNV-1a 64 of `bytes` in 16 hex digits: how values appear in the file.
 pub fn value_hash(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -129,6 +218,12 @@ impl<W: Write> HistoryWriter<W> {
 
     /// One line.
     pub fn write(&mut self, record: &Record) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// One transaction line.
+    pub fn write_txn(&mut self, record: &TxnRecord) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, record)?;
         self.out.write_all(b"\n")
     }
