@@ -239,6 +239,22 @@ fn ctl_drives_a_local_cluster_end_to_end() {
     assert!(text(&out.stderr).contains("was still open when the shell ended: aborted"), "{}", text(&out.stderr));
     assert_eq!(data(&["get", "x"]).0["version"], committed);
     assert_eq!(data(&["put", "x", "3"]).1, 0, "the lock was released");
+    // A scan inside a read-write transaction: the store's keys under range
+    // locks, with the transaction's own writes laid over them.
+    let x3 = data(&["get", "x"]).0["version"].as_u64().expect("x's version");
+    let out = shell(&cluster, "begin\ndelete y\nput xx 9\nscan x z\nabort\n");
+    let answers = shell_answers(&out);
+    assert_eq!(
+        answers[3],
+        serde_json::json!({"ok": true, "items": [
+            {"key": "x", "value": "3", "version": x3},
+            {"key": "xx", "value": "9", "version": 0}
+        ], "more": false}),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(answers[4], serde_json::json!({"ok": true}));
+    assert_eq!(data(&["get", "y"]).0["version"], committed, "aborted: y stays");
 
     // Bad input never reaches the cluster; an unreachable cluster is unavailable.
     let huge = "k".repeat(5000);

@@ -12,7 +12,7 @@ use super::core::{Attempt, BOOTSTRAP_PAUSE, Lost, Next, Router, Session, Target,
 use super::txn::{TxnState, txn_meta};
 use super::{
     ClientConfig, ClusterStatus, CoreStatus, Got, KvError, NodeStatus, ScanPage, ScanPlan, VersionEntry,
-    random_client_id,
+    overlay_own_writes, random_client_id,
 };
 use crate::blocking::{BlockingConn, ClientError};
 use crate::kv::{
@@ -427,23 +427,72 @@ impl Client {
         }
     }
 
-    /// Live keys of `[start, end)` at a read-only transaction's snapshot, at most
-    /// `limit`, as [`Client::scan`] pages them. In a read-write transaction,
-    /// `invalid`: its scan needs range locks on every shard read, which this
-    /// client does not take yet.
+    /// Live keys of `[start, end)` (empty `end`: unbounded), at most `limit`, as
+    /// [`Client::scan`] pages them: at a read-only transaction's snapshot; in a
+    /// read-write transaction, the newest versions under a shared range lock on
+    /// every shard (two-phase locking: no phantom can appear before the commit)
+    /// or recorded for validation (OCC), with the transaction's own writes laid
+    /// over them (version 0 for its puts; its deletes hidden).
     pub fn txn_scan(&mut self, txn: &mut TxnHandle, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
         txn.check_open()?;
-        let Some(at) = txn.state.read_only_at() else {
-            return Err(KvError::Invalid {
-                message: "scan inside a read-write transaction is not supported yet".into(),
-            });
-        };
-        let page = self.scan_at(start, end, limit, Some(at));
-        if let Err(KvError::Unavailable { .. } | KvError::Indeterminate { .. }) = &page {
-            // A read-only transaction holds no locks: nothing to release.
-            txn.open = false;
+        if txn.state.read_only_at().is_some() {
+            let page = self.scan_at(start, end, limit, txn.state.read_only_at());
+            if let Err(KvError::Unavailable { .. } | KvError::Indeterminate { .. }) = &page {
+                // A read-only transaction holds no locks: nothing to release.
+                txn.open = false;
+            }
+            return page;
         }
-        page
+        check_scan(start, end, limit)?;
+        let mut from = start.to_vec();
+        loop {
+            let page = self.txn_scan_round(txn, &from, end, limit)?;
+            let raw_last = page.items.last().map(|i| i.key.clone());
+            let page = overlay_own_writes(page, txn.state.own_writes_in(&from, end), limit);
+            match raw_last {
+                // Every key the store gave was one this transaction deleted, and
+                // more follow: an empty page could not be resumed, so go on.
+                Some(mut last) if page.items.is_empty() && page.more => {
+                    last.push(0);
+                    from = last;
+                }
+                _ => return Ok(page),
+            }
+        }
+    }
+
+    /// One scatter-gather round of a read-write transaction's scan, each shard's
+    /// range recorded (and, under two-phase locking, locked) as it answers.
+    fn txn_scan_round(
+        &mut self,
+        txn: &mut TxnHandle,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<ScanPage, KvError> {
+        let mut plan = ScanPlan::new(self.router.map().shard_count(), start, end, limit);
+        while !plan.is_done() {
+            let end = plan.end().to_vec();
+            for (shard, start, limit) in plan.pending_from() {
+                let body = RequestBody::TxnRead {
+                    txn: *txn.state.meta(),
+                    op: TxnReadOp::Scan { start: start.clone(), end: end.clone(), limit },
+                };
+                match self.txn_step(txn, shard, body)? {
+                    outcome @ Outcome::Ok(OkReply::TxnScan { read_ts, .. }) => {
+                        txn.state.range_read(shard, &start, &end, read_ts);
+                        self.seen = self.seen.max(read_ts);
+                        if let Err(e) = plan.on_outcome(shard, outcome) {
+                            txn.open = false;
+                            self.txn_release(txn);
+                            return Err(e);
+                        }
+                    }
+                    other => return Err(self.txn_fail(txn, other)),
+                }
+            }
+        }
+        Ok(plan.finish())
     }
 
     /// Writes `value` at `key` when `txn` commits (under two-phase locking, after

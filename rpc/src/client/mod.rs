@@ -335,13 +335,19 @@ impl ScanPlan {
 
     /// The requests still to make: one per shard not yet done.
     pub fn pending(&self) -> Vec<(ShardId, ReadOp)> {
+        self.pending_from()
+            .into_iter()
+            .map(|(shard, start, limit)| (shard, ReadOp::Scan { start, end: self.end.clone(), limit, at: None }))
+            .collect()
+    }
+
+    /// [`ScanPlan::pending`] as (shard, first key, limit); the end is
+    /// [`ScanPlan::end`].
+    pub fn pending_from(&self) -> Vec<(ShardId, Vec<u8>, u32)> {
         self.shards
             .iter()
             .filter(|s| !s.done)
-            .map(|s| {
-                let want = self.limit.saturating_sub(s.items.len() as u32).max(1);
-                (s.shard, ReadOp::Scan { start: s.from.clone(), end: self.end.clone(), limit: want, at: None })
-            })
+            .map(|s| (s.shard, s.from.clone(), self.limit.saturating_sub(s.items.len() as u32).max(1)))
             .collect()
     }
 
@@ -352,7 +358,7 @@ impl ScanPlan {
             return Ok(());
         };
         match outcome {
-            Outcome::Ok(OkReply::Scan { items, resume }) => {
+            Outcome::Ok(OkReply::Scan { items, resume } | OkReply::TxnScan { items, resume, .. }) => {
                 s.items.extend(items);
                 match resume {
                     Some(next) if s.items.len() < limit => {
@@ -380,6 +386,11 @@ impl ScanPlan {
         self.shards.iter().all(|s| s.done)
     }
 
+    /// The range asked for ends here (empty: unbounded).
+    pub fn end(&self) -> &[u8] {
+        &self.end
+    }
+
     /// The merged page.
     pub fn finish(self) -> ScanPage {
         let mut more = self.shards.iter().any(|s| s.more);
@@ -391,6 +402,40 @@ impl ScanPlan {
         }
         ScanPage { items, more }
     }
+}
+
+/// A read-write transaction's scan page with its own writes laid over it:
+/// within the part of `[start, end)` the page covers (up to its last key when
+/// more follow), a put of the transaction shows with version 0 and a delete hides
+/// the key; then the page is cut to `limit`.
+pub fn overlay_own_writes<'a>(
+    page: ScanPage,
+    own: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    limit: u32,
+) -> ScanPage {
+    let covered_to = if page.more { page.items.last().map(|i| i.key.clone()) } else { None };
+    let mut merged: std::collections::BTreeMap<Vec<u8>, ScanItem> =
+        page.items.into_iter().map(|i| (i.key.clone(), i)).collect();
+    for (key, value) in own {
+        if page.more && covered_to.as_deref().is_none_or(|last| key > last) {
+            break;
+        }
+        match value {
+            Some(value) => {
+                merged.insert(key.to_vec(), ScanItem { key: key.to_vec(), version: 0, value: value.to_vec() });
+            }
+            None => {
+                merged.remove(key);
+            }
+        }
+    }
+    let mut items: Vec<ScanItem> = merged.into_values().collect();
+    let mut more = page.more;
+    if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        more = true;
+    }
+    ScanPage { items, more }
 }
 
 #[cfg(test)]
@@ -451,6 +496,27 @@ mod tests {
         let mut exact = ScanPlan::new(1, b"", b"", 2);
         exact.on_outcome(0, Outcome::Ok(OkReply::Scan { items: vec![item("a")], resume: None })).unwrap();
         assert!(!exact.finish().more);
+    }
+
+    #[test]
+    fn own_writes_lie_over_the_covered_part_of_a_page_only() {
+        let page = |keys: &[&str], more| ScanPage { items: keys.iter().map(|k| item(k)).collect(), more };
+        let keys = |p: &ScanPage| p.items.iter().map(|i| String::from_utf8(i.key.clone()).unwrap()).collect::<Vec<_>>();
+        let own: Vec<(&[u8], Option<&[u8]>)> =
+            vec![(b"a", Some(b"1")), (b"c", None), (b"d", Some(b"4")), (b"q", Some(b"9"))];
+        // The whole range was read: every own write shows, the delete hides c.
+        let all = overlay_own_writes(page(&["b", "c", "e"], false), own.clone().into_iter(), 10);
+        assert_eq!(keys(&all), ["a", "b", "d", "e", "q"]);
+        assert_eq!(all.items[0].version, 0);
+        assert_eq!(all.items[1].version, 1);
+        assert!(!all.more);
+        // More follow e: q belongs to a later page, and the cut to the limit says more.
+        let part = overlay_own_writes(page(&["b", "c", "e"], true), own.clone().into_iter(), 3);
+        assert_eq!(keys(&part), ["a", "b", "d"]);
+        assert!(part.more);
+        let part = overlay_own_writes(page(&["b", "c", "e"], true), own.into_iter(), 10);
+        assert_eq!(keys(&part), ["a", "b", "d", "e"]);
+        assert!(part.more);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::kv::{ClientId, RequestBody, ShardId, ShardSets, Version, WriteTag};
 use crate::map::ClusterMap;
-use crate::txn::{Age, Policy, ReadItem, TxnId, TxnMeta, TxnSets, WriteItem};
+use crate::txn::{Age, Policy, RangeItem, ReadItem, TxnId, TxnMeta, TxnSets, WriteItem};
 
 /// What a transaction has done so far.
 #[derive(Debug, Clone)]
@@ -20,9 +20,10 @@ pub struct TxnState {
     meta: TxnMeta,
     read_only_at: Option<Version>,
     reads: BTreeMap<Vec<u8>, Version>,
+    ranges: Vec<(ShardId, RangeItem)>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     first_write: Option<Vec<u8>>,
-    first_read: Option<Vec<u8>>,
+    first_read: Option<ShardId>,
     locked: BTreeSet<Vec<u8>>,
     touched: BTreeSet<ShardId>,
 }
@@ -41,6 +42,7 @@ impl TxnState {
             meta,
             read_only_at: None,
             reads: BTreeMap::new(),
+            ranges: Vec::new(),
             writes: BTreeMap::new(),
             first_write: None,
             first_read: None,
@@ -75,9 +77,29 @@ impl TxnState {
     pub fn read(&mut self, shard: ShardId, key: &[u8], version: Version) {
         self.touched.insert(shard);
         self.reads.entry(key.to_vec()).or_insert(version);
-        if self.first_read.is_none() {
-            self.first_read = Some(key.to_vec());
-        }
+        self.first_read.get_or_insert(shard);
+    }
+
+    /// A scan of `[start, end)` (empty `end`: unbounded) on `shard`, read at
+    /// `read_ts`: at commit the shard checks that nothing in the range was written
+    /// after it (under two-phase locking the range lock makes that so).
+    pub fn range_read(&mut self, shard: ShardId, start: &[u8], end: &[u8], read_ts: Version) {
+        self.touched.insert(shard);
+        self.ranges.push((shard, RangeItem { start: start.to_vec(), end: end.to_vec(), read_ts }));
+        self.first_read.get_or_insert(shard);
+    }
+
+    /// The transaction's own writes in `[start, end)` (empty `end`: unbounded),
+    /// in key order: `Some(value)` for a put, `None` for a delete.
+    pub fn own_writes_in<'a>(
+        &'a self,
+        start: &[u8],
+        end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        self.writes
+            .range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| end.is_empty() || k.as_slice() < end)
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
 
     /// True when `key` must still be locked before it is written (two-phase
@@ -108,10 +130,16 @@ impl TxnState {
     /// The commit request and the anchor to send it to; `None` when the
     /// transaction read and wrote nothing.
     pub fn commit_request(&self, map: &ClusterMap, tag: WriteTag) -> Option<(ShardId, RequestBody)> {
-        let anchor_key = self.first_write.as_ref().or(self.first_read.as_ref())?;
+        let anchor = match &self.first_write {
+            Some(key) => map.shard_of(key),
+            None => self.first_read?,
+        };
         let mut sets: BTreeMap<ShardId, TxnSets> = BTreeMap::new();
         for (key, &version) in &self.reads {
             sets.entry(map.shard_of(key)).or_default().reads.push(ReadItem { key: key.clone(), version });
+        }
+        for (shard, range) in &self.ranges {
+            sets.entry(*shard).or_default().ranges.push(range.clone());
         }
         for (key, value) in &self.writes {
             let item = WriteItem { key: key.clone(), value: value.clone() };
@@ -123,7 +151,7 @@ impl TxnState {
             sets.entry(shard).or_default();
         }
         let shards = sets.into_iter().map(|(shard, sets)| ShardSets { shard, sets }).collect();
-        Some((map.shard_of(anchor_key), RequestBody::TxnCommit { txn: self.meta, tag, shards }))
+        Some((anchor, RequestBody::TxnCommit { txn: self.meta, tag, shards }))
     }
 }
 
@@ -159,6 +187,30 @@ mod tests {
         assert_eq!(reads, vec![ReadItem { key: b"r".to_vec(), version: 5 }]);
         assert_eq!(shards.iter().map(|s| s.sets.writes.len()).sum::<usize>(), 2);
         assert!(TxnState::read_write(meta).commit_request(&map, tag).is_none());
+    }
+
+    #[test]
+    fn a_scan_makes_every_shard_it_read_a_participant_with_its_range_and_may_anchor() {
+        let map = map();
+        let meta = txn_meta(ClientId::from_u128(1), 1, 10, Policy::Occ, 10);
+        let mut t = TxnState::read_write(meta);
+        t.range_read(3, b"a", b"m", 7);
+        t.range_read(5, b"a", b"m", 8);
+        t.write(b"b", Some(b"x".to_vec()));
+        t.write(b"z", None);
+        let own: Vec<_> = t.own_writes_in(b"a", b"m").map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
+        assert_eq!(own, vec![(b"b".to_vec(), Some(b"x".to_vec()))]);
+        assert_eq!(t.own_writes_in(b"c", b"").count(), 1, "z, unbounded");
+        let tag = WriteTag { client: meta.id.client, seq: 1, acked: 0 };
+        let RequestBody::TxnCommit { shards, .. } = t.commit_request(&map, tag).unwrap().1 else { panic!() };
+        let ranges: Vec<_> =
+            shards.iter().flat_map(|s| s.sets.ranges.iter().map(move |r| (s.shard, r.read_ts))).collect();
+        assert_eq!(ranges, vec![(3, 7), (5, 8)]);
+        // Nothing written: the first shard read anchors.
+        let mut r = TxnState::read_write(meta);
+        r.range_read(5, b"a", b"", 8);
+        r.read(2, b"k", 1);
+        assert_eq!(r.commit_request(&map, tag).unwrap().0, 5);
     }
 
     #[test]

@@ -179,11 +179,15 @@ impl Kv for MemoryKv {
         }
     }
     fn txn_scan(&mut self, start: &[u8], end: &[u8], limit: u32) -> Result<ScanPage, KvError> {
-        self.txn_mut()?;
-        let at = self.read_only_at().ok_or_else(|| KvError::Invalid {
-            message: "scan inside a read-write transaction is not supported yet".into(),
-        })?;
-        Ok(self.scan_at(start, end, limit, Some(at)))
+        let own: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .txn_mut()?
+            .writes
+            .iter()
+            .filter(|(k, _)| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let page = self.scan_at(start, end, limit, self.read_only_at());
+        Ok(corekv_rpc::client::overlay_own_writes(page, own.iter().map(|(k, v)| (k.as_slice(), v.as_deref())), limit))
     }
     fn txn_put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
         self.txn_write(key, Some(value.to_vec()))

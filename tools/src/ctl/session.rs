@@ -345,7 +345,6 @@ impl Session {
                 let key = checked_key(arg_bytes(&key))?;
                 Ok(render::render_got(&self.in_txn(|kv| kv.txn_get(&key))?, verbose, json))
             }
-            Command::Scan { .. } if !open.read_only => refused("scan", "is not supported yet"),
             Command::Scan { start, end, limit } => {
                 let start = checked_bound("scan start", arg_bytes(&start))?;
                 let end = checked_bound("scan end", arg_bytes(&end))?;
@@ -610,6 +609,12 @@ mod tests {
                 ("get x", r#"{"ok":true,"value":"1","version":0}"#, 0),
                 ("get a", NOT_FOUND, 1),
                 ("get missing", NOT_FOUND, 1),
+                (
+                    "scan a z",
+                    r#"{"ok":true,"items":[{"key":"x","value":"1","version":0},{"key":"y","value":"2","version":0}],"more":false}"#,
+                    0,
+                ),
+                ("scan a z --limit 1", r#"{"ok":true,"items":[{"key":"x","value":"1","version":0}],"more":true}"#, 0),
                 ("commit", r#"{"ok":true,"version":2}"#, 0),
                 ("get x", r#"{"ok":true,"value":"1","version":2}"#, 0),
                 ("get y", r#"{"ok":true,"value":"2","version":2}"#, 0),
@@ -701,7 +706,6 @@ mod tests {
                     ),
                     2,
                 ),
-                ("scan a b", &invalid("scan inside a transaction is not supported yet"), 2),
                 (
                     "cas k 0 v",
                     &invalid(
