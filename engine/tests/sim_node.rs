@@ -488,6 +488,34 @@ fn planted_split_commit_version_is_caught() {
 }
 
 #[test]
+fn planted_forgetting_a_prepared_transaction_on_a_leader_change_is_caught() {
+    // Its locks stay until the abort applies: the history must show it.
+    let caught_by = [FailureKind::NotSerializable, FailureKind::BankTotal];
+    planted("plant_forget", PlantedBug::ForgetPreparedOnLeaderChange, &caught_by, |mut cfg| {
+        cfg.clients = 1;
+        cfg.txn_clients = 6;
+        cfg.accounts = 4;
+        cfg.txn_policy = corekv_rpc::txn::Policy::WoundWait;
+        let mut r = rng(cfg.seed);
+        let mut c = Cluster::new(cfg);
+        c.run_for(300);
+        nemesis_crashes(&mut c, &mut r, 3);
+        c
+    });
+}
+
+#[test]
+fn planted_releasing_locks_before_the_decision_is_caught() {
+    let caught_by = [FailureKind::TxnLocksLost];
+    planted(
+        "plant_release",
+        PlantedBug::ReleaseLocksBeforeDecision,
+        &caught_by,
+        planted_bank(corekv_rpc::txn::Policy::WaitDie),
+    );
+}
+
+#[test]
 fn planted_read_past_an_intent_is_caught() {
     let caught_by = [FailureKind::NotSerializable, FailureKind::BankTotal];
     planted("plant_intent", PlantedBug::ReadPastIntent, &caught_by, planted_bank(corekv_rpc::txn::Policy::WoundWait));

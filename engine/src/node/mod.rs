@@ -181,6 +181,12 @@ pub enum PlantedBug {
     SplitCommitVersion,
     /// Reads ignore prepared intents (a snapshot read past an unresolved write).
     ReadPastIntent,
+    /// A participant's new leader drops the prepared transactions it inherits
+    /// (resolves them as aborted) instead of waiting for their anchors' decisions.
+    ForgetPreparedOnLeaderChange,
+    /// A shard leader releases a transaction's locks when it proposes or hears of
+    /// the decision, before the decision is durable and applied here.
+    ReleaseLocksBeforeDecision,
 }
 
 impl NodeCoreConfig {

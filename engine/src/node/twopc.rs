@@ -23,6 +23,7 @@ use super::txn::{Parked, Resolving, TXN_QUERY_AFTER_TICKS, TXN_RESEND_TICKS, TXN
 use super::{NodeCore, PlantedBug};
 use crate::kv::txn::{DecideCommand, PrepareCommand};
 use crate::kv::{Applied, CommandBody};
+use crate::txn::lock::TxnState as LockTxnState;
 
 impl NodeCore {
     // ----- participants ------------------------------------------------------
@@ -75,6 +76,9 @@ impl NodeCore {
             if g.sm.txns().intent(&item.txn).is_none() && g.sm.txns().resolved(&item.txn).is_some() {
                 done.push(item.txn); // applied before: say so again
             } else {
+                if self.cfg.planted_bug == PlantedBug::ReleaseLocksBeforeDecision {
+                    g.locks.release(item.txn, self.now_ms);
+                }
                 g.txns.resolve_anchor.insert(item.txn, anchor);
                 g.txns.resolve_queue.insert(item.txn, item);
             }
@@ -123,6 +127,9 @@ impl NodeCore {
         }
         let proposed = self.propose_txn(anchor, CommandBody::Decide(cmd), client, None, None);
         let g = self.groups.get_mut(&anchor).expect("known group");
+        if proposed && self.cfg.planted_bug == PlantedBug::ReleaseLocksBeforeDecision {
+            g.locks.release(txn, self.now_ms);
+        }
         if !g.is_leader {
             // A leader change: the coordinator is gone, the new leader decides
             // from the participants' queries or the client's retry.
@@ -190,8 +197,26 @@ impl NodeCore {
         match applied {
             Applied::Vote { txn, anchor, vote } => {
                 g.txns.preparing.remove(txn);
-                if let Vote::No { reason } = vote {
-                    g.locks.abort(*txn, *reason, now_ms);
+                match vote {
+                    Vote::No { reason } => g.locks.abort(*txn, *reason, now_ms),
+                    Vote::Yes { .. } => {
+                        // A prepare an earlier leader proposed: this table never
+                        // granted its locks, so it takes them now, as prepared (its
+                        // intent already stops every conflicting prepare).
+                        if let Some(intent) = g.sm.txns().intent(txn)
+                            && g.locks.state(*txn) != Some(LockTxnState::Prepared)
+                        {
+                            if g.locks.is_waiting(*txn) {
+                                // A stale request of a transaction that has
+                                // since committed: it cannot be granted.
+                                g.locks.abort(*txn, AbortReason::Conflict, now_ms);
+                            }
+                            let (reads, ranges, writes) = lock_keys(&intent.sets);
+                            let info = info(&intent.txn, now_ms);
+                            g.locks.install_prepared(&info, &reads, &ranges, &writes, now_ms);
+                        }
+                    }
+                    Vote::Decided(_) => {}
                 }
                 self.vote(shard, *anchor, *txn, *vote);
             }
@@ -352,6 +377,12 @@ impl NodeCore {
         let tick = self.ticks;
         let g = self.groups.get_mut(&shard).expect("known group");
         for intent in g.sm.txns().intents() {
+            if self.cfg.planted_bug == PlantedBug::ForgetPreparedOnLeaderChange && intent.anchor != shard {
+                let item =
+                    ResolveItem { txn: intent.txn.id, decision: Decision::Abort(AbortReason::Conflict), attempt_ts: 0 };
+                g.txns.resolve_queue.insert(intent.txn.id, item);
+                self.dirty.insert(shard);
+            }
             let (reads, ranges, writes) = lock_keys(&intent.sets);
             g.locks.install_prepared(&info(&intent.txn, now_ms), &reads, &ranges, &writes, now_ms);
         }
@@ -364,6 +395,28 @@ impl NodeCore {
             let sent_tick = tick.saturating_sub(TXN_RESEND_TICKS);
             g.txns.resolving.insert(txn, Resolving { item, pending, sent_tick });
         }
+    }
+
+    /// The invariant the simulator checks between steps: on every shard this
+    /// core leads, every prepared transaction holds all its locks, as prepared,
+    /// in the lock table, so no new lock is granted over an undecided intent.
+    /// The first violation, described.
+    pub fn txn_locks_violation(&self) -> Option<String> {
+        for (shard, g) in self.groups.iter().filter(|(_, g)| g.is_leader) {
+            for intent in g.sm.txns().intents() {
+                let id = intent.txn.id;
+                let (reads, ranges, writes) = lock_keys(&intent.sets);
+                let state = g.locks.state(id);
+                if state != Some(LockTxnState::Prepared) || !g.locks.holds(id, &reads, &ranges, &writes) {
+                    return Some(format!(
+                        "shard {shard}: transaction {id} is prepared but its leader's lock table has it {state:?}, \
+                         holding {}",
+                        if g.locks.holds(id, &reads, &ranges, &writes) { "all its locks" } else { "not all its locks" }
+                    ));
+                }
+            }
+        }
+        None
     }
 
     /// This replica no longer leads `shard`: parked requests are answered (not

@@ -567,6 +567,7 @@ impl Cluster {
             }
             Event::Check => {
                 self.compare_replicas();
+                self.check_txn_locks();
                 self.check_message_rate();
                 self.schedule(CHECK_INTERVAL_US, Event::Check);
             }

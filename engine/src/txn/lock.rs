@@ -538,6 +538,11 @@ impl LockTable {
         self.settle(dirty, now_ms);
     }
 
+    /// True when `id` has a request waiting here.
+    pub fn is_waiting(&self, id: TxnId) -> bool {
+        self.txns.get(&id).is_some_and(|txn| txn.waiting.is_some())
+    }
+
     /// The state of `id` here; `None` if unknown (never seen, released, or its
     /// tombstone forgotten).
     pub fn state(&self, id: TxnId) -> Option<TxnState> {

@@ -42,6 +42,20 @@ impl Cluster {
         }
     }
 
+    /// Every shard leader's lock table holds the locks of every transaction
+    /// prepared on its shard ([`crate::node::NodeCore::txn_locks_violation`]).
+    pub(super) fn check_txn_locks(&mut self) {
+        let violation = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up)
+            .flat_map(|(&node, n)| n.cores.iter().filter_map(move |sc| sc.core.as_ref().map(|c| (node, c))))
+            .find_map(|(node, core)| core.txn_locks_violation().map(|m| format!("node {node}: {m}")));
+        if let Some(message) = violation {
+            self.fail(FailureKind::TxnLocksLost, message);
+        }
+    }
+
     pub(super) fn check_message_rate(&mut self) {
         let frames = self.stats.frames_sent - self.frames_at_last_check;
         self.frames_at_last_check = self.stats.frames_sent;

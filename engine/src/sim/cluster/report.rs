@@ -26,6 +26,9 @@ pub enum FailureKind {
     NotSerializable,
     /// A bank audit did not sum to zero: money was made or lost.
     BankTotal,
+    /// A shard leader's lock table does not hold, as prepared, every lock of a
+    /// transaction prepared on its shard.
+    TxnLocksLost,
 }
 
 /// A failed run: rerun with `CORE_SEED=<seed>` to reproduce it exactly.
