@@ -25,7 +25,7 @@ use crate::map::{ClusterMap, CoreIndex};
 use crate::raft::{Index, Message, Term};
 
 /// Bumped whenever a type in this module changes shape.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 /// Most calls a client may pipeline on one connection before it waits for replies;
 /// the server answers Busy beyond it.
 pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;
@@ -146,12 +146,23 @@ pub enum TxnPeerMessage {
     Resolved { txns: Vec<TxnId> },
     /// Participant -> anchor: what became of this prepared transaction?
     Query { txn: TxnId },
+    /// Shard leader -> every core: this transaction, not prepared, was aborted
+    /// here (wounded, or past its lifetime); every shard the receiving core
+    /// leads drops its locks and refuses its later requests, unless it is
+    /// prepared there (only its anchor's decision ends it then). Sent to one
+    /// replica per core, which applies it to all the groups that core leads.
+    Abort { txn: TxnId, reason: crate::txn::AbortReason },
 }
 
 /// One frame of a peer connection: messages for one destination core.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct PeerBatch {
+    /// The sending core's hybrid clock (DESIGN §8): the receiver's clock moves
+    /// past it before it reads a message, so every version a leader has read at
+    /// or written reaches, through the heartbeats and votes of a quorum, whoever
+    /// leads next.
+    pub clock: u64,
     pub messages: Vec<PeerMessage>,
 }
 
@@ -332,6 +343,7 @@ mod tests {
     #[test]
     fn a_peer_batch_round_trips() {
         let batch = PeerBatch {
+            clock: 7 << 16,
             messages: vec![
                 PeerMessage::Raft {
                     shard: 3,

@@ -435,6 +435,11 @@ impl NodeCore {
     /// A batch of peer messages arrived from node `from`'s core.
     pub fn step_peer(&mut self, from: NodeId, batch: PeerBatch) {
         self.stats.peer_frames_received += 1;
+        // Before any message: a vote, an append or a TimeoutNow from a core that
+        // has read at or written a version makes this core's later versions larger
+        // (an out-of-range clock is ignored; the versions it stamps are refused
+        // anyway).
+        let _ = self.hlc.observe(batch.clock);
         for message in batch.messages {
             self.stats.peer_messages_received += 1;
             match message {
@@ -916,7 +921,7 @@ impl NodeCore {
     /// One frame per destination core: everything queued since the last call.
     pub fn take_frames(&mut self) -> Vec<(Replica, PeerBatch)> {
         let boundary = std::mem::take(&mut self.heartbeat_boundary);
-        let (batches, taken) = self.outbox.take(self.cfg.node, boundary);
+        let (batches, taken) = self.outbox.take(self.cfg.node, self.hlc.last(), boundary);
         self.stats.peer_frames_sent += taken.frames;
         self.stats.peer_messages_sent += taken.messages;
         self.stats.heartbeat_messages_sent += taken.heartbeat_messages;

@@ -64,17 +64,17 @@ impl Outbox {
     /// One batch per destination core: every message queued, heartbeat answers
     /// coalesced, and the coalesced heartbeats when `heartbeat_boundary` (or a read
     /// waits for them). `me` is this node.
-    pub fn take(&mut self, me: NodeId, heartbeat_boundary: bool) -> (Vec<(Replica, PeerBatch)>, Taken) {
+    pub fn take(&mut self, me: NodeId, clock: u64, heartbeat_boundary: bool) -> (Vec<(Replica, PeerBatch)>, Taken) {
         let mut batches: BTreeMap<Replica, PeerBatch> = BTreeMap::new();
         let mut taken = Taken::default();
         for (dest, messages) in std::mem::take(&mut self.messages) {
             taken.messages += messages.len() as u64;
-            batches.insert(dest, PeerBatch { messages }); // the queue becomes the frame
+            batches.insert(dest, PeerBatch { clock, messages }); // the queue becomes the frame
         }
         for (dest, items) in std::mem::take(&mut self.responses) {
             taken.messages += 1;
             let message = PeerMessage::HeartbeatResponses { from: me, to: dest.node, items };
-            batches.entry(dest).or_default().messages.push(message);
+            batches.entry(dest).or_insert_with(|| PeerBatch { clock, messages: Vec::new() }).messages.push(message);
         }
         if heartbeat_boundary || self.heartbeats_urgent {
             self.heartbeats_urgent = false;
@@ -82,7 +82,7 @@ impl Outbox {
                 taken.messages += 1;
                 taken.heartbeat_messages += 1;
                 let message = PeerMessage::Heartbeats { from: me, to: dest.node, items };
-                batches.entry(dest).or_default().messages.push(message);
+                batches.entry(dest).or_insert_with(|| PeerBatch { clock, messages: Vec::new() }).messages.push(message);
             }
         }
         taken.frames = batches.len() as u64;
@@ -105,12 +105,13 @@ mod tests {
         for shard in 0..64 {
             out.push(dest, shard, hb(1, 2), false);
         }
-        let (batches, taken) = out.take(1, false);
+        let (batches, taken) = out.take(1, 9, false);
         assert!(batches.is_empty(), "periodic heartbeats wait for the boundary");
         assert_eq!(taken, Taken::default());
-        let (batches, taken) = out.take(1, true);
+        let (batches, taken) = out.take(1, 9, true);
         assert_eq!(batches.len(), 1);
         assert_eq!(taken, Taken { frames: 1, messages: 1, heartbeat_messages: 1 });
+        assert_eq!(batches[0].1.clock, 9, "every frame carries the sender's clock");
         match &batches[0].1.messages[0] {
             PeerMessage::Heartbeats { items, .. } => assert_eq!(items.len(), 64),
             other => panic!("unexpected {other:?}"),
@@ -124,7 +125,7 @@ mod tests {
         let dest = Replica { node: 2, core: 0 };
         out.push(dest, 1, hb(1, 2), false);
         out.push(dest, 2, hb(1, 2), true);
-        let (batches, taken) = out.take(1, false);
+        let (batches, taken) = out.take(1, 9, false);
         assert_eq!(taken.heartbeat_messages, 1);
         assert_eq!(batches.len(), 1);
     }
@@ -140,7 +141,7 @@ mod tests {
             let resp = Message { from: 1, to: 3, term: 1, body: MessageBody::HeartbeatResponse { read_round: 2 } };
             out.push(b, shard, resp, false);
         }
-        let (batches, taken) = out.take(1, false);
+        let (batches, taken) = out.take(1, 9, false);
         assert_eq!(taken.frames, 2);
         assert_eq!(taken.messages, 21, "20 Raft messages and one coalesced answer");
         assert_eq!(batches.len(), 2);

@@ -118,7 +118,10 @@ impl Cluster {
         }
         for (from, to, batch) in in_flight {
             *self.frames.entry((from, to)).or_default() += 1;
-            self.cores.get_mut(&to).expect("known core").core.step_peer(from.node, batch);
+            // A core taken out of the map (crashed) loses what was sent to it.
+            if let Some(c) = self.cores.get_mut(&to) {
+                c.core.step_peer(from.node, batch);
+            }
         }
         true
     }
@@ -191,6 +194,47 @@ fn every_shard_elects_a_leader_and_serves_a_write_then_a_read() {
             cl.reply(at, client),
             Some(Response::Outcome(Outcome::Ok(OkReply::Value { version, value: b"v1".to_vec() })))
         );
+    }
+}
+
+#[test]
+fn a_new_leader_writes_above_a_version_its_crashed_predecessor_read_at() {
+    let map = test_map(3, 1, 1, 3);
+    let mut cl = Cluster::new(map.clone());
+    cl.run_until_led();
+    let old = cl.leader_core(0).expect("led");
+    cl.cores.get_mut(&old).unwrap().core.client_request(ClientRef { conn: 1, id: 1 }, put(&map, 0, 1, b"v1"));
+    cl.settle();
+    let Some(Response::Outcome(Outcome::Ok(OkReply::Written { version: v1 }))) =
+        cl.reply(old, ClientRef { conn: 1, id: 1 })
+    else {
+        panic!("the put is written")
+    };
+    // A read at a version half a second ahead of every clock: allowed (within the
+    // drift margin), it moves the leader's clock past it.
+    let at = v1 + (500 << crate::kv::hlc::LOGICAL_BITS);
+    let read =
+        Request { shard: 0, epoch: 1, body: RequestBody::Read(ReadOp::Get { key: key_for(&map, 0), at: Some(at) }) };
+    cl.cores.get_mut(&old).unwrap().core.client_request(ClientRef { conn: 2, id: 1 }, read);
+    cl.settle();
+    assert_eq!(
+        cl.reply(old, ClientRef { conn: 2, id: 1 }),
+        Some(Response::Outcome(Outcome::Ok(OkReply::Value { version: v1, value: b"v1".to_vec() })))
+    );
+    // The leader dies at once; a new one is elected well within the half second.
+    cl.cores.remove(&old);
+    let started = cl.now_ms;
+    cl.run_until_led();
+    assert!(cl.now_ms - started < 500, "elected after {} ms", cl.now_ms - started);
+    let new = cl.leader_core(0).expect("led");
+    cl.cores.get_mut(&new).unwrap().core.client_request(ClientRef { conn: 3, id: 1 }, put(&map, 0, 2, b"v2"));
+    cl.settle();
+    match cl.reply(new, ClientRef { conn: 3, id: 1 }) {
+        // Else a read at `at` would now see v2: the snapshot at `at` changed.
+        Some(Response::Outcome(Outcome::Ok(OkReply::Written { version }))) => {
+            assert!(version > at, "the new leader wrote at {version}, not above {at}, a version read at")
+        }
+        other => panic!("{other:?}"),
     }
 }
 
@@ -424,7 +468,7 @@ fn a_snapshot_from_the_leader_that_does_not_decode_stops_the_core_before_it_is_s
     };
     let message = Message { from: leader.node, to: follower.node, term, body };
     let f = cl.cores.get_mut(&follower).unwrap();
-    f.core.step_peer(leader.node, PeerBatch { messages: vec![PeerMessage::Raft { shard: 0, message }] });
+    f.core.step_peer(leader.node, PeerBatch { clock: 0, messages: vec![PeerMessage::Raft { shard: 0, message }] });
     let result = f.core.process(&mut f.storage);
     assert!(matches!(result, Err(NodeError::Snapshot { shard: 0, .. })), "{result:?}");
     assert!(f.storage.snapshots.is_empty(), "a snapshot that does not decode is never made durable");

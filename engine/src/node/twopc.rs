@@ -473,8 +473,48 @@ impl NodeCore {
         }
     }
 
+    /// Tells every core of the cluster that `txn` was aborted on `shard` (see
+    /// [`TxnPeerMessage::Abort`]); this core's other groups learn at once.
+    pub(super) fn broadcast_txn_abort(&mut self, shard: ShardId, txn: TxnId, reason: AbortReason) {
+        let me = Replica { node: self.cfg.node, core: self.cfg.core };
+        let mut cores: BTreeMap<Replica, ShardId> = BTreeMap::new();
+        for s in 0..self.map.shard_count() {
+            for &r in self.map.replicas(s) {
+                cores.entry(r).or_insert(s);
+            }
+        }
+        for (r, to) in cores {
+            if r != me {
+                let message = TxnPeerMessage::Abort { txn, reason };
+                self.outbox.push_other(r, PeerMessage::Txn { from_shard: shard, to_shard: to, message });
+            }
+        }
+        self.on_txn_aborted(txn, reason);
+    }
+
+    /// `txn` was aborted on some shard while not prepared: every group this
+    /// core leads where it is not prepared drops it.
+    fn on_txn_aborted(&mut self, txn: TxnId, reason: AbortReason) {
+        let now_ms = self.now_ms;
+        let led: Vec<ShardId> = self.groups.iter().filter(|(_, g)| g.is_leader).map(|(s, _)| *s).collect();
+        for shard in led {
+            let g = self.groups.get_mut(&shard).expect("known group");
+            let state = g.locks.state(txn);
+            if matches!(state, Some(LockTxnState::Prepared | LockTxnState::Aborted(_)))
+                || g.sm.txns().intent(&txn).is_some()
+            {
+                continue;
+            }
+            g.locks.abort(txn, reason, now_ms);
+            self.lock_events(shard);
+        }
+    }
+
     /// A transaction message for `to` arrived (from the network or this core).
     pub(super) fn on_txn_message(&mut self, from: ShardId, to: ShardId, message: TxnPeerMessage) {
+        if let TxnPeerMessage::Abort { txn, reason } = message {
+            return self.on_txn_aborted(txn, reason);
+        }
         let Some(g) = self.groups.get(&to) else { return };
         if !g.is_leader {
             return;
@@ -489,6 +529,7 @@ impl NodeCore {
             TxnPeerMessage::Resolve { items } => self.on_resolve(to, from, items),
             TxnPeerMessage::Resolved { txns } => self.on_resolved(to, from, txns),
             TxnPeerMessage::Query { txn } => self.on_query(to, from, txn),
+            TxnPeerMessage::Abort { .. } => {}
         }
     }
 

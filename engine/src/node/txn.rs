@@ -330,9 +330,14 @@ impl NodeCore {
                             None => {}
                         }
                     }
-                    LockEvent::Aborted { token: None, .. } => {
-                        // A holder wounded or expired: its client learns at its next
-                        // request or its commit, which this shard then refuses.
+                    LockEvent::Aborted { id, reason, token: None } => {
+                        // A holder wounded or expired while it waited for nothing
+                        // here: its other shards, wherever they are, are told, so
+                        // its locks there fall at once and its next request there
+                        // is refused (its client is busy elsewhere).
+                        if reason != AbortReason::Requested {
+                            self.broadcast_txn_abort(shard, id, reason);
+                        }
                     }
                 }
             }

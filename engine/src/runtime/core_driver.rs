@@ -250,6 +250,7 @@ impl Core {
             };
             PeerLink::spawn(addr, hello, PeerLinkConfig::default())
         });
+        link.note_clock(batch.clock);
         for message in batch.messages {
             // A full queue or a link that is down drops the message (counted by the
             // link); Raft retransmits.

@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use corekv_rpc::kv::{Request, Response, ShardId};
 use corekv_rpc::map::{ClusterMap, CoreIndex, NodeInfo, Replica, ShardReplicas};
-use corekv_rpc::node::PeerBatch;
+use corekv_rpc::node::{PeerBatch, PeerMessage, TxnPeerMessage};
 use corekv_rpc::raft::{Index, NodeId};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -51,7 +51,7 @@ use crate::node::{ClientRef, NodeCore, NodeCoreConfig};
 use crate::raft::Role;
 use crate::wal::WalIdentity;
 use client::{Attempt, Client, Next};
-pub use config::ClusterConfig;
+pub use config::{ClusterConfig, TxnCrashPoint, TxnCrashes};
 use disk::{BatchStart, CoreDisk};
 pub use report::{ClusterStats, FailureKind, Report, SimFailure};
 pub use txn_client::TxnStats;
@@ -90,6 +90,7 @@ enum Event {
     ClientRetry { client: usize, attempt: u64 },
     AttemptTimeout { client: usize, attempt: u64 },
     Check,
+    Restart { node: NodeId },
 }
 
 /// A node's clock: its ticks and its physical clock run at `rate_permille` of
@@ -565,6 +566,7 @@ impl Cluster {
                 let next = self.clients[client].on_timeout(attempt, &mut self.rng, &self.map, self.now_us);
                 self.client_next(client, next);
             }
+            Event::Restart { node } => self.restart(node),
             Event::Check => {
                 self.compare_replicas();
                 self.check_txn_locks();
@@ -614,8 +616,23 @@ impl Cluster {
                 Err(e) => return self.fail(FailureKind::NodeError, format!("{at:?}: {e}")),
             };
             let again = core.has_work() || started == BatchStart::DurableNow;
+            let crash = self.txn_crash_point(&frames);
             for (to, batch) in frames {
+                if crash == Some(false) {
+                    self.stats.frames_lost += 1;
+                    continue;
+                }
                 self.send_frame(at, incarnation, to, batch);
+            }
+            if crash.is_some() {
+                // The step is taken (its entry proposed or applied, the message
+                // out or lost with the node): the node dies now.
+                let spec = self.cfg.txn_crashes.expect("a crash point is configured");
+                let down_ms = self.rng.random_range(spec.down_ms.0..=spec.down_ms.1);
+                self.stats.txn_step_crashes += 1;
+                self.crash(at.node);
+                self.schedule(down_ms * 1000, Event::Restart { node: at.node });
+                return;
             }
             for (client, response) in replies {
                 self.send_reply(at.node, incarnation, client, response);
@@ -628,6 +645,30 @@ impl Cluster {
             }
         }
         self.fail(FailureKind::Stuck, format!("{at:?} does not settle after {DRIVE_ROUNDS_MAX} iterations"));
+    }
+
+    /// Whether the frames of one iteration take the configured step of two-phase
+    /// commit and the node crashes there: `Some(true)` with the frames sent,
+    /// `Some(false)` with them lost.
+    fn txn_crash_point(&mut self, frames: &[(Replica, PeerBatch)]) -> Option<bool> {
+        let spec = self.cfg.txn_crashes?;
+        if self.stats.txn_step_crashes >= u64::from(spec.max) {
+            return None;
+        }
+        let takes_step = frames.iter().flat_map(|(_, b)| &b.messages).any(|m| match m {
+            PeerMessage::Txn { message, .. } => matches!(
+                (spec.point, message),
+                (TxnCrashPoint::PrepareSent, TxnPeerMessage::Prepare { .. })
+                    | (TxnCrashPoint::VoteSent, TxnPeerMessage::Vote { .. })
+                    | (TxnCrashPoint::ResolveSent, TxnPeerMessage::Resolve { .. })
+                    | (TxnCrashPoint::ResolvedSent, TxnPeerMessage::Resolved { .. })
+            ),
+            _ => false,
+        });
+        if !takes_step || self.rng.random_range(0..100) >= spec.chance_percent {
+            return None;
+        }
+        Some(self.rng.random_bool(0.5))
     }
 
     fn send_frame(&mut self, from: Replica, from_incarnation: u64, to: Replica, batch: PeerBatch) {

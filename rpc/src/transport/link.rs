@@ -79,6 +79,8 @@ impl Default for PeerLinkConfig {
 
 struct LinkShared {
     queue: RefCell<VecDeque<PeerMessage>>,
+    /// The highest sender clock given with queued messages: every frame carries it.
+    clock: Cell<u64>,
     queue_messages_max: usize,
     state: Cell<LinkState>,
     stats: Cell<PeerLinkStats>,
@@ -122,6 +124,7 @@ impl PeerLink {
     pub fn spawn(addr: String, hello: Hello, config: PeerLinkConfig) -> PeerLink {
         let shared = Rc::new(LinkShared {
             queue: RefCell::new(VecDeque::new()),
+            clock: Cell::new(0),
             queue_messages_max: config.queue_messages_max.max(1),
             state: Cell::new(LinkState::Connecting),
             stats: Cell::new(PeerLinkStats::default()),
@@ -146,6 +149,12 @@ impl PeerLink {
         self.shared.queue.borrow_mut().push_back(message);
         self.shared.work.notify();
         Ok(())
+    }
+
+    /// The sender's clock as of the messages it queues next: frames carry the
+    /// highest clock given (it never goes back).
+    pub fn note_clock(&self, clock: u64) {
+        self.shared.clock.set(self.shared.clock.get().max(clock));
     }
 
     /// The link's counters.
@@ -220,7 +229,9 @@ async fn pump_link(shared: &LinkShared, mut reader: FramedReader, mut writer: Fr
             return TransportError::Closed;
         }
         let messages: Vec<PeerMessage> = shared.queue.borrow_mut().drain(..).collect();
-        let (payloads, oversized) = encode_batches(messages, |messages| PeerBatch { messages }, |batch| batch.messages);
+        let clock = shared.clock.get();
+        let (payloads, oversized) =
+            encode_batches(messages, |messages| PeerBatch { clock, messages }, |batch| batch.messages);
         if oversized > 0 {
             tracing::warn!(peer = %reader.peer_addr(), oversized, "peer messages too large for one frame dropped");
             shared.bump(|s| s.messages_dropped += oversized as u64);

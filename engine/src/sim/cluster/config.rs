@@ -57,6 +57,44 @@ pub struct ClusterConfig {
     pub accounts: usize,
     /// The transactional clients' conflict policy.
     pub txn_policy: corekv_rpc::txn::Policy,
+    /// Crash nodes right after a step of two-phase commit.
+    pub txn_crashes: Option<TxnCrashes>,
+}
+
+/// A step of two-phase commit, seen as the message a node sends once it took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnCrashPoint {
+    /// An anchor sent a prepare: its own is proposed, nothing is decided.
+    PrepareSent,
+    /// A participant voted: its prepare is applied, the decision unknown to it.
+    VoteSent,
+    /// An anchor sent a decision: it is applied at the anchor only.
+    ResolveSent,
+    /// A participant applied a decision and says so: the anchor still keeps its
+    /// record.
+    ResolvedSent,
+}
+
+impl TxnCrashPoint {
+    /// Every step, in protocol order.
+    pub const ALL: [TxnCrashPoint; 4] =
+        [TxnCrashPoint::PrepareSent, TxnCrashPoint::VoteSent, TxnCrashPoint::ResolveSent, TxnCrashPoint::ResolvedSent];
+}
+
+/// Crashes at a step of two-phase commit: when a node sends the step's message,
+/// with probability `chance_percent`, it crashes as the frame leaves (the frame
+/// goes out or is lost, at even odds), for a time in `down_ms`; at most `max`
+/// times per run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnCrashes {
+    /// The step.
+    pub point: TxnCrashPoint,
+    /// Chance per message of that step.
+    pub chance_percent: u32,
+    /// Crashes per run at most.
+    pub max: u32,
+    /// How long the node stays down, uniform.
+    pub down_ms: (u64, u64),
 }
 
 impl ClusterConfig {
@@ -98,6 +136,7 @@ impl ClusterConfig {
             txn_clients: 0,
             accounts: 6,
             txn_policy: corekv_rpc::txn::Policy::WoundWait,
+            txn_crashes: None,
         }
     }
 }

@@ -82,6 +82,8 @@ pub struct ClusterStats {
     pub wal_fdatasyncs: u64,
     /// Transactional clients' counters (transfers, aborts, unknowns, audits).
     pub txns: super::txn_client::TxnStats,
+    /// Crashes at a step of two-phase commit (`ClusterConfig::txn_crashes`).
+    pub txn_step_crashes: u64,
 }
 
 /// What a passing run leaves.
