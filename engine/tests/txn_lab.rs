@@ -421,6 +421,24 @@ mod scenarios {
         assert_eq!(lab.read_back(&y), None);
     }
 
+    /// Wound-wait: a wound reaches the wounded transaction on every shard
+    /// (issue 11: "wounds and deaths reach holders on other cores and nodes").
+    /// The younger holds a read lock of x; the older's write of x wounds it
+    /// and is granted at once; the younger's next lock request, for y, is
+    /// refused `wounded` wherever y lives, and it does not wound anyone there.
+    pub fn wound_wait_wound_reaches_every_shard_of_the_younger(lab: &mut Lab) {
+        let (x, y, _) = keys(lab);
+        let older = lab.begin();
+        let younger = lab.begin();
+        assert_eq!(lab.read(younger, &x), (0, None));
+        lab.write(older, &x, b"x-older");
+        let lock = lab.c.script_put(younger, &y, b"y-younger");
+        lab.aborted(younger, lock, AbortReason::Wounded);
+        let v = lab.commit(older);
+        assert_eq!(lab.read_back(&x), Some((v, b"x-older".to_vec())));
+        assert_eq!(lab.read_back(&y), None);
+    }
+
     /// Wound-wait: a younger reader waits for the older holder of an exclusive
     /// lock, and reads the older's write once it committed.
     pub fn wound_wait_younger_waits_for_older(lab: &mut Lab) {
@@ -546,6 +564,7 @@ every_policy!(
     three_txn_cycle,
 );
 lab_tests!(wound_wait_older_wounds_younger: wound_wait => Policy::WoundWait);
+lab_tests!(wound_wait_wound_reaches_every_shard_of_the_younger: wound_wait => Policy::WoundWait);
 lab_tests!(wound_wait_younger_waits_for_older: wound_wait => Policy::WoundWait);
 lab_tests!(wait_die_older_waits_for_younger: wait_die => Policy::WaitDie);
 lab_tests!(wait_die_younger_dies_then_commits_with_its_start: wait_die => Policy::WaitDie);
