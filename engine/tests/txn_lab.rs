@@ -66,6 +66,20 @@ fn run(name: &str, layout: Layout, policy: Policy, scenario: fn(&mut Lab)) {
     }
 }
 
+/// Runs `scenario` with `bug` planted in every node core, for each seed: the
+/// scenario must fail every time (its assertions or the run's checks catch
+/// the bug), else it proves nothing about the behaviour it names.
+fn planted(name: &str, layout: Layout, policy: Policy, bug: PlantedBug, scenario: fn(&mut Lab)) {
+    for seed in seed_list(name) {
+        let outcome = std::panic::catch_unwind(|| {
+            let mut lab = Lab::new(seed, layout, policy, bug);
+            scenario(&mut lab);
+            lab.finish();
+        });
+        assert!(outcome.is_err(), "CORE_SEED={seed}: {name} passed with {bug:?} planted");
+    }
+}
+
 /// One scenario's cluster and keys.
 struct Lab {
     c: Cluster,
@@ -568,3 +582,30 @@ lab_tests!(wound_wait_wound_reaches_every_shard_of_the_younger: wound_wait => Po
 lab_tests!(wound_wait_younger_waits_for_older: wound_wait => Policy::WoundWait);
 lab_tests!(wait_die_older_waits_for_younger: wait_die => Policy::WaitDie);
 lab_tests!(wait_die_younger_dies_then_commits_with_its_start: wait_die => Policy::WaitDie);
+
+/// OCC's validation skipped: the older reader commits although the younger
+/// writer overwrote what it read.
+#[test]
+fn planted_skipped_validation_fails_older_reader_then_younger_writer() {
+    for layout in [Layout::OneShard, Layout::ThreeShards] {
+        let name = "planted_skipped_validation";
+        let bug = PlantedBug::SkipTxnValidation;
+        planted(name, layout, Policy::Occ, bug, scenarios::older_reader_then_younger_writer);
+    }
+}
+
+/// Participants told another commit version than the anchor's: one
+/// transaction's keys read back at different versions.
+#[test]
+fn planted_split_commit_version_fails_commit_persists_all_writes() {
+    let bug = PlantedBug::SplitCommitVersion;
+    for policy in Policy::ALL {
+        planted(
+            "planted_split_commit_version",
+            Layout::ThreeShards,
+            policy,
+            bug,
+            scenarios::commit_persists_all_writes,
+        );
+    }
+}
