@@ -30,6 +30,7 @@ mod client;
 mod config;
 mod disk;
 mod report;
+pub mod script;
 #[cfg(test)]
 mod tests;
 mod txn_client;
@@ -139,6 +140,8 @@ pub struct Cluster {
     clients: Vec<Client>,
     /// Transactional clients (numbered from `TXN_CLIENT_BASE`).
     txn_clients: Vec<TxnClient>,
+    /// The scripted client (`script::SCRIPT_CLIENT`), idle unless a test drives it.
+    script: script::Script,
     /// Bank accounts.
     accounts: Vec<Vec<u8>>,
     /// Every transaction attempt recorded.
@@ -238,6 +241,7 @@ impl Cluster {
             links: Links::default(),
             clients,
             txn_clients,
+            script: script::Script::default(),
             accounts,
             txn_history: Vec::new(),
             load: true,
@@ -541,6 +545,9 @@ impl Cluster {
                     return;
                 }
                 self.record(&[5, client as u64, attempt, response_code(&response)]);
+                if client == script::SCRIPT_CLIENT {
+                    return self.script_on_reply(attempt, response);
+                }
                 if let Some(t) = client.checked_sub(TXN_CLIENT_BASE) {
                     let next = self.txn_clients[t].on_reply(attempt, response, &self.map, self.now_us);
                     return self.txn_next(client, next);
@@ -550,6 +557,7 @@ impl Cluster {
             }
             Event::ClientNext { client } if client >= TXN_CLIENT_BASE => self.next_txn(client),
             Event::ClientNext { client } => self.next_op(client),
+            Event::ClientRetry { client, attempt } if client == script::SCRIPT_CLIENT => self.script_on_retry(attempt),
             Event::ClientRetry { client, attempt } => {
                 if let Some(t) = client.checked_sub(TXN_CLIENT_BASE) {
                     let next = self.txn_clients[t].on_retry(attempt, &self.map, self.now_us);
