@@ -11,7 +11,7 @@
 
 use corekv_engine::node::PlantedBug;
 use corekv_engine::sim::NetFaults;
-use corekv_engine::sim::cluster::{Cluster, ClusterConfig, ClusterStats, FailureKind};
+use corekv_engine::sim::cluster::{Cluster, ClusterConfig, ClusterStats, FailureKind, TxnCrashPoint, TxnCrashes};
 use corekv_rpc::raft::NodeId;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -443,6 +443,24 @@ fn bank_transfers_stay_serializable_through_crashes_and_partitions() {
     if !stats.is_empty() {
         assert!(sum(&stats, |s| s.txns.committed) > 50, "transfers commit");
         assert!(sum(&stats, |s| s.txns.aborted) > 0, "faults abort some");
+    }
+}
+
+#[test]
+fn bank_transfers_survive_a_crash_at_every_step_of_two_phase_commit() {
+    // Seeds take turns over the steps (and, independently, the policies).
+    let stats = seeds("bank-2pc-crash", |seed| {
+        let mut cfg = bank_config(seed, 3, policy_of(seed));
+        let point = TxnCrashPoint::ALL[((seed / 4) % 4) as usize];
+        cfg.txn_crashes = Some(TxnCrashes { point, chance_percent: 30, max: 3, down_ms: (50, 400) });
+        cfg.clock_offset_ms_max = 100;
+        let mut c = Cluster::new(cfg);
+        c.run_for(3_000);
+        finish(c)
+    });
+    if !stats.is_empty() {
+        assert!(stats.iter().all(|s| s.txn_step_crashes > 0), "every run crashes at its step");
+        assert!(sum(&stats, |s| s.txns.committed) > 100, "transfers commit");
     }
 }
 
