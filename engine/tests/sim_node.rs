@@ -422,6 +422,8 @@ fn bank_transfers_commit_serializably_on_a_calm_cluster() {
     if !stats.is_empty() {
         assert!(sum(&stats, |s| s.txns.committed) > 100, "transfers commit");
         assert!(sum(&stats, |s| s.txns.audits) > 10, "audits run");
+        let scans = sum(&stats, |s| s.txns.scan_audits);
+        assert!(scans > 5, "scanning audits commit");
     }
 }
 
@@ -492,6 +494,12 @@ fn planted_bank(policy: corekv_rpc::txn::Policy) -> impl Fn(ClusterConfig) -> Cl
 fn planted_skipped_validation_is_not_serializable() {
     let caught_by = [FailureKind::NotSerializable, FailureKind::BankTotal];
     planted("plant_occ", PlantedBug::SkipTxnValidation, &caught_by, planted_bank(corekv_rpc::txn::Policy::Occ));
+}
+
+#[test]
+fn planted_skipped_range_validation_lets_a_scanning_audit_see_half_a_transfer() {
+    let caught_by = [FailureKind::NotSerializable, FailureKind::BankTotal];
+    planted("plant_range", PlantedBug::SkipRangeValidation, &caught_by, planted_bank(corekv_rpc::txn::Policy::Occ));
 }
 
 #[test]

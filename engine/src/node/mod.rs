@@ -181,6 +181,9 @@ pub enum PlantedBug {
     SplitCommitVersion,
     /// Reads ignore prepared intents (a snapshot read past an unresolved write).
     ReadPastIntent,
+    /// A scan's range is validated against the newest version in it, not the
+    /// version it was read at: OCC misses a write that slipped into the range.
+    SkipRangeValidation,
     /// A participant's new leader drops the prepared transactions it inherits
     /// (resolves them as aborted) instead of waiting for their anchors' decisions.
     ForgetPreparedOnLeaderChange,

@@ -412,13 +412,20 @@ impl NodeCore {
         self.propose_txn(shard, CommandBody::OnePhase(cmd), Some(client), Some(txn.id), Some(txn.id));
     }
 
-    /// The planted bug [`PlantedBug::SkipTxnValidation`]: every read version
-    /// becomes the current one.
+    /// The planted bugs [`PlantedBug::SkipTxnValidation`]: every read version
+    /// becomes the current one; [`PlantedBug::SkipRangeValidation`]: every
+    /// range's read version becomes its newest.
     pub(super) fn plant_skip_validation(&self, shard: ShardId, sets: &mut TxnSets) {
         if self.cfg.planted_bug == PlantedBug::SkipTxnValidation {
             let store = self.groups[&shard].sm.store();
             for r in &mut sets.reads {
                 r.version = store.newest_version(&r.key);
+            }
+        }
+        if self.cfg.planted_bug == PlantedBug::SkipRangeValidation {
+            let store = self.groups[&shard].sm.store();
+            for range in &mut sets.ranges {
+                range.read_ts = range.read_ts.max(store.newest_in_range(&range.start, &range.end));
             }
         }
     }

@@ -910,6 +910,7 @@ impl Cluster {
             self.stats.txns.aborted += s.aborted;
             self.stats.txns.unknown += s.unknown;
             self.stats.txns.audits += s.audits;
+            self.stats.txns.scan_audits += s.scan_audits;
             self.stats.txns.retries += s.retries;
         }
         Ok(Report { stats: self.stats, trace_hash: self.trace, history: self.history })

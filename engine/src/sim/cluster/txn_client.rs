@@ -7,6 +7,10 @@
 //! and new balances; one account, or two on one shard, commit in one phase. An
 //! audit reads every account at one version (the highest this client has seen)
 //! with plain reads at that version: a read-only transaction without locks.
+//! Every other audit is a read-write transaction instead: it scans the accounts'
+//! key range on every shard (shared range locks under two-phase locking, the
+//! ranges validated at commit under OCC) and commits with no writes, so a
+//! transfer that slipped into a scanned range before the commit would show.
 //! Balances start absent (0) and transfers move amounts, so every audit must sum
 //! to 0.
 //!
@@ -27,7 +31,7 @@ use corekv_rpc::kv::{
 };
 use corekv_rpc::map::ClusterMap;
 use corekv_rpc::raft::NodeId;
-use corekv_rpc::txn::{AbortReason, Age, Policy, ReadItem, TxnId, TxnMeta, TxnSets, WriteItem};
+use corekv_rpc::txn::{AbortReason, Age, Policy, RangeItem, ReadItem, TxnId, TxnMeta, TxnSets, WriteItem};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -39,6 +43,11 @@ use crate::check::serial;
 const ATTEMPTS_MAX: u32 = 4;
 /// One audit in this many transactions.
 const AUDIT_EVERY: u64 = 5;
+/// The accounts' key range (`acct<n>`), for the scanning audits.
+const ACCOUNTS_START: &[u8] = b"acct";
+const ACCOUNTS_END: &[u8] = b"acct:";
+/// Keys a scanning audit asks one shard for at a time.
+const SCAN_PAGE: u32 = 3;
 
 /// What a transactional client does next.
 #[derive(Debug)]
@@ -76,6 +85,8 @@ enum Step {
     Lock(Vec<u8>),
     Commit,
     AuditGet(Vec<u8>, Version),
+    /// A scanning audit's page of one shard's accounts, from this key.
+    Scan(ShardId, Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -89,6 +100,9 @@ struct Running {
     steps: Vec<Step>,
     step: usize,
     reads: BTreeMap<Vec<u8>, (Version, Option<Vec<u8>>)>,
+    /// A scanning audit's ranges read, per shard.
+    ranges: Vec<(ShardId, RangeItem)>,
+    scan_audit: bool,
     touched: BTreeSet<ShardId>,
     tag: Option<WriteTag>,
     request: Request,
@@ -109,8 +123,10 @@ pub struct TxnStats {
     pub aborted: u64,
     /// Attempts whose commit outcome never came.
     pub unknown: u64,
-    /// Audits finished.
+    /// Audits finished (read-only at a version, and scanning).
     pub audits: u64,
+    /// Scanning audits committed.
+    pub scan_audits: u64,
     /// Attempts sent beyond the first of a step.
     pub retries: u64,
 }
@@ -135,6 +151,11 @@ pub struct TxnClient {
 /// A value's hash for the checker.
 fn hash(value: &[u8]) -> u64 {
     value.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A scanning audit: the accounts' range on every shard, then the commit.
+fn scan_steps(map: &ClusterMap) -> Vec<Step> {
+    (0..map.shard_count()).map(|s| Step::Scan(s, ACCOUNTS_START.to_vec())).chain([Step::Commit]).collect()
 }
 
 fn balance(value: Option<&Vec<u8>>) -> Result<i64, String> {
@@ -183,6 +204,12 @@ impl TxnClient {
         self.started += 1;
         let start = self.seen.max(now_us << 16);
         let age_start = start;
+        if self.started.is_multiple_of(2 * AUDIT_EVERY) {
+            let steps = scan_steps(map);
+            let attempt = self.begin(map, age_start, None, Vec::new(), Vec::new(), 0, steps, 1, now_us, deadline_us);
+            self.running.as_mut().expect("just begun").scan_audit = true;
+            return attempt;
+        }
         if self.started.is_multiple_of(AUDIT_EVERY) && self.seen > 0 {
             let at = self.seen;
             let steps = accounts.iter().map(|k| Step::AuditGet(k.clone(), at)).collect();
@@ -238,6 +265,8 @@ impl TxnClient {
             steps,
             step: 0,
             reads: BTreeMap::new(),
+            ranges: Vec::new(),
+            scan_audit: false,
             touched: BTreeSet::new(),
             tag: None,
             request: placeholder,
@@ -260,6 +289,22 @@ impl TxnClient {
             Step::Read(key) => (map.shard_of(&key), RequestBody::TxnRead { txn, op: TxnReadOp::Get { key } }),
             Step::Lock(key) => (map.shard_of(&key), RequestBody::TxnLock { txn, key }),
             Step::AuditGet(key, at) => (map.shard_of(&key), RequestBody::Read(ReadOp::Get { key, at: Some(at) })),
+            Step::Scan(shard, start) => {
+                let op = TxnReadOp::Scan { start, end: ACCOUNTS_END.to_vec(), limit: SCAN_PAGE };
+                (shard, RequestBody::TxnRead { txn, op })
+            }
+            Step::Commit if r.scan_audit => {
+                let mut sets: BTreeMap<ShardId, TxnSets> = BTreeMap::new();
+                for (shard, range) in &r.ranges {
+                    sets.entry(*shard).or_default().ranges.push(range.clone());
+                }
+                let anchor = *sets.keys().next().expect("a scanning audit scans every shard");
+                let shards = sets.into_iter().map(|(shard, sets)| ShardSets { shard, sets }).collect();
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let tag = *r.tag.get_or_insert(WriteTag { client: self.id, seq, acked: seq - 1 });
+                (anchor, RequestBody::TxnCommit { txn, tag, shards })
+            }
             Step::Commit => {
                 let mut sets: BTreeMap<ShardId, TxnSets> = BTreeMap::new();
                 let (va, a) = r.reads[&r.from].clone();
@@ -395,6 +440,27 @@ impl TxnClient {
                 self.advance(map, now_us)
             }
             (Step::Lock(_), Outcome::Ok(OkReply::Done)) => self.advance(map, now_us),
+            (Step::Scan(shard, start), Outcome::Ok(OkReply::TxnScan { items, resume, read_ts })) => {
+                self.seen = self.seen.max(read_ts);
+                let range = RangeItem { start: start.clone(), end: ACCOUNTS_END.to_vec(), read_ts };
+                r.ranges.push((shard, range));
+                for item in items {
+                    if map.shard_of(&item.key) != shard
+                        || !(ACCOUNTS_START..ACCOUNTS_END).contains(&item.key.as_slice())
+                    {
+                        return TxnNext::Broken(format!("shard {shard} scanned {:?}", item.key));
+                    }
+                    r.reads.insert(item.key, (item.version, Some(item.value)));
+                }
+                match resume {
+                    Some(next) if next <= start => {
+                        return TxnNext::Broken(format!("shard {shard}'s scan made no progress"));
+                    }
+                    Some(next) => r.steps.insert(r.step + 1, Step::Scan(shard, next)),
+                    None => {}
+                }
+                self.advance(map, now_us)
+            }
             (Step::AuditGet(key, _), Outcome::Ok(OkReply::Value { version, value })) => {
                 r.reads.insert(key, (version, Some(value)));
                 self.advance(map, now_us)
@@ -465,6 +531,23 @@ impl TxnClient {
                 Ok(total) => audit_total = Some(total),
                 Err(e) => return TxnNext::Broken(e),
             }
+        } else if r.scan_audit {
+            if let serial::TxnOutcome::Committed { .. } = outcome {
+                // Every account the scans did not return was absent.
+                for (k, v) in &r.reads {
+                    if v.1.is_none() {
+                        return TxnNext::Broken(format!("a scan returned {k:?} without a value"));
+                    }
+                }
+                self.stats.audits += 1;
+                self.stats.scan_audits += 1;
+                let total: Result<i64, String> = r.reads.values().map(|(_, v)| balance(v.as_ref())).sum();
+                match total {
+                    Ok(0) => {}
+                    Ok(total) => audit_total = Some(total),
+                    Err(e) => return TxnNext::Broken(e),
+                }
+            }
         } else if audit_at.is_none() && r.reads.len() == 2 {
             let a = balance(r.reads[&r.from].1.as_ref()).unwrap_or(0) - r.amount;
             let b = balance(r.reads[&r.to].1.as_ref()).unwrap_or(0) + r.amount;
@@ -473,7 +556,7 @@ impl TxnClient {
             }
         }
         let committed_or_unknown = !matches!(outcome, serial::TxnOutcome::Aborted);
-        if committed_or_unknown && writes.is_empty() && audit_at.is_none() {
+        if committed_or_unknown && writes.is_empty() && audit_at.is_none() && !r.scan_audit {
             return TxnNext::Broken("a transfer committed before it read both accounts".into());
         }
         match outcome {
@@ -507,10 +590,10 @@ impl TxnClient {
             }
         }
         let retry = (retryable && audit_at.is_none() && r.tries < ATTEMPTS_MAX && now_us < r.deadline_us).then(|| {
-            let steps = self.transfer_steps(&r.from, &r.to);
+            let steps = if r.scan_audit { scan_steps(map) } else { self.transfer_steps(&r.from, &r.to) };
             // Wait-die ages: the retry keeps the first attempt's start.
             let start = if self.policy == Policy::WaitDie { r.meta.age.start } else { self.seen.max(now_us << 16) };
-            self.begin(
+            let attempt = self.begin(
                 map,
                 start,
                 None,
@@ -521,7 +604,11 @@ impl TxnClient {
                 r.tries + 1,
                 now_us,
                 r.deadline_us,
-            )
+            );
+            if r.scan_audit {
+                self.running.as_mut().expect("just begun").scan_audit = true;
+            }
+            attempt
         });
         TxnNext::Ended { record, releases, audit_total, retry }
     }
