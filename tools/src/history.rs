@@ -248,6 +248,11 @@ impl<W: Write> HistoryWriter<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+
+    /// The sink back (a test's in-memory file).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
 }
 
 /// One line of the file, of either kind.
