@@ -44,8 +44,12 @@ const RANDOM_KEYS: usize = 8;
 /// Each client request's deadline, retries included; a transaction is retried
 /// while aborted until it passes too.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(3);
-/// Fault rounds per run (times `COREKV_E2E_LONG`): one of each kind.
-const ROUNDS: usize = 4;
+/// Some random transactions' deadline (drawn from this range): short enough
+/// that a fault makes them give up, which leaves indeterminate commits (and
+/// unavailable attempts) in the history.
+const SHORT_DEADLINE: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(1500));
+/// Fault rounds per run (times `COREKV_E2E_LONG`): each kind at least once.
+const ROUNDS: usize = 8;
 /// A bound on one fault round, far above the plan's own times: a nemesis stuck
 /// longer is stopped and the test fails (liveness, not speed).
 const ROUND_BOUND: Duration = Duration::from_secs(40);
@@ -71,6 +75,10 @@ fn balance(value: Option<&[u8]>) -> i64 {
     let text = std::str::from_utf8(value).expect("a balance is utf-8");
     text.split('@').next().and_then(|b| b.parse().ok()).unwrap_or_else(|| panic!("not a balance: {text:?}"))
 }
+
+/// A client thread's body: given the shared state, its client and its number,
+/// what it got committed (two counts), or why it stopped.
+type ClientThread = dyn FnOnce(Shared, Client, u64) -> Result<(u64, u64), String> + Send;
 
 /// What one client thread shares with the others.
 #[derive(Clone)]
@@ -158,7 +166,8 @@ fn bank_worker(shared: Shared, mut client: Client, worker: u64, policy: Policy, 
 }
 
 /// Random read-write transactions over a few random keys and an account (read
-/// only), and now and then a read-only one; the number of each committed.
+/// only), half of them with a short deadline, and now and then a read-only
+/// one; the number of each committed.
 fn random_worker(shared: Shared, mut client: Client, worker: u64, seed: u64) -> Result<(u64, u64), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut read_write, mut read_only) = (0, 0);
@@ -183,6 +192,8 @@ fn random_worker(shared: Shared, mut client: Client, worker: u64, seed: u64) -> 
             continue;
         }
         let policy = Policy::ALL[rng.random_range(0..Policy::ALL.len())];
+        let short = SHORT_DEADLINE.0 + (SHORT_DEADLINE.1 - SHORT_DEADLINE.0).mul_f64(rng.random::<f64>());
+        client.set_deadline(if rng.random_bool(0.5) { short } else { CLIENT_DEADLINE });
         // Each key: read it, write it, or both; decided before the attempts, so
         // that every attempt tries the same transaction.
         let plan: Vec<(usize, u32)> = keys.iter().map(|&k| (k, rng.random_range(0..3u32))).collect();
@@ -328,7 +339,7 @@ fn bank_and_random_transactions_stay_serializable_through_kills_pauses_and_resta
         hot_shards: hot_shards.into_iter().collect(),
         warmup: Duration::from_secs(1),
         gap: (Duration::from_millis(500), Duration::from_secs(1)),
-        hold: (Duration::from_secs(1), Duration::from_secs(2)),
+        hold: (Duration::from_secs(1), Duration::from_secs(3)),
     };
     let rounds = plan.rounds;
     let shared = Shared {
@@ -340,7 +351,7 @@ fn bank_and_random_transactions_stay_serializable_through_kills_pauses_and_resta
     };
 
     let mut worker = 0u64;
-    let mut spawn = |f: Box<dyn FnOnce(Shared, Client, u64) -> Result<(u64, u64), String> + Send>| {
+    let mut spawn = |f: Box<ClientThread>| {
         worker += 1;
         let (shared, client, w) = (shared.clone(), local::connect(&cluster, CLIENT_DEADLINE), worker);
         std::thread::spawn(move || f(shared, client, w))
