@@ -5,8 +5,8 @@
 //!
 //! Two kinds of line share the file: register operations ([`Record`], checked
 //! for linearizability per key) and transaction attempts ([`TxnRecord`],
-//! `"op":"txn"`, checked for serializability by [`txn`]'s rules); one file may
-//! hold both.
+//! `"op":"txn"`, checked for serializability by the rules of
+//! `history/txn.rs`); one file may hold both.
 //!
 //! Values are recorded by hash (FNV-1a 64 in 16 hex digits), so a 1 KB record
 //! costs 16 bytes in the file; the checker compares hashes as values, which keeps
@@ -327,7 +327,7 @@ impl History {
 
 /// Reads a history of both kinds of line. Register lines on a key that a
 /// transaction line also reads or writes go to the serializability checker as
-/// one-key transactions (module [`txn`]); the others to the linearizability
+/// one-key transactions (`history/txn.rs`); the others to the linearizability
 /// checker. The error names the first bad line.
 pub fn read_all(input: impl BufRead) -> Result<History, String> {
     let lines = read_lines(input)?;
