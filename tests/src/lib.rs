@@ -3,7 +3,8 @@
 //! hangs and restarts them while clients work ([`nemesis`]), the clients' random
 //! operations ([`workload`]), recording what they were told as a history for the
 //! linearizability checker and judging it ([`history`]), acknowledged writes and
-//! the proof that they survived ([`ledger`]), and the knobs a person turns to
+//! the proof that they survived ([`ledger`]), transactions recorded as the
+//! history file's transaction lines and judged by its checker ([`txn`]), and the knobs a person turns to
 //! rerun or lengthen a run ([`knobs`]).
 //!
 //! The clients are the client library's own (`corekv_rpc::client::blocking`):
@@ -14,4 +15,5 @@ pub mod knobs;
 pub mod ledger;
 pub mod local;
 pub mod nemesis;
+pub mod txn;
 pub mod workload;

@@ -3,6 +3,11 @@
 //! types (`corekv_engine::check`). The schema is documented in docs/HISTORY.md; a
 //! line that does not fit it is an error naming the line, never a panic.
 //!
+//! Two kinds of line share the file: register operations ([`Record`], checked
+//! for linearizability per key) and transaction attempts ([`TxnRecord`],
+//! `"op":"txn"`, checked for serializability by the rules of
+//! `history/txn.rs`); one file may hold both.
+//!
 //! Values are recorded by hash (FNV-1a 64 in 16 hex digits), so a 1 KB record
 //! costs 16 bytes in the file; the checker compares hashes as values, which keeps
 //! its verdict (two different values written in one run with the same 64-bit hash
@@ -13,6 +18,12 @@ use std::io::{self, BufRead, Write};
 use base64::Engine as _;
 use corekv_engine::check::{Call, Operation, Outcome};
 use serde::{Deserialize, Serialize};
+
+mod txn;
+#[cfg(test)]
+mod txn_tests;
+
+pub use txn::{TxnScope, TxnVerdict};
 
 /// One line of the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +145,17 @@ impl TxnWriteRecord {
     }
 }
 
+/// A key from its `key` or `key_b64` field: exactly one must be there.
+fn key_bytes(key: &Option<String>, key_b64: &Option<String>) -> Result<Vec<u8>, String> {
+    match (key, key_b64) {
+        (Some(key), None) => Ok(key.clone().into_bytes()),
+        (None, Some(b64)) => {
+            base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("bad key_b64: {e}"))
+        }
+        _ => Err("needs exactly one of key and key_b64".into()),
+    }
+}
+
 /// FNV-1a 64 of `bytes` in 16 hex digits: how values appear in the file.
 pub fn value_hash(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -155,13 +177,7 @@ impl Record {
     }
 
     fn key_bytes(&self) -> Result<Vec<u8>, String> {
-        match (&self.key, &self.key_b64) {
-            (Some(key), None) => Ok(key.clone().into_bytes()),
-            (None, Some(b64)) => {
-                base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("bad key_b64: {e}"))
-            }
-            _ => Err("needs exactly one of key and key_b64".into()),
-        }
+        key_bytes(&self.key, &self.key_b64)
     }
 
     /// The checker's operation, or `None` for a record the checker does not take
@@ -232,28 +248,125 @@ impl<W: Write> HistoryWriter<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+
+    /// The sink back (a test's in-memory file).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
 }
 
-/// Reads a history: the checker's operations and how many lines were skipped
-/// (scans, invalid answers). The error names the first bad line.
-pub fn read_history(input: impl BufRead) -> Result<(Vec<Operation>, usize), String> {
-    let mut ops = Vec::new();
-    let mut skipped = 0;
+/// One line of the file, of either kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A register operation.
+    Register(Record),
+    /// A transaction attempt (`"op":"txn"`).
+    Txn(TxnRecord),
+}
+
+/// Parses one line: its `op` says which kind it is.
+pub fn parse_line(line: &str) -> Result<Line, String> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if value.get("op").and_then(serde_json::Value::as_str) == Some("txn") {
+        serde_json::from_value(value).map(Line::Txn).map_err(|e| format!("a txn line: {e}"))
+    } else {
+        serde_json::from_value(value).map(Line::Register).map_err(|e| e.to_string())
+    }
+}
+
+/// Every line of a history, numbered from 1; blank lines left out. The error
+/// names the first line that cannot be read or parsed.
+fn read_lines(input: impl BufRead) -> Result<Vec<(usize, Line)>, String> {
+    let mut lines = Vec::new();
     for (n, line) in input.lines().enumerate() {
         let line = line.map_err(|e| format!("line {}: {e}", n + 1))?;
         if line.trim().is_empty() {
             continue;
         }
-        let record: Record = serde_json::from_str(&line).map_err(|e| format!("line {}: {e}", n + 1))?;
-        match record.to_operation().map_err(|e| format!("line {}: {e}", n + 1))? {
-            Some(op) => ops.push(op),
-            None => skipped += 1,
+        lines.push((n + 1, parse_line(&line).map_err(|e| format!("line {}: {e}", n + 1))?));
+    }
+    Ok(lines)
+}
+
+/// Reads the register lines of a history: the linearizability checker's
+/// operations and how many register lines were skipped (scans, invalid
+/// answers); transaction lines are left out (see [`read_all`]). The error
+/// names the first bad line.
+pub fn read_history(input: impl BufRead) -> Result<(Vec<Operation>, usize), String> {
+    let mut ops = Vec::new();
+    let mut skipped = 0;
+    for (n, line) in read_lines(input)? {
+        if let Line::Register(record) = line {
+            match record.to_operation().map_err(|e| format!("line {n}: {e}"))? {
+                Some(op) => ops.push(op),
+                None => skipped += 1,
+            }
         }
     }
     Ok((ops, skipped))
 }
 
-/// The checker's verdict on a history file.
+/// A whole history, split for its two checkers.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Register operations on keys no transaction line touches: for the
+    /// linearizability checker.
+    pub ops: Vec<Operation>,
+    /// Register lines neither checker takes (scans, invalid answers, and on
+    /// keys transactions touch, answers without a known version).
+    pub skipped: usize,
+    txns: txn::TxnHistory,
+}
+
+impl History {
+    /// Transaction lines read.
+    pub fn txn_lines(&self) -> usize {
+        self.txns.txn_lines
+    }
+}
+
+/// Reads a history of both kinds of line. Register lines on a key that a
+/// transaction line also reads or writes go to the serializability checker as
+/// one-key transactions (`history/txn.rs`); the others to the linearizability
+/// checker. The error names the first bad line.
+pub fn read_all(input: impl BufRead) -> Result<History, String> {
+    let lines = read_lines(input)?;
+    let mut txn_keys = std::collections::HashSet::new();
+    let mut txn_ids = std::collections::HashMap::new();
+    let mut history = History::default();
+    for (n, line) in &lines {
+        let Line::Txn(record) = line else { continue };
+        if let Some(first) = txn_ids.insert(record.txn.clone(), *n) {
+            return Err(format!("line {n}: txn {:?} is also on line {first} (one line per attempt)", record.txn));
+        }
+        history.txns.push_txn(*n, record).map_err(|e| format!("line {n}: {e}"))?;
+        for (key, key_b64) in
+            record.reads.iter().map(|r| (&r.key, &r.key_b64)).chain(record.writes.iter().map(|w| (&w.key, &w.key_b64)))
+        {
+            txn_keys.insert(key_bytes(key, key_b64).map_err(|e| format!("line {n}: {e}"))?);
+        }
+    }
+    for (n, line) in &lines {
+        let Line::Register(record) = line else { continue };
+        let shared =
+            record.op != "scan" && txn_keys.contains(&record.key_bytes().map_err(|e| format!("line {n}: {e}"))?);
+        let checked = if shared {
+            history.txns.push_register(*n, record).map_err(|e| format!("line {n}: {e}"))?
+        } else {
+            match record.to_operation().map_err(|e| format!("line {n}: {e}"))? {
+                Some(op) => {
+                    history.ops.push(op);
+                    true
+                }
+                None => false,
+            }
+        };
+        history.skipped += usize::from(!checked);
+    }
+    Ok(history)
+}
+
+/// The linearizability checker's verdict on the register lines of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Every key's history is linearizable.
@@ -280,27 +393,106 @@ pub enum Verdict {
     },
 }
 
-/// Reads the history at `path` and runs the linearizability checker on its
-/// register operations (`corekv-ctl check-history`, `corekv-bench --check`). The
-/// error says why the file could not be checked (unreadable, a bad line, a
-/// malformed history).
-pub fn check_file(path: &std::path::Path) -> Result<Verdict, String> {
+/// Both checkers' verdicts on a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileVerdict {
+    /// Linearizability of the register lines (a pass when there are none).
+    pub registers: Verdict,
+    /// Serializability of the transaction lines (a pass when there are none).
+    pub txns: TxnVerdict,
+}
+
+impl FileVerdict {
+    /// 0 when both pass; 1 when either found a violation; 3 when neither did
+    /// but one could not decide (not a pass).
+    pub fn exit_code(&self) -> u8 {
+        let violation = matches!(self.registers, Verdict::NotLinearizable { .. })
+            || matches!(self.txns, TxnVerdict::NotSerializable { .. });
+        if violation {
+            1
+        } else if self.passed() {
+            0
+        } else {
+            3
+        }
+    }
+
+    /// Whether both checkers passed.
+    pub fn passed(&self) -> bool {
+        matches!(self.registers, Verdict::Linearizable { .. }) && self.txns.passed()
+    }
+}
+
+/// Reads the history at `path` and runs both checkers: linearizability on the
+/// register lines, serializability on the transaction lines (`corekv-ctl
+/// check-history`). The error says why the file could not be checked
+/// (unreadable, a bad line, a malformed history).
+pub fn check_history_file(path: &std::path::Path) -> Result<FileVerdict, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let history = read_all(io::BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
+    check_all(&history).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Runs both checkers on a history already read.
+pub fn check_all(history: &History) -> Result<FileVerdict, String> {
+    let registers = check_registers(&history.ops, history.skipped)?;
+    let txns = txn::check(&history.txns)?;
+    Ok(FileVerdict { registers, txns })
+}
+
+fn check_registers(ops: &[Operation], skipped: usize) -> Result<Verdict, String> {
     use corekv_engine::check::{
         CheckConfig, CheckResult, SHRINK_CHECKS_MAX_DEFAULT, check_history, shrink_key_history, split_by_key,
     };
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let (ops, skipped) = read_history(io::BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
     let config = CheckConfig::default();
-    match check_history(&ops, &config).map_err(|e| format!("{}: malformed history: {e}", path.display()))? {
+    match check_history(ops, &config).map_err(|e| format!("malformed history: {e}"))? {
         CheckResult::Linearizable => Ok(Verdict::Linearizable { operations: ops.len(), skipped }),
         CheckResult::Unknown { key, states_explored } => Ok(Verdict::Unknown { key, states_explored }),
         CheckResult::NotLinearizable { key, witness } => {
-            let key_ops = split_by_key(&ops).remove(&key).unwrap_or_default();
+            let key_ops = split_by_key(ops).remove(&key).unwrap_or_default();
             let history = match shrink_key_history(&key_ops, &config, SHRINK_CHECKS_MAX_DEFAULT) {
                 Ok(Some(shrunk)) => shrunk.ops.iter().map(ToString::to_string).collect(),
                 _ => witness.to_string().lines().map(str::to_string).collect(),
             };
             Ok(Verdict::NotLinearizable { key, history })
+        }
+    }
+}
+
+/// [`check_history_file`] for a caller that knows only the register verdict
+/// (`corekv-bench --check` until it takes [`FileVerdict`]): the register
+/// verdict when the transaction lines pass, and an error describing the
+/// transactions' verdict when they do not, so a failed or undecided
+/// serializability check never passes quietly.
+pub fn check_file(path: &std::path::Path) -> Result<Verdict, String> {
+    let verdict = check_history_file(path)?;
+    if verdict.txns.passed() {
+        return Ok(verdict.registers);
+    }
+    Err(format!("{}: transactions: {}", path.display(), describe_txns(&verdict.txns).join("; ")))
+}
+
+/// The transactions' verdict in human lines: the first says what it is, the
+/// others name the transactions involved.
+pub fn describe_txns(verdict: &TxnVerdict) -> Vec<String> {
+    match verdict {
+        TxnVerdict::Serializable { transactions, read_only, plain } => vec![format!(
+            "serializable: {transactions} transactions ({read_only} read-only; read-write strictly), \
+             {plain} plain operations among them"
+        )],
+        TxnVerdict::NotSerializable { scope, anomaly, involved } => {
+            let what = match scope {
+                TxnScope::ReadWrite => "not strictly serializable (read-write transactions)",
+                TxnScope::All => "not serializable (read-only transactions included)",
+            };
+            std::iter::once(format!("{what}: {anomaly}"))
+                .chain(involved.iter().map(|name| format!("  T{}", name.trim_start_matches("line "))))
+                .collect()
+        }
+        TxnVerdict::Undecided { scope, undecided, involved } => {
+            std::iter::once(format!("undecided ({} transactions): {undecided}; not a pass", scope.word()))
+                .chain(involved.iter().map(|name| format!("  T{}", name.trim_start_matches("line "))))
+                .collect()
         }
     }
 }

@@ -125,9 +125,11 @@ pub enum Command {
     /// A cluster of background corekv-server processes on this machine (loopback).
     #[command(subcommand)]
     Local(LocalCommand),
-    /// Check an operation history (corekv-bench --history FILE) for linearizability;
-    /// on failure print the smallest failing history of one key. Exit 0
-    /// linearizable, 1 not, 3 unknown (the search budget ran out).
+    /// Check an operation history (corekv-bench --history FILE): register lines for
+    /// linearizability (on failure, the smallest failing history of one key),
+    /// transaction lines for serializability (strict among read-write ones; on
+    /// failure, the anomaly and its transactions). Exit 0 both pass, 1 a violation,
+    /// 3 unknown or undecided (not a pass).
     CheckHistory {
         /// The history file (JSON lines, docs/HISTORY.md).
         file: PathBuf,

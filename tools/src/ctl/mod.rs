@@ -1,6 +1,7 @@
 //! `corekv-ctl`, the admin and data CLI, as a library: the command line
 //! ([`args`]), one session that runs commands with one client ([`session`]),
-//! the result shapes and exit codes ([`render`], [`status`]), the line shell
+//! the result shapes and exit codes ([`render`], [`status`], [`check`] for
+//! `check-history`), the line shell
 //! ([`shell`]) and the local cluster commands ([`local`]). The binary
 //! (`src/bin/corekv-ctl.rs`) only wires them to the process.
 //!
@@ -9,6 +10,7 @@
 //! shapes of the issue are asserted string for string in unit tests.
 
 pub mod args;
+pub mod check;
 pub mod local;
 #[cfg(test)]
 pub(crate) mod memory;

@@ -150,69 +150,6 @@ struct FailureJson<'a> {
     reason: Option<&'a str>,
 }
 
-/// `check-history FILE`: `{"ok":true,"linearizable":true,"operations":N,"skipped":K}`;
-/// `{"ok":false,"error":"not_linearizable","key":…,"history":[…]}` (exit 1), the
-/// smallest failing history of one key, an operation a line;
-/// `{"ok":false,"error":"unknown","key":…,"states_explored":N}` (exit 3).
-pub fn render_check(path: &std::path::Path, json: bool) -> Result<Rendered, Failure> {
-    use crate::history::{Verdict, check_file};
-    match check_file(path).map_err(Failure::invalid)? {
-        Verdict::Linearizable { operations, skipped } => {
-            #[derive(Serialize)]
-            struct Ok {
-                ok: bool,
-                linearizable: bool,
-                operations: usize,
-                skipped: usize,
-            }
-            let human =
-                format!("linearizable: {operations} operations checked ({skipped} scans or invalid not checked)");
-            Ok(Rendered::ok_line(json, &Ok { ok: true, linearizable: true, operations, skipped }, human))
-        }
-        Verdict::NotLinearizable { key, history } => {
-            let first = format!("not linearizable: key {}; smallest failing history found:", human_bytes(&key));
-            let lines = if json {
-                vec![check_failure_json("not_linearizable", &key, Some(&history), None)]
-            } else {
-                std::iter::once(first.clone()).chain(history.iter().map(|l| format!("  {l}"))).collect()
-            };
-            let line = if json { lines[0].clone() } else { format!("{first} {}", history.join("; ")) };
-            Ok(Rendered { lines, line, failed: true, log: None, exit: EXIT_NEGATIVE })
-        }
-        Verdict::Unknown { key, states_explored } => {
-            let line = if json {
-                check_failure_json("unknown", &key, None, Some(states_explored))
-            } else {
-                format!(
-                    "error: unknown: key {} still undecided after {states_explored} states (the search budget ran out; not a pass)",
-                    human_bytes(&key)
-                )
-            };
-            Ok(Rendered { lines: vec![line.clone()], line, failed: true, log: None, exit: EXIT_UNKNOWN })
-        }
-    }
-}
-
-/// A failed check-history as one JSON object: the key (or `key_b64`), and the
-/// failing history or the states explored.
-fn check_failure_json(error: &str, key: &[u8], history: Option<&[String]>, states_explored: Option<u64>) -> String {
-    #[derive(Serialize)]
-    struct CheckFailure<'a> {
-        ok: bool,
-        error: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        key: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        key_b64: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        history: Option<&'a [String]>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        states_explored: Option<u64>,
-    }
-    let (key, key_b64) = JsonBytes::of(key).split();
-    to_json(&CheckFailure { ok: false, error, key, key_b64, history, states_explored })
-}
-
 /// Bytes as a JSON string: the text when they are UTF-8, else base64 (for the
 /// `*_b64` field).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,7 +170,7 @@ impl JsonBytes {
     }
 
     /// (text, base64): exactly one is `Some`.
-    fn split(self) -> (Option<String>, Option<String>) {
+    pub(crate) fn split(self) -> (Option<String>, Option<String>) {
         match self {
             JsonBytes::Text(t) => (Some(t), None),
             JsonBytes::Base64(b) => (None, Some(b)),
@@ -480,52 +417,6 @@ pub fn render_scan(page: &ScanPage, json: bool) -> Rendered {
 mod tests {
     use super::*;
 
-    #[test]
-    fn check_history_answers_each_verdict_in_its_shape() {
-        use crate::history::{HistoryWriter, Record, value_hash};
-        let record = |op: &str, v: &[u8], version: u64, at: u64| {
-            Record {
-                client: 1,
-                op: op.into(),
-                key: None,
-                key_b64: None,
-                value_hash: Some(value_hash(v)),
-                expected: None,
-                invoke_ns: at,
-                return_ns: Some(at + 1),
-                outcome: "ok".into(),
-                version: Some(version),
-            }
-            .with_key(b"k")
-        };
-        let write = |name: &str, records: &[Record]| {
-            let path = std::env::temp_dir().join(format!("corekv-render-check-{}-{name}", std::process::id()));
-            let mut w = HistoryWriter::new(std::fs::File::create(&path).unwrap());
-            for r in records {
-                w.write(r).unwrap();
-            }
-            path
-        };
-        let good = write("good", &[record("put", b"a", 1, 0), record("get", b"a", 1, 2)]);
-        let ok = render_check(&good, true).unwrap();
-        assert_eq!(ok.lines, [r#"{"ok":true,"linearizable":true,"operations":2,"skipped":0}"#]);
-        assert_eq!(ok.exit, EXIT_OK);
-        let stale = write("stale", &[record("put", b"a", 1, 0), record("put", b"b", 2, 2), record("get", b"a", 1, 4)]);
-        let failed = render_check(&stale, true).unwrap();
-        assert_eq!(failed.exit, EXIT_NEGATIVE);
-        let json: serde_json::Value = serde_json::from_str(&failed.lines[0]).unwrap();
-        assert_eq!(
-            (&json["ok"], &json["error"], &json["key"]),
-            (&false.into(), &"not_linearizable".into(), &"k".into())
-        );
-        assert!(!json["history"].as_array().unwrap().is_empty());
-        assert!(json.get("states_explored").is_none());
-        let human = render_check(&stale, false).unwrap();
-        assert!(human.failed && human.lines[0].starts_with("not linearizable: key k"));
-        assert_eq!(render_check(&std::env::temp_dir().join("no-such-history"), true).unwrap_err().exit, EXIT_INVALID);
-        let _ = std::fs::remove_file(good);
-        let _ = std::fs::remove_file(stale);
-    }
     use corekv_rpc::kv::ScanItem;
 
     fn got(value: &[u8], version: Version) -> Got {

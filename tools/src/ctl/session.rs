@@ -433,7 +433,7 @@ impl Session {
             Command::Local(LocalCommand::Up(args)) => local::run_up(&args, json)?,
             Command::Local(LocalCommand::Down { dir, purge }) => local::run_down(&dir, purge, json)?,
             Command::Local(LocalCommand::Status { dir }) => local::run_status(&dir, json)?,
-            Command::CheckHistory { file } => render::render_check(&file, json)?,
+            Command::CheckHistory { file } => super::check::render_check(&file, json)?,
             Command::Txn { policy, ops } => {
                 let ops = ops.iter().map(parse_txn_op).collect::<Result<Vec<_>, _>>()?;
                 let policy = policy.map_or(Policy::WoundWait, Policy::from);
