@@ -7,7 +7,9 @@
 //! - [`corekv`]: the corekv driver (the async client on glommio);
 //! - [`report`]: histograms, the table, JSON, the server-side figures;
 //! - [`peers`]: etcd and Redis behind the same workloads (cargo feature `peers`);
-//! - [`compare`]: `corekv-bench compare`, corekv beside etcd and Redis.
+//! - [`compare`]: `corekv-bench compare`, corekv beside etcd and Redis;
+//! - [`bank`] and [`ycsb_t`]: transaction workloads, on [`txn_loop`]'s closed
+//!   loop of blocking clients.
 
 pub mod bank;
 pub mod compare;
@@ -17,5 +19,7 @@ pub mod peers;
 pub mod plot;
 pub mod report;
 pub mod runner;
+pub mod txn_loop;
 pub mod workload;
+pub mod ycsb_t;
 pub mod zipf;
