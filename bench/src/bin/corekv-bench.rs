@@ -225,9 +225,17 @@ struct YcsbTCli {
 
 #[derive(Debug, clap::Args)]
 struct CompareCli {
-    /// The workload: put (etcd's op guide, the default), get, ycsb-a ... ycsb-f.
+    /// The workload: put (etcd's op guide, the default), get, ycsb-a ... ycsb-f,
+    /// or bank (transfers between two zipfian-picked accounts: corekv
+    /// transactions, etcd Txn on mod revisions, Redis WATCH/MULTI/EXEC).
     #[arg(long, short = 'w', default_value = "put")]
-    workload: Kind,
+    workload: String,
+    /// bank: accounts.
+    #[arg(long, default_value_t = 1000)]
+    accounts: u64,
+    /// bank: corekv's conflict policy.
+    #[arg(long, value_enum, default_value = "wound-wait")]
+    policy: corekv_engine::config::TxnPolicyName,
     #[command(flatten)]
     sizes: SizeArgs,
     /// Closed-loop clients, one request in flight each, for every system.
@@ -650,7 +658,16 @@ fn target_main(cli: &Cli, spec: Spec, url: &str) -> ExitCode {
 
 /// `corekv-bench compare`.
 fn compare_main(c: &CompareCli) -> ExitCode {
-    let spec = match c.sizes.spec(c.workload) {
+    let bank = c.workload.trim().eq_ignore_ascii_case("bank");
+    let kind = if bank {
+        Kind::Put
+    } else {
+        match c.workload.parse::<Kind>() {
+            Ok(kind) => kind,
+            Err(e) => return usage(&format!("{e}, or bank")),
+        }
+    };
+    let spec = match c.sizes.spec(kind) {
         Ok(spec) => spec,
         Err(e) => return usage(&e),
     };
@@ -672,6 +689,25 @@ fn compare_main(c: &CompareCli) -> ExitCode {
         keep: c.keep,
         sweep: c.plot.is_some(),
     };
+    if bank {
+        if c.plot.is_some() {
+            return usage("--plot sweeps open-loop rates of a key-value workload; bank runs closed loop only");
+        }
+        let spec = corekv_bench::bank::BankSpec {
+            accounts: c.accounts,
+            keys_per_txn: 2,
+            theta: c.sizes.theta,
+            policy: c.policy.into(),
+            clients: c.clients,
+            duration: c.duration,
+            warmup: c.warmup,
+            seed: c.seed,
+        };
+        if let Err(e) = spec.validate() {
+            return usage(&e);
+        }
+        return compare_bank_main(&options, &spec);
+    }
     #[cfg(not(feature = "peers"))]
     {
         let _ = options;
@@ -703,6 +739,31 @@ fn compare_main(c: &CompareCli) -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 eprintln!("corekv-bench compare: a driver check FAILED: the peer numbers above are not to be trusted");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("corekv-bench compare: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// `corekv-bench compare --workload bank`.
+fn compare_bank_main(options: &compare::Options, spec: &corekv_bench::bank::BankSpec) -> ExitCode {
+    #[cfg(not(feature = "peers"))]
+    {
+        let _ = (options, spec);
+        usage(&format!("compare: {NO_PEERS}"))
+    }
+    #[cfg(feature = "peers")]
+    match corekv_bench::compare_bank::run(options, spec) {
+        Ok(results) => {
+            print!("{}", results.markdown());
+            if results.checks_passed() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("corekv-bench compare: an audit found the bank's total changed");
                 ExitCode::from(1)
             }
         }
