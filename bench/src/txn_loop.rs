@@ -209,7 +209,9 @@ impl Ending {
             // commit is sent nothing can commit, and `invalid` and `unavailable`
             // are refusals.
             KvError::Indeterminate { .. } if committing => ("indeterminate", None),
-            KvError::Unavailable { .. } | KvError::Invalid { .. } => ("unavailable", None),
+            KvError::Indeterminate { .. } | KvError::Unavailable { .. } | KvError::Invalid { .. } => {
+                ("unavailable", None)
+            }
             _ if committing => ("indeterminate", None),
             // The body gave up on its own (say, a value it could not parse): the
             // attempt was aborted at its request.
