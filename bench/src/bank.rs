@@ -7,11 +7,12 @@
 //! client measures the same thing an async one would, with less machinery); the
 //! loop, the retries and the history are [`crate::txn_loop`]'s. The latency of a
 //! committed transaction includes its retries. Money is only moved, so an audit
-//! (a read-only transaction over every account) must sum to zero; the run ends
-//! with one.
+//! (a read-only transaction over every account) must sum to zero; one runs
+//! now and then beside the clients (`audit_every`), and one ends the run.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use corekv_rpc::client::blocking::Client;
 use corekv_rpc::client::{ClientConfig, KvError};
@@ -20,6 +21,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::txn_loop::{Attempt, FIGURE_COLUMNS, Figures, LoopSpec, TxnHistory, Worker, closed_loop};
 use crate::zipf::Zipfian;
+
+/// How often a waiting auditor looks at the stop flag.
+const AUDITOR_POLL: Duration = Duration::from_millis(50);
 
 /// One contention run.
 #[derive(Debug, Clone)]
@@ -40,6 +44,9 @@ pub struct BankSpec {
     pub warmup: Duration,
     /// Seed of the choices.
     pub seed: u64,
+    /// A read-only audit of every account this often while the clients run
+    /// (`None`: only the final one).
+    pub audit_every: Option<Duration>,
 }
 
 impl BankSpec {
@@ -70,6 +77,17 @@ pub struct BankReport {
     pub figures: Figures,
     /// The final audit's total (0 when the bank is right).
     pub audit_total: i64,
+    /// The totals of the audits made while the clients ran (0 each).
+    pub audits: Vec<i64>,
+    /// Audits during the run that got no answer (unavailable, say).
+    pub audit_errors: u64,
+}
+
+impl BankReport {
+    /// Whether every audit, the final one included, found the total unchanged.
+    pub fn balanced(&self) -> bool {
+        self.audit_total == 0 && self.audits.iter().all(|t| *t == 0)
+    }
 }
 
 /// The key of account `i`.
@@ -122,6 +140,11 @@ pub fn run_bank(
     history: Option<&Arc<TxnHistory>>,
 ) -> Result<BankReport, String> {
     spec.validate()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let auditor = match spec.audit_every {
+        Some(every) => Some(spawn_auditor(config, spec, history, every, stop.clone())?),
+        None => None,
+    };
     let loop_spec = LoopSpec {
         clients: spec.clients,
         policy: spec.policy,
@@ -135,11 +158,48 @@ pub fn run_bank(
             let picked = pick(&mut zipf, &mut worker.rng, accounts, keys);
             worker.run_txn(|t| move_money(t, &picked))
         }
-    })?;
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (audits, audit_errors) = match auditor {
+        Some(thread) => thread.join().map_err(|_| "the auditor panicked".to_string())?,
+        None => (Vec::new(), 0),
+    };
+    let figures = figures?;
     let client = Client::connect(config.clone()).map_err(|e| format!("cannot connect: {e}"))?;
     let mut auditor = Worker::new(spec.clients as u64, client, spec.policy, spec.seed, history.cloned());
     let audit_total = audit(&mut auditor, spec.accounts).map_err(|e| format!("the final audit failed: {e}"))?;
-    Ok(BankReport { spec: spec.clone(), figures, audit_total })
+    Ok(BankReport { spec: spec.clone(), figures, audit_total, audits, audit_errors })
+}
+
+/// Audits every `every` until `stop` (the audits' totals, and how many got no
+/// answer). The auditor is client number `clients` in the history, as the
+/// final audit is (they never overlap).
+fn spawn_auditor(
+    config: &ClientConfig,
+    spec: &BankSpec,
+    history: Option<&Arc<TxnHistory>>,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<(Vec<i64>, u64)>, String> {
+    let client = Client::connect(config.clone()).map_err(|e| format!("cannot connect: {e}"))?;
+    let mut worker = Worker::new(spec.clients as u64, client, spec.policy, spec.seed, history.cloned());
+    let accounts = spec.accounts;
+    Ok(std::thread::spawn(move || {
+        let (mut totals, mut errors) = (Vec::new(), 0);
+        let mut next = Instant::now() + every;
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() < next {
+                std::thread::sleep(AUDITOR_POLL.min(next - Instant::now()));
+                continue;
+            }
+            match audit(&mut worker, accounts) {
+                Ok(total) => totals.push(total),
+                Err(_) => errors += 1,
+            }
+            next = Instant::now() + every;
+        }
+        (totals, errors)
+    }))
 }
 
 /// Every account read in one read-only transaction: their total.
@@ -202,6 +262,7 @@ mod tests {
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,
             seed: 1,
+            audit_every: None,
         };
         assert!(ok.validate().is_ok());
         assert!(BankSpec { keys_per_txn: 1, ..ok.clone() }.validate().is_err());
