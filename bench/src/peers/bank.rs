@@ -20,7 +20,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client as EtcdClient, Compare, CompareOp, ConnectOptions, KvClient, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Client as EtcdClient, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +36,8 @@ use crate::zipf::Zipfian;
 
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `acct`: the accounts' common prefix (every key of the bank has it).
+const ACCOUNT_PREFIX_BYTES: usize = 4;
 /// Pause after a transfer that failed other than by a conflict.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
@@ -259,7 +263,6 @@ fn expect_ok(reply: &Reply) -> Result<(), String> {
 
 /// The total of every account, read at one point.
 async fn audit(target: &Target, accounts: u64, timeout: Duration) -> Result<i64, String> {
-    let keys: Vec<Vec<u8>> = (0..accounts).map(account).collect();
     match target {
         Target::Etcd(endpoints) => {
             let options = ConnectOptions::new().with_timeout(timeout).with_connect_timeout(CONNECT_TIMEOUT);
@@ -267,21 +270,21 @@ async fn audit(target: &Target, accounts: u64, timeout: Duration) -> Result<i64,
                 .await
                 .map_err(|e| format!("cannot reach etcd: {e}"))?;
             let mut kv = client.kv_client();
-            // One read-only Txn: every account at one revision.
-            let read = Txn::new().and_then(keys.iter().map(|k| TxnOp::get(k.clone(), None)).collect::<Vec<_>>());
-            let read = kv.txn(read).await.map_err(|e| format!("etcd audit: {e}"))?;
+            // One range over the accounts' prefix: every account at one
+            // revision (a Txn of one get per account would pass etcd's limit of
+            // operations per Txn).
+            let prefix = account(0)[..ACCOUNT_PREFIX_BYTES].to_vec();
+            let got =
+                kv.get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(|e| format!("etcd audit: {e}"))?;
             let mut total = 0;
-            for response in read.op_responses() {
-                if let TxnOpResponse::Get(got) = response
-                    && let Some(kv) = got.kvs().first()
-                {
-                    total += parse_balance(Some(kv.value()))?;
-                }
+            for kv in got.kvs() {
+                total += parse_balance(Some(kv.value()))?;
             }
             Ok(total)
         }
         Target::Redis(addr) => {
             let mut conn = RespConn::connect(addr, timeout).await?;
+            let keys: Vec<Vec<u8>> = (0..accounts).map(account).collect();
             let mut command: Vec<&[u8]> = vec![b"MGET"];
             command.extend(keys.iter().map(Vec::as_slice));
             let replies = conn.call(&[&command]).await?;
