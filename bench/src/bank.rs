@@ -4,25 +4,26 @@
 //!
 //! Each client is a thread with its own blocking client (one transaction in
 //! flight each: a transaction's steps are sequential anyway, so the blocking
-//! client measures the same thing an async one would, with less machinery). An
-//! aborted attempt is retried as a new attempt (wait-die keeps the first start
-//! version) until the transaction's deadline; the latency of a committed
-//! transaction includes its retries. Money is only moved, so an audit (a read-only
-//! transaction over every account) must sum to zero; the run ends with one.
+//! client measures the same thing an async one would, with less machinery); the
+//! loop, the retries and the history are [`crate::txn_loop`]'s. The latency of a
+//! committed transaction includes its retries. Money is only moved, so an audit
+//! (a read-only transaction over every account) must sum to zero; one runs
+//! now and then beside the clients (`audit_every`), and one ends the run.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corekv_rpc::client::blocking::{Client, Txn};
+use corekv_rpc::client::blocking::Client;
 use corekv_rpc::client::{ClientConfig, KvError};
 use corekv_rpc::txn::Policy;
-use hdrhistogram::Histogram;
-use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::txn_loop::{Attempt, FIGURE_COLUMNS, Figures, LoopSpec, TxnHistory, Worker, closed_loop};
 use crate::zipf::Zipfian;
+
+/// How often a waiting auditor looks at the stop flag.
+const AUDITOR_POLL: Duration = Duration::from_millis(50);
 
 /// One contention run.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct BankSpec {
     pub warmup: Duration,
     /// Seed of the choices.
     pub seed: u64,
+    /// A read-only audit of every account this often while the clients run
+    /// (`None`: only the final one).
+    pub audit_every: Option<Duration>,
 }
 
 impl BankSpec {
@@ -69,55 +73,29 @@ impl BankSpec {
 pub struct BankReport {
     /// The run.
     pub spec: BankSpec,
-    /// Transactions committed in the measured window.
-    pub committed: u64,
-    /// Aborted attempts by reason word, in the window.
-    pub aborts: BTreeMap<&'static str, u64>,
-    /// Attempts of the committed transactions (the committed ones included).
-    pub attempts: u64,
-    /// Transactions given up (deadline) or indeterminate.
-    pub failed: u64,
-    /// The window's length.
-    pub elapsed: Duration,
-    /// Committed transaction latency including retries, microseconds.
-    pub latency_us: Histogram<u64>,
+    /// Committed txns/s, aborts, retries and latency of the measured window.
+    pub figures: Figures,
     /// The final audit's total (0 when the bank is right).
     pub audit_total: i64,
+    /// The totals of the audits made while the clients ran (0 each).
+    pub audits: Vec<i64>,
+    /// Audits during the run that got no answer (unavailable, say).
+    pub audit_errors: u64,
 }
 
 impl BankReport {
-    /// Committed transactions per second.
-    pub fn txns_per_s(&self) -> f64 {
-        self.committed as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// Aborted attempts in all.
-    pub fn aborted(&self) -> u64 {
-        self.aborts.values().sum()
-    }
-
-    /// Aborted attempts per committed transaction.
-    pub fn aborts_per_commit(&self) -> f64 {
-        self.aborted() as f64 / (self.committed.max(1)) as f64
-    }
-
-    /// The fraction of attempts that aborted.
-    pub fn abort_ratio(&self) -> f64 {
-        let attempts = self.aborted() + self.committed;
-        self.aborted() as f64 / attempts.max(1) as f64
-    }
-
-    /// Retries per committed transaction.
-    pub fn retries_per_commit(&self) -> f64 {
-        self.attempts.saturating_sub(self.committed) as f64 / self.committed.max(1) as f64
+    /// Whether every audit, the final one included, found the total unchanged.
+    pub fn balanced(&self) -> bool {
+        self.audit_total == 0 && self.audits.iter().all(|t| *t == 0)
     }
 }
 
-fn account(i: u64) -> Vec<u8> {
+/// The key of account `i`.
+pub(crate) fn account(i: u64) -> Vec<u8> {
     format!("acct{i}").into_bytes()
 }
 
-fn balance(got: Result<corekv_rpc::client::Got, KvError>) -> Result<i64, KvError> {
+pub(crate) fn balance(got: Result<corekv_rpc::client::Got, KvError>) -> Result<i64, KvError> {
     match got {
         Ok(got) => std::str::from_utf8(&got.value)
             .ok()
@@ -129,7 +107,7 @@ fn balance(got: Result<corekv_rpc::client::Got, KvError>) -> Result<i64, KvError
 }
 
 /// `keys` distinct accounts, the first drawn first.
-fn pick(zipf: &mut Zipfian, rng: &mut ChaCha8Rng, accounts: u64, keys: usize) -> Vec<u64> {
+pub(crate) fn pick(zipf: &mut Zipfian, rng: &mut ChaCha8Rng, accounts: u64, keys: usize) -> Vec<u64> {
     let mut picked: Vec<u64> = Vec::with_capacity(keys);
     while picked.len() < keys {
         let a = zipf.next_below(rng, accounts);
@@ -141,7 +119,7 @@ fn pick(zipf: &mut Zipfian, rng: &mut ChaCha8Rng, accounts: u64, keys: usize) ->
 }
 
 /// The body of one transaction: the first account pays one unit to each other.
-fn move_money(t: &mut Txn<'_>, picked: &[u64]) -> Result<(), KvError> {
+fn move_money(t: &mut Attempt<'_>, picked: &[u64]) -> Result<(), KvError> {
     let mut balances = Vec::with_capacity(picked.len());
     for &a in picked {
         balances.push(balance(t.get_for_update(&account(a)))?);
@@ -154,142 +132,99 @@ fn move_money(t: &mut Txn<'_>, picked: &[u64]) -> Result<(), KvError> {
     Ok(())
 }
 
-#[derive(Debug, Default)]
-struct Tally {
-    committed: u64,
-    aborts: BTreeMap<&'static str, u64>,
-    attempts: u64,
-    failed: u64,
-}
-
-/// Runs `spec` against the cluster at `config`.
-pub fn run_bank(config: &ClientConfig, spec: &BankSpec) -> Result<BankReport, String> {
+/// Runs `spec` against the cluster at `config`, recording every attempt (the
+/// final audit's included) to `history` when given.
+pub fn run_bank(
+    config: &ClientConfig,
+    spec: &BankSpec,
+    history: Option<&Arc<TxnHistory>>,
+) -> Result<BankReport, String> {
     spec.validate()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("3 significant digits are valid")));
-    let mut workers = Vec::with_capacity(spec.clients);
-    for w in 0..spec.clients {
-        let mut client = Client::connect(config.clone()).map_err(|e| format!("cannot connect: {e}"))?;
-        let (spec, stop, measuring, tally, latency) =
-            (spec.clone(), stop.clone(), measuring.clone(), tally.clone(), latency.clone());
-        workers.push(std::thread::spawn(move || {
-            let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let mut zipf = Zipfian::new(spec.accounts, spec.theta);
-            let deadline = client.config().deadline;
-            while !stop.load(Ordering::Relaxed) {
-                let picked = pick(&mut zipf, &mut rng, spec.accounts, spec.keys_per_txn);
-                let began = Instant::now();
-                let mut local = Tally::default();
-                let mut start = None;
-                loop {
-                    local.attempts += 1;
-                    let mut t = match (spec.policy, start) {
-                        (Policy::WaitDie, Some(s)) => client.begin_at(spec.policy, s),
-                        _ => client.begin(spec.policy),
-                    };
-                    start.get_or_insert(t.start_version());
-                    match move_money(&mut t, &picked).and_then(|()| t.commit()) {
-                        Ok(_) => {
-                            local.committed += 1;
-                            break;
-                        }
-                        Err(KvError::Aborted { reason }) if began.elapsed() < deadline => {
-                            *local.aborts.entry(reason.word()).or_default() += 1;
-                            // Exponential backoff with jitter, the same for every
-                            // policy: without it two no-wait transactions can abort
-                            // each other forever.
-                            let cap_us = 250u64 << local.attempts.min(6);
-                            std::thread::sleep(Duration::from_micros(rng.random_range(0..=cap_us)));
-                        }
-                        Err(KvError::Aborted { reason }) => {
-                            *local.aborts.entry(reason.word()).or_default() += 1;
-                            local.failed += 1;
-                            break;
-                        }
-                        Err(_) => {
-                            local.failed += 1;
-                            break;
-                        }
-                    }
-                }
-                if measuring.load(Ordering::Relaxed) {
-                    if local.committed > 0 {
-                        let us = began.elapsed().as_micros().max(1) as u64;
-                        let _ = latency.lock().expect("no worker panics holding it").record(us);
-                    }
-                    let mut t = tally.lock().expect("no worker panics holding it");
-                    t.committed += local.committed;
-                    if local.committed > 0 {
-                        t.attempts += local.attempts;
-                    }
-                    t.failed += local.failed;
-                    for (k, v) in local.aborts {
-                        *t.aborts.entry(k).or_default() += v;
-                    }
-                }
-            }
-        }));
-    }
-    std::thread::sleep(spec.warmup);
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    std::thread::sleep(spec.duration);
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
+    let auditor = match spec.audit_every {
+        Some(every) => Some(spawn_auditor(config, spec, history, every, stop.clone())?),
+        None => None,
+    };
+    let loop_spec = LoopSpec {
+        clients: spec.clients,
+        policy: spec.policy,
+        duration: spec.duration,
+        warmup: spec.warmup,
+        seed: spec.seed,
+    };
+    let figures = closed_loop(config, &loop_spec, history, |_| {
+        let (accounts, keys, mut zipf) = (spec.accounts, spec.keys_per_txn, Zipfian::new(spec.accounts, spec.theta));
+        move |worker: &mut Worker| {
+            let picked = pick(&mut zipf, &mut worker.rng, accounts, keys);
+            worker.run_txn(|t| move_money(t, &picked))
+        }
+    });
     stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().map_err(|_| "a bank worker panicked".to_string())?;
-    }
-    let mut auditor = Client::connect(config.clone()).map_err(|e| format!("cannot connect: {e}"))?;
+    let (audits, audit_errors) = match auditor {
+        Some(thread) => thread.join().map_err(|_| "the auditor panicked".to_string())?,
+        None => (Vec::new(), 0),
+    };
+    let figures = figures?;
+    let client = Client::connect(config.clone()).map_err(|e| format!("cannot connect: {e}"))?;
+    let mut auditor = Worker::new(spec.clients as u64, client, spec.policy, spec.seed, history.cloned());
     let audit_total = audit(&mut auditor, spec.accounts).map_err(|e| format!("the final audit failed: {e}"))?;
-    let tally = std::mem::take(&mut *tally.lock().expect("workers are done"));
-    let latency_us = latency.lock().expect("workers are done").clone();
-    Ok(BankReport {
-        spec: spec.clone(),
-        committed: tally.committed,
-        aborts: tally.aborts,
-        attempts: tally.attempts,
-        failed: tally.failed,
-        elapsed,
-        latency_us,
-        audit_total,
-    })
+    Ok(BankReport { spec: spec.clone(), figures, audit_total, audits, audit_errors })
+}
+
+/// Audits every `every` until `stop` (the audits' totals, and how many got no
+/// answer). The auditor is client number `clients` in the history, as the
+/// final audit is (they never overlap).
+fn spawn_auditor(
+    config: &ClientConfig,
+    spec: &BankSpec,
+    history: Option<&Arc<TxnHistory>>,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<(Vec<i64>, u64)>, String> {
+    let client = Client::connect(config.clone()).map_err(|e| format!("cannot connect: {e}"))?;
+    let mut worker = Worker::new(spec.clients as u64, client, spec.policy, spec.seed, history.cloned());
+    let accounts = spec.accounts;
+    Ok(std::thread::spawn(move || {
+        let (mut totals, mut errors) = (Vec::new(), 0);
+        let mut next = Instant::now() + every;
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() < next {
+                std::thread::sleep(AUDITOR_POLL.min(next - Instant::now()));
+                continue;
+            }
+            match audit(&mut worker, accounts) {
+                Ok(total) => totals.push(total),
+                Err(_) => errors += 1,
+            }
+            next = Instant::now() + every;
+        }
+        (totals, errors)
+    }))
 }
 
 /// Every account read in one read-only transaction: their total.
-pub fn audit(client: &mut Client, accounts: u64) -> Result<i64, KvError> {
-    let mut t = client.begin_read_only(None);
-    let mut total = 0;
-    for a in 0..accounts {
-        total += balance(t.get(&account(a)))?;
-    }
-    t.commit()?;
+pub fn audit(worker: &mut Worker, accounts: u64) -> Result<i64, KvError> {
+    let (total, _) = worker.run_read_only(|t| {
+        let mut total = 0;
+        for a in 0..accounts {
+            total += balance(t.get(&account(a)))?;
+        }
+        Ok(total)
+    })?;
     Ok(total)
 }
 
 /// A markdown table of runs, one row each.
 pub fn table(reports: &[BankReport]) -> String {
-    let mut out = String::from(
-        "| policy | θ | keys/txn | clients | committed txns/s | abort ratio | aborts/commit | retries/commit | p50 ms | p99 ms | aborts by reason |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut out = format!("| policy | θ | keys/txn | clients | {FIGURE_COLUMNS} |\n|{}\n", "---|".repeat(12));
     for r in reports {
-        let reasons: Vec<String> = r.aborts.iter().map(|(k, v)| format!("{k} {v}")).collect();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             r.spec.policy,
             r.spec.theta,
             r.spec.keys_per_txn,
             r.spec.clients,
-            r.txns_per_s(),
-            r.abort_ratio(),
-            r.aborts_per_commit(),
-            r.retries_per_commit(),
-            r.latency_us.value_at_quantile(0.5) as f64 / 1000.0,
-            r.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
-            if reasons.is_empty() { "-".to_string() } else { reasons.join(", ") },
+            r.figures.cells()
         ));
     }
     out
@@ -297,6 +232,8 @@ pub fn table(reports: &[BankReport]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+
     use super::*;
 
     #[test]
@@ -325,6 +262,7 @@ mod tests {
             duration: Duration::from_secs(1),
             warmup: Duration::ZERO,
             seed: 1,
+            audit_every: None,
         };
         assert!(ok.validate().is_ok());
         assert!(BankSpec { keys_per_txn: 1, ..ok.clone() }.validate().is_err());

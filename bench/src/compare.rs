@@ -513,6 +513,8 @@ pub struct Options {
 
 #[cfg(feature = "peers")]
 pub use live::run;
+#[cfg(feature = "peers")]
+pub(crate) use live::{Live, ensure_peers, in_dir, start};
 
 /// The comparison itself: processes, runs, checks.
 #[cfg(feature = "peers")]
@@ -534,12 +536,14 @@ mod live {
     }
 
     /// A system that is up.
-    enum Live {
+    pub(crate) enum Live {
         /// The servers stop when this is dropped.
         Peer {
+            /// Where its clients connect.
             target: Target,
             _servers: Servers,
         },
+        /// A local corekv cluster, stopped when this is dropped.
         Corekv(LocalCluster),
     }
 
@@ -577,7 +581,8 @@ mod live {
         }
     }
 
-    fn start(system: System, opts: &Options, dir: &Path) -> Result<Live, String> {
+    /// Starts `system` with its data and logs under `dir`.
+    pub(crate) fn start(system: System, opts: &Options, dir: &Path) -> Result<Live, String> {
         let corekv = |nodes: usize| {
             let options = LaunchOptions {
                 nodes,
@@ -739,8 +744,18 @@ mod live {
         if opts.reps == 0 || opts.clients == 0 {
             return Err("--reps and --clients must be at least 1".into());
         }
-        let dir = match &opts.dir {
-            Some(dir) => dir.clone(),
+        in_dir(opts.dir.as_deref(), opts.keep, |dir| run_in(opts, dir))
+    }
+
+    /// Runs `f` in `dir` (default: a fresh temp dir), removed afterwards unless
+    /// `keep` or `f` failed (then the error says where the logs are).
+    pub(crate) fn in_dir<T>(
+        dir: Option<&Path>,
+        keep: bool,
+        f: impl FnOnce(&Path) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let dir = match dir {
+            Some(dir) => dir.to_path_buf(),
             None => std::env::temp_dir().join(format!(
                 "corekv-bench-compare-{}-{}",
                 std::process::id(),
@@ -748,9 +763,9 @@ mod live {
             )),
         };
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        match run_in(opts, &dir) {
+        match f(&dir) {
             Ok(results) => {
-                if !opts.keep {
+                if !keep {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
                 Ok(results)
@@ -759,18 +774,26 @@ mod live {
         }
     }
 
-    fn run_in(opts: &Options, dir: &Path) -> Result<Results, String> {
-        let mut systems = opts.systems.clone();
-        systems.sort();
-        systems.dedup();
+    /// The peer servers `systems` need, installed when missing.
+    pub(crate) fn ensure_peers(systems: &[System]) -> Result<(), String> {
         if systems.contains(&System::RedisFsync) || systems.contains(&System::RedisMemory) {
-            Target::Redis(String::new()).supports(opts.spec.kind)?;
             peers::servers::ensure_installed("redis-server", "redis-server")?;
             peers::servers::ensure_installed("redis-benchmark", "redis-tools")?;
         }
         if systems.contains(&System::Etcd3) {
             peers::servers::ensure_installed("etcd", "etcd-server")?;
         }
+        Ok(())
+    }
+
+    fn run_in(opts: &Options, dir: &Path) -> Result<Results, String> {
+        let mut systems = opts.systems.clone();
+        systems.sort();
+        systems.dedup();
+        if systems.contains(&System::RedisFsync) || systems.contains(&System::RedisMemory) {
+            Target::Redis(String::new()).supports(opts.spec.kind)?;
+        }
+        ensure_peers(&systems)?;
         eprintln!("corekv-bench compare: probing fdatasync in {} ...", dir.display());
         let fdatasync_ms = probe_fdatasync(dir, FSYNC_PROBE_ITERATIONS)
             .map_err(|e| format!("cannot probe fdatasync in {}: {e}", dir.display()))?;

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,7 @@ use corekv_bench::compare::{self, System};
 use corekv_bench::corekv::{CorekvDriver, Glommio};
 use corekv_bench::report::{Report, ServerFigures};
 use corekv_bench::runner::{self, Pacing, Shared, Window};
+use corekv_bench::txn_loop::TxnHistory;
 use corekv_bench::workload::{Kind, Spec};
 use corekv_rpc::client::{Client, ClientConfig, ClusterStatus, parse_cluster};
 use corekv_rpc::node::CoreStats;
@@ -121,6 +123,12 @@ enum Command {
     /// The contention sweep: θ in {0, 0.6, 0.8, 0.9, 0.99} × keys per transaction
     /// {4, 16} × policy {no-wait, wait-die, wound-wait, occ}, one table.
     SweepContention(SweepCli),
+    /// YCSB operations grouped --ops-per-txn to a transaction (reads and updates
+    /// or read-modify-writes on zipfian keys), retried while aborted; prints the
+    /// same figures as `bank`. `--plain` runs the same operations without
+    /// transactions.
+    #[command(name = "ycsb-t")]
+    YcsbT(YcsbTCli),
 }
 
 /// Where and how hard a contention run goes.
@@ -135,9 +143,6 @@ struct ContentionArgs {
     /// Cores per local node.
     #[arg(long, default_value_t = 2)]
     cores: u16,
-    /// Accounts.
-    #[arg(long, default_value_t = 1000)]
-    accounts: u64,
     /// Closed-loop clients (threads), one transaction in flight each.
     #[arg(long, default_value_t = 16)]
     clients: usize,
@@ -159,6 +164,17 @@ struct ContentionArgs {
 struct BankCli {
     #[command(flatten)]
     target: ContentionArgs,
+    /// Accounts.
+    #[arg(long, default_value_t = 1000)]
+    accounts: u64,
+    /// A read-only audit of every account this often while the clients run (0:
+    /// only the one at the end).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    audit_every: Duration,
+    /// Record every transaction attempt (the audits' included) as one JSON line
+    /// in FILE (schema: docs/HISTORY.md).
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
     /// The conflict policy: wound-wait, wait-die, no-wait or occ.
     #[arg(long, value_enum, default_value = "wound-wait")]
     policy: corekv_engine::config::TxnPolicyName,
@@ -174,13 +190,56 @@ struct BankCli {
 struct SweepCli {
     #[command(flatten)]
     target: ContentionArgs,
+    /// Accounts.
+    #[arg(long, default_value_t = 1000)]
+    accounts: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct YcsbTCli {
+    #[command(flatten)]
+    target: ContentionArgs,
+    #[command(flatten)]
+    sizes: SizeArgs,
+    /// The conflict policy: wound-wait, wait-die, no-wait or occ.
+    #[arg(long, value_enum, default_value = "wound-wait")]
+    policy: corekv_engine::config::TxnPolicyName,
+    /// YCSB operations per transaction.
+    #[arg(long, default_value_t = corekv_bench::ycsb_t::OPS_PER_TXN_DEFAULT)]
+    ops_per_txn: usize,
+    /// The fraction of operations that read; the others update.
+    #[arg(long, default_value_t = corekv_bench::ycsb_t::READ_PROPORTION_DEFAULT)]
+    read_proportion: f64,
+    /// The operations that do not only read are read-modify-writes (read for
+    /// update, then write, as YCSB-F) instead of blind updates.
+    #[arg(long)]
+    rmw: bool,
+    /// Run the same operations without transactions, each its own request (the
+    /// baseline a transaction's cost is measured against).
+    #[arg(long, conflicts_with = "history")]
+    plain: bool,
+    /// Skip the load phase (the records are already there).
+    #[arg(long)]
+    no_load: bool,
+    /// Record every transaction attempt as one JSON line in FILE (schema:
+    /// docs/HISTORY.md).
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
 struct CompareCli {
-    /// The workload: put (etcd's op guide, the default), get, ycsb-a ... ycsb-f.
+    /// The workload: put (etcd's op guide, the default), get, ycsb-a ... ycsb-f,
+    /// or bank (transfers between two zipfian-picked accounts: corekv
+    /// transactions, etcd Txn on mod revisions, Redis WATCH/MULTI/EXEC).
     #[arg(long, short = 'w', default_value = "put")]
-    workload: Kind,
+    workload: String,
+    /// bank: accounts.
+    #[arg(long, default_value_t = 1000)]
+    accounts: u64,
+    /// bank: corekv's conflict policy.
+    #[arg(long, value_enum, default_value = "wound-wait")]
+    policy: corekv_engine::config::TxnPolicyName,
     #[command(flatten)]
     sizes: SizeArgs,
     /// Closed-loop clients, one request in flight each, for every system.
@@ -286,8 +345,10 @@ fn main() -> ExitCode {
         Some(Command::Compare(compare)) => return compare_main(compare),
         Some(Command::Bank(bank)) => {
             let cell = (bank.policy.into(), bank.theta, bank.keys_per_txn);
-            return contention_main(&bank.target, &[cell]);
+            let audit_every = (!bank.audit_every.is_zero()).then_some(bank.audit_every);
+            return contention_main(&bank.target, bank.accounts, audit_every, &[cell], bank.history.as_deref());
         }
+        Some(Command::YcsbT(ycsb)) => return ycsb_t_main(ycsb),
         Some(Command::SweepContention(sweep)) => {
             let mut cells = Vec::new();
             for theta in [0.0, 0.6, 0.8, 0.9, 0.99] {
@@ -297,7 +358,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            return contention_main(&sweep.target, &cells);
+            return contention_main(&sweep.target, sweep.accounts, None, &cells, None);
         }
         None => {}
     }
@@ -372,14 +433,14 @@ fn main() -> ExitCode {
     finish(&cli, &report, history_path)
 }
 
-/// Runs every (policy, θ, keys per transaction) cell on one cluster and prints
-/// the table; exit 1 when an audit found the bank's total changed.
-fn contention_main(args: &ContentionArgs, cells: &[(corekv_rpc::txn::Policy, f64, usize)]) -> ExitCode {
-    use corekv_bench::bank::{BankSpec, run_bank, table};
-    let (addrs, _cluster) = match (&args.cluster, args.local) {
+/// The cluster a transaction workload runs against: a running one, or a local
+/// one started now (stopped when the second value is dropped); the exit code
+/// when neither can be had.
+fn contention_cluster(args: &ContentionArgs) -> Result<(ClientConfig, Option<LocalCluster>), ExitCode> {
+    let (addrs, cluster) = match (&args.cluster, args.local) {
         (Some(list), None) => match parse_cluster(list) {
             Ok(addrs) => (addrs, None),
-            Err(e) => return usage(&e),
+            Err(e) => return Err(usage(&e)),
         },
         (None, Some(nodes)) => {
             let options =
@@ -389,18 +450,44 @@ fn contention_main(args: &ContentionArgs, cells: &[(corekv_rpc::txn::Policy, f64
                 Ok(cluster) => (cluster.addrs(), Some(cluster)),
                 Err(e) => {
                     eprintln!("corekv-bench: cannot start the local cluster: {e}");
-                    return ExitCode::from(3);
+                    return Err(ExitCode::from(3));
                 }
             }
         }
-        _ => return usage("give a target: --local N (start a cluster) or --cluster ADDRS (a running one)"),
+        _ => return Err(usage("give a target: --local N (start a cluster) or --cluster ADDRS (a running one)")),
     };
     let mut config = ClientConfig::new(addrs);
     config.deadline = args.timeout;
+    Ok((config, cluster))
+}
+
+/// The `--history` file of a transaction workload, its clock started now.
+fn txn_history(path: Option<&std::path::Path>) -> Result<Option<Arc<TxnHistory>>, ExitCode> {
+    path.map(TxnHistory::create).transpose().map_err(|e| usage(&e))
+}
+
+/// Runs every (policy, θ, keys per transaction) cell on one cluster and prints
+/// the table; exit 1 when an audit found the bank's total changed.
+fn contention_main(
+    args: &ContentionArgs,
+    accounts: u64,
+    audit_every: Option<Duration>,
+    cells: &[(corekv_rpc::txn::Policy, f64, usize)],
+    history_path: Option<&std::path::Path>,
+) -> ExitCode {
+    use corekv_bench::bank::{BankSpec, run_bank, table};
+    let (config, _cluster) = match contention_cluster(args) {
+        Ok(target) => target,
+        Err(code) => return code,
+    };
+    let history = match txn_history(history_path) {
+        Ok(history) => history,
+        Err(code) => return code,
+    };
     let mut reports = Vec::new();
     for &(policy, theta, keys_per_txn) in cells {
         let spec = BankSpec {
-            accounts: args.accounts,
+            accounts,
             keys_per_txn,
             theta,
             policy,
@@ -408,15 +495,24 @@ fn contention_main(args: &ContentionArgs, cells: &[(corekv_rpc::txn::Policy, f64
             duration: args.duration,
             warmup: args.warmup,
             seed: args.seed,
+            audit_every,
         };
         if let Err(e) = spec.validate() {
             return usage(&e);
         }
         eprintln!("corekv-bench: {policy}, θ {theta}, {keys_per_txn} keys per transaction ...");
-        match run_bank(&config, &spec) {
+        match run_bank(&config, &spec, history.as_ref()) {
             Ok(report) => {
-                if report.audit_total != 0 {
-                    eprintln!("corekv-bench: the bank's total is {}, not 0", report.audit_total);
+                if !report.audits.is_empty() || report.audit_errors > 0 {
+                    eprintln!(
+                        "corekv-bench: {} audits while the clients ran, totals {:?}, {} unanswered",
+                        report.audits.len(),
+                        report.audits.iter().collect::<std::collections::BTreeSet<_>>(),
+                        report.audit_errors
+                    );
+                }
+                if !report.balanced() {
+                    eprintln!("corekv-bench: the bank's total changed (final audit {})", report.audit_total);
                     print!("{}", table(&[report]));
                     return ExitCode::from(1);
                 }
@@ -429,7 +525,75 @@ fn contention_main(args: &ContentionArgs, cells: &[(corekv_rpc::txn::Policy, f64
         }
     }
     print!("{}", table(&reports));
-    ExitCode::SUCCESS
+    finish_txn_history(history.as_deref())
+}
+
+/// Flushes a transaction history; exit 3 when it could not be written.
+fn finish_txn_history(history: Option<&TxnHistory>) -> ExitCode {
+    match history.map(TxnHistory::finish).transpose() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corekv-bench: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// `corekv-bench ycsb-t`: load, run, print the table.
+fn ycsb_t_main(c: &YcsbTCli) -> ExitCode {
+    use corekv_bench::txn_loop::LoopSpec;
+    use corekv_bench::ycsb_t::{YcsbTSpec, load, run_ycsb_t, table};
+    let spec = YcsbTSpec {
+        records: c.sizes.keys.unwrap_or_else(|| runner::default_records(Kind::A)),
+        value_bytes: c.sizes.value_size.unwrap_or_else(|| Kind::A.default_value_bytes()),
+        theta: c.sizes.theta,
+        ops_per_txn: c.ops_per_txn,
+        read_proportion: c.read_proportion,
+        rmw: c.rmw,
+        plain: c.plain,
+        run: LoopSpec {
+            clients: c.target.clients,
+            policy: c.policy.into(),
+            duration: c.target.duration,
+            warmup: c.target.warmup,
+            seed: c.target.seed,
+        },
+    };
+    if let Err(e) = spec.validate() {
+        return usage(&e);
+    }
+    let (config, _cluster) = match contention_cluster(&c.target) {
+        Ok(target) => target,
+        Err(code) => return code,
+    };
+    if !c.no_load {
+        let started = Instant::now();
+        match load(&config, &spec) {
+            Ok(failed) => eprintln!(
+                "corekv-bench: loaded {} records of {} bytes in {:.1} s ({failed} errors)",
+                spec.records,
+                spec.value_bytes,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("corekv-bench: {e}");
+                return ExitCode::from(3);
+            }
+        }
+    }
+    let history = match txn_history(c.history.as_deref()) {
+        Ok(history) => history,
+        Err(code) => return code,
+    };
+    eprintln!("corekv-bench: ycsb-t, {}, θ {}, {} ...", spec.mix(), spec.theta, spec.run.policy);
+    match run_ycsb_t(&config, &spec, history.as_ref()) {
+        Ok(report) => print!("{}", table(&[report])),
+        Err(e) => {
+            eprintln!("corekv-bench: {e}");
+            return ExitCode::from(3);
+        }
+    }
+    finish_txn_history(history.as_deref())
 }
 
 /// Prints `report`, writes its JSON, and runs `--check` on the history.
@@ -509,7 +673,16 @@ fn target_main(cli: &Cli, spec: Spec, url: &str) -> ExitCode {
 
 /// `corekv-bench compare`.
 fn compare_main(c: &CompareCli) -> ExitCode {
-    let spec = match c.sizes.spec(c.workload) {
+    let bank = c.workload.trim().eq_ignore_ascii_case("bank");
+    let kind = if bank {
+        Kind::Put
+    } else {
+        match c.workload.parse::<Kind>() {
+            Ok(kind) => kind,
+            Err(e) => return usage(&format!("{e}, or bank")),
+        }
+    };
+    let spec = match c.sizes.spec(kind) {
         Ok(spec) => spec,
         Err(e) => return usage(&e),
     };
@@ -531,6 +704,27 @@ fn compare_main(c: &CompareCli) -> ExitCode {
         keep: c.keep,
         sweep: c.plot.is_some(),
     };
+    if bank {
+        if c.plot.is_some() {
+            return usage("--plot sweeps open-loop rates of a key-value workload; bank runs closed loop only");
+        }
+        let spec = corekv_bench::bank::BankSpec {
+            accounts: c.accounts,
+            keys_per_txn: 2,
+            theta: c.sizes.theta,
+            policy: c.policy.into(),
+            clients: c.clients,
+            duration: c.duration,
+            warmup: c.warmup,
+            seed: c.seed,
+            // The peers' bank audits once, at the end; so does corekv's here.
+            audit_every: None,
+        };
+        if let Err(e) = spec.validate() {
+            return usage(&e);
+        }
+        return compare_bank_main(&options, &spec);
+    }
     #[cfg(not(feature = "peers"))]
     {
         let _ = options;
@@ -562,6 +756,31 @@ fn compare_main(c: &CompareCli) -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 eprintln!("corekv-bench compare: a driver check FAILED: the peer numbers above are not to be trusted");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("corekv-bench compare: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// `corekv-bench compare --workload bank`.
+fn compare_bank_main(options: &compare::Options, spec: &corekv_bench::bank::BankSpec) -> ExitCode {
+    #[cfg(not(feature = "peers"))]
+    {
+        let _ = (options, spec);
+        usage(&format!("compare: {NO_PEERS}"))
+    }
+    #[cfg(feature = "peers")]
+    match corekv_bench::compare_bank::run(options, spec) {
+        Ok(results) => {
+            print!("{}", results.markdown());
+            if results.checks_passed() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("corekv-bench compare: an audit found the bank's total changed");
                 ExitCode::from(1)
             }
         }

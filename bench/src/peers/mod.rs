@@ -19,6 +19,8 @@
 //!   YCSB-E's scans are refused up front rather than imitated.
 
 #[cfg(feature = "peers")]
+pub mod bank;
+#[cfg(feature = "peers")]
 pub mod etcd;
 #[cfg(feature = "peers")]
 pub mod redis;
