@@ -459,19 +459,6 @@ fn check_registers(ops: &[Operation], skipped: usize) -> Result<Verdict, String>
     }
 }
 
-/// [`check_history_file`] for a caller that knows only the register verdict
-/// (`corekv-bench --check` until it takes [`FileVerdict`]): the register
-/// verdict when the transaction lines pass, and an error describing the
-/// transactions' verdict when they do not, so a failed or undecided
-/// serializability check never passes quietly.
-pub fn check_file(path: &std::path::Path) -> Result<Verdict, String> {
-    let verdict = check_history_file(path)?;
-    if verdict.txns.passed() {
-        return Ok(verdict.registers);
-    }
-    Err(format!("{}: transactions: {}", path.display(), describe_txns(&verdict.txns).join("; ")))
-}
-
 /// The transactions' verdict in human lines: the first says what it is, the
 /// others name the transactions involved.
 pub fn describe_txns(verdict: &TxnVerdict) -> Vec<String> {
@@ -573,17 +560,20 @@ mod tests {
         };
         let good = dir.join("good.jsonl");
         std::fs::write(&good, file(&[put(b"a", 1, 0), get(b"a", 1, 2), put(b"b", 2, 4), get(b"b", 2, 6)])).unwrap();
-        assert_eq!(check_file(&good), Ok(Verdict::Linearizable { operations: 4, skipped: 0 }));
+        assert_eq!(
+            check_history_file(&good).map(|v| v.registers),
+            Ok(Verdict::Linearizable { operations: 4, skipped: 0 })
+        );
         let stale = dir.join("stale.jsonl");
         std::fs::write(&stale, file(&[put(b"a", 1, 0), put(b"b", 2, 4), get(b"a", 1, 6)])).unwrap();
-        match check_file(&stale).unwrap() {
+        match check_history_file(&stale).unwrap().registers {
             Verdict::NotLinearizable { key, history } => {
                 assert_eq!(key, b"k");
                 assert!(!history.is_empty() && history.len() <= 3, "{history:?}");
             }
             other => panic!("a stale read passed: {other:?}"),
         }
-        assert!(check_file(&dir.join("missing.jsonl")).unwrap_err().contains("cannot read"));
+        assert!(check_history_file(&dir.join("missing.jsonl")).unwrap_err().contains("cannot read"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -175,6 +175,10 @@ struct BankCli {
     /// in FILE (schema: docs/HISTORY.md).
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
+    /// Check the recorded history for serializability after the run (records
+    /// to a temp file when --history is not given).
+    #[arg(long)]
+    check: bool,
     /// The conflict policy: wound-wait, wait-die, no-wait or occ.
     #[arg(long, value_enum, default_value = "wound-wait")]
     policy: corekv_engine::config::TxnPolicyName,
@@ -225,6 +229,10 @@ struct YcsbTCli {
     /// docs/HISTORY.md).
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
+    /// Check the recorded history for serializability after the run (records
+    /// to a temp file when --history is not given).
+    #[arg(long, conflicts_with = "plain")]
+    check: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -346,7 +354,8 @@ fn main() -> ExitCode {
         Some(Command::Bank(bank)) => {
             let cell = (bank.policy.into(), bank.theta, bank.keys_per_txn);
             let audit_every = (!bank.audit_every.is_zero()).then_some(bank.audit_every);
-            return contention_main(&bank.target, bank.accounts, audit_every, &[cell], bank.history.as_deref());
+            let history = HistoryFile::new(bank.history.as_deref(), bank.check);
+            return contention_main(&bank.target, bank.accounts, audit_every, &[cell], &history);
         }
         Some(Command::YcsbT(ycsb)) => return ycsb_t_main(ycsb),
         Some(Command::SweepContention(sweep)) => {
@@ -358,7 +367,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            return contention_main(&sweep.target, sweep.accounts, None, &cells, None);
+            return contention_main(&sweep.target, sweep.accounts, None, &cells, &HistoryFile::none());
         }
         None => {}
     }
@@ -473,14 +482,14 @@ fn contention_main(
     accounts: u64,
     audit_every: Option<Duration>,
     cells: &[(corekv_rpc::txn::Policy, f64, usize)],
-    history_path: Option<&std::path::Path>,
+    history_file: &HistoryFile,
 ) -> ExitCode {
     use corekv_bench::bank::{BankSpec, run_bank, table};
     let (config, _cluster) = match contention_cluster(args) {
         Ok(target) => target,
         Err(code) => return code,
     };
-    let history = match txn_history(history_path) {
+    let history = match txn_history(history_file.path()) {
         Ok(history) => history,
         Err(code) => return code,
     };
@@ -525,18 +534,55 @@ fn contention_main(
         }
     }
     print!("{}", table(&reports));
-    finish_txn_history(history.as_deref())
+    finish_txn_history(history.as_deref(), history_file)
 }
 
-/// Flushes a transaction history; exit 3 when it could not be written.
-fn finish_txn_history(history: Option<&TxnHistory>) -> ExitCode {
-    match history.map(TxnHistory::finish).transpose() {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("corekv-bench: {e}");
-            ExitCode::from(3)
+/// Where a transaction workload records its history: the `--history` file, a
+/// temp file when only `--check` asks for one, or nowhere.
+struct HistoryFile {
+    path: Option<PathBuf>,
+    check: bool,
+    temporary: bool,
+}
+
+impl HistoryFile {
+    fn new(history: Option<&std::path::Path>, check: bool) -> HistoryFile {
+        match (history, check) {
+            (Some(path), _) => HistoryFile { path: Some(path.to_path_buf()), check, temporary: false },
+            (None, true) => HistoryFile {
+                path: Some(std::env::temp_dir().join(format!("corekv-bench-txns-{}.jsonl", std::process::id()))),
+                check,
+                temporary: true,
+            },
+            (None, false) => HistoryFile::none(),
         }
     }
+
+    fn none() -> HistoryFile {
+        HistoryFile { path: None, check: false, temporary: false }
+    }
+
+    fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+}
+
+/// Flushes a transaction history (exit 3 when it could not be written), then
+/// runs `--check` on it.
+fn finish_txn_history(history: Option<&TxnHistory>, file: &HistoryFile) -> ExitCode {
+    if let Err(e) = history.map(TxnHistory::finish).transpose() {
+        eprintln!("corekv-bench: {e}");
+        return ExitCode::from(3);
+    }
+    let Some(path) = file.path() else { return ExitCode::SUCCESS };
+    if !file.check {
+        return ExitCode::SUCCESS;
+    }
+    let code = check(path);
+    if file.temporary {
+        let _ = std::fs::remove_file(path);
+    }
+    code
 }
 
 /// `corekv-bench ycsb-t`: load, run, print the table.
@@ -581,7 +627,8 @@ fn ycsb_t_main(c: &YcsbTCli) -> ExitCode {
             }
         }
     }
-    let history = match txn_history(c.history.as_deref()) {
+    let history_file = HistoryFile::new(c.history.as_deref(), c.check);
+    let history = match txn_history(history_file.path()) {
         Ok(history) => history,
         Err(code) => return code,
     };
@@ -593,7 +640,7 @@ fn ycsb_t_main(c: &YcsbTCli) -> ExitCode {
             return ExitCode::from(3);
         }
     }
-    finish_txn_history(history.as_deref())
+    finish_txn_history(history.as_deref(), &history_file)
 }
 
 /// Prints `report`, writes its JSON, and runs `--check` on the history.
@@ -852,33 +899,40 @@ fn counters(status: &ClusterStatus) -> Vec<CoreStats> {
     status.nodes.iter().flat_map(|n| &n.cores).filter_map(|c| c.stats).collect()
 }
 
-/// `--check`: the linearizability verdict of the history at `path` (the same
-/// check as `corekv-ctl check-history`).
+/// `--check`: both checkers' verdicts on the history at `path` (the same
+/// checks as `corekv-ctl check-history`): linearizability of the register
+/// lines, serializability of the transaction lines. Exit 0 when both pass, 1
+/// on a violation, 3 when one could not decide, 2 when the file is unreadable.
 fn check(path: &std::path::Path) -> ExitCode {
-    match corekv_tools::history::check_file(path) {
-        Ok(Verdict::Linearizable { operations, skipped }) => {
-            println!("check: linearizable ({operations} operations, {skipped} scans not checked)");
-            ExitCode::SUCCESS
+    let verdict = match corekv_tools::history::check_history_file(path) {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            eprintln!("corekv-bench: {e}");
+            return ExitCode::from(2);
         }
-        Ok(Verdict::NotLinearizable { key, history }) => {
-            println!("check: NOT linearizable: key {}; smallest failing history found:", String::from_utf8_lossy(&key));
+    };
+    match &verdict.registers {
+        Verdict::Linearizable { operations: 0, .. } => {}
+        Verdict::Linearizable { operations, skipped } => {
+            println!("check: linearizable ({operations} operations, {skipped} scans not checked)");
+        }
+        Verdict::NotLinearizable { key, history } => {
+            println!("check: NOT linearizable: key {}; smallest failing history found:", String::from_utf8_lossy(key));
             for line in history {
                 println!("  {line}");
             }
-            ExitCode::from(1)
         }
-        Ok(Verdict::Unknown { key, states_explored }) => {
-            println!(
-                "check: unknown: key {} still undecided after {states_explored} states (the search budget ran out: not a pass)",
-                String::from_utf8_lossy(&key)
-            );
-            ExitCode::from(3)
-        }
-        Err(e) => {
-            eprintln!("corekv-bench: {e}");
-            ExitCode::from(2)
+        Verdict::Unknown { key, states_explored } => println!(
+            "check: unknown: key {} still undecided after {states_explored} states (the search budget ran out: not a pass)",
+            String::from_utf8_lossy(key)
+        ),
+    }
+    if !matches!(&verdict.txns, corekv_tools::history::TxnVerdict::Serializable { transactions: 0, plain: 0, .. }) {
+        for line in corekv_tools::history::describe_txns(&verdict.txns) {
+            println!("check: transactions: {line}");
         }
     }
+    ExitCode::from(verdict.exit_code())
 }
 
 #[cfg(test)]
