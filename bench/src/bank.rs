@@ -230,6 +230,31 @@ pub fn table(reports: &[BankReport]) -> String {
     out
 }
 
+/// The sweep's reports as curves of committed txns/s against θ, one per
+/// (policy, keys per transaction), in the order the reports first name them.
+pub fn curves_by_theta(reports: &[BankReport]) -> Vec<crate::plot::Curve> {
+    let mut curves: Vec<(Policy, usize, crate::plot::Curve)> = Vec::new();
+    for r in reports {
+        let point = (r.spec.theta, r.figures.txns_per_s());
+        match curves.iter_mut().find(|(p, k, _)| *p == r.spec.policy && *k == r.spec.keys_per_txn) {
+            Some((_, _, curve)) => curve.points.push(point),
+            None => curves.push((
+                r.spec.policy,
+                r.spec.keys_per_txn,
+                crate::plot::Curve {
+                    label: format!("{}, {} keys", r.spec.policy, r.spec.keys_per_txn),
+                    points: vec![point],
+                },
+            )),
+        }
+    }
+    let mut curves: Vec<_> = curves.into_iter().map(|(_, _, c)| c).collect();
+    for curve in &mut curves {
+        curve.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    curves
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -249,6 +274,38 @@ mod tests {
             sorted.dedup();
             assert_eq!(sorted.len(), 4);
         }
+    }
+
+    #[test]
+    fn the_sweep_plots_one_curve_per_policy_and_size_in_theta_order() {
+        let report = |policy, keys_per_txn, theta: f64, committed| BankReport {
+            spec: BankSpec {
+                accounts: 100,
+                keys_per_txn,
+                theta,
+                policy,
+                clients: 4,
+                duration: Duration::from_secs(1),
+                warmup: Duration::ZERO,
+                seed: 1,
+                audit_every: None,
+            },
+            figures: Figures { committed, elapsed: Duration::from_secs(2), ..Figures::default() },
+            audit_total: 0,
+            audits: Vec::new(),
+            audit_errors: 0,
+        };
+        let reports = [
+            report(Policy::NoWait, 4, 0.9, 10),
+            report(Policy::WoundWait, 4, 0.9, 30),
+            report(Policy::NoWait, 4, 0.0, 40),
+            report(Policy::NoWait, 16, 0.0, 8),
+        ];
+        let curves = curves_by_theta(&reports);
+        let labels: Vec<&str> = curves.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["no-wait, 4 keys", "wound-wait, 4 keys", "no-wait, 16 keys"]);
+        assert_eq!(curves[0].points, [(0.0, 20.0), (0.9, 5.0)]);
+        assert_eq!(curves[1].points, [(0.9, 15.0)]);
     }
 
     #[test]

@@ -17,7 +17,6 @@ pub mod compare;
 pub mod compare_bank;
 pub mod corekv;
 pub mod peers;
-#[cfg(feature = "peers")]
 pub mod plot;
 pub mod report;
 pub mod runner;

@@ -3,8 +3,9 @@
 //! by the same scrambled zipfian as the key-value workloads ([`crate::workload`]):
 //! a read with probability `read_proportion`, otherwise an update (a blind write
 //! of a whole record, as YCSB-A/B) or, with `rmw`, a read-modify-write (read
-//! for update, then write, as YCSB-F). No scans: a scan inside a read-write
-//! transaction needs range locks the client does not take yet.
+//! for update, then write, as YCSB-F). No scans: ycsb-t groups YCSB's point
+//! operations (a transaction's scan, under a shared range lock per shard, is
+//! exercised by the simulator's scanning audits and `corekv-ctl`).
 //!
 //! The transactions run on [`crate::txn_loop`]'s closed loop, retried while
 //! aborted. `plain` runs the same operations without a transaction, each its own

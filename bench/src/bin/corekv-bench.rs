@@ -197,6 +197,10 @@ struct SweepCli {
     /// Accounts.
     #[arg(long, default_value_t = 1000)]
     accounts: u64,
+    /// Also draw committed txns/s against θ, one curve per policy and keys per
+    /// transaction, into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -355,7 +359,7 @@ fn main() -> ExitCode {
             let cell = (bank.policy.into(), bank.theta, bank.keys_per_txn);
             let audit_every = (!bank.audit_every.is_zero()).then_some(bank.audit_every);
             let history = HistoryFile::new(bank.history.as_deref(), bank.check);
-            return contention_main(&bank.target, bank.accounts, audit_every, &[cell], &history);
+            return contention_main(&bank.target, bank.accounts, audit_every, &[cell], &history, None);
         }
         Some(Command::YcsbT(ycsb)) => return ycsb_t_main(ycsb),
         Some(Command::SweepContention(sweep)) => {
@@ -367,7 +371,8 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            return contention_main(&sweep.target, sweep.accounts, None, &cells, &HistoryFile::none());
+            let plot = sweep.plot.as_deref();
+            return contention_main(&sweep.target, sweep.accounts, None, &cells, &HistoryFile::none(), plot);
         }
         None => {}
     }
@@ -483,6 +488,7 @@ fn contention_main(
     audit_every: Option<Duration>,
     cells: &[(corekv_rpc::txn::Policy, f64, usize)],
     history_file: &HistoryFile,
+    plot: Option<&std::path::Path>,
 ) -> ExitCode {
     use corekv_bench::bank::{BankSpec, run_bank, table};
     let (config, _cluster) = match contention_cluster(args) {
@@ -534,6 +540,19 @@ fn contention_main(
         }
     }
     print!("{}", table(&reports));
+    if let Some(path) = plot {
+        let axes = corekv_bench::plot::Axes {
+            title: "bank under contention: committed txns/s against θ",
+            x: "zipfian θ of the account choice",
+            y: "committed txns/s (log)",
+            x_min: 0.0,
+        };
+        if let Err(e) = corekv_bench::plot::draw_log_y(path, axes, &corekv_bench::bank::curves_by_theta(&reports)) {
+            eprintln!("corekv-bench: {e}");
+            return ExitCode::from(3);
+        }
+        eprintln!("corekv-bench: drew {}", path.display());
+    }
     finish_txn_history(history.as_deref(), history_file)
 }
 
