@@ -139,6 +139,10 @@ impl WriteOp {
 pub enum TxnReadOp {
     /// The newest version of `key`, tombstones included.
     Get { key: Vec<u8> },
+    /// The same read under an exclusive lock instead of a shared one, for a
+    /// write that follows (SELECT FOR UPDATE): lock and read in one round trip.
+    /// Under OCC, a plain [`TxnReadOp::Get`].
+    GetForUpdate { key: Vec<u8> },
     /// Live keys in `[start, end)` (empty `end`: unbounded), at most `limit`.
     Scan { start: Vec<u8>, end: Vec<u8>, limit: u32 },
 }
@@ -386,7 +390,7 @@ impl TxnReadOp {
     /// The same checks as the plain read.
     pub fn validate(&self) -> Result<(), Outcome> {
         match self {
-            TxnReadOp::Get { key } => check_key("key", key),
+            TxnReadOp::Get { key } | TxnReadOp::GetForUpdate { key } => check_key("key", key),
             TxnReadOp::Scan { start, end, limit } => {
                 ReadOp::Scan { start: start.clone(), end: end.clone(), limit: *limit, at: None }.validate()
             }

@@ -25,7 +25,7 @@ use crate::map::{ClusterMap, CoreIndex};
 use crate::raft::{Index, Message, Term};
 
 /// Bumped whenever a type in this module changes shape.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
 /// Most calls a client may pipeline on one connection before it waits for replies;
 /// the server answers Busy beyond it.
 pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;

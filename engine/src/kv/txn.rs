@@ -667,7 +667,7 @@ impl Shard {
             return invalid;
         }
         match op {
-            TxnReadOp::Get { key } => {
+            TxnReadOp::Get { key } | TxnReadOp::GetForUpdate { key } => {
                 let version = self.store.newest_version(key);
                 let value = match self.store.visible(key, None) {
                     super::store::Visible::Value(_, v) => Some(v.to_vec()),

@@ -984,7 +984,7 @@ fn key_in_shard(map: &ClusterMap, request: &Request) -> bool {
         },
         RequestBody::Write { op, .. } => op.key(),
         RequestBody::TxnRead { op, .. } => match op {
-            corekv_rpc::kv::TxnReadOp::Get { key } => key,
+            corekv_rpc::kv::TxnReadOp::Get { key } | corekv_rpc::kv::TxnReadOp::GetForUpdate { key } => key,
             corekv_rpc::kv::TxnReadOp::Scan { .. } => return true,
         },
         RequestBody::TxnLock { key, .. } => key,

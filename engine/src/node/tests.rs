@@ -686,6 +686,38 @@ mod txn {
     }
 
     #[test]
+    fn a_read_for_update_takes_the_exclusive_lock_with_the_read() {
+        let mut t = Txns::new();
+        let k = key_for(&t.map, 1);
+        let v0 = written(t.call(1, put(&t.map, 1, 1, b"v0").body));
+        let updater = meta(1, 10, Policy::NoWait);
+        let got = t.call(1, RequestBody::TxnRead { txn: updater, op: TxnReadOp::GetForUpdate { key: k.clone() } });
+        assert_eq!(
+            got,
+            Some(Response::Outcome(Outcome::Ok(OkReply::TxnValue { version: v0, value: Some(b"v0".to_vec()) })))
+        );
+        // A shared read by another transaction now conflicts (a shared lock would
+        // have let it in).
+        let reader = meta(2, 20, Policy::NoWait);
+        let got = t.call(1, RequestBody::TxnRead { txn: reader, op: TxnReadOp::Get { key: k.clone() } });
+        assert_eq!(got, Some(Response::Outcome(Outcome::Aborted { reason: AbortReason::Conflict })));
+        // The updater needs no further lock to write: its commit succeeds.
+        let (at, client) = t.commit(updater, 1, &[(&k, b"v1")]);
+        let v1 = written(t.cl.reply(at, client));
+        assert!(v1 > v0);
+        // Under OCC it is a plain read: nothing is locked.
+        let occ = meta(3, 30, Policy::Occ);
+        let got = t.call(1, RequestBody::TxnRead { txn: occ, op: TxnReadOp::GetForUpdate { key: k.clone() } });
+        assert_eq!(
+            got,
+            Some(Response::Outcome(Outcome::Ok(OkReply::TxnValue { version: v1, value: Some(b"v1".to_vec()) })))
+        );
+        let after = meta(4, 40, Policy::NoWait);
+        let got = t.call(1, RequestBody::TxnRead { txn: after, op: TxnReadOp::Get { key: k } });
+        assert!(matches!(got, Some(Response::Outcome(Outcome::Ok(OkReply::TxnValue { version, .. }))) if version == v1));
+    }
+
+    #[test]
     fn a_transactional_read_returns_the_newest_version_tombstones_included() {
         let mut t = Txns::new();
         let k = key_for(&t.map, 1);

@@ -167,6 +167,7 @@ impl NodeCore {
         }
         let (target, mode) = match &op {
             TxnReadOp::Get { key } => (Target::Key(key.clone()), LockMode::Shared),
+            TxnReadOp::GetForUpdate { key } => (Target::Key(key.clone()), LockMode::Exclusive),
             TxnReadOp::Scan { start, end, .. } => {
                 (Target::Range { start: start.clone(), end: end.clone() }, LockMode::Shared)
             }
@@ -560,7 +561,9 @@ impl NodeCore {
             ReadKind::Plain(ReadOp::Get { key, at }) => g.sm.intent_blocking(key, *at, None),
             ReadKind::Plain(ReadOp::Scan { start, end, at, .. }) => g.sm.range_blocking(start, end, *at, None),
             ReadKind::Plain(ReadOp::Versions { .. }) => None,
-            ReadKind::Txn(txn, TxnReadOp::Get { key }) => g.sm.intent_blocking(key, None, Some(*txn)),
+            ReadKind::Txn(txn, TxnReadOp::Get { key } | TxnReadOp::GetForUpdate { key }) => {
+                g.sm.intent_blocking(key, None, Some(*txn))
+            }
             ReadKind::Txn(txn, TxnReadOp::Scan { start, end, .. }) => g.sm.range_blocking(start, end, None, Some(*txn)),
         };
         if let Some(txn) = blocker.filter(|_| self.cfg.planted_bug != PlantedBug::ReadPastIntent) {

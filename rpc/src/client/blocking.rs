@@ -404,6 +404,12 @@ impl Client {
     /// newest version under a shared lock (two-phase locking) or recorded for
     /// validation (OCC), or the version of a read-only transaction's snapshot.
     pub fn txn_get(&mut self, txn: &mut TxnHandle, key: &[u8]) -> Result<Got, KvError> {
+        self.txn_get_op(txn, key, false)
+    }
+
+    /// [`Client::txn_get`], under an exclusive lock when `for_update` and the
+    /// key is not locked yet (lock and read in one request).
+    fn txn_get_op(&mut self, txn: &mut TxnHandle, key: &[u8], for_update: bool) -> Result<Got, KvError> {
         txn.check_open()?;
         check_key("key", key)?;
         match txn.state.own_write(key) {
@@ -416,9 +422,14 @@ impl Client {
             let body = RequestBody::Read(ReadOp::Get { key: key.to_vec(), at: Some(at) });
             return super::got(self.txn_step(txn, shard, body)?);
         }
-        let body = RequestBody::TxnRead { txn: *txn.state.meta(), op: TxnReadOp::Get { key: key.to_vec() } };
+        let exclusive = for_update && txn.state.needs_lock(key);
+        let op = if exclusive { TxnReadOp::GetForUpdate { key: key.to_vec() } } else { TxnReadOp::Get { key: key.to_vec() } };
+        let body = RequestBody::TxnRead { txn: *txn.state.meta(), op };
         match self.txn_step(txn, shard, body)? {
             Outcome::Ok(OkReply::TxnValue { version, value }) => {
+                if exclusive {
+                    txn.state.locked(shard, key);
+                }
                 txn.state.read(shard, key, version);
                 self.seen = self.seen.max(version);
                 value.map(|value| Got { version, value }).ok_or(KvError::NotFound)
@@ -545,18 +556,13 @@ impl Client {
         }
     }
 
-    /// Reads `key` for a write that follows: under two-phase locking the
-    /// exclusive lock is taken first (a read-modify-write that takes a shared lock
-    /// and upgrades it later meets every other reader's upgrade, and one of them
-    /// must abort: the SELECT FOR UPDATE of SQL); under OCC, a plain
-    /// [`Client::txn_get`].
+    /// Reads `key` for a write that follows: under two-phase locking it takes
+    /// the exclusive lock with the read, in one request (a read-modify-write that
+    /// takes a shared lock and upgrades it later meets every other reader's
+    /// upgrade, and one of them must abort: the SELECT FOR UPDATE of SQL); under
+    /// OCC, and in a read-only transaction, a plain [`Client::txn_get`].
     pub fn txn_get_for_update(&mut self, txn: &mut TxnHandle, key: &[u8]) -> Result<Got, KvError> {
-        txn.check_open()?;
-        check_key("key", key)?;
-        if txn.state.read_only_at().is_none() && txn.state.needs_lock(key) {
-            self.txn_lock(txn, key)?;
-        }
-        self.txn_get(txn, key)
+        self.txn_get_op(txn, key, true)
     }
 
     /// Commits and closes `txn`; [`Client::txn_commit`] and [`Txn::commit`].

@@ -82,6 +82,8 @@ pub enum TxnNext {
 #[derive(Debug, Clone)]
 enum Step {
     Read(Vec<u8>),
+    /// A read under an exclusive lock, taken with it (no `Lock` step follows).
+    ReadForUpdate(Vec<u8>),
     Lock(Vec<u8>),
     Commit,
     AuditGet(Vec<u8>, Version),
@@ -227,6 +229,11 @@ impl TxnClient {
     }
 
     fn transfer_steps(&self, from: &[u8], to: &[u8]) -> Vec<Step> {
+        // Half the transfers (by the paying account) read for update, the others
+        // read under shared locks and upgrade: both lock paths run under faults.
+        if from.last().is_some_and(|b| b % 2 == 1) {
+            return vec![Step::ReadForUpdate(from.to_vec()), Step::ReadForUpdate(to.to_vec()), Step::Commit];
+        }
         let mut steps = vec![Step::Read(from.to_vec()), Step::Read(to.to_vec())];
         if self.policy != Policy::Occ {
             steps.push(Step::Lock(from.to_vec()));
@@ -287,6 +294,9 @@ impl TxnClient {
         let txn = r.meta;
         let (shard, body) = match r.steps[r.step].clone() {
             Step::Read(key) => (map.shard_of(&key), RequestBody::TxnRead { txn, op: TxnReadOp::Get { key } }),
+            Step::ReadForUpdate(key) => {
+                (map.shard_of(&key), RequestBody::TxnRead { txn, op: TxnReadOp::GetForUpdate { key } })
+            }
             Step::Lock(key) => (map.shard_of(&key), RequestBody::TxnLock { txn, key }),
             Step::AuditGet(key, at) => (map.shard_of(&key), RequestBody::Read(ReadOp::Get { key, at: Some(at) })),
             Step::Scan(shard, start) => {
@@ -434,7 +444,7 @@ impl TxnClient {
                 let retryable = !matches!(reason, AbortReason::Requested);
                 self.end(map, serial::TxnOutcome::Aborted, None, now_us, retryable)
             }
-            (Step::Read(key), Outcome::Ok(OkReply::TxnValue { version, value })) => {
+            (Step::Read(key) | Step::ReadForUpdate(key), Outcome::Ok(OkReply::TxnValue { version, value })) => {
                 self.seen = self.seen.max(version);
                 r.reads.insert(key, (version, value));
                 self.advance(map, now_us)
