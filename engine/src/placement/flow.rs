@@ -18,7 +18,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// How many parts a cost has.
-pub(super) const COST_PARTS: usize = 5;
+pub(super) const COST_PARTS: usize = 6;
 
 /// A cost: parts compared lexicographically, the first the most important.
 pub(super) type Cost = [i128; COST_PARTS];

@@ -555,7 +555,8 @@ const OVER: usize = 0;
 const FILL: usize = 1;
 const MOVES: usize = 2;
 const TOUCH: usize = 3;
-const BYTES: usize = 4;
+const CORE_EXCESS: usize = 4;
+const BYTES: usize = 5;
 
 /// Chooses which nodes hold each shard: one minimum-cost flow (module header).
 fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
@@ -567,7 +568,7 @@ fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
     let may_hold =
         |j: usize, i: usize| sorted.is_up(i) && sorted.manual[j].is_none_or(|(from, to)| i != from && i != to);
     let mut caps = vec![0u64; node_count];
-    for j in 0..shard_count {
+    for (j, demand) in demand.iter_mut().enumerate() {
         let frozen = sorted.frozen(j).count();
         let manual = usize::from(sorted.manual[j].is_some());
         if let Some((_, to)) = sorted.manual[j] {
@@ -582,7 +583,7 @@ fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
                 eligible: eligible + frozen + manual,
             });
         }
-        demand[j] = need as i64;
+        *demand = need as i64;
         if need > 0 {
             (0..node_count).filter(|&i| may_hold(j, i)).for_each(|i| caps[i] += 1);
         }
@@ -596,7 +597,26 @@ fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
     let (source, sink) = (0, 1);
     let shard_vertex = |j: usize| 2 + j;
     let node_vertex = |i: usize| 2 + shard_count + i;
-    let mut net = Network::new(2 + shard_count + node_count);
+    // Kept replicas pass through a vertex per core of their node, so that of
+    // equally good choices the plan keeps a node's cores even and needs no
+    // moves between them (arrivals are dealt to the emptiest cores later).
+    let mut core_base = vec![0usize; node_count];
+    let mut vertices = 2 + shard_count + node_count;
+    for &i in &up {
+        core_base[i] = vertices;
+        vertices += usize::from(sorted.nodes[i].cores);
+    }
+    let mut net = Network::new(vertices);
+    let mut core_even_tier = vec![Vec::new(); node_count];
+    for (k, &i) in up.iter().enumerate() {
+        let cores = u64::from(sorted.nodes[i].cores);
+        let even = bounds[k].0.div_ceil(cores) as i64;
+        for core in 0..usize::from(sorted.nodes[i].cores) {
+            let from = core_base[i] + core;
+            core_even_tier[i].push(net.add_edge(from, node_vertex(i), even, ZERO));
+            net.add_edge(from, node_vertex(i), shard_count as i64, flow::unit(CORE_EXCESS, 1));
+        }
+    }
     let touch = |i: usize| if sorted.roles[i] == Role::Unchanged { -1 } else { 0 };
     // Every unit into the sink through an unchanged node earns -1 "touch"; the
     // sink's potential makes those edges' reduced costs non-negative.
@@ -609,19 +629,17 @@ fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
             continue;
         }
         for &i in up.iter().filter(|&&i| may_hold(j, i)) {
-            let kept = sorted.holders[j].iter().any(|&(h, _)| h == i);
-            let cost = if kept {
-                ZERO
-            } else {
-                // Touching an unchanged node costs its arrival (2) less the unit
-                // it then carries to the sink (-1): unchanged losses and gains are
-                // both counted (module header).
-                let touched = if sorted.roles[i] == Role::Unchanged { 2 } else { 0 };
-                let mut cost = flow::unit(MOVES, 1);
-                cost[TOUCH] = touched;
-                cost[BYTES] = i128::from(shard.bytes);
-                cost
-            };
+            let kept = sorted.holders[j].iter().find(|&&(h, _)| h == i).map(|&(_, core)| core);
+            if let Some(core) = kept {
+                links[j].push((i, net.add_edge(shard_vertex(j), core_base[i] + usize::from(core), 1, ZERO)));
+                continue;
+            }
+            // Touching an unchanged node costs its arrival (2) less the unit it
+            // then carries to the sink (-1): unchanged losses and gains are both
+            // counted (module header).
+            let mut cost = flow::unit(MOVES, 1);
+            cost[TOUCH] = if sorted.roles[i] == Role::Unchanged { 2 } else { 0 };
+            cost[BYTES] = i128::from(shard.bytes);
             links[j].push((i, net.add_edge(shard_vertex(j), node_vertex(i), 1, cost)));
         }
     }
@@ -652,8 +670,16 @@ fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
                 continue;
             }
             let Some(&(_, link)) = links[j].iter().find(|&&(n, _)| n == i) else { continue };
+            let Some(core) = sorted.holders[j].iter().find(|&&(h, _)| h == i).map(|&(_, c)| usize::from(c)) else {
+                continue;
+            };
+            let even = core_even_tier[i][core];
+            if net.residual(even) == 0 {
+                continue;
+            }
             net.push(supply[j], 1);
             net.push(link, 1);
+            net.push(even, 1);
             net.push(tier, 1);
         }
     }
