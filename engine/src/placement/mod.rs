@@ -1,5 +1,6 @@
 //! Shard placement (DESIGN §7): which node cores hold each shard's replicas, and
-//! which replica is each shard's preferred leader.
+//! which replica is each shard's preferred leader. This file makes the founding
+//! map; [`plan`] rebalances a running cluster's map with the fewest moves.
 //!
 //! Pure and deterministic (sans-I/O, DESIGN §1.1): the same nodes, shard count and
 //! replication factor give the same map on every machine, whatever the order the
@@ -17,6 +18,10 @@
 //! - within a node, replica counts per core and leader counts per core differ by
 //!   at most one.
 
+mod flow;
+pub mod plan;
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;
 
