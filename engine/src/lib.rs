@@ -9,7 +9,7 @@
 //! - [`sim`]: the deterministic simulator that drives the same code through
 //!   simulated networks, disks and crashes, with safety checkers.
 //! - [`check`]: history checkers (linearizability) over recorded histories.
-//! - [`placement`]: the founding cluster map: balanced, deterministic shard placement.
+//! - [`placement`]: the founding cluster map and the rebalancing planner (`placement::plan`): balanced, deterministic shard placement with the fewest moves.
 //! - [`config`]: the server's flags, config file and data dir identity.
 //! - [`txn`]: the core-local lock table of a shard leader (transactions).
 //!
