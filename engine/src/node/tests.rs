@@ -714,7 +714,9 @@ mod txn {
         );
         let after = meta(4, 40, Policy::NoWait);
         let got = t.call(1, RequestBody::TxnRead { txn: after, op: TxnReadOp::Get { key: k } });
-        assert!(matches!(got, Some(Response::Outcome(Outcome::Ok(OkReply::TxnValue { version, .. }))) if version == v1));
+        assert!(
+            matches!(got, Some(Response::Outcome(Outcome::Ok(OkReply::TxnValue { version, .. }))) if version == v1)
+        );
     }
 
     #[test]

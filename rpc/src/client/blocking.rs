@@ -423,7 +423,11 @@ impl Client {
             return super::got(self.txn_step(txn, shard, body)?);
         }
         let exclusive = for_update && txn.state.needs_lock(key);
-        let op = if exclusive { TxnReadOp::GetForUpdate { key: key.to_vec() } } else { TxnReadOp::Get { key: key.to_vec() } };
+        let op = if exclusive {
+            TxnReadOp::GetForUpdate { key: key.to_vec() }
+        } else {
+            TxnReadOp::Get { key: key.to_vec() }
+        };
         let body = RequestBody::TxnRead { txn: *txn.state.meta(), op };
         match self.txn_step(txn, shard, body)? {
             Outcome::Ok(OkReply::TxnValue { version, value }) => {
