@@ -428,25 +428,30 @@ impl Results {
                 .direct_mean_ms
                 .map_or(String::new(), |m| format!("; O_DIRECT write + fdatasync (corekv's WAL path) mean {m:.3} ms")),
         );
-        let goals = self.goals();
-        if !goals.is_empty() {
-            let _ = writeln!(out, "\n| goal | measured | met |\n|---|---|---|");
-            for g in &goals {
-                let _ = writeln!(out, "| {} | {} | {} |", g.goal, g.measured, if g.met { "yes" } else { "no" });
-            }
-        }
-        if !self.checks.is_empty() {
-            let _ = writeln!(out, "\nDriver checks:");
-            for c in &self.checks {
-                let _ = writeln!(out, "- {}: {} — {}", c.name, if c.passed { "ok" } else { "FAILED" }, c.detail);
-            }
-        }
+        goals_and_checks(&mut out, &self.goals(), "Driver checks", &self.checks);
         out
     }
 }
 
+/// The goals' table and the checks' list under `heading`, each only when there
+/// is something to list (both comparisons end their report with them).
+pub(crate) fn goals_and_checks(out: &mut String, goals: &[Goal], heading: &str, checks: &[Check]) {
+    if !goals.is_empty() {
+        let _ = writeln!(out, "\n| goal | measured | met |\n|---|---|---|");
+        for g in goals {
+            let _ = writeln!(out, "| {} | {} | {} |", g.goal, g.measured, if g.met { "yes" } else { "no" });
+        }
+    }
+    if !checks.is_empty() {
+        let _ = writeln!(out, "\n{heading}:");
+        for c in checks {
+            let _ = writeln!(out, "- {}: {} — {}", c.name, if c.passed { "ok" } else { "FAILED" }, c.detail);
+        }
+    }
+}
+
 /// `median (min–max)` with `decimals`, or a dash.
-fn cell(summary: Option<Summary>, decimals: usize) -> String {
+pub(crate) fn cell(summary: Option<Summary>, decimals: usize) -> String {
     match summary {
         Some(s) => format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = decimals),
         None => "–".to_string(),

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use crate::bank::BankSpec;
-use crate::compare::{Check, Goal, Summary, System, summarize};
+use crate::compare::{Check, Goal, Summary, System, cell, goals_and_checks, summarize};
 use crate::txn_loop::Figures;
 
 /// What one run of one system measured.
@@ -132,28 +132,8 @@ impl BankResults {
                 cell(row.summary(|s| s.p99_ms), 2),
             );
         }
-        let goals = self.goals();
-        if !goals.is_empty() {
-            let _ = writeln!(out, "\n| goal | measured | met |\n|---|---|---|");
-            for g in &goals {
-                let _ = writeln!(out, "| {} | {} | {} |", g.goal, g.measured, if g.met { "yes" } else { "no" });
-            }
-        }
-        if !self.checks.is_empty() {
-            let _ = writeln!(out, "\nAudits:");
-            for c in &self.checks {
-                let _ = writeln!(out, "- {}: {} — {}", c.name, if c.passed { "ok" } else { "FAILED" }, c.detail);
-            }
-        }
+        goals_and_checks(&mut out, &self.goals(), "Audits", &self.checks);
         out
-    }
-}
-
-/// `median (min–max)` with `decimals`, or a dash.
-fn cell(summary: Option<Summary>, decimals: usize) -> String {
-    match summary {
-        Some(s) => format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = decimals),
-        None => "–".to_string(),
     }
 }
 

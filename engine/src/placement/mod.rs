@@ -84,15 +84,22 @@ pub fn validate(nodes: &[NodeInfo], shard_count: u32, replicas: usize) -> Result
     if shard_count == 0 || shard_count > SHARDS_MAX {
         return Err(PlacementError::ShardCount { shards: shard_count });
     }
-    for node in nodes {
-        if node.id == 0 {
+    check_nodes(nodes.iter().map(|n| (n.id, n.cores)))
+}
+
+/// The per-node checks every placement makes: no id 0, cores in range, no id
+/// twice (the founding map and the rebalancing planner alike).
+pub(crate) fn check_nodes(nodes: impl Iterator<Item = (NodeId, u16)>) -> Result<(), PlacementError> {
+    let mut ids = Vec::new();
+    for (id, cores) in nodes {
+        if id == 0 {
             return Err(PlacementError::NodeIdZero);
         }
-        if node.cores == 0 || node.cores > NODE_CORES_MAX {
-            return Err(PlacementError::NodeCores { id: node.id, cores: node.cores });
+        if cores == 0 || cores > NODE_CORES_MAX {
+            return Err(PlacementError::NodeCores { id, cores });
         }
+        ids.push(id);
     }
-    let mut ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
     ids.sort_unstable();
     if let Some(pair) = ids.windows(2).find(|w| w[0] == w[1]) {
         return Err(PlacementError::DuplicateNode { id: pair[0] });

@@ -56,7 +56,7 @@
 use std::collections::BTreeSet;
 
 use corekv_rpc::kv::{NodeId, ShardId};
-use corekv_rpc::map::{ClusterMap, CoreIndex, NODE_CORES_MAX, NODES_MAX, REPLICAS_MAX, Replica, SHARDS_MAX};
+use corekv_rpc::map::{ClusterMap, CoreIndex, NODES_MAX, REPLICAS_MAX, Replica, SHARDS_MAX};
 
 use super::flow::{self, Cost, EdgeId, Network, ZERO};
 
@@ -244,23 +244,10 @@ pub enum PlanError {
         /// The factor given.
         replicas: usize,
     },
-    /// Node id 0 (reserved for "no node").
-    #[error("node id 0 is reserved; ids start at 1")]
-    NodeIdZero,
-    /// Two nodes with one id.
-    #[error("node id {id} appears more than once")]
-    DuplicateNode {
-        /// The id.
-        id: NodeId,
-    },
-    /// A node's core count is out of range.
-    #[error("node {id} has {cores} cores; a node runs 1 to {NODE_CORES_MAX}")]
-    NodeCores {
-        /// The node.
-        id: NodeId,
-        /// Its core count.
-        cores: u16,
-    },
+    /// A node is malformed (id 0, cores out of range, an id twice): the same
+    /// checks as the founding map's.
+    #[error(transparent)]
+    Node(#[from] super::PlacementError),
     /// No shards, or more than a cluster may have.
     #[error("a cluster has 1 to {SHARDS_MAX} shards, got {shards}")]
     ShardCount {
@@ -458,19 +445,9 @@ fn sort_and_check(input: &PlanInput) -> Result<Sorted, PlanError> {
     if input.shards.is_empty() || input.shards.len() > SHARDS_MAX as usize {
         return Err(PlanError::ShardCount { shards: input.shards.len() });
     }
+    super::check_nodes(input.nodes.iter().map(|n| (n.id, n.cores)))?;
     let mut nodes = input.nodes.clone();
     nodes.sort_by_key(|n| n.id);
-    for (i, node) in nodes.iter().enumerate() {
-        if node.id == 0 {
-            return Err(PlanError::NodeIdZero);
-        }
-        if i > 0 && nodes[i - 1].id == node.id {
-            return Err(PlanError::DuplicateNode { id: node.id });
-        }
-        if node.cores == 0 || node.cores > NODE_CORES_MAX {
-            return Err(PlanError::NodeCores { id: node.id, cores: node.cores });
-        }
-    }
     let mut shards = input.shards.clone();
     shards.sort_by_key(|s| s.id);
     let mut holders = Vec::with_capacity(shards.len());

@@ -7,8 +7,8 @@ use corekv_rpc::kv::{NodeId, ShardId};
 use corekv_rpc::map::{NodeInfo, Replica};
 use proptest::prelude::*;
 
-use super::initial_map;
 use super::plan::*;
+use super::{PlacementError, initial_map};
 
 fn info(id: NodeId, cores: u16) -> NodeInfo {
     NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + 100 * id), cores }
@@ -335,7 +335,7 @@ fn malformed_inputs_are_named_errors() {
     assert!(matches!(plan(&bad), Err(PlanError::CoreOutOfRange { shard: 0, core: 1, .. })));
     let mut bad = good.clone();
     bad.nodes.push(PlanNode { id: 2, cores: 1, state: NodeState::Up });
-    assert_eq!(plan(&bad), Err(PlanError::DuplicateNode { id: 2 }));
+    assert_eq!(plan(&bad), Err(PlanError::Node(PlacementError::DuplicateNode { id: 2 })));
     let mut bad = good.clone();
     bad.shards.push(bad.shards[0].clone());
     assert_eq!(plan(&bad), Err(PlanError::DuplicateShard { shard: 0 }));
@@ -344,7 +344,7 @@ fn malformed_inputs_are_named_errors() {
     assert_eq!(plan(&bad), Err(PlanError::ReplicationFactor { replicas: 0 }));
     let mut bad = good;
     bad.nodes[0].cores = 0;
-    assert_eq!(plan(&bad), Err(PlanError::NodeCores { id: 1, cores: 0 }));
+    assert_eq!(plan(&bad), Err(PlanError::Node(PlacementError::NodeCores { id: 1, cores: 0 })));
 }
 
 #[test]
