@@ -65,20 +65,41 @@ fn check_lines(lines: &[TxnRecord], policy: &str) {
     }
 }
 
+/// Runs `command` to its end; its stdout and stderr, after asserting it
+/// succeeded.
+fn succeeds(command: &mut std::process::Command) -> (String, String) {
+    let output = command.output().expect("corekv-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    (stdout, stderr)
+}
+
 #[test]
 fn bank_prints_the_figures_and_records_each_attempt() {
     let dir = scratch("bank");
     let history = dir.join("bank.jsonl");
-    let output = bench()
-        .args(["bank", "--local", "1", "--cores", "2", "--accounts", "20", "--clients", "4", "--policy", "wait-die"])
-        .args(["--duration", "2s", "--warmup", "500ms", "--audit-every", "500ms", "--history"])
-        .arg(&history)
-        .output()
-        .expect("corekv-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    let (stdout, stderr) = succeeds(
+        bench()
+            .args([
+                "bank",
+                "--local",
+                "1",
+                "--cores",
+                "2",
+                "--accounts",
+                "20",
+                "--clients",
+                "4",
+                "--policy",
+                "wait-die",
+            ])
+            .args(["--duration", "2s", "--warmup", "500ms", "--audit-every", "500ms", "--check", "--history"])
+            .arg(&history),
+    );
     assert!(stderr.contains("audits while the clients ran"), "{stderr}");
+    // --check ran the serializability checker on what was recorded.
+    assert!(stdout.contains("check: transactions: serializable:"), "{stdout}");
     for column in ["committed txns/s", "retries/commit", "p50 ms", "p99 ms", "aborts by reason"] {
         assert!(stdout.contains(column), "{column}: {stdout}");
     }
@@ -103,15 +124,12 @@ fn bank_prints_the_figures_and_records_each_attempt() {
 fn ycsb_t_prints_the_figures_and_records_each_attempt() {
     let dir = scratch("ycsb");
     let history = dir.join("ycsb.jsonl");
-    let output = bench()
-        .args(["ycsb-t", "--local", "1", "--cores", "2", "--keys", "200", "--value-size", "100", "--clients", "4"])
-        .args(["--ops-per-txn", "3", "--duration", "2s", "--warmup", "500ms", "--history"])
-        .arg(&history)
-        .output()
-        .expect("corekv-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    let (stdout, stderr) = succeeds(
+        bench()
+            .args(["ycsb-t", "--local", "1", "--cores", "2", "--keys", "200", "--value-size", "100", "--clients", "4"])
+            .args(["--ops-per-txn", "3", "--duration", "2s", "--warmup", "500ms", "--history"])
+            .arg(&history),
+    );
     assert!(stdout.contains("3 ops/txn, 50% read, 50% update") && stdout.contains("committed txns/s"), "{stdout}");
     assert!(stderr.contains("loaded 200 records"), "{stderr}");
     let lines = records(&history);
