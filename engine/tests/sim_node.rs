@@ -10,27 +10,14 @@
 //! every node core and runs seeds until a check catches it.
 
 use corekv_engine::node::PlantedBug;
-use corekv_engine::sim::NetFaults;
 use corekv_engine::sim::cluster::{Cluster, ClusterConfig, ClusterStats, FailureKind, TxnCrashPoint, TxnCrashes};
+use corekv_engine::sim::{DEFAULT_SEEDS, NetFaults, seed_list};
 use corekv_rpc::raft::NodeId;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const DEFAULT_SEEDS: u64 = 20;
 /// Seeds a planted-bug test may try before it declares the bug missed.
 const PLANTED_SEEDS_MAX: u64 = 40;
-
-fn seed_list(name: &str) -> Vec<u64> {
-    match std::env::var("CORE_SEED") {
-        Ok(s) => vec![s.parse().expect("CORE_SEED must be a number")],
-        Err(_) => {
-            let n = std::env::var("CORE_SIM_SEEDS").map_or(DEFAULT_SEEDS, |s| s.parse().expect("a count"));
-            // Seeds differ per scenario so the suite covers more ground.
-            let base = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-            (0..n).map(|i| base.wrapping_add(i)).collect()
-        }
-    }
-}
 
 /// Runs `scenario` for each seed and returns the counters of every run when at
 /// least the default number of seeds ran (so that coverage can be asserted, and

@@ -4,25 +4,14 @@
 //! safety invariants as it goes and, at the end, that nothing acknowledged was
 //! lost. A failure prints `CORE_SEED=<s>`, which reproduces it exactly.
 
-use corekv_engine::sim::{NetFaults, Sim, SimConfig};
+use corekv_engine::sim::{NetFaults, Sim, SimConfig, seed_list};
 use corekv_rpc::raft::{ConfChange, NodeId};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const DEFAULT_SEEDS: u64 = 20;
-
 /// Runs `scenario` for each seed; a failure names the seed that reproduces it.
 fn seeds(name: &str, scenario: impl Fn(u64) + std::panic::RefUnwindSafe) {
-    let list: Vec<u64> = match std::env::var("CORE_SEED") {
-        Ok(s) => vec![s.parse().expect("CORE_SEED must be a number")],
-        Err(_) => {
-            let n = std::env::var("CORE_SIM_SEEDS").map_or(DEFAULT_SEEDS, |s| s.parse().expect("a count"));
-            // Seeds differ per scenario so the suite covers more ground.
-            let base = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-            (0..n).map(|i| base.wrapping_add(i)).collect()
-        }
-    };
-    for seed in list {
+    for seed in seed_list(name) {
         if let Err(panic) = std::panic::catch_unwind(|| scenario(seed)) {
             eprintln!("scenario {name} failed: rerun with CORE_SEED={seed}");
             std::panic::resume_unwind(panic);

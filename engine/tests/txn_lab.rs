@@ -18,10 +18,10 @@
 use corekv_engine::node::PlantedBug;
 use corekv_engine::sim::cluster::script::{Handle, TxnEnd, TxnHandle};
 use corekv_engine::sim::cluster::{Cluster, ClusterConfig};
+use corekv_engine::sim::seed_list;
 use corekv_rpc::kv::{OkReply, Outcome, Version};
 use corekv_rpc::txn::{AbortReason, Policy};
 
-const DEFAULT_SEEDS: u64 = 20;
 /// Every shard elects a leader well within this (elections take 100–200 ms).
 const LEADERS_MS_MAX: u64 = 5_000;
 /// A step that must be answered gets this long: a calm cluster answers in a few
@@ -38,17 +38,6 @@ enum Layout {
     /// On three shards whose preferred leaders are three different nodes: every
     /// commit touching two of them is a two-phase commit.
     ThreeShards,
-}
-
-fn seed_list(name: &str) -> Vec<u64> {
-    match std::env::var("CORE_SEED") {
-        Ok(s) => vec![s.parse().expect("CORE_SEED must be a number")],
-        Err(_) => {
-            let n = std::env::var("CORE_SIM_SEEDS").map_or(DEFAULT_SEEDS, |s| s.parse().expect("a count"));
-            let base = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-            (0..n).map(|i| base.wrapping_add(i)).collect()
-        }
-    }
 }
 
 /// Runs `scenario` on a fresh lab for each seed.

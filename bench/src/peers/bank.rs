@@ -84,12 +84,8 @@ pub fn run_bank(
     if spec.keys_per_txn != 2 {
         return Err("the peers' bank moves money between two accounts (--keys-per-txn 2)".into());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
+    let runtime = super::current_thread_runtime()?;
+    tokio::task::LocalSet::new().block_on(&runtime, async {
         let conns =
             connect(target, spec.clients, conns.unwrap_or_else(|| target.default_conns(spec.clients)), timeout).await?;
         let figures = closed_loop(spec, conns, timeout).await?;

@@ -219,18 +219,24 @@ pub struct Connect {
     pub timeout: Duration,
 }
 
+/// The single-threaded runtime every peer driver runs on (its tasks share `Rc`
+/// state on a `LocalSet`).
+#[cfg(feature = "peers")]
+pub(crate) fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))
+}
+
 /// Runs `plan` against `target` on a tokio current-thread runtime, recording to
 /// `history` when given.
 #[cfg(feature = "peers")]
 pub fn run(target: &Target, plan: &Plan, connect: Connect, history: Option<std::fs::File>) -> Result<PeerRun, String> {
     target.supports(plan.spec.kind)?;
     let conns = connect.conns.unwrap_or_else(|| target.default_conns(plan.pacing.clients)).max(1);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
+    let runtime = current_thread_runtime()?;
+    tokio::task::LocalSet::new().block_on(&runtime, async {
         let shared = Shared::new(history);
         let counts = Rc::new(WriteCounts::default());
         let recorder = match target {

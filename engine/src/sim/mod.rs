@@ -31,6 +31,27 @@ use rand_chacha::ChaCha8Rng;
 use crate::raft::{Config, DurableState, ProposeError, RawNode, ReadState, Ready, Role, Snapshot, Status};
 use invariants::{History, chain, check_log_matching};
 pub use net::{Links, NetFaults};
+
+/// Seeds a simulated scenario runs by default in `cargo test` (DESIGN §11).
+pub const DEFAULT_SEEDS: u64 = 20;
+
+/// The seeds scenario `name` runs: `CORE_SEED=<s>` for that one seed, else
+/// `CORE_SIM_SEEDS=<n>` (default [`DEFAULT_SEEDS`]) seeds starting at a hash of
+/// the name, so that scenarios differ and the suite covers more ground.
+///
+/// # Panics
+/// When either variable is set to something that is not a number: a test
+/// knob, failing loudly.
+pub fn seed_list(name: &str) -> Vec<u64> {
+    match std::env::var("CORE_SEED") {
+        Ok(s) => vec![s.parse().expect("CORE_SEED must be a number")],
+        Err(_) => {
+            let n = std::env::var("CORE_SIM_SEEDS").map_or(DEFAULT_SEEDS, |s| s.parse().expect("a count"));
+            let base = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            (0..n).map(|i| base.wrapping_add(i)).collect()
+        }
+    }
+}
 use storage::{NodeStorage, PersistWait, Persisted};
 
 /// How a simulated cluster is built.
