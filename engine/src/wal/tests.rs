@@ -293,7 +293,9 @@ fn used_bytes(disk: &SimDisk, tail: &[Record]) -> u64 {
     let mut offset = BLOCK_BYTES as usize;
     loop {
         let batch = decode_batch(&bytes[offset..]).expect("the unsynced batch is visible");
-        if &batch.records[batch.records.len() - tail.len()..] == tail {
+        // A checkpoint may precede the tail's records; an earlier batch may hold
+        // fewer records than the tail.
+        if batch.records.ends_with(tail) {
             let payload = u32::from_le_bytes(bytes[offset + 24..offset + 28].try_into().unwrap());
             return 32 + u64::from(payload);
         }
