@@ -10,13 +10,25 @@
 //! panics on any input; every integer is little endian; a batch always starts on a
 //! block boundary and is padded with zeros to the next one.
 
+use std::fmt;
+
 use corekv_rpc::raft::{Entry, EntryKind, HardState};
 
 /// The format version written in every segment header.
 ///
 /// History: 1 = first version (segment header with cluster/node/core ids, batch
 /// header with batch and segment sequence numbers, one CRC32 per batch).
-pub const FORMAT_VERSION: u32 = 1;
+/// 2 = adds the drop-group record (kind 5); nothing else changed, so a version 1
+/// segment reads as a version 2 segment that holds no drop-group record.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build still reads. Segments of versions
+/// `FORMAT_VERSION_OLDEST_READ..=FORMAT_VERSION` are accepted; new segments are
+/// always written with [`FORMAT_VERSION`].
+pub const FORMAT_VERSION_OLDEST_READ: u32 = 1;
+
+/// The first format version whose segments may hold a [`Record::DropGroup`].
+pub const FORMAT_VERSION_DROP_GROUP: u32 = 2;
 
 /// I/O unit: segments, headers and batches are aligned to it (O_DIRECT needs it).
 pub const BLOCK_BYTES: u64 = 4096;
@@ -108,6 +120,13 @@ pub enum Record {
         /// Index and term the snapshot covers.
         marker: SnapshotMarker,
     },
+    /// The group's replica left this core: every earlier record of the group
+    /// (entries, hard state, truncations, snapshot marker) is void. Records of the
+    /// group after it start the group afresh (the replica was added back).
+    DropGroup {
+        /// The Raft group.
+        group_id: u64,
+    },
 }
 
 impl Record {
@@ -117,7 +136,8 @@ impl Record {
             Record::Entries { group_id, .. }
             | Record::HardState { group_id, .. }
             | Record::Truncate { group_id, .. }
-            | Record::SnapshotMarker { group_id, .. } => *group_id,
+            | Record::SnapshotMarker { group_id, .. }
+            | Record::DropGroup { group_id } => *group_id,
         }
     }
 
@@ -132,6 +152,7 @@ impl Record {
             Record::HardState { .. } => 24,
             Record::Truncate { .. } => 8,
             Record::SnapshotMarker { .. } => 16,
+            Record::DropGroup { .. } => 0,
         }
     }
 
@@ -141,6 +162,36 @@ impl Record {
             Record::HardState { .. } => KIND_HARD_STATE,
             Record::Truncate { .. } => KIND_TRUNCATE,
             Record::SnapshotMarker { .. } => KIND_SNAPSHOT_MARKER,
+            Record::DropGroup { .. } => KIND_DROP_GROUP,
+        }
+    }
+}
+
+/// One line per record, as the offline tools print it (`corekv-ctl wal dump`).
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Record::Entries { group_id, entries } => {
+                // An entries record always holds at least one entry (checked on
+                // encode and decode); an empty one is printed, not panicked on.
+                let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+                    return write!(f, "group {group_id} entries (none)");
+                };
+                let data_bytes: usize = entries.iter().map(|e| e.data.len()).sum();
+                write!(
+                    f,
+                    "group {group_id} entries {}..={} terms {}..={} ({data_bytes} data bytes)",
+                    first.index, last.index, first.term, last.term
+                )
+            }
+            Record::HardState { group_id, hard_state: h } => {
+                write!(f, "group {group_id} hard_state term {} vote {} commit {}", h.term, h.vote, h.commit)
+            }
+            Record::Truncate { group_id, from_index } => write!(f, "group {group_id} truncate from {from_index}"),
+            Record::SnapshotMarker { group_id, marker } => {
+                write!(f, "group {group_id} snapshot_marker index {} term {}", marker.index, marker.term)
+            }
+            Record::DropGroup { group_id } => write!(f, "group {group_id} drop_group"),
         }
     }
 }
@@ -149,6 +200,8 @@ const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const KIND_TRUNCATE: u8 = 3;
 const KIND_SNAPSHOT_MARKER: u8 = 4;
+/// Since [`FORMAT_VERSION_DROP_GROUP`].
+const KIND_DROP_GROUP: u8 = 5;
 
 /// A decoded batch: one group-commit write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +247,9 @@ pub enum FormatError {
         computed: u32,
     },
     /// The segment was written by a format this build does not read.
-    #[error("unsupported WAL format version {found} (this build reads {FORMAT_VERSION})")]
+    #[error(
+        "unsupported WAL format version {found} (this build reads {FORMAT_VERSION_OLDEST_READ} to {FORMAT_VERSION})"
+    )]
     UnsupportedVersion {
         /// Version found on disk.
         found: u32,
@@ -248,7 +303,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, FormatError>
         return Err(FormatError::BadCrc { offset: 0, stored, computed });
     }
     let format_version = r.u32()?;
-    if format_version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_OLDEST_READ..=FORMAT_VERSION).contains(&format_version) {
         return Err(FormatError::UnsupportedVersion { found: format_version });
     }
     let block_bytes = r.u32()?;
@@ -298,6 +353,7 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
             out.extend_from_slice(&marker.index.to_le_bytes());
             out.extend_from_slice(&marker.term.to_le_bytes());
         }
+        Record::DropGroup { .. } => {}
     }
 }
 
@@ -361,7 +417,10 @@ pub fn check_record(record: &Record) -> Result<(), RecordError> {
     match record {
         Record::Entries { entries, .. } => check_entries(entries),
         Record::Truncate { from_index: 0, .. } => Err(RecordError::ZeroIndex),
-        Record::HardState { .. } | Record::Truncate { .. } | Record::SnapshotMarker { .. } => Ok(()),
+        Record::HardState { .. }
+        | Record::Truncate { .. }
+        | Record::SnapshotMarker { .. }
+        | Record::DropGroup { .. } => Ok(()),
     }
 }
 
@@ -515,6 +574,8 @@ fn decode_record(r: &mut Reader<'_>) -> Result<Record, FormatError> {
         KIND_SNAPSHOT_MARKER => {
             Record::SnapshotMarker { group_id, marker: SnapshotMarker { index: b.u64()?, term: b.u64()? } }
         }
+        // No body: a non-empty one is refused by the length check below.
+        KIND_DROP_GROUP => Record::DropGroup { group_id },
         other => {
             return Err(FormatError::InvalidField {
                 offset: record_offset + 4,
@@ -664,6 +725,7 @@ mod tests {
             Record::HardState { group_id: 7, hard_state: HardState { term: 3, vote: 2, commit: 5 } },
             Record::Truncate { group_id: u64::MAX, from_index: 9 },
             Record::SnapshotMarker { group_id: 0, marker: SnapshotMarker { index: 4, term: 1 } },
+            Record::DropGroup { group_id: 7 },
         ]
     }
 

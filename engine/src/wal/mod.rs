@@ -1,6 +1,7 @@
 //! The per-core write-ahead log (DESIGN §5): Raft entries, hard states,
-//! truncations and snapshot markers of every group on one core, written in
-//! group-commit batches to fixed-size, block-aligned segment files.
+//! truncations and snapshot markers of every group on one core, and the drops of
+//! groups whose replica left the core, written in group-commit batches to
+//! fixed-size, block-aligned segment files.
 //!
 //! Owns: the on-disk format ([`format`](mod@format)), recovery ([`recovery`]), the group-commit
 //! writer state machine ([`writer`]) and the synchronous [`SegmentStore`] seam with
@@ -82,7 +83,11 @@ pub enum WalError {
         missing_seq: u64,
     },
     /// A segment written by another format version.
-    #[error("{file}: unsupported WAL format version {found} (this build reads {})", format::FORMAT_VERSION)]
+    #[error(
+        "{file}: unsupported WAL format version {found} (this build reads {} to {})",
+        format::FORMAT_VERSION_OLDEST_READ,
+        format::FORMAT_VERSION
+    )]
     UnsupportedVersion {
         /// The segment file.
         file: String,

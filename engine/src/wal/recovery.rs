@@ -24,15 +24,18 @@
 //! - Entries of a group may resume past the end of its log only where compaction
 //!   dropped the segments in between; by the end of recovery every group's log
 //!   must again start right after its snapshot marker, else recovery refuses.
+//! - A drop-group record voids every earlier record of its group; records of the
+//!   group after it start the group afresh. Only segments of format version 2 or
+//!   later may hold one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use corekv_rpc::raft::{Entry, HardState};
 
 use super::WalError;
 use super::format::{
-    BATCH_MAGIC, BLOCK_BYTES, FormatError, Record, SnapshotMarker, WalIdentity, check_batch, decode_records,
-    decode_segment_header,
+    BATCH_MAGIC, BLOCK_BYTES, FORMAT_VERSION_DROP_GROUP, FormatError, Record, SnapshotMarker, WalIdentity, check_batch,
+    decode_records, decode_segment_header,
 };
 
 /// One group's state rebuilt from the WAL.
@@ -85,6 +88,10 @@ pub enum ResumePoint {
         offset_bytes: u64,
         /// The segment's size as its header says (the configuration may differ).
         segment_bytes: u64,
+        /// The format version in the segment's header: the writer appends only to
+        /// a segment of the version it writes, so that the header keeps telling
+        /// which record kinds the segment may hold.
+        format_version: u32,
     },
     /// Create (or overwrite) this segment before the next batch: it does not exist
     /// yet, or its creation was torn.
@@ -99,8 +106,16 @@ pub enum ResumePoint {
 pub struct Recovered {
     /// The identity found in the segment headers (`None`: no valid segment).
     pub identity: Option<WalIdentity>,
-    /// Every group that has a record in the log.
+    /// Every group that has a record in the log after its last drop-group record
+    /// (if any).
     pub groups: BTreeMap<u64, GroupLog>,
+    /// The groups whose last record is a drop-group record: their replica left
+    /// this core, nothing of them is in `groups`, and their snapshot file (if
+    /// still there) is garbage. Only drops still on disk are listed: once
+    /// compaction released the segment holding the drop (and with it every record
+    /// the drop voided), the group is in neither `groups` nor here: the WAL then
+    /// holds nothing of it, as of a group it never held.
+    pub dropped: BTreeSet<u64>,
     /// The segments that hold the log, oldest first.
     pub segments: Vec<SegmentSummary>,
     /// Sequence number the next batch gets.
@@ -149,7 +164,10 @@ pub struct Recovery {
     last_break: Option<Break>,
     damaged_header: Option<String>,
     groups: BTreeMap<u64, GroupLog>,
+    dropped: BTreeSet<u64>,
     segments: Vec<SegmentSummary>,
+    /// Format version of the segment being read.
+    segment_format_version: u32,
     batches_recovered: u64,
     resume: Option<ResumePoint>,
     gaps: BTreeMap<u64, Gap>,
@@ -176,7 +194,9 @@ impl Recovery {
             last_break: None,
             damaged_header: None,
             groups: BTreeMap::new(),
+            dropped: BTreeSet::new(),
             segments: Vec::new(),
+            segment_format_version: 0,
             batches_recovered: 0,
             resume: None,
             gaps: BTreeMap::new(),
@@ -239,6 +259,7 @@ impl Recovery {
         let end = (segment.bytes.len() as u64).min(header.segment_bytes);
         let bytes = &segment.bytes[..end as usize];
         self.segments.push(SegmentSummary { segment_seq: segment.segment_seq, group_max_index: BTreeMap::new() });
+        self.segment_format_version = header.format_version;
         self.read_chain(file, segment.segment_seq, header.segment_bytes, bytes)
     }
 
@@ -262,7 +283,12 @@ impl Recovery {
                 Err(e) => e.to_string(),
             };
             self.last_break = Some(Break { file_name: file.to_string(), offset_bytes: offset, why });
-            self.resume = Some(ResumePoint::Append { segment_seq, offset_bytes: offset, segment_bytes });
+            self.resume = Some(ResumePoint::Append {
+                segment_seq,
+                offset_bytes: offset,
+                segment_bytes,
+                format_version: self.segment_format_version,
+            });
             return self.scan_for_evidence(file, bytes, offset);
         }
     }
@@ -319,6 +345,11 @@ impl Recovery {
 
     fn apply(&mut self, file: &str, offset: u64, record: Record) -> Result<(), WalError> {
         let group_id = record.group_id();
+        if let Record::DropGroup { .. } = record {
+            return self.apply_drop(file, offset, group_id);
+        }
+        // A record after a drop: the replica was added back, starting afresh.
+        self.dropped.remove(&group_id);
         let group = self.groups.entry(group_id).or_default();
         match record {
             Record::Entries { entries, .. } => {
@@ -358,7 +389,29 @@ impl Recovery {
                 group.entries.drain(..drop);
                 group.snapshot = Some(marker);
             }
+            Record::DropGroup { .. } => unreachable!("handled by apply_drop"),
         }
+        Ok(())
+    }
+
+    /// Forgets everything of the group so far: its log, hard state and marker, a
+    /// gap its entries left, and its entries in every segment summary (as a
+    /// truncation from index 1 would), so that compaction no longer keeps them.
+    fn apply_drop(&mut self, file: &str, offset: u64, group_id: u64) -> Result<(), WalError> {
+        if self.segment_format_version < FORMAT_VERSION_DROP_GROUP {
+            return Err(corrupt(
+                file,
+                offset,
+                &format!(
+                    "group {group_id}: drop-group record in a segment of format version {}",
+                    self.segment_format_version
+                ),
+            ));
+        }
+        self.groups.remove(&group_id);
+        self.gaps.remove(&group_id);
+        clamp_segments(&mut self.segments, group_id, 1);
+        self.dropped.insert(group_id);
         Ok(())
     }
 
@@ -381,6 +434,7 @@ impl Recovery {
         Ok(Recovered {
             identity: self.identity,
             groups: self.groups,
+            dropped: self.dropped,
             segments: self.segments,
             next_batch_seq: self.next_batch_seq.unwrap_or(1),
             batches_recovered: self.batches_recovered,

@@ -1,6 +1,9 @@
 //! WAL tests on the simulated disk: round trips, crashes at every byte of the last
 //! write, corruption, compaction, and property tests against a reference model
 //! (the records of the synced batches, applied by a deliberately simple model).
+//! The drop-group record has its own file, `tests/drop_group.rs`.
+
+mod drop_group;
 
 use std::collections::BTreeMap;
 
@@ -39,6 +42,8 @@ struct ModelGroup {
     hard_state: Option<HardState>,
     snapshot: Option<SnapshotMarker>,
     entries: BTreeMap<u64, Entry>,
+    /// The group's last record is a drop (it holds nothing else then).
+    dropped: bool,
 }
 
 impl ModelGroup {
@@ -53,7 +58,12 @@ impl ModelGroup {
 type Model = BTreeMap<u64, ModelGroup>;
 
 fn model_apply(model: &mut Model, record: &Record) {
+    if let Record::DropGroup { group_id } = record {
+        model.insert(*group_id, ModelGroup { dropped: true, ..ModelGroup::default() });
+        return;
+    }
     let group = model.entry(record.group_id()).or_default();
+    group.dropped = false;
     match record {
         Record::Entries { entries, .. } => {
             group.entries.split_off(&entries[0].index);
@@ -70,6 +80,7 @@ fn model_apply(model: &mut Model, record: &Record) {
             group.entries = group.entries.split_off(&(marker.index + 1));
             group.snapshot = Some(*marker);
         }
+        Record::DropGroup { .. } => unreachable!("applied above"),
     }
 }
 
@@ -109,6 +120,12 @@ fn assert_matches_model(recovered: &Recovered, model: &Model) {
         .filter(|(_, v)| holds_something(v))
         .collect();
     assert_eq!(got, want);
+    // A drop is listed while its segment is on disk, never for a group with a
+    // record after it; compaction may have released it already.
+    for group_id in &recovered.dropped {
+        assert!(!recovered.groups.contains_key(group_id), "group {group_id} both dropped and recovered");
+        assert!(model.get(group_id).is_some_and(|g| g.dropped), "group {group_id} listed as dropped");
+    }
 }
 
 /// Random, Raft-plausible records for `groups` groups, consistent with `model`.
@@ -119,8 +136,8 @@ fn random_batch(g: &mut Gen, model: &Model, groups: u64, records_max: u64, data_
         let group_id = g.below(groups) * 1_000_003;
         let state = scratch.get(&group_id).cloned().unwrap_or_default();
         let (snap, last) = (state.snapshot_index(), state.last_index());
-        let record = match g.below(10) {
-            0..=5 => {
+        let record = match g.below(20) {
+            0..=11 => {
                 let first = snap + 1 + g.below(last - snap + 1);
                 let count = 1 + g.below(4);
                 let entries = (first..first + count)
@@ -133,11 +150,12 @@ fn random_batch(g: &mut Gen, model: &Model, groups: u64, records_max: u64, data_
                     .collect();
                 Record::Entries { group_id, entries }
             }
-            6 | 7 => Record::HardState {
+            12..=15 => Record::HardState {
                 group_id,
                 hard_state: HardState { term: g.below(100), vote: g.below(5), commit: g.below(last + 1) },
             },
-            8 => Record::Truncate { group_id, from_index: snap + 1 + g.below(last - snap + 1) },
+            16 => Record::Truncate { group_id, from_index: snap + 1 + g.below(last - snap + 1) },
+            17 => Record::DropGroup { group_id },
             _ => Record::SnapshotMarker {
                 group_id,
                 marker: SnapshotMarker { index: snap + g.below(last - snap + 3), term: g.below(50) },
@@ -585,6 +603,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(group_id, index, term)| {
             Record::SnapshotMarker { group_id, marker: SnapshotMarker { index, term } }
         }),
+        any::<u64>().prop_map(|group_id| Record::DropGroup { group_id }),
     ]
 }
 

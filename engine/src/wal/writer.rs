@@ -16,10 +16,11 @@
 //!   ever written again.
 //! - Each new segment's first batch starts with every group's hard state and
 //!   snapshot marker (a checkpoint), so dropping older segments loses neither.
+//!   A group dropped from the core is no longer in it.
 //! - Only a prefix of segments is ever dropped, never the newest, and a segment
 //!   only once durable snapshot markers cover every live entry in it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use corekv_rpc::raft::{Entry, HardState};
 
@@ -143,6 +144,11 @@ pub struct DurableBatch {
     pub record_count: u32,
     /// Bytes written, padding included.
     pub written_bytes: u64,
+    /// The groups a [`Record::DropGroup`] of this batch dropped, ascending: the
+    /// drop is durable, so the driver may now delete their snapshot files (a
+    /// restart can no longer bring the groups back from older records). A group
+    /// with a record after its drop in the same batch (added back) is not listed.
+    pub dropped_groups: Vec<u64>,
 }
 
 /// State changes a record makes, applied when its batch is sealed.
@@ -152,13 +158,36 @@ enum Update {
     HardState { group_id: u64, hard_state: HardState },
     Truncate { group_id: u64, from_index: u64 },
     Marker { group_id: u64, marker: SnapshotMarker },
+    Drop { group_id: u64 },
+}
+
+impl Update {
+    fn group_id(&self) -> u64 {
+        match self {
+            Update::Entries { group_id, .. }
+            | Update::HardState { group_id, .. }
+            | Update::Truncate { group_id, .. }
+            | Update::Marker { group_id, .. }
+            | Update::Drop { group_id } => *group_id,
+        }
+    }
+}
+
+/// What a sealed batch reports, or applies, once it is durable.
+#[derive(Debug, Default)]
+struct Sealed {
+    /// Per group, the last entry index the batch wrote (none before a drop).
+    last_entry_index: BTreeMap<u64, u64>,
+    /// Snapshot markers, in record order (none of a group before its drop).
+    markers: Vec<(u64, SnapshotMarker)>,
+    /// Groups whose last record in the batch is a drop.
+    dropped_groups: BTreeSet<u64>,
 }
 
 #[derive(Debug)]
 struct Inflight {
     batch_seq: u64,
-    markers: Vec<(u64, SnapshotMarker)>,
-    last_entry_index: BTreeMap<u64, u64>,
+    sealed: Sealed,
     record_count: u32,
     written_bytes: u64,
 }
@@ -205,7 +234,11 @@ impl WalWriter {
             }
             // A segment written with another size is closed as it is: appending past
             // the size its header states would put batches where recovery never looks.
-            ResumePoint::Append { segment_seq, segment_bytes, .. } if segment_bytes != config.segment_bytes => {
+            // So is one of an older format version: its header does not admit the
+            // record kinds added since (recovery refuses them there).
+            ResumePoint::Append { segment_seq, segment_bytes, format_version, .. }
+                if segment_bytes != config.segment_bytes || format_version != FORMAT_VERSION =>
+            {
                 (None, segment_seq + 1)
             }
             ResumePoint::Append { segment_seq, offset_bytes, .. } => {
@@ -298,6 +331,7 @@ impl WalWriter {
             Record::HardState { hard_state, .. } => Update::HardState { group_id, hard_state: *hard_state },
             Record::Truncate { from_index, .. } => Update::Truncate { group_id, from_index: *from_index },
             Record::SnapshotMarker { marker, .. } => Update::Marker { group_id, marker: *marker },
+            Record::DropGroup { .. } => Update::Drop { group_id },
         });
         Ok(())
     }
@@ -374,8 +408,8 @@ impl WalWriter {
         self.current = Some((segment_seq, offset_bytes + written_bytes));
         commands.push(IoCommand::Write { segment_seq, offset_bytes, bytes });
         commands.push(IoCommand::Sync { segment_seq });
-        let (last_entry_index, markers) = self.seal_updates();
-        self.inflight = Some(Inflight { batch_seq, markers, last_entry_index, record_count, written_bytes });
+        let sealed = self.seal_updates();
+        self.inflight = Some(Inflight { batch_seq, sealed, record_count, written_bytes });
         self.next_batch_seq += 1;
         Some(IoBatch { batch_seq, commands })
     }
@@ -413,16 +447,21 @@ impl WalWriter {
     }
 
     /// Applies the sealed batch's records to the tracking state.
-    fn seal_updates(&mut self) -> (BTreeMap<u64, u64>, Vec<(u64, SnapshotMarker)>) {
-        let mut last_entry_index = BTreeMap::new();
-        let mut markers = Vec::new();
+    ///
+    /// Records are applied in order, so a record of a group after its drop in the
+    /// same batch (the replica added back) survives, and one before it does not.
+    fn seal_updates(&mut self) -> Sealed {
+        let mut sealed = Sealed::default();
         for update in std::mem::take(&mut self.pending_updates) {
+            if !matches!(update, Update::Drop { .. }) {
+                sealed.dropped_groups.remove(&update.group_id());
+            }
             match update {
                 Update::Entries { group_id, first, last } => {
                     self.clamp(group_id, first);
                     let current = self.segments.back_mut().expect("current segment");
                     current.group_max_index.insert(group_id, last);
-                    last_entry_index.insert(group_id, last);
+                    sealed.last_entry_index.insert(group_id, last);
                 }
                 Update::HardState { group_id, hard_state } => {
                     self.sealed_hard_states.insert(group_id, hard_state);
@@ -430,11 +469,40 @@ impl WalWriter {
                 Update::Truncate { group_id, from_index } => self.clamp(group_id, from_index),
                 Update::Marker { group_id, marker } => {
                     self.sealed_markers.insert(group_id, marker);
-                    markers.push((group_id, marker));
+                    sealed.markers.push((group_id, marker));
                 }
+                Update::Drop { group_id } => self.drop_group(group_id, &mut sealed),
             }
         }
-        (last_entry_index, markers)
+        sealed
+    }
+
+    /// Forgets a dropped group: its entries in every segment (they no longer hold
+    /// segments back), its hard state and marker (no later checkpoint re-emits
+    /// them), its durable snapshot index (entries of a replica added back must not
+    /// pass for covered by the old replica's snapshot), and what earlier records of
+    /// the same batch said about it.
+    ///
+    /// The drop itself is never re-emitted in a checkpoint, and need not be: every
+    /// record it voids was written before it, so it lies in the drop's segment or
+    /// an older one. Compaction releases segments from the front only, and the
+    /// pool deletes or recycles its oldest first, so the segment files on disk are
+    /// always a suffix of the history (stale batches of a recycled file are
+    /// ignored by recovery). While any voided record is on disk, the drop after it
+    /// is too; once the drop's segment is gone, so is all it voided. A checkpoint
+    /// written later no longer names the group, and one written in the drop's own
+    /// batch precedes the drop in it. The price: after that segment is gone,
+    /// recovery no longer lists the group in [`Recovered::dropped`].
+    fn drop_group(&mut self, group_id: u64, sealed: &mut Sealed) {
+        self.clamp(group_id, 1);
+        self.sealed_hard_states.remove(&group_id);
+        self.sealed_markers.remove(&group_id);
+        // Before the batch is durable: compaction only runs once it is (in
+        // `complete`), and then the drop is durable too.
+        self.durable_snapshot_index.remove(&group_id);
+        sealed.markers.retain(|&(id, _)| id != group_id);
+        sealed.last_entry_index.remove(&group_id);
+        sealed.dropped_groups.insert(group_id);
     }
 
     fn clamp(&mut self, group_id: u64, from_index: u64) {
@@ -451,15 +519,16 @@ impl WalWriter {
     pub fn complete(&mut self, batch_seq: u64) -> DurableBatch {
         let inflight = self.inflight.take().expect("complete() without a batch in flight");
         assert_eq!(inflight.batch_seq, batch_seq, "complete() for a batch that is not in flight");
-        for (group_id, marker) in inflight.markers {
+        for (group_id, marker) in inflight.sealed.markers {
             self.durable_snapshot_index.insert(group_id, marker.index);
         }
         self.compact();
         DurableBatch {
             batch_seq,
-            last_entry_index: inflight.last_entry_index,
+            last_entry_index: inflight.sealed.last_entry_index,
             record_count: inflight.record_count,
             written_bytes: inflight.written_bytes,
+            dropped_groups: inflight.sealed.dropped_groups.into_iter().collect(),
         }
     }
 
