@@ -10,8 +10,11 @@
 //! every node core and runs seeds until a check catches it.
 
 use corekv_engine::node::PlantedBug;
-use corekv_engine::sim::cluster::{Cluster, ClusterConfig, ClusterStats, FailureKind, TxnCrashPoint, TxnCrashes};
+use corekv_engine::sim::cluster::{
+    Cluster, ClusterConfig, ClusterStats, FailureKind, MoveStage, TxnCrashPoint, TxnCrashes,
+};
 use corekv_engine::sim::{DEFAULT_SEEDS, NetFaults, seed_list};
+use corekv_rpc::map::Replica;
 use corekv_rpc::raft::NodeId;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -532,4 +535,190 @@ fn planted_releasing_locks_before_the_decision_is_caught() {
 fn planted_read_past_an_intent_is_caught() {
     let caught_by = [FailureKind::NotSerializable, FailureKind::BankTotal];
     planted("plant_intent", PlantedBug::ReadPastIntent, &caught_by, planted_bank(corekv_rpc::txn::Policy::WoundWait));
+}
+
+// ----- replica moves -----------------------------------------------------------------
+
+/// `placed` nodes holding the shards and `spare` empty ones (the last ids), with
+/// logs compacted often, so that moves ship snapshots.
+fn move_config(seed: u64, placed: u64, spare: u64) -> ClusterConfig {
+    let mut cfg = ClusterConfig::new(seed, placed + spare, 2);
+    cfg.spare_nodes = spare;
+    cfg.snapshot_log_bytes = 2 << 10;
+    cfg
+}
+
+/// The core a shard's moved replica gets on its target: spread over the cores.
+fn target(node: NodeId, shard: u32) -> Replica {
+    Replica { node, core: (shard % 2) as u16 }
+}
+
+/// Moves shard `shard`'s replica off `from` onto `to`, failing the test on a refusal.
+fn start_move(c: &mut Cluster, shard: u32, from: NodeId, to: NodeId) {
+    c.move_replica(shard, from, target(to, shard)).unwrap_or_else(|e| panic!("move of shard {shard}: {e}"));
+}
+
+fn moves_counted(stats: &[ClusterStats]) {
+    if stats.is_empty() {
+        return;
+    }
+    let started = sum(stats, |s| s.moves_started);
+    assert!(started > 0);
+    assert_eq!(sum(stats, |s| s.moves_settled), started, "every move ends");
+    assert!(sum(stats, |s| s.replicas_dropped) >= started, "every source deletes its replica");
+    assert!(sum(stats, |s| s.snapshots_installed) > 0, "moves ship snapshots");
+}
+
+#[test]
+fn a_new_node_takes_replicas_under_load_and_the_sources_delete_theirs() {
+    let stats = seeds("move_join", |seed| {
+        let mut r = rng(seed);
+        let mut c = Cluster::new(move_config(seed, 3, 1));
+        c.run_for(500);
+        // Two shards at once, each from a random one of its replicas (often the leader).
+        for shard in [0, 5] {
+            let from = c.map().replicas(shard)[r.random_range(0..3)].node;
+            start_move(&mut c, shard, from, 4);
+        }
+        c.run_for(1_500);
+        assert_eq!(c.shards_of(4), vec![0, 5]);
+        finish(c)
+    });
+    moves_counted(&stats);
+}
+
+#[test]
+fn a_leader_moves_away_by_handing_leadership_over_first() {
+    let stats = seeds("move_leader", |seed| {
+        let mut c = Cluster::new(move_config(seed, 3, 1));
+        c.run_for(500);
+        for shard in [1, 2, 3] {
+            let from = c.leader_of(shard).unwrap_or(c.map().replicas(shard)[0].node);
+            start_move(&mut c, shard, from, 4);
+        }
+        c.run_for(1_500);
+        finish(c)
+    });
+    moves_counted(&stats);
+}
+
+#[test]
+fn a_drained_node_hands_every_replica_over_through_crashes_and_a_lossy_network() {
+    let stats = seeds("move_drain", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = move_config(seed, 3, 1);
+        cfg.faults = NetFaults { drop_prob: 0.03, dup_prob: 0.02, ..lossy() };
+        cfg.client_faults = lossy();
+        let mut c = Cluster::new(cfg);
+        c.run_for(300);
+        for shard in c.shards_of(1) {
+            start_move(&mut c, shard, 1, 4);
+            c.run_for(r.random_range(0..150));
+        }
+        nemesis_crashes(&mut c, &mut r, 2);
+        assert!(c.shards_of(1).is_empty());
+        finish(c)
+    });
+    moves_counted(&stats);
+}
+
+#[test]
+fn moves_survive_a_crash_of_either_side_at_every_step() {
+    let stages = [MoveStage::Planned, MoveStage::Learner, MoveStage::Promoted, MoveStage::SourceRemoved];
+    let stats = seeds("move_crash_steps", |seed| {
+        let mut r = rng(seed);
+        // Every (step, side) pair gets its share of the seeds.
+        let stage = stages[(seed % 4) as usize];
+        let crash_source = (seed / 4).is_multiple_of(2);
+        let mut cfg = move_config(seed, 3, 1);
+        cfg.faults = NetFaults { drop_prob: 0.02, ..NetFaults::reliable() };
+        let mut c = Cluster::new(cfg);
+        c.run_for(400);
+        let shard = (seed % 8) as u32;
+        let from = c.map().replicas(shard)[r.random_range(0..3)].node;
+        start_move(&mut c, shard, from, 4);
+        // Step the cluster until the move reaches the stage (a move may pass one
+        // between two looks: then the crash hits the next).
+        let mut waited = 0;
+        while c.move_stage(shard, 4).is_none_or(|s| s < stage) && waited < 3_000 {
+            c.run_for(1);
+            waited += 1;
+        }
+        let victim = if crash_source { from } else { 4 };
+        c.crash(victim);
+        c.run_for(r.random_range(50..500));
+        c.restart(victim);
+        c.run_for(800);
+        finish(c)
+    });
+    moves_counted(&stats);
+}
+
+#[test]
+fn a_move_whose_target_dies_is_turned_around_or_re_replicated() {
+    let stats = seeds("move_revert", |seed| {
+        let mut r = rng(seed);
+        let mut c = Cluster::new(move_config(seed, 3, 1));
+        c.run_for(400);
+        let shard = (seed % 8) as u32;
+        let from = c.map().replicas(shard)[r.random_range(0..3)].node;
+        start_move(&mut c, shard, from, 4);
+        c.run_for(r.random_range(0..60));
+        c.crash(4);
+        if c.move_stage(shard, 4) == Some(MoveStage::Settled) {
+            // Too late to turn around: the dead target's replica is re-created on
+            // the node it came from, from the two survivors.
+            start_move(&mut c, shard, 4, from);
+        } else {
+            c.revert_move(shard, 4).unwrap_or_else(|e| panic!("revert: {e}"));
+        }
+        c.run_for(1_000);
+        assert!(c.shards_of(4).is_empty());
+        assert!(c.moves_settled(), "a dead node does not hold a move up");
+        // The target comes back (finish restarts it) and drops what it had.
+        finish(c)
+    });
+    if !stats.is_empty() {
+        assert!(sum(&stats, |s| s.moves_reverted) > 0);
+        // A turned-around move ends once, like any other.
+        assert_eq!(sum(&stats, |s| s.moves_settled), sum(&stats, |s| s.moves_started));
+    }
+}
+
+#[test]
+fn transactions_keep_committing_while_their_shards_move() {
+    let stats = seeds("move_bank", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = bank_config(seed, 4, policy_of(seed));
+        cfg.spare_nodes = 1;
+        cfg.snapshot_log_bytes = 2 << 10;
+        let mut c = Cluster::new(cfg);
+        c.run_for(400);
+        for shard in c.shards_of(2) {
+            start_move(&mut c, shard, 2, 4);
+            c.run_for(r.random_range(50..300));
+        }
+        c.run_for(1_000);
+        finish(c)
+    });
+    moves_counted(&stats);
+    if !stats.is_empty() {
+        assert!(sum(&stats, |s| s.txns.committed) > 0);
+    }
+}
+
+#[test]
+fn planted_kept_replica_data_is_caught() {
+    planted("plant_keep", PlantedBug::KeepMovedReplicaData, &[FailureKind::Placement], |mut cfg| {
+        cfg.nodes = 4;
+        cfg.spare_nodes = 1;
+        cfg.snapshot_log_bytes = 2 << 10;
+        let mut c = Cluster::new(cfg);
+        c.run_for(500);
+        for shard in c.shards_of(1) {
+            start_move(&mut c, shard, 1, 4);
+        }
+        c.run_for(1_500);
+        c
+    });
 }

@@ -24,6 +24,9 @@ pub const SHARDS_MAX: u32 = 65_536;
 pub const REPLICAS_MAX: usize = 7;
 /// Most nodes a cluster map may name.
 pub const NODES_MAX: usize = 1024;
+/// The epoch of a founding map: the replicas it names start the shards, every
+/// later replica joins an existing group and starts empty.
+pub const FOUNDING_EPOCH: Epoch = 1;
 
 /// One node of the cluster.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -49,11 +52,33 @@ pub struct Replica {
 
 /// A shard's replicas. The first is the preferred leader: leaders are spread by
 /// placement and nudged back there by leader transfer.
+///
+/// `replicas` is what the placement wants; the shard's own Raft configuration is
+/// the truth about who is a member now. Its leader brings the configuration to
+/// `replicas` one single-server change at a time (a new replica joins as a learner
+/// and is promoted once it caught up; a replica that is not wanted is removed once
+/// every wanted one votes). A replacement keeps the replaced replica in
+/// `outgoing` until the shard reports a configuration without it: until then it
+/// is still a member, and messages must still reach it.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct ShardReplicas {
-    /// The voters, preferred leader first.
+    /// The voters the placement wants, preferred leader first.
     pub replicas: Vec<Replica>,
+    /// Replicas being replaced: members until the shard's configuration drops them.
+    pub outgoing: Vec<Replica>,
+}
+
+impl ShardReplicas {
+    /// A shard with these wanted voters and nobody leaving.
+    pub fn new(replicas: Vec<Replica>) -> ShardReplicas {
+        ShardReplicas { replicas, outgoing: Vec::new() }
+    }
+
+    /// Every replica that may be a member now: the wanted ones, then the outgoing.
+    pub fn members(&self) -> impl Iterator<Item = &Replica> {
+        self.replicas.iter().chain(&self.outgoing)
+    }
 }
 
 /// The whole map.
@@ -86,9 +111,27 @@ impl ClusterMap {
         self.shards.get(shard as usize).map_or(&[], |s| &s.replicas)
     }
 
-    /// The core of `node` holding `shard`, if that node holds it.
+    /// Every replica of `shard` that may be a member now (see
+    /// [`ShardReplicas::members`]); none for an unknown shard.
+    pub fn members(&self, shard: ShardId) -> impl Iterator<Item = &Replica> {
+        self.shards.get(shard as usize).into_iter().flat_map(ShardReplicas::members)
+    }
+
+    /// The shards with a replica on core `core` of node `node`.
+    pub fn shards_on(&self, node: NodeId, core: CoreIndex) -> impl Iterator<Item = ShardId> + '_ {
+        (0..self.shard_count()).filter(move |&s| self.core_of(s, node) == Some(core))
+    }
+
+    /// The replicas leaving `shard` (empty for an unknown shard).
+    pub fn outgoing(&self, shard: ShardId) -> &[Replica] {
+        self.shards.get(shard as usize).map_or(&[], |s| &s.outgoing)
+    }
+
+    /// The core of `node` holding `shard`, if that node holds it (as a wanted
+    /// replica or as one on its way out).
     pub fn core_of(&self, shard: ShardId, node: NodeId) -> Option<CoreIndex> {
-        self.replicas(shard).iter().find(|r| r.node == node).map(|r| r.core)
+        let s = self.shards.get(shard as usize)?;
+        s.members().find(|r| r.node == node).map(|r| r.core)
     }
 
     /// The shard owning `key`.

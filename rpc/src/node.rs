@@ -25,7 +25,7 @@ use crate::map::{ClusterMap, CoreIndex};
 use crate::raft::{Index, Message, Term};
 
 /// Bumped whenever a type in this module changes shape.
-pub const WIRE_VERSION: u32 = 3;
+pub const WIRE_VERSION: u32 = 4;
 /// Most calls a client may pipeline on one connection before it waits for replies;
 /// the server answers Busy beyond it.
 pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;
@@ -247,6 +247,12 @@ pub struct CoreStats {
     pub wal_fdatasyncs: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// Replicas this core started for shards moved onto it (empty, fed by the leader).
+    pub replicas_added: u64,
+    /// Replicas this core deleted because their shard moved away.
+    pub replicas_dropped: u64,
+    /// Membership changes this core's leaders proposed to reach the map's placement.
+    pub conf_changes_proposed: u64,
     pub peer_frames_sent: u64,
     pub peer_messages_sent: u64,
     pub peer_frames_received: u64,

@@ -206,26 +206,9 @@ fn dump_segment(segment_seq: u64, file: &Path, bytes: &[u8], out: &mut dyn Write
     Ok(())
 }
 
-/// One line for a record.
+/// One line for a record (the WAL format's own rendering).
 pub fn describe_record(record: &Record) -> String {
-    match record {
-        Record::Entries { group_id, entries } => {
-            let first = &entries[0];
-            let last = &entries[entries.len() - 1];
-            let bytes: usize = entries.iter().map(|e| e.data.len()).sum();
-            format!(
-                "group {group_id} entries {}..={} terms {}..={} ({bytes} data bytes)",
-                first.index, last.index, first.term, last.term
-            )
-        }
-        Record::HardState { group_id, hard_state: h } => {
-            format!("group {group_id} hard_state term {} vote {} commit {}", h.term, h.vote, h.commit)
-        }
-        Record::Truncate { group_id, from_index } => format!("group {group_id} truncate from {from_index}"),
-        Record::SnapshotMarker { group_id, marker } => {
-            format!("group {group_id} snapshot_marker index {} term {}", marker.index, marker.term)
-        }
-    }
+    record.to_string()
 }
 
 /// Snapshot files `path` designates: a file, or the snap dirs of a data, core or

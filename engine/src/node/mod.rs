@@ -42,9 +42,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use corekv_rpc::kv::{Outcome, ReadOp, Request, RequestBody, Response, ShardId, WriteOp, WriteTag};
-use corekv_rpc::map::{ClusterMap, CoreIndex, Replica};
+use corekv_rpc::map::{ClusterMap, CoreIndex, FOUNDING_EPOCH, Replica};
 use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardStatus};
-use corekv_rpc::raft::{Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
+use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
 use corekv_rpc::txn::{Policy, TxnId};
 use thiserror::Error;
 
@@ -190,6 +190,9 @@ pub enum PlantedBug {
     /// A shard leader releases a transaction's locks when it proposes or hears of
     /// the decision, before the decision is durable and applied here.
     ReleaseLocksBeforeDecision,
+    /// A replica that moved away is forgotten but its snapshot file is never
+    /// deleted: the disk never gets its space back.
+    KeepMovedReplicaData,
 }
 
 impl NodeCoreConfig {
@@ -244,6 +247,13 @@ pub struct NodeCore {
     unsealed: Vec<Wait>,
     /// Sealed batches in flight, oldest first.
     sealed: VecDeque<(u64, Vec<Wait>)>,
+    /// Replicas dropped since the last seal: their `DropGroup` records are in the
+    /// open batch.
+    drops_unsealed: Vec<ShardId>,
+    /// Drops in sealed batches in flight, by seal token.
+    drops_sealed: VecDeque<(u64, Vec<ShardId>)>,
+    /// Drops that became durable: their snapshot files may be deleted now.
+    drops_durable: Vec<ShardId>,
     next_seal: u64,
     /// Groups that may have a Ready.
     dirty: BTreeSet<ShardId>,
@@ -260,38 +270,45 @@ pub struct NodeCore {
 impl NodeCore {
     /// Opens the core: every shard the map places on (`cfg.node`, `cfg.core`) is
     /// recovered from `recovered` (its WAL records and snapshot file) or, with no
-    /// durable state at all, bootstrapped with the map's founding replicas; the
-    /// bootstrap records go to `storage` (they are durable with the first batch,
-    /// before any vote of this core can be).
+    /// durable state at all, bootstrapped with the map's founding replicas when the
+    /// map is the founding one, and started empty otherwise (a replica that joined
+    /// later learns everything from its leader). The bootstrap records go to
+    /// `storage` (they are durable with the first batch, before any vote of this
+    /// core can be). `map` must be the newest map this node knows: recovered state
+    /// of a shard it no longer places here is dropped.
     pub fn open(
-        cfg: NodeCoreConfig,
+        mut cfg: NodeCoreConfig,
         map: Arc<ClusterMap>,
         mut recovered: BTreeMap<ShardId, GroupRecovery>,
         storage: &mut dyn CoreStorage,
         now_ms: u64,
     ) -> Result<NodeCore, NodeError> {
-        let mut raft_cfg = cfg.raft.clone();
-        raft_cfg.id = cfg.node;
-        raft_cfg.validate()?;
+        cfg.raft.id = cfg.node;
+        cfg.raft.validate()?;
         let mut hlc = Hlc::new();
         let mut groups = BTreeMap::new();
-        for shard in 0..map.shard_count() {
-            if map.core_of(shard, cfg.node) != Some(cfg.core) {
-                continue;
-            }
-            let voters: Vec<NodeId> = map.replicas(shard).iter().map(|r| r.node).collect();
+        let founding = map.epoch == FOUNDING_EPOCH;
+        for shard in map.shards_on(cfg.node, cfg.core) {
+            let voters: Vec<NodeId> =
+                if founding { map.replicas(shard).iter().map(|r| r.node).collect() } else { Vec::new() };
             let rec = recovered.remove(&shard).unwrap_or_default();
             let durable = durable_state(shard, voters, rec, storage)?;
-            let sm = restore_shard(cfg.shard, shard, &durable.snapshot)?;
-            let _ = hlc.observe(sm.last_applied_version().max(sm.log_clock_ts()));
-            let seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x2545_f491_4f6c_dd1d);
-            let raft = RawNode::new(raft_cfg.clone(), durable, seed)?;
-            let mut group = Group::new(shard, raft, sm);
-            let st = group.raft.status();
-            group.hard_state = HardState { term: st.term, vote: st.vote, commit: st.commit };
+            let group = new_group(&cfg, shard, durable)?;
+            let _ = hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
             groups.insert(shard, group);
         }
-        let stats = CoreStats { node: cfg.node, core: cfg.core, groups: groups.len() as u64, ..CoreStats::default() };
+        let mut drops_unsealed = Vec::new();
+        for &shard in recovered.keys() {
+            storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
+            drops_unsealed.push(shard);
+        }
+        let stats = CoreStats {
+            node: cfg.node,
+            core: cfg.core,
+            groups: groups.len() as u64,
+            replicas_dropped: drops_unsealed.len() as u64,
+            ..CoreStats::default()
+        };
         let dirty = groups.keys().copied().collect();
         Ok(NodeCore {
             cfg,
@@ -305,6 +322,9 @@ impl NodeCore {
             replies: Vec::new(),
             unsealed: Vec::new(),
             sealed: VecDeque::new(),
+            drops_unsealed,
+            drops_sealed: VecDeque::new(),
+            drops_durable: Vec::new(),
             next_seal: 1,
             dirty,
             requests_pending: 0,
@@ -331,6 +351,89 @@ impl NodeCore {
     /// The cluster map this core routes by.
     pub fn map(&self) -> &Arc<ClusterMap> {
         &self.map
+    }
+
+    /// A newer cluster map (a lower or equal epoch, or another cluster's map, is
+    /// ignored: false). Shards it places on this core that the core does not hold
+    /// start as empty replicas, which their leader adds as learners and feeds a
+    /// snapshot; shards it no longer places here are dropped: their waiting
+    /// requests are answered (writes `indeterminate`: they may still commit) and
+    /// their durable state is deleted: a `DropGroup` record in the next batch
+    /// (recovery forgets everything of the group before it, and the WAL stops
+    /// keeping segments for it), then the snapshot file once that record is
+    /// durable (see [`Self::take_dropped`]).
+    ///
+    /// A map only stops placing a replica on a core once its shard's
+    /// configuration no longer names it, so a dropped replica is no longer needed
+    /// for any majority.
+    pub fn update_map(&mut self, map: Arc<ClusterMap>, storage: &mut dyn CoreStorage) -> Result<bool, NodeError> {
+        if map.epoch <= self.map.epoch || map.cluster_id != self.map.cluster_id {
+            return Ok(false);
+        }
+        let (node, core) = (self.cfg.node, self.cfg.core);
+        let before: BTreeSet<ShardId> = self.map.shards_on(node, core).collect();
+        let after: BTreeSet<ShardId> = map.shards_on(node, core).collect();
+        self.map = map;
+        for &shard in before.difference(&after) {
+            self.drop_group(shard, storage)?;
+        }
+        for &shard in after.difference(&before) {
+            self.add_replica(shard);
+        }
+        self.stats.groups = self.groups.len() as u64;
+        Ok(true)
+    }
+
+    /// Starts an empty replica of `shard`, unless the drop of its previous replica
+    /// here is not durable yet: then it starts once it is (a restart in between
+    /// must not mix the two replicas' records or snapshot files).
+    fn add_replica(&mut self, shard: ShardId) {
+        if self.groups.contains_key(&shard) || self.dropping(shard) {
+            return;
+        }
+        // An empty state restores no snapshot, and open() validated the Raft
+        // configuration: nothing can fail here.
+        let group = new_group(&self.cfg, shard, DurableState::bootstrap(Vec::new()));
+        let group = group.expect("an empty replica starts with the configuration open() validated");
+        self.groups.insert(shard, group);
+        self.dirty.insert(shard);
+        self.stats.replicas_added += 1;
+        self.stats.groups = self.groups.len() as u64;
+    }
+
+    fn dropping(&self, shard: ShardId) -> bool {
+        self.drops_unsealed.contains(&shard) || self.drops_sealed.iter().any(|(_, d)| d.contains(&shard))
+    }
+
+    /// Replicas whose drop is durable since the last call: the driver deletes
+    /// their snapshot files (a crash before that leaves files that recovery
+    /// reports as dropped, deleted then).
+    pub fn take_dropped(&mut self) -> Vec<ShardId> {
+        if self.cfg.planted_bug == PlantedBug::KeepMovedReplicaData {
+            self.drops_durable.clear();
+        }
+        std::mem::take(&mut self.drops_durable)
+    }
+
+    /// Deletes this core's replica of `shard` (see [`Self::update_map`]).
+    fn drop_group(&mut self, shard: ShardId, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        let Some(g) = self.groups.get(&shard) else { return Ok(()) };
+        if g.is_leader {
+            self.txn_stepped_down(shard);
+        }
+        self.stepped_down(shard);
+        self.groups.remove(&shard);
+        self.dirty.remove(&shard);
+        self.unsealed.retain(|w| w.shard != shard);
+        for (_, waits) in &mut self.sealed {
+            waits.retain(|w| w.shard != shard);
+        }
+        self.txn_inbox.retain(|(_, to, _)| *to != shard);
+        storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
+        self.drops_unsealed.push(shard);
+        self.stats.replicas_dropped += 1;
+        self.stats.groups = self.groups.len() as u64;
+        Ok(())
     }
 
     /// The shards on this core.
@@ -393,7 +496,7 @@ impl NodeCore {
     /// the driver should make it durable. Records appended without a waiting Ready
     /// (commit-index-only hard states, compaction markers) ride with the next batch.
     pub fn has_unsealed(&self) -> bool {
-        !self.unsealed.is_empty()
+        !self.unsealed.is_empty() || !self.drops_unsealed.is_empty()
     }
 
     // ----- inputs ----------------------------------------------------------------
@@ -412,6 +515,15 @@ impl NodeCore {
             // Checked before the tick: the tick may start a new check-quorum window,
             // which forgets who answered in the last one.
             g.transfer_cooldown_ticks = g.transfer_cooldown_ticks.saturating_sub(1);
+            if g.is_leader && self.heartbeat_boundary {
+                match reconcile(&self.map, self.cfg.node, g) {
+                    Reconciled::Nothing => {}
+                    Reconciled::Proposed => self.stats.conf_changes_proposed += 1,
+                    Reconciled::Transferring => {
+                        g.transfer_cooldown_ticks = balance_every * TRANSFER_RETRY_TIMEOUTS;
+                    }
+                }
+            }
             if self.cfg.leader_balance && g.is_leader && g.transfer_cooldown_ticks == 0 {
                 g.transfer_cooldown_ticks = balance_every;
                 let preferred = self.map.replicas(g.shard).first().map_or(0, |r| r.node);
@@ -943,6 +1055,9 @@ impl NodeCore {
         let token = self.next_seal;
         self.next_seal += 1;
         self.sealed.push_back((token, std::mem::take(&mut self.unsealed)));
+        if !self.drops_unsealed.is_empty() {
+            self.drops_sealed.push_back((token, std::mem::take(&mut self.drops_unsealed)));
+        }
         token
     }
 
@@ -951,6 +1066,16 @@ impl NodeCore {
     pub fn on_durable(&mut self, token: u64) {
         let (sealed, waits) = self.sealed.pop_front().expect("on_durable without a sealed batch");
         assert_eq!(sealed, token, "WAL batches must become durable in the order they were sealed");
+        if self.drops_sealed.front().is_some_and(|(t, _)| *t == token) {
+            let (_, drops) = self.drops_sealed.pop_front().expect("front exists");
+            for shard in drops {
+                self.drops_durable.push(shard);
+                // Placed here again meanwhile: the new replica starts now.
+                if self.map.core_of(shard, self.cfg.node) == Some(self.cfg.core) {
+                    self.add_replica(shard);
+                }
+            }
+        }
         for w in waits {
             let g = self.groups.get_mut(&w.shard).expect("waits name known groups");
             g.persists_pending -= 1;
@@ -965,6 +1090,81 @@ impl NodeCore {
 
 fn g_mut(groups: &mut BTreeMap<ShardId, Group>, shard: ShardId) -> &mut Group {
     groups.get_mut(&shard).expect("known group")
+}
+
+/// What [`reconcile`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconciled {
+    /// The configuration is what the map wants, or the next step must wait.
+    Nothing,
+    /// A membership change was proposed.
+    Proposed,
+    /// This leader is not wanted: it hands leadership to a wanted voter first.
+    Transferring,
+}
+
+/// How far behind the leader's log a learner may be and still be promoted: it
+/// catches up the rest as a voter, but a learner still far behind would leave the
+/// group one failure from unavailability.
+const PROMOTE_LAG_ENTRIES_MAX: u64 = 64;
+
+/// A leader's step towards the configuration the map wants for its shard, one
+/// single-server change at a time (DESIGN §7): add every wanted replica as a
+/// learner; promote each one that caught up; remove learners that are not wanted;
+/// then, once every wanted replica votes, remove the voters that are not wanted,
+/// itself last and only after handing leadership to a wanted voter. The
+/// configuration never has fewer wanted voters than before, and a replica leaves
+/// only when its replacement votes. Raft refuses a change while one is pending or
+/// before the leader committed in its term: the next heartbeat interval tries
+/// again, and a new leader picks up wherever the last one stopped.
+fn reconcile(map: &ClusterMap, me: NodeId, g: &mut Group) -> Reconciled {
+    let wanted: Vec<NodeId> = map.replicas(g.shard).iter().map(|r| r.node).collect();
+    if wanted.is_empty() {
+        return Reconciled::Nothing;
+    }
+    let st = g.raft.status();
+    let conf = &st.conf;
+    let change = if let Some(&add) = wanted.iter().find(|&&n| !conf.contains(n)) {
+        Some(ConfChange::AddLearner(add))
+    } else if let Some(&ready) = conf.learners.iter().find(|&&l| {
+        wanted.contains(&l)
+            && g.raft.progress(l).is_some_and(|p| {
+                p.recent_active
+                    && p.match_index >= st.snapshot_index
+                    && p.match_index + PROMOTE_LAG_ENTRIES_MAX >= st.last_index
+            })
+    }) {
+        Some(ConfChange::Promote(ready))
+    } else if let Some(&stray) = conf.learners.iter().find(|&&l| !wanted.contains(&l)) {
+        Some(ConfChange::Remove(stray))
+    } else if wanted.iter().all(|n| conf.voters.contains(n)) {
+        match conf.voters.iter().copied().find(|v| !wanted.contains(v) && *v != me) {
+            Some(leaving) => Some(ConfChange::Remove(leaving)),
+            None if !wanted.contains(&me) => {
+                let to = wanted.iter().copied().find(|&n| caught_up(&g.raft, n)).unwrap_or(wanted[0]);
+                let _ = g.raft.transfer_leader(to);
+                return Reconciled::Transferring;
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    match change {
+        Some(cc) if g.raft.propose_conf_change(cc).is_ok() => Reconciled::Proposed,
+        _ => Reconciled::Nothing,
+    }
+}
+
+/// A replica of `shard` on this core, from its durable state.
+fn new_group(cfg: &NodeCoreConfig, shard: ShardId, durable: DurableState) -> Result<Group, NodeError> {
+    let sm = restore_shard(cfg.shard, shard, &durable.snapshot)?;
+    let seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let raft = RawNode::new(cfg.raft.clone(), durable, seed)?;
+    let mut group = Group::new(shard, raft, sm);
+    let st = group.raft.status();
+    group.hard_state = HardState { term: st.term, vote: st.vote, commit: st.commit };
+    Ok(group)
 }
 
 /// The replica `preferred` has everything the leader has: leadership can move there
@@ -1035,6 +1235,8 @@ fn durable_state(
 ) -> Result<DurableState, NodeError> {
     let fresh = DurableState::bootstrap(voters);
     let log = match rec.log {
+        // A replica that joins later: nothing to write until its leader feeds it.
+        None if rec.snapshot.is_none() && fresh.entries.is_empty() => return Ok(fresh),
         None if rec.snapshot.is_none() => {
             let group = u64::from(shard);
             storage.append_entries(group, &fresh.entries)?;

@@ -46,10 +46,12 @@ fn test_map(nodes: u64, cores: u16, shards: u32, replicas: u64) -> Arc<ClusterMa
     let nodes_info =
         (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores }).collect();
     let shards = (0..shards)
-        .map(|s| ShardReplicas {
-            replicas: (0..replicas)
-                .map(|k| Replica { node: (u64::from(s) + k) % nodes + 1, core: (s % u32::from(cores)) as u16 })
-                .collect(),
+        .map(|s| {
+            ShardReplicas::new(
+                (0..replicas)
+                    .map(|k| Replica { node: (u64::from(s) + k) % nodes + 1, core: (s % u32::from(cores)) as u16 })
+                    .collect(),
+            )
         })
         .collect();
     Arc::new(ClusterMap { cluster_id: 7, epoch: 1, nodes: nodes_info, shards })

@@ -461,7 +461,7 @@ impl NodeCore {
     /// replica through the local inbox).
     pub(super) fn send_txn(&mut self, from: ShardId, to: ShardId, message: TxnPeerMessage) {
         let me = Replica { node: self.cfg.node, core: self.cfg.core };
-        let replicas: Vec<Replica> = self.map.replicas(to).to_vec();
+        let replicas: Vec<Replica> = self.map.members(to).copied().collect();
         for r in replicas {
             let m = PeerMessage::Txn { from_shard: from, to_shard: to, message: message.clone() };
             if r == me {
@@ -479,7 +479,7 @@ impl NodeCore {
         let me = Replica { node: self.cfg.node, core: self.cfg.core };
         let mut cores: BTreeMap<Replica, ShardId> = BTreeMap::new();
         for s in 0..self.map.shard_count() {
-            for &r in self.map.replicas(s) {
+            for &r in self.map.members(s) {
                 cores.entry(r).or_insert(s);
             }
         }

@@ -19,6 +19,7 @@
 //!   at most one.
 
 mod flow;
+pub mod moves;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;
@@ -27,8 +28,8 @@ mod tests;
 
 use corekv_rpc::kv::NodeId;
 use corekv_rpc::map::{
-    ClusterMap, CoreIndex, NODE_CORES_MAX, NODES_MAX, NodeInfo, REPLICAS_MAX, Replica, SHARDS_MAX, ShardReplicas,
-    stable_hash,
+    ClusterMap, CoreIndex, FOUNDING_EPOCH, NODE_CORES_MAX, NODES_MAX, NodeInfo, REPLICAS_MAX, Replica, SHARDS_MAX,
+    ShardReplicas, stable_hash,
 };
 
 /// Why no placement can be made for the inputs given.
@@ -145,10 +146,10 @@ pub fn initial_map(
             let indices = std::iter::once(leaders[shard]).chain(members[shard].iter().copied());
             let replicas =
                 indices.zip(&core_of[shard]).map(|(node, &core)| Replica { node: nodes[node].id, core }).collect();
-            ShardReplicas { replicas }
+            ShardReplicas::new(replicas)
         })
         .collect();
-    Ok(ClusterMap { cluster_id, epoch: 1, nodes, shards })
+    Ok(ClusterMap { cluster_id, epoch: FOUNDING_EPOCH, nodes, shards })
 }
 
 /// The cluster id of a founding configuration (DESIGN §9): a stable hash of its

@@ -35,7 +35,7 @@ use rkyv::rancor;
 use super::dma_wal::DmaWal;
 use crate::node::{ClientRef, CoreStorage, GroupRecovery, NodeCore, NodeCoreConfig, NodeError, StorageError};
 use crate::raft::Snapshot;
-use crate::snap::{SnapshotHeader, SnapshotReader, SnapshotWriter, list_snapshots, remove_temp_files};
+use crate::snap::{SnapshotHeader, SnapshotReader, SnapshotWriter, list_snapshots, remove_snapshot, remove_temp_files};
 use crate::wal::{Record, WalConfig};
 
 /// Bytes per chunk of a snapshot file.
@@ -331,15 +331,17 @@ pub async fn run_core(setup: CoreSetup) -> Result<(), String> {
         DmaWal::open(setup.core_dir.join("wal"), setup.wal.clone()).await.map_err(|e| e.to_string())?;
     let wal = Rc::new(wal);
     let snap_dir = setup.core_dir.join("snap");
+    // Replicas dropped before a crash whose snapshot files were not deleted yet.
+    for &group_id in &recovered.dropped {
+        remove_snapshot(&snap_dir, group_id).map_err(|e| e.to_string())?;
+    }
     let mut snapshots = load_snapshots(&snap_dir, cluster_id)?;
     let mut groups: BTreeMap<ShardId, GroupRecovery> = BTreeMap::new();
     let mut logs = recovered.groups;
-    for shard in 0..setup.map.shard_count() {
-        let id = u64::from(shard);
-        let rec = GroupRecovery { log: logs.remove(&id), snapshot: snapshots.remove(&id) };
-        if rec.log.is_some() || rec.snapshot.is_some() {
-            groups.insert(shard, rec);
-        }
+    let ids: std::collections::BTreeSet<u64> = logs.keys().chain(snapshots.keys()).copied().collect();
+    for id in ids {
+        let shard = ShardId::try_from(id).map_err(|_| format!("core {core_index}: group {id} is not a shard"))?;
+        groups.insert(shard, GroupRecovery { log: logs.remove(&id), snapshot: snapshots.remove(&id) });
     }
     let mut storage = DiskStorage { wal: wal.clone(), snap_dir, cluster_id };
     let node = NodeCore::open(setup.node_core.clone(), setup.map.clone(), groups, &mut storage, now_ms())
@@ -409,6 +411,13 @@ async fn flusher(core: Rc<Core>, signal: LocalReceiver<()>) {
             match core.wal.flush().await {
                 Ok(_) => {
                     core.node.borrow_mut().on_durable(token);
+                    let dropped = core.node.borrow_mut().take_dropped();
+                    for shard in dropped {
+                        if let Err(e) = remove_snapshot(&core.storage.borrow().snap_dir, u64::from(shard)) {
+                            core.fail(format!("deleting the snapshot of moved shard {shard}: {e}"));
+                            return;
+                        }
+                    }
                     core.wake.notify();
                 }
                 Err(e) => {

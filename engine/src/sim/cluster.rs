@@ -49,6 +49,7 @@ use super::invariants::chain;
 use super::net::{self, Links, NetFaults};
 use crate::check::{self, Call, Operation};
 use crate::node::{ClientRef, NodeCore, NodeCoreConfig};
+use crate::placement::moves::{self, MoveError};
 use crate::raft::Role;
 use crate::wal::WalIdentity;
 use client::{Attempt, Client, Next};
@@ -92,6 +93,21 @@ enum Event {
     AttemptTimeout { client: usize, attempt: u64 },
     Check,
     Restart { node: NodeId },
+}
+
+/// The steps of a replica move, as the shard's configuration shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MoveStage {
+    /// The map wants the target; the shard has not added it yet.
+    Planned,
+    /// The target is a learner: it is being sent a snapshot and the log.
+    Learner,
+    /// The target votes; the source still does too.
+    Promoted,
+    /// The source is no longer a member; the map still names it.
+    SourceRemoved,
+    /// The map no longer names the source, which deletes its replica.
+    Settled,
 }
 
 /// A node's clock: its ticks and its physical clock run at `rate_permille` of
@@ -170,14 +186,16 @@ pub fn build_map(nodes: u64, cores: u16, shards: u32, replication: usize) -> Clu
     assert!(nodes >= replication as u64 && cores >= 1 && shards >= 1, "a map needs enough nodes and cores");
     let nodes_info = (1..=nodes).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores }).collect();
     let shards = (0..shards)
-        .map(|s| ShardReplicas {
-            replicas: (0..replication as u64)
-                .map(|k| {
-                    let node = (u64::from(s) + k) % nodes + 1;
-                    let core = ((u64::from(s) / nodes + k) % u64::from(cores)) as CoreIndex;
-                    Replica { node, core }
-                })
-                .collect(),
+        .map(|s| {
+            ShardReplicas::new(
+                (0..replication as u64)
+                    .map(|k| {
+                        let node = (u64::from(s) + k) % nodes + 1;
+                        let core = ((u64::from(s) / nodes + k) % u64::from(cores)) as CoreIndex;
+                        Replica { node, core }
+                    })
+                    .collect(),
+            )
         })
         .collect();
     ClusterMap { cluster_id: SIM_CLUSTER_ID, epoch: 1, nodes: nodes_info, shards }
@@ -206,7 +224,10 @@ impl Cluster {
     /// clients loose.
     pub fn new(cfg: ClusterConfig) -> Cluster {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let map = Arc::new(build_map(cfg.nodes, cfg.cores, cfg.shards, cfg.replication));
+        let mut map = build_map(cfg.nodes - cfg.spare_nodes, cfg.cores, cfg.shards, cfg.replication);
+        map.nodes =
+            (1..=cfg.nodes).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: cfg.cores }).collect();
+        let map = Arc::new(map);
         let keys = pick_keys(&map, cfg.keys);
         let mut nodes = BTreeMap::new();
         for id in 1..=cfg.nodes {
@@ -335,8 +356,7 @@ impl Cluster {
     /// The running replica of `shard` that leads the highest term, if any.
     pub fn leader_of(&self, shard: ShardId) -> Option<NodeId> {
         self.map
-            .replicas(shard)
-            .iter()
+            .members(shard)
             .filter_map(|&r| self.core(r).and_then(|c| c.raft_status(shard)).map(|st| (r.node, st)))
             .filter(|(_, st)| st.role == Role::Leader)
             .max_by_key(|(_, st)| st.term)
@@ -426,6 +446,98 @@ impl Cluster {
         }
         self.stats.crashes += 1;
         self.record(&[24, node]);
+    }
+
+    // ----- replica moves (the meta group's part, played by the simulator) ----------
+
+    /// Starts moving shard `shard`'s replica on node `from` to core `to`: the map
+    /// says so, every running core learns it at once, and the shard's leader does
+    /// the rest. The move ends (the source is deleted) once a check sees the
+    /// shard's configuration match the map ([`moves::settle`]).
+    pub fn move_replica(&mut self, shard: ShardId, from: NodeId, to: Replica) -> Result<(), MoveError> {
+        let next = moves::begin(&self.map, shard, from, to)?;
+        self.record(&[40, u64::from(shard), from, to.node]);
+        self.stats.moves_started += 1;
+        self.publish_map(next);
+        Ok(())
+    }
+
+    /// Turns shard `shard`'s move to node `target` around (see [`moves::revert`]).
+    pub fn revert_move(&mut self, shard: ShardId, target: NodeId) -> Result<(), MoveError> {
+        let next = moves::revert(&self.map, shard, target)?;
+        self.record(&[41, u64::from(shard), target]);
+        self.stats.moves_reverted += 1;
+        self.publish_map(next);
+        Ok(())
+    }
+
+    /// How far shard `shard`'s move to node `target` got, as its leader's
+    /// configuration says (None: no leader runs now).
+    pub fn move_stage(&self, shard: ShardId, target: NodeId) -> Option<MoveStage> {
+        if self.map.outgoing(shard).is_empty() {
+            return Some(MoveStage::Settled);
+        }
+        let leader = self.leader_of(shard)?;
+        let core = self.map.core_of(shard, leader)?;
+        let conf = self.core(Replica { node: leader, core })?.raft_status(shard)?.conf;
+        let leaving = self.map.outgoing(shard).iter().any(|r| conf.voters.contains(&r.node));
+        Some(if conf.learners.contains(&target) {
+            MoveStage::Learner
+        } else if !conf.voters.contains(&target) {
+            MoveStage::Planned
+        } else if leaving {
+            MoveStage::Promoted
+        } else {
+            MoveStage::SourceRemoved
+        })
+    }
+
+    /// True when no move is under way.
+    pub fn moves_settled(&self) -> bool {
+        (0..self.map.shard_count()).all(|s| self.map.outgoing(s).is_empty())
+    }
+
+    /// The shards whose replica on `node` the map wants.
+    pub fn shards_of(&self, node: NodeId) -> Vec<ShardId> {
+        (0..self.map.shard_count()).filter(|&s| self.map.replicas(s).iter().any(|r| r.node == node)).collect()
+    }
+
+    /// A new map reaches every running core at once (the watch on the meta group,
+    /// without its delay: a node that was down learns it when it starts).
+    fn publish_map(&mut self, map: ClusterMap) {
+        self.map = Arc::new(map);
+        let ups: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.up).map(|(&id, _)| id).collect();
+        for node in ups {
+            for core in 0..self.cfg.cores {
+                let map = self.map.clone();
+                let n = self.nodes.get_mut(&node).expect("known node");
+                let sc = &mut n.cores[usize::from(core)];
+                let Some(nc) = sc.core.as_mut() else { continue };
+                if let Err(e) = nc.update_map(map, &mut sc.disk) {
+                    return self.fail(FailureKind::NodeError, format!("node {node} core {core}: {e}"));
+                }
+                self.drive(Replica { node, core });
+            }
+        }
+    }
+
+    /// Ends every move whose shard's leader reports the wanted configuration.
+    fn settle_moves(&mut self) {
+        for shard in 0..self.map.shard_count() {
+            if self.map.outgoing(shard).is_empty() {
+                continue;
+            }
+            let Some(leader) = self.leader_of(shard) else { continue };
+            let Some(core) = self.map.core_of(shard, leader) else { continue };
+            let Some(st) = self.core(Replica { node: leader, core }).and_then(|c| c.raft_status(shard)) else {
+                continue;
+            };
+            if let Some(next) = moves::settle(&self.map, shard, &st.conf) {
+                self.record(&[42, u64::from(shard)]);
+                self.stats.moves_settled += 1;
+                self.publish_map(next);
+            }
+        }
     }
 
     /// Restarts a crashed `node` from its disks.
@@ -576,6 +688,7 @@ impl Cluster {
             }
             Event::Restart { node } => self.restart(node),
             Event::Check => {
+                self.settle_moves();
                 self.compare_replicas();
                 self.check_txn_locks();
                 self.check_message_rate();
@@ -867,6 +980,9 @@ impl Cluster {
         }
         self.settle_or_fail("after the final reads");
         if self.failure.is_none() {
+            self.check_placement();
+        }
+        if self.failure.is_none() {
             self.compare_replicas();
         }
         if self.failure.is_none() {
@@ -922,6 +1038,8 @@ fn add_core_stats(stats: &mut ClusterStats, core: &NodeCore) {
     let s = core.stats();
     stats.snapshots_taken += s.snapshots_taken;
     stats.snapshots_installed += s.snapshots_installed;
+    stats.replicas_added += s.replicas_added;
+    stats.replicas_dropped += s.replicas_dropped;
 }
 
 /// A number per kind of answer, for the trace.

@@ -203,6 +203,19 @@ impl SnapshotWriter {
     }
 }
 
+/// Deletes group `group_id`'s snapshot file from `dir`, durably (the directory is
+/// fsynced); true when there was one.
+pub fn remove_snapshot(dir: &Path, group_id: u64) -> Result<bool, SnapError> {
+    let path = dir.join(snapshot_file_name(group_id));
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("remove", &path, e)),
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("fsync directory", dir, e))?;
+    Ok(true)
+}
+
 /// Removes temporary files left by snapshots torn by a crash; returns them.
 pub fn remove_temp_files(dir: &Path) -> Result<Vec<PathBuf>, SnapError> {
     let mut removed = Vec::new();

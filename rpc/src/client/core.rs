@@ -404,8 +404,8 @@ mod tests {
                 .map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores: 2 })
                 .collect(),
             shards: vec![
-                ShardReplicas { replicas: vec![Replica { node: 1, core: 0 }, Replica { node: 2, core: 1 }] },
-                ShardReplicas { replicas: vec![Replica { node: 3, core: 1 }, Replica { node: 1, core: 1 }] },
+                ShardReplicas::new(vec![Replica { node: 1, core: 0 }, Replica { node: 2, core: 1 }]),
+                ShardReplicas::new(vec![Replica { node: 3, core: 1 }, Replica { node: 1, core: 1 }]),
             ],
         }
     }

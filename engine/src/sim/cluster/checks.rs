@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use corekv_rpc::kv::Version;
+use corekv_rpc::kv::{ShardId, Version};
+use corekv_rpc::map::CoreIndex;
+use corekv_rpc::raft::NodeId;
 
 use super::{CHECK_INTERVAL_US, Cluster, FRAMES_PER_CHECK_MAX, FailureKind, SETTLE_MS_MAX, WITNESS_OPS_SHOWN_MAX};
 use crate::check::{self, CheckResult};
@@ -74,9 +76,37 @@ impl Cluster {
             let Some(statuses) = statuses else { return false };
             let mut leaders = statuses.iter().filter(|s| s.role == Role::Leader);
             let (Some(leader), None) = (leaders.next(), leaders.next()) else { return false };
-            leader.commit == leader.last_index
+            let mut wanted: Vec<NodeId> = self.map.replicas(shard).iter().map(|r| r.node).collect();
+            wanted.sort_unstable();
+            self.map.outgoing(shard).is_empty()
+                && leader.conf.voters == wanted
+                && leader.conf.learners.is_empty()
+                && leader.commit == leader.last_index
                 && statuses.iter().all(|s| s.term == leader.term && s.applied == leader.commit)
         })
+    }
+
+    /// Every core holds exactly the replicas the map places on it, and a core keeps
+    /// no snapshot file of a shard it does not hold: moved data was deleted.
+    pub(super) fn check_placement(&mut self) {
+        let mut wrong = Vec::new();
+        for (&node, n) in &self.nodes {
+            for (core, sc) in n.cores.iter().enumerate() {
+                let Some(nc) = &sc.core else { continue };
+                let placed: Vec<ShardId> = self.map.shards_on(node, core as CoreIndex).collect();
+                if nc.shards() != placed {
+                    wrong.push(format!("n{node} core {core} holds {:?}, the map places {placed:?}", nc.shards()));
+                }
+                let stray: Vec<u64> =
+                    sc.disk.snapshot_groups().filter(|&g| !placed.iter().any(|&s| u64::from(s) == g)).collect();
+                if !stray.is_empty() {
+                    wrong.push(format!("n{node} core {core} keeps snapshot files of moved shards {stray:?}"));
+                }
+            }
+        }
+        if !wrong.is_empty() {
+            self.fail(FailureKind::Placement, wrong.join("; "));
+        }
     }
 
     pub(super) fn settle_or_fail(&mut self, what: &str) {

@@ -214,13 +214,16 @@ impl Client {
 
     fn attempt(&mut self, op: u64, rng: &mut ChaCha8Rng, map: &ClusterMap) -> Attempt {
         let p = self.pending.get_mut(&op).expect("an operation in flight");
-        let replicas = map.replicas(p.request.shard);
+        // Every member of the shard: a replica on its way out may still lead.
+        let replicas: Vec<Replica> = map.members(p.request.shard).copied().collect();
         let node = if rng.random_range(0..100u32) < RANDOM_REPLICA_PERCENT {
             replicas[rng.random_range(0..replicas.len())].node
         } else {
             p.target
         };
-        let to = replicas.iter().copied().find(|r| r.node == node).expect("targets are replicas of the shard");
+        // A target the map no longer names (it moved away): start over at the first.
+        let to = replicas.iter().copied().find(|r| r.node == node).unwrap_or(replicas[0]);
+        let node = to.node;
         if !p.attempts.is_empty() {
             self.stats.retries += 1;
         }
@@ -241,7 +244,7 @@ impl Client {
     /// The next replica after the one asked last (a silent or wrong one).
     fn rotate(&mut self, op: u64, map: &ClusterMap) {
         let p = self.pending.get_mut(&op).expect("an operation in flight");
-        let replicas = map.replicas(p.request.shard);
+        let replicas: Vec<Replica> = map.members(p.request.shard).copied().collect();
         let at = replicas.iter().position(|r| r.node == p.asked).unwrap_or(0);
         p.target = replicas[(at + 1) % replicas.len()].node;
         self.leader_of.insert(p.request.shard, p.target);

@@ -12,6 +12,8 @@ pub struct ClusterConfig {
     pub seed: u64,
     /// Nodes `1..=nodes`.
     pub nodes: u64,
+    /// The last `spare_nodes` of them start with no replica (targets for moves).
+    pub spare_nodes: u64,
     /// Cores per node.
     pub cores: u16,
     /// Shards in the map.
@@ -104,6 +106,7 @@ impl ClusterConfig {
         ClusterConfig {
             seed,
             nodes,
+            spare_nodes: 0,
             cores,
             shards: 8,
             replication: 3,

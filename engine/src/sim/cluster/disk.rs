@@ -94,6 +94,10 @@ impl CoreDisk {
         };
         let (wal, recovered) = SyncWal::open(disk, self.config.clone()).map_err(|e| e.to_string())?;
         self.wal = Some(Wal::Open(Box::new(wal)));
+        // Dropped before the crash, its snapshot file not yet deleted: delete it now.
+        for group_id in &recovered.dropped {
+            self.snapshots.remove(group_id);
+        }
         let mut groups: BTreeMap<ShardId, GroupRecovery> = BTreeMap::new();
         for (group_id, log) in recovered.groups {
             let shard = ShardId::try_from(group_id).map_err(|_| format!("WAL group {group_id} is not a shard"))?;
@@ -121,6 +125,7 @@ impl CoreDisk {
         let token = core.seal();
         let Some(batch) = wal.writer_mut().start_batch() else {
             core.on_durable(token);
+            self.delete_dropped(core);
             return Ok(BatchStart::DurableNow);
         };
         let first_sync = batch.commands.iter().position(|c| matches!(c, IoCommand::Sync { .. }));
@@ -146,7 +151,20 @@ impl CoreDisk {
             wal.store_mut().execute(&command).map_err(storage_error)?;
         }
         core.on_durable(batch.token);
+        self.delete_dropped(core);
         Ok(())
+    }
+
+    /// Deletes the snapshot files of the replicas whose drop just became durable.
+    fn delete_dropped(&mut self, core: &mut NodeCore) {
+        for shard in core.take_dropped() {
+            self.snapshots.remove(&u64::from(shard));
+        }
+    }
+
+    /// The groups this disk keeps a snapshot file of.
+    pub fn snapshot_groups(&self) -> impl Iterator<Item = u64> + '_ {
+        self.snapshots.keys().copied()
     }
 
     /// Power loss: unsynced writes are lost, the last one possibly torn (chosen

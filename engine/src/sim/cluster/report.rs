@@ -29,6 +29,9 @@ pub enum FailureKind {
     /// A shard leader's lock table does not hold, as prepared, every lock of a
     /// transaction prepared on its shard.
     TxnLocksLost,
+    /// After settling, a core holds a replica the map does not place on it (or
+    /// lacks one it does), or keeps the data of a replica that moved away.
+    Placement,
 }
 
 /// A failed run: rerun with `CORE_SEED=<seed>` to reproduce it exactly.
@@ -84,6 +87,16 @@ pub struct ClusterStats {
     pub txns: super::txn_client::TxnStats,
     /// Crashes at a step of two-phase commit (`ClusterConfig::txn_crashes`).
     pub txn_step_crashes: u64,
+    /// Replica moves started ([`super::Cluster::move_replica`]).
+    pub moves_started: u64,
+    /// Moves turned around ([`super::Cluster::revert_move`]).
+    pub moves_reverted: u64,
+    /// Moves that ended with the source deleted.
+    pub moves_settled: u64,
+    /// Empty replicas started on move targets, over every incarnation.
+    pub replicas_added: u64,
+    /// Replicas deleted after their shard moved away, over every incarnation.
+    pub replicas_dropped: u64,
 }
 
 /// What a passing run leaves.

@@ -29,7 +29,7 @@ use corekv_rpc::kv::{
     ClientId, OkReply, Outcome, ReadOp, Request, RequestBody, Response, ShardId, ShardSets, TxnReadOp, Version,
     WriteTag,
 };
-use corekv_rpc::map::ClusterMap;
+use corekv_rpc::map::{ClusterMap, Replica};
 use corekv_rpc::raft::NodeId;
 use corekv_rpc::txn::{AbortReason, Age, Policy, RangeItem, ReadItem, TxnId, TxnMeta, TxnSets, WriteItem};
 use rand::RngExt;
@@ -343,7 +343,7 @@ impl TxnClient {
     fn attempt(&mut self, map: &ClusterMap, rotate: Option<()>) -> Attempt {
         let r = self.running.as_mut().expect("running");
         let shard = r.request.shard;
-        let replicas = map.replicas(shard);
+        let replicas: Vec<Replica> = map.members(shard).copied().collect();
         if rotate.is_some() {
             let at = replicas.iter().position(|x| x.node == r.asked).unwrap_or(0);
             r.target = replicas[(at + 1) % replicas.len()].node;
@@ -420,7 +420,7 @@ impl TxnClient {
                     self.leader_of.insert(shard, hint);
                     retry(0)
                 } else {
-                    let replicas = map.replicas(shard);
+                    let replicas: Vec<Replica> = map.members(shard).copied().collect();
                     let at = replicas.iter().position(|x| x.node == r.asked).unwrap_or(0);
                     r.target = replicas[(at + 1) % replicas.len()].node;
                     retry(2_000)
@@ -592,7 +592,7 @@ impl TxnClient {
                 let to = self
                     .leader_of
                     .get(&shard)
-                    .and_then(|&n| map.replicas(shard).iter().copied().find(|x| x.node == n))
+                    .and_then(|&n| map.members(shard).copied().find(|x| x.node == n))
                     .unwrap_or(to);
                 let attempt = self.next_attempt;
                 self.next_attempt += 1;

@@ -1,0 +1,184 @@
+//! Replica moves as map edits (DESIGN §7): what the map says while a shard's
+//! replica moves from one node to another, and when the move is over.
+//!
+//! A move is declarative. [`begin`] puts the target in the source's place among
+//! the shard's wanted replicas and keeps the source in `outgoing`; the shard's
+//! leader then changes the group's configuration step by step towards the wanted
+//! set (the node core's `reconcile`: learner, snapshot and log, promotion, leader
+//! transfer if the source led, removal). [`settle`] ends the move once the
+//! shard's configuration is exactly the wanted set: only then does the map stop
+//! naming the source, which makes the source's core delete its replica.
+//! [`revert`] turns a move around (its target died): the source is wanted again
+//! and the target leaves the same way.
+//!
+//! Pure functions of a map, so the meta group and the simulator's stand-in for it
+//! apply exactly the same rules. Every edit bumps the epoch.
+
+use corekv_rpc::kv::{NodeId, ShardId};
+use corekv_rpc::map::{ClusterMap, Replica};
+use corekv_rpc::raft::ConfState;
+use thiserror::Error;
+
+/// Why a move was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum MoveError {
+    /// The map has no such shard.
+    #[error("no shard {shard}")]
+    UnknownShard {
+        /// The shard asked for.
+        shard: ShardId,
+    },
+    /// The map has no such node, or the node has no such core.
+    #[error("node {node} has no core {core}")]
+    UnknownTarget {
+        /// The node asked for.
+        node: NodeId,
+        /// The core asked for.
+        core: u16,
+    },
+    /// The source holds no wanted replica of the shard.
+    #[error("node {node} holds no replica of shard {shard}")]
+    NotAReplica {
+        /// The shard.
+        shard: ShardId,
+        /// The node.
+        node: NodeId,
+    },
+    /// The target already holds (or is still leaving) the shard.
+    #[error("node {node} already holds shard {shard}")]
+    TargetHoldsShard {
+        /// The shard.
+        shard: ShardId,
+        /// The node.
+        node: NodeId,
+    },
+    /// A move of the shard is still under way.
+    #[error("shard {shard} is already moving")]
+    AlreadyMoving {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// Nothing to revert.
+    #[error("shard {shard} is not moving")]
+    NotMoving {
+        /// The shard.
+        shard: ShardId,
+    },
+}
+
+/// The map with shard `shard`'s replica on node `from` moving to `to`.
+pub fn begin(map: &ClusterMap, shard: ShardId, from: NodeId, to: Replica) -> Result<ClusterMap, MoveError> {
+    let s = map.shards.get(shard as usize).ok_or(MoveError::UnknownShard { shard })?;
+    if map.node(to.node).is_none_or(|n| to.core >= n.cores) {
+        return Err(MoveError::UnknownTarget { node: to.node, core: to.core });
+    }
+    if !s.outgoing.is_empty() {
+        return Err(MoveError::AlreadyMoving { shard });
+    }
+    let at = s.replicas.iter().position(|r| r.node == from).ok_or(MoveError::NotAReplica { shard, node: from })?;
+    if s.members().any(|r| r.node == to.node) {
+        return Err(MoveError::TargetHoldsShard { shard, node: to.node });
+    }
+    let mut next = map.clone();
+    let moving = &mut next.shards[shard as usize];
+    let source = std::mem::replace(&mut moving.replicas[at], to);
+    moving.outgoing.push(source);
+    next.epoch += 1;
+    Ok(next)
+}
+
+/// The map with shard `shard`'s move to node `target` turned around (the target
+/// died, or an operator cancelled): the replica that was leaving is wanted again,
+/// in the target's place, and the target leaves the same way a source does.
+pub fn revert(map: &ClusterMap, shard: ShardId, target: NodeId) -> Result<ClusterMap, MoveError> {
+    let s = map.shards.get(shard as usize).ok_or(MoveError::UnknownShard { shard })?;
+    let [source] = s.outgoing[..] else { return Err(MoveError::NotMoving { shard }) };
+    let at = s.replicas.iter().position(|r| r.node == target).ok_or(MoveError::NotAReplica { shard, node: target })?;
+    let mut next = map.clone();
+    let moving = &mut next.shards[shard as usize];
+    let target = std::mem::replace(&mut moving.replicas[at], source);
+    moving.outgoing = vec![target];
+    next.epoch += 1;
+    Ok(next)
+}
+
+/// The map with shard `shard`'s move over, when `conf` (the shard leader's
+/// configuration) is exactly the wanted set: the outgoing replicas are no longer
+/// members and may delete their copies. None while the move is under way.
+pub fn settle(map: &ClusterMap, shard: ShardId, conf: &ConfState) -> Option<ClusterMap> {
+    let s = map.shards.get(shard as usize)?;
+    if s.outgoing.is_empty() || !conf.learners.is_empty() {
+        return None;
+    }
+    let mut wanted: Vec<NodeId> = s.replicas.iter().map(|r| r.node).collect();
+    wanted.sort_unstable();
+    let mut voters = conf.voters.clone();
+    voters.sort_unstable();
+    if voters != wanted {
+        return None;
+    }
+    let mut next = map.clone();
+    next.shards[shard as usize].outgoing.clear();
+    next.epoch += 1;
+    Some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use corekv_rpc::map::{NodeInfo, ShardReplicas};
+
+    use super::*;
+
+    fn r(node: NodeId) -> Replica {
+        Replica { node, core: 0 }
+    }
+
+    fn map() -> ClusterMap {
+        let nodes = (1..=4).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: 2 }).collect();
+        ClusterMap { cluster_id: 1, epoch: 3, nodes, shards: vec![ShardReplicas::new(vec![r(1), r(2), r(3)])] }
+    }
+
+    fn conf(voters: &[NodeId], learners: &[NodeId]) -> ConfState {
+        ConfState { voters: voters.to_vec(), learners: learners.to_vec() }
+    }
+
+    #[test]
+    fn a_move_puts_the_target_in_the_sources_place_and_keeps_the_source_until_the_shard_drops_it() {
+        let m = begin(&map(), 0, 1, Replica { node: 4, core: 1 }).unwrap();
+        assert_eq!(m.epoch, 4);
+        assert_eq!(m.replicas(0), &[Replica { node: 4, core: 1 }, r(2), r(3)]);
+        assert_eq!(m.outgoing(0), &[r(1)]);
+        assert_eq!(m.core_of(0, 1), Some(0), "the source still gets its messages");
+        // Under way: a learner, or the source still voting, keeps the move open.
+        assert_eq!(settle(&m, 0, &conf(&[1, 2, 3], &[4])), None);
+        assert_eq!(settle(&m, 0, &conf(&[1, 2, 3, 4], &[])), None);
+        let done = settle(&m, 0, &conf(&[2, 3, 4], &[])).unwrap();
+        assert_eq!(done.epoch, 5);
+        assert!(done.outgoing(0).is_empty());
+        assert_eq!(done.core_of(0, 1), None);
+        assert_eq!(settle(&done, 0, &conf(&[2, 3, 4], &[])), None, "nothing left to settle");
+    }
+
+    #[test]
+    fn a_reverted_move_wants_the_source_back_and_sends_the_target_away() {
+        let m = begin(&map(), 0, 2, r(4)).unwrap();
+        let back = revert(&m, 0, 4).unwrap();
+        assert_eq!(back.replicas(0), &[r(1), r(2), r(3)]);
+        assert_eq!(back.outgoing(0), &[r(4)]);
+        assert_eq!(settle(&back, 0, &conf(&[1, 2, 3], &[4])), None, "the target is still a learner");
+        assert!(settle(&back, 0, &conf(&[1, 2, 3], &[])).is_some());
+        assert_eq!(revert(&map(), 0, 4), Err(MoveError::NotMoving { shard: 0 }));
+    }
+
+    #[test]
+    fn bad_moves_are_refused() {
+        let m = map();
+        assert_eq!(begin(&m, 1, 1, r(4)), Err(MoveError::UnknownShard { shard: 1 }));
+        assert_eq!(begin(&m, 0, 1, r(9)), Err(MoveError::UnknownTarget { node: 9, core: 0 }));
+        assert_eq!(begin(&m, 0, 1, Replica { node: 4, core: 2 }), Err(MoveError::UnknownTarget { node: 4, core: 2 }));
+        assert_eq!(begin(&m, 0, 4, r(4)), Err(MoveError::NotAReplica { shard: 0, node: 4 }));
+        assert_eq!(begin(&m, 0, 1, r(2)), Err(MoveError::TargetHoldsShard { shard: 0, node: 2 }));
+        let moving = begin(&m, 0, 1, r(4)).unwrap();
+        assert_eq!(begin(&moving, 0, 2, r(1)), Err(MoveError::AlreadyMoving { shard: 0 }));
+    }
+}
