@@ -4,9 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use corekv_rpc::raft::{ConfChange, EntryKind, Message, MessageBody, NodeId};
+use corekv_rpc::raft::{ConfChange, EntryKind, Index, Message, MessageBody, NodeId};
 
 use super::*;
+
+mod snapshot_sending;
 
 fn config(id: NodeId) -> Config {
     Config { election_timeout_ticks: 10, heartbeat_interval_ticks: 2, inflight_msgs_max: 4, ..Config::new(id) }
@@ -19,6 +21,8 @@ struct Harness {
     cut: BTreeSet<NodeId>,
     applied: BTreeMap<NodeId, Vec<Vec<u8>>>,
     reads: BTreeMap<NodeId, Vec<ReadState>>,
+    /// The index of every snapshot each node was handed to install, in order.
+    installed: BTreeMap<NodeId, Vec<Index>>,
     sent: Vec<Message>,
 }
 
@@ -39,6 +43,7 @@ impl Harness {
             cut: BTreeSet::new(),
             applied: BTreeMap::new(),
             reads: BTreeMap::new(),
+            installed: BTreeMap::new(),
             sent: vec![],
         }
     }
@@ -566,6 +571,9 @@ fn drain(h: &mut Harness, id: NodeId) -> Vec<Message> {
         let rd = n.ready();
         if rd.must_persist() {
             n.on_persisted(rd.number);
+        }
+        if let Some(s) = &rd.snapshot {
+            h.installed.entry(id).or_default().push(s.meta.index);
         }
         for e in rd.committed_entries {
             if e.kind == EntryKind::Normal {

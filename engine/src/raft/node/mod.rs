@@ -33,6 +33,7 @@ use super::ready::{PendingPersist, ReadState, Ready, Role, Snapshot, SoftState};
 mod output;
 mod reads;
 mod replication;
+mod snapshot_credit;
 
 /// Snapshot chunks in flight to one follower, at most.
 const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: u64 = 4;
@@ -182,6 +183,9 @@ pub struct Status {
     pub snapshot_index: Index,
     /// Membership.
     pub conf: ConfState,
+    /// Snapshot chunk bytes this node sent as leader since it started, resends
+    /// included (the rate a send credit holds it to).
+    pub snapshot_bytes_sent: u64,
 }
 
 /// One replica of one Raft group.
@@ -224,6 +228,10 @@ pub struct RawNode {
     incoming_snapshot: Option<IncomingSnapshot>,
     snapshot_to_install: Option<Snapshot>,
     latest_snapshot: Snapshot,
+    /// Chunk bytes snapshot sending may still spend; `None` = unlimited (the
+    /// default). See `snapshot_credit.rs`.
+    snapshot_credit_bytes: Option<u64>,
+    snapshot_bytes_sent: u64,
 
     msgs: Vec<Message>,
     msgs_after_persist: Vec<Message>,
@@ -272,6 +280,8 @@ impl RawNode {
             incoming_snapshot: None,
             snapshot_to_install: None,
             latest_snapshot: snapshot,
+            snapshot_credit_bytes: None,
+            snapshot_bytes_sent: 0,
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             prev_hard_state: hard_state,
@@ -302,6 +312,7 @@ impl RawNode {
             last_index: self.log.last_index(),
             snapshot_index: self.log.snapshot_index(),
             conf: self.conf.clone(),
+            snapshot_bytes_sent: self.snapshot_bytes_sent,
         }
     }
 
@@ -470,12 +481,21 @@ impl RawNode {
     }
 
     /// Tells the leader that the connection to `peer` broke: whatever was in flight
-    /// is lost, so probe it again.
+    /// is lost. A streaming follower is probed again. A snapshot transfer pauses
+    /// (spending no credit on a dead link) until `peer` answers a heartbeat, then
+    /// resumes from the offset the follower acknowledged: the follower keeps its
+    /// partial copy (per sender and term). If this node compacted to a newer
+    /// snapshot meanwhile, the transfer starts over from offset 0 with that one
+    /// instead, and the follower drops its partial copy of the old one when the
+    /// new one's first chunk arrives (see `handle_heartbeat_response`).
     pub fn report_unreachable(&mut self, peer: NodeId) {
-        if let Some(pr) = self.progress.get_mut(&peer)
-            && pr.state == ProgressState::Replicate
-        {
-            pr.become_probe();
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        match (pr.state, pr.snapshot.as_mut()) {
+            (ProgressState::Replicate, _) => pr.become_probe(),
+            (ProgressState::Snapshot, Some(t)) => t.interrupt(),
+            _ => {}
         }
     }
 

@@ -186,11 +186,16 @@ impl RawNode {
                 }
             }
             ProgressState::Snapshot => {
-                if let Some(t) = pr.snapshot.as_mut() {
-                    if t.acked_offset == t.acked_at_last_heartbeat {
-                        t.sent_offset = t.acked_offset; // chunks were lost: resend
+                let latest = &self.latest_snapshot;
+                match pr.snapshot.as_mut() {
+                    // Back after a broken connection, with a newer snapshot here: the
+                    // old one, once installed, would need this one sent after it anyway
+                    // (the log between the two is compacted away), so send this one.
+                    Some(t) if t.interrupted && t.meta.index < latest.meta.index => {
+                        *t = SnapshotTransfer::new(latest.meta.clone(), latest.data.clone());
                     }
-                    t.acked_at_last_heartbeat = t.acked_offset;
+                    Some(t) => t.on_heartbeat_answer(), // resumes; resends what was lost
+                    None => {}
                 }
             }
             _ => {}
@@ -216,7 +221,7 @@ impl RawNode {
         let Some(t) = pr.snapshot.as_mut().filter(|t| t.meta.index == index) else {
             return;
         };
-        let total = t.data.len() as u64;
+        let total = t.total_bytes();
         if rejected {
             pr.become_probe();
             pr.probe_sent = true; // try again at the next heartbeat, not in a hot loop
@@ -230,16 +235,7 @@ impl RawNode {
             self.maybe_finish_transfer(from);
             return;
         }
-        if next_offset < t.acked_offset || next_offset > t.sent_offset {
-            // The follower's offset is the truth: it lost what it had (restart), or
-            // holds more than this transfer sent (a transfer restarted by a probe).
-            t.acked_offset = next_offset;
-            t.sent_offset = next_offset;
-        } else if next_offset == t.acked_offset && next_offset < t.sent_offset {
-            t.sent_offset = next_offset; // a chunk went missing: resend from there
-        } else {
-            t.acked_offset = next_offset;
-        }
+        t.on_answer(next_offset);
         self.send_snapshot_chunks(from);
     }
 
@@ -278,44 +274,48 @@ impl RawNode {
 
     pub(super) fn start_snapshot_transfer(&mut self, to: NodeId) {
         let snap = &self.latest_snapshot;
-        let transfer = SnapshotTransfer {
-            meta: snap.meta.clone(),
-            data: snap.data.clone(),
-            acked_offset: 0,
-            sent_offset: 0,
-            acked_at_last_heartbeat: 0,
-        };
+        let transfer = SnapshotTransfer::new(snap.meta.clone(), snap.data.clone());
         self.progress.get_mut(&to).expect("caller checked").become_snapshot(transfer);
         self.send_snapshot_chunks(to);
     }
 
+    /// Sends `to` every chunk its window and the send credit allow.
     pub(super) fn send_snapshot_chunks(&mut self, to: NodeId) {
+        while self.send_snapshot_chunk(to) {}
+    }
+
+    /// Sends `to` the next chunk of its snapshot if the window and the send credit
+    /// allow. A chunk is sent whole or not at all; the one empty chunk of an empty
+    /// snapshot is free.
+    pub(super) fn send_snapshot_chunk(&mut self, to: NodeId) -> bool {
         let chunk_bytes = self.cfg.snapshot_chunk_bytes;
+        let window_bytes = self.snapshot_window_bytes();
         let Some(t) = self.progress.get_mut(&to).and_then(|p| p.snapshot.as_mut()) else {
-            return;
+            return false;
         };
-        let total = t.data.len() as u64;
-        let window = SNAPSHOT_CHUNKS_IN_FLIGHT_MAX * chunk_bytes;
-        let mut out = Vec::new();
-        loop {
-            let offset = t.sent_offset;
-            let is_first_of_empty = total == 0 && offset == 0 && t.acked_offset == 0;
-            if !(offset < total || is_first_of_empty) || offset.saturating_sub(t.acked_offset) >= window {
-                break;
+        let Some(len) = t.next_chunk_bytes(chunk_bytes, window_bytes) else {
+            return false;
+        };
+        if let Some(credit) = self.snapshot_credit_bytes.as_mut() {
+            if *credit < len {
+                return false; // paused until the node core grants more
             }
-            let end = (offset + chunk_bytes).min(total);
-            let chunk = t.data[offset as usize..end as usize].to_vec();
-            let chunk_crc = crc32fast::hash(&chunk);
-            out.push(MessageBody::Snapshot { meta: t.meta.clone(), total_bytes: total, offset, chunk, chunk_crc });
-            t.sent_offset = end;
-            if total == 0 {
-                t.sent_offset = 1; // the one empty chunk is out
-                break;
-            }
+            *credit -= len;
         }
-        for body in out {
-            self.send(to, body);
-        }
+        let offset = t.sent_offset;
+        let chunk = t.data[offset as usize..(offset + len) as usize].to_vec();
+        let chunk_crc = crc32fast::hash(&chunk);
+        let body =
+            MessageBody::Snapshot { meta: t.meta.clone(), total_bytes: t.total_bytes(), offset, chunk, chunk_crc };
+        t.sent_chunk(len);
+        self.snapshot_bytes_sent += len;
+        self.send(to, body);
+        true
+    }
+
+    /// The in-flight window of one snapshot transfer, in bytes.
+    pub(super) fn snapshot_window_bytes(&self) -> u64 {
+        SNAPSHOT_CHUNKS_IN_FLIGHT_MAX.saturating_mul(self.cfg.snapshot_chunk_bytes)
     }
 
     /// Sends appends to every peer: as many as their windows allow.
