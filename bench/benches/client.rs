@@ -16,7 +16,7 @@ fn map() -> ClusterMap {
     let shards = (0..64u64)
         .map(|s| ShardReplicas::new((0..3).map(|r| Replica { node: (s + r) % 3 + 1, core: (s % 2) as u16 }).collect()))
         .collect();
-    ClusterMap { cluster_id: 1, epoch: 1, nodes, shards }
+    ClusterMap { cluster_id: 1, epoch: 1, nodes, shards, meta: ShardReplicas::new(vec![Replica { node: 1, core: 0 }]) }
 }
 
 fn client(c: &mut Criterion) {

@@ -45,7 +45,8 @@ fn map(nodes: u64) -> Arc<ClusterMap> {
         (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores: 1 }).collect();
     let shards =
         (0..GROUPS).map(|_| ShardReplicas::new((1..=nodes).map(|node| Replica { node, core: 0 }).collect())).collect();
-    Arc::new(ClusterMap { cluster_id: 1, epoch: 1, nodes: infos, shards })
+    // No meta group: only the shards' work is measured.
+    Arc::new(ClusterMap { cluster_id: 1, epoch: 1, nodes: infos, shards, meta: ShardReplicas::new(Vec::new()) })
 }
 
 struct Cluster {

@@ -24,6 +24,13 @@ pub const SHARDS_MAX: u32 = 65_536;
 pub const REPLICAS_MAX: usize = 7;
 /// Most nodes a cluster map may name.
 pub const NODES_MAX: usize = 1024;
+/// The group id of the meta group, the Raft group that holds the map itself
+/// (DESIGN §7). It is addressed like a shard wherever groups are (Raft messages,
+/// WAL records, snapshot files), and no key maps to it.
+pub const META_SHARD: ShardId = u32::MAX;
+/// Most replicas of the meta group.
+pub const META_REPLICAS_MAX: usize = 5;
+
 /// The epoch of a founding map: the replicas it names start the shards, every
 /// later replica joins an existing group and starts empty.
 pub const FOUNDING_EPOCH: Epoch = 1;
@@ -93,6 +100,8 @@ pub struct ClusterMap {
     pub nodes: Vec<NodeInfo>,
     /// Shard `s` is `shards[s]`.
     pub shards: Vec<ShardReplicas>,
+    /// The meta group's replicas ([`META_SHARD`]), always on core 0.
+    pub meta: ShardReplicas,
 }
 
 impl ClusterMap {
@@ -106,32 +115,47 @@ impl ClusterMap {
         self.nodes.iter().find(|n| n.id == id)
     }
 
-    /// The replicas of `shard` (empty for an unknown shard).
+    /// The replicas of group `shard`: a shard, or the meta group.
+    pub fn group(&self, shard: ShardId) -> Option<&ShardReplicas> {
+        if shard == META_SHARD { Some(&self.meta) } else { self.shards.get(shard as usize) }
+    }
+
+    /// The replicas of group `shard`, to edit.
+    pub fn group_mut(&mut self, shard: ShardId) -> Option<&mut ShardReplicas> {
+        if shard == META_SHARD { Some(&mut self.meta) } else { self.shards.get_mut(shard as usize) }
+    }
+
+    /// Every group: the shards in order, then the meta group.
+    pub fn groups(&self) -> impl Iterator<Item = ShardId> + '_ {
+        (0..self.shard_count()).chain(std::iter::once(META_SHARD))
+    }
+
+    /// The wanted replicas of group `shard` (empty for an unknown one).
     pub fn replicas(&self, shard: ShardId) -> &[Replica] {
-        self.shards.get(shard as usize).map_or(&[], |s| &s.replicas)
+        self.group(shard).map_or(&[], |s| &s.replicas)
     }
 
-    /// Every replica of `shard` that may be a member now (see
-    /// [`ShardReplicas::members`]); none for an unknown shard.
+    /// Every replica of group `shard` that may be a member now (see
+    /// [`ShardReplicas::members`]); none for an unknown group.
     pub fn members(&self, shard: ShardId) -> impl Iterator<Item = &Replica> {
-        self.shards.get(shard as usize).into_iter().flat_map(ShardReplicas::members)
+        self.group(shard).into_iter().flat_map(ShardReplicas::members)
     }
 
-    /// The shards with a replica on core `core` of node `node`.
+    /// The groups (shards and the meta group) with a replica on core `core` of
+    /// node `node`.
     pub fn shards_on(&self, node: NodeId, core: CoreIndex) -> impl Iterator<Item = ShardId> + '_ {
-        (0..self.shard_count()).filter(move |&s| self.core_of(s, node) == Some(core))
+        self.groups().filter(move |&s| self.core_of(s, node) == Some(core))
     }
 
-    /// The replicas leaving `shard` (empty for an unknown shard).
+    /// The replicas leaving group `shard` (empty for an unknown one).
     pub fn outgoing(&self, shard: ShardId) -> &[Replica] {
-        self.shards.get(shard as usize).map_or(&[], |s| &s.outgoing)
+        self.group(shard).map_or(&[], |s| &s.outgoing)
     }
 
-    /// The core of `node` holding `shard`, if that node holds it (as a wanted
-    /// replica or as one on its way out).
+    /// The core of `node` holding group `shard`, if that node holds it (as a
+    /// wanted replica or as one on its way out).
     pub fn core_of(&self, shard: ShardId, node: NodeId) -> Option<CoreIndex> {
-        let s = self.shards.get(shard as usize)?;
-        s.members().find(|r| r.node == node).map(|r| r.core)
+        self.group(shard)?.members().find(|r| r.node == node).map(|r| r.core)
     }
 
     /// The shard owning `key`.

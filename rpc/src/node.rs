@@ -130,6 +130,30 @@ pub enum PeerMessage {
     /// same way. Every message is safe to lose, repeat and reorder: senders retry
     /// on timers and receivers answer from replicated state.
     Txn { from_shard: ShardId, to_shard: ShardId, message: TxnPeerMessage },
+    /// The sender's cluster map: pushed by the meta group's leader to every core
+    /// when it changes, and the answer to a [`PeerMessage::MapRequest`].
+    Map { map: ClusterMap },
+    /// "Send me your map if it is newer than `epoch`": the sender saw a newer
+    /// epoch in this core's frame, or polls a meta replica (a core that was down
+    /// when a map was pushed, or that nobody talks to, learns it so).
+    MapRequest { epoch: Epoch },
+    /// A change to the cluster map, for the meta group's leader (every meta
+    /// replica gets it, only the leader acts; senders repeat until the map shows
+    /// it).
+    MetaEdit { edit: MetaEdit },
+}
+
+/// A change to the cluster map (DESIGN §7), applied by the meta group's leader.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum MetaEdit {
+    /// Move group `shard`'s replica off node `from` onto `to`.
+    Begin { shard: ShardId, from: NodeId, to: crate::map::Replica },
+    /// Turn group `shard`'s move to node `target` around.
+    Revert { shard: ShardId, target: NodeId },
+    /// Group `shard`'s leader reports its configuration: a move is over once it is
+    /// exactly the wanted set.
+    Settle { shard: ShardId, conf: crate::raft::ConfState },
 }
 
 /// What shard leaders tell each other to run two-phase commit (DESIGN §8).
@@ -163,6 +187,10 @@ pub struct PeerBatch {
     /// or written reaches, through the heartbeats and votes of a quorum, whoever
     /// leads next.
     pub clock: u64,
+    /// The sending core's map epoch: a receiver with an older map asks for it.
+    pub epoch: Epoch,
+    /// The sending core's index (its node is the connection's).
+    pub from_core: CoreIndex,
     pub messages: Vec<PeerMessage>,
 }
 
@@ -253,6 +281,10 @@ pub struct CoreStats {
     pub replicas_dropped: u64,
     /// Membership changes this core's leaders proposed to reach the map's placement.
     pub conf_changes_proposed: u64,
+    /// Map edits this core proposed as the meta group's leader.
+    pub meta_writes: u64,
+    /// Newer maps this core installed (from the meta group or a peer).
+    pub maps_installed: u64,
     pub peer_frames_sent: u64,
     pub peer_messages_sent: u64,
     pub peer_frames_received: u64,
@@ -350,6 +382,8 @@ mod tests {
     fn a_peer_batch_round_trips() {
         let batch = PeerBatch {
             clock: 7 << 16,
+            epoch: 3,
+            from_core: 1,
             messages: vec![
                 PeerMessage::Raft {
                     shard: 3,

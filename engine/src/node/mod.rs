@@ -32,6 +32,7 @@
 //! down): a retry with the same write tag is applied at most once (DESIGN §6).
 
 pub mod group;
+pub mod meta;
 mod outbox;
 #[cfg(test)]
 mod tests;
@@ -41,7 +42,7 @@ mod txn;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use corekv_rpc::kv::{Outcome, ReadOp, Request, RequestBody, Response, ShardId, WriteOp, WriteTag};
+use corekv_rpc::kv::{ClientId, OkReply, Outcome, ReadOp, Request, RequestBody, Response, ShardId, WriteOp, WriteTag};
 use corekv_rpc::map::{ClusterMap, CoreIndex, FOUNDING_EPOCH, Replica};
 use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardStatus};
 use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
@@ -55,6 +56,7 @@ use crate::raft::{Config, ConfigError, DurableState, ProposeError, RawNode, Read
 use crate::wal::{GroupLog, Record, SnapshotMarker};
 pub use group::ClientRef;
 use group::{Group, PendingRead, ReadKind};
+use meta::{MAP_KEY, META_SHARD, MetaEdit, MetaQueue, apply_edit, stored_map};
 use outbox::Outbox;
 
 /// What a log entry costs in the WAL beyond its data (index, term, kind, lengths).
@@ -72,6 +74,16 @@ pub fn ready_reserve_bytes(cfg: &NodeCoreConfig) -> u64 {
 /// How far above the leader's clock a read at a version may ask: one second of
 /// HLC time (above it: `invalid`).
 const READ_AT_MARGIN_TS: u64 = 1000 << crate::kv::hlc::LOGICAL_BITS;
+
+/// The client reference of the meta writes a meta leader proposes itself.
+const META_WRITER: ClientRef = ClientRef { conn: u64::MAX, id: u64::MAX };
+
+/// Ticks between two asks of one peer core for its newer map.
+const MAP_ASK_INTERVAL_TICKS: u64 = 10;
+
+/// Ticks between two polls of a meta replica for a newer map (one small message
+/// a second per core; answered only when there is one).
+const MAP_POLL_TICKS: u64 = 100;
 
 /// Election timeouts a leader waits before it tries again to hand leadership to
 /// the shard's preferred replica.
@@ -254,6 +266,21 @@ pub struct NodeCore {
     drops_sealed: VecDeque<(u64, Vec<ShardId>)>,
     /// Drops that became durable: their snapshot files may be deleted now.
     drops_durable: Vec<ShardId>,
+    /// The founding map (epoch 1), when this core started with it: the meta
+    /// group's map until its first write.
+    founding: Option<Arc<ClusterMap>>,
+    /// A newer map (applied by the meta group here, or sent by a peer), installed
+    /// at the end of `process`.
+    map_inbox: Option<Arc<ClusterMap>>,
+    /// The version of the meta group's map this core installed last.
+    meta_map_version: u64,
+    /// Cores that showed a newer epoch, to ask for their map, and the tick this
+    /// core last asked each.
+    map_asks: BTreeMap<Replica, u64>,
+    /// Edits waiting at the meta leader.
+    meta: MetaQueue,
+    /// The write tag client id of this core's meta writes.
+    meta_client: ClientId,
     next_seal: u64,
     /// Groups that may have a Ready.
     dirty: BTreeSet<ShardId>,
@@ -310,7 +337,11 @@ impl NodeCore {
             ..CoreStats::default()
         };
         let dirty = groups.keys().copied().collect();
-        Ok(NodeCore {
+        let founding = (map.epoch == FOUNDING_EPOCH).then(|| map.clone());
+        let mut meta_client = [0u8; 16];
+        meta_client[..8].copy_from_slice(&cfg.seed.to_le_bytes());
+        meta_client[8..].copy_from_slice(&(cfg.node << 16 | u64::from(cfg.core)).to_le_bytes());
+        let mut core = NodeCore {
             cfg,
             map,
             groups,
@@ -325,6 +356,12 @@ impl NodeCore {
             drops_unsealed,
             drops_sealed: VecDeque::new(),
             drops_durable: Vec::new(),
+            founding,
+            map_inbox: None,
+            meta_map_version: 0,
+            map_asks: BTreeMap::new(),
+            meta: MetaQueue::default(),
+            meta_client: ClientId(meta_client),
             next_seal: 1,
             dirty,
             requests_pending: 0,
@@ -332,7 +369,10 @@ impl NodeCore {
             proposed_bytes: 0,
             room_bytes: storage.room_bytes(),
             stats,
-        })
+        };
+        // A meta replica may hold a newer map than the one it was given.
+        core.meta_applied();
+        Ok(core)
     }
 
     /// This core's counters (the WAL and transport fields are the driver's to fill).
@@ -403,6 +443,118 @@ impl NodeCore {
 
     fn dropping(&self, shard: ShardId) -> bool {
         self.drops_unsealed.contains(&shard) || self.drops_sealed.iter().any(|(_, d)| d.contains(&shard))
+    }
+
+    // ----- the meta group -----------------------------------------------------------
+
+    /// Hands `edit` to the meta group's leader: queued here when this core leads
+    /// it, sent to every meta replica otherwise (only the leader acts). Edits are
+    /// safe to repeat: senders repeat until the map shows them.
+    pub fn submit_meta(&mut self, edit: MetaEdit) {
+        if self.groups.get(&META_SHARD).is_some_and(|g| g.is_leader) {
+            self.meta.push(edit);
+            return;
+        }
+        let me = Replica { node: self.cfg.node, core: self.cfg.core };
+        let members: Vec<Replica> = self.map.members(META_SHARD).copied().filter(|&r| r != me).collect();
+        for r in members {
+            self.outbox.push_other(r, PeerMessage::MetaEdit { edit: edit.clone() });
+        }
+    }
+
+    /// The meta group applied an entry here: a newer map in it is installed at
+    /// the end of this iteration.
+    fn meta_applied(&mut self) {
+        let Some(g) = self.groups.get(&META_SHARD) else { return };
+        let read = g.sm.get(MAP_KEY, None);
+        let Outcome::Ok(OkReply::Value { version, .. }) = &read else { return };
+        if *version <= self.meta_map_version {
+            return;
+        }
+        self.meta_map_version = *version;
+        match stored_map(read, self.founding.as_deref()) {
+            Ok((map, _)) => self.offer_map(map),
+            // Only this group's own leaders write there: a map that does not decode
+            // is a bug, kept out of routing.
+            Err(e) => tracing::error!(error = %e, "the meta group holds a map that does not decode"),
+        }
+    }
+
+    /// A map from the meta group or a peer: kept when it is newer than every map
+    /// this core has, for the same cluster and shard count.
+    fn offer_map(&mut self, map: ClusterMap) {
+        let newest = self.map_inbox.as_ref().map_or(self.map.epoch, |m| m.epoch.max(self.map.epoch));
+        if map.epoch > newest && map.cluster_id == self.map.cluster_id && map.shard_count() == self.map.shard_count() {
+            self.map_inbox = Some(Arc::new(map));
+        }
+    }
+
+    /// At the meta leader: proposes the next queued edit as a compare-and-set of
+    /// the map, one at a time.
+    fn meta_step(&mut self) {
+        let Some(g) = self.groups.get(&META_SHARD) else { return self.meta.clear() };
+        if !g.is_leader {
+            return self.meta.clear();
+        }
+        let st = g.raft.status();
+        if st.applied < st.commit {
+            return; // its state machine lags its log: edits would only lose the race
+        }
+        while let Some(edit) = self.meta.next() {
+            let g = &self.groups[&META_SHARD];
+            let (current, version) = match stored_map(g.sm.get(MAP_KEY, None), self.founding.as_deref()) {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::error!(error = %e, "the meta group's map cannot be read");
+                    return self.meta.clear();
+                }
+            };
+            let next = match apply_edit(&edit, &current) {
+                Ok(Some(next)) => next,
+                // Nothing to do, or refused (the asker sees the map unchanged).
+                Ok(None) | Err(_) => continue,
+            };
+            self.meta.next_seq += 1;
+            let seq = self.meta.next_seq;
+            let tag = WriteTag { client: self.meta_client, seq, acked: seq - 1 };
+            let op =
+                WriteOp::Cas { key: MAP_KEY.to_vec(), expected: version, value: corekv_rpc::node::to_bytes(&next) };
+            self.meta.inflight = Some(edit);
+            self.stats.meta_writes += 1;
+            self.propose_write(META_WRITER, META_SHARD, tag, op, None);
+            return;
+        }
+    }
+
+    /// The meta write in flight was answered: done, or tried again on the newer map.
+    fn meta_answered(&mut self, response: &Response) {
+        let done = matches!(response, Response::Outcome(Outcome::Ok(_)));
+        self.meta.answered(!done);
+    }
+
+    /// Installs the newest map learned this iteration; the meta leader also sends
+    /// it to every core of the cluster.
+    fn install_map(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        let Some(map) = self.map_inbox.take() else { return Ok(()) };
+        if !self.update_map(map, storage)? {
+            return Ok(());
+        }
+        self.map_asks.clear();
+        self.stats.maps_installed += 1;
+        if self.groups.get(&META_SHARD).is_some_and(|g| g.is_leader) {
+            let me = Replica { node: self.cfg.node, core: self.cfg.core };
+            let cores: Vec<Replica> = self
+                .map
+                .nodes
+                .iter()
+                .flat_map(|n| (0..n.cores).map(move |core| Replica { node: n.id, core }))
+                .filter(|&r| r != me)
+                .collect();
+            for r in cores {
+                self.outbox.push_other(r, PeerMessage::Map { map: (*self.map).clone() });
+            }
+        }
+        Ok(())
     }
 
     /// Replicas whose drop is durable since the last call: the driver deletes
@@ -511,11 +663,20 @@ impl NodeCore {
             self.heartbeat_boundary = true;
         }
         let balance_every = u64::from(self.cfg.raft.election_timeout_ticks);
+        let mut reports = Vec::new();
         for g in self.groups.values_mut() {
             // Checked before the tick: the tick may start a new check-quorum window,
             // which forgets who answered in the last one.
             g.transfer_cooldown_ticks = g.transfer_cooldown_ticks.saturating_sub(1);
             if g.is_leader && self.heartbeat_boundary {
+                // A move whose configuration is done: the meta group ends it (this
+                // repeats until the map shows it).
+                if !self.map.outgoing(g.shard).is_empty() {
+                    let conf = g.raft.status().conf;
+                    if crate::placement::moves::settle(&self.map, g.shard, &conf).is_some() {
+                        reports.push(MetaEdit::Settle { shard: g.shard, conf });
+                    }
+                }
                 match reconcile(&self.map, self.cfg.node, g) {
                     Reconciled::Nothing => {}
                     Reconciled::Proposed => self.stats.conf_changes_proposed += 1,
@@ -539,6 +700,18 @@ impl NodeCore {
                 self.dirty.insert(g.shard);
             }
         }
+        for edit in reports {
+            self.submit_meta(edit);
+        }
+        // Now and then, ask one meta replica whether there is a newer map.
+        if self.ticks.is_multiple_of(MAP_POLL_TICKS) {
+            let me = Replica { node: self.cfg.node, core: self.cfg.core };
+            let meta: Vec<Replica> = self.map.members(META_SHARD).copied().filter(|&r| r != me).collect();
+            if !meta.is_empty() {
+                let r = meta[(self.ticks / MAP_POLL_TICKS) as usize % meta.len()];
+                self.outbox.push_other(r, PeerMessage::MapRequest { epoch: self.map.epoch });
+            }
+        }
         self.txn_tick();
     }
 
@@ -550,6 +723,10 @@ impl NodeCore {
     /// A batch of peer messages arrived from node `from`'s core.
     pub fn step_peer(&mut self, from: NodeId, batch: PeerBatch) {
         self.stats.peer_frames_received += 1;
+        let sender = Replica { node: from, core: batch.from_core };
+        if batch.epoch > self.map.epoch {
+            self.map_asks.entry(sender).or_insert(0);
+        }
         // Before any message: a vote, an append or a TimeoutNow from a core that
         // has read at or written a version makes this core's later versions larger
         // (an out-of-range clock is ignored; the versions it stamps are refused
@@ -583,6 +760,17 @@ impl NodeCore {
                 }
                 PeerMessage::Txn { from_shard, to_shard, message } => {
                     self.on_txn_message(from_shard, to_shard, message);
+                }
+                PeerMessage::Map { map } => self.offer_map(map),
+                PeerMessage::MapRequest { epoch } => {
+                    if self.map.epoch > epoch {
+                        self.outbox.push_other(sender, PeerMessage::Map { map: (*self.map).clone() });
+                    }
+                }
+                PeerMessage::MetaEdit { edit } => {
+                    if self.groups.get(&META_SHARD).is_some_and(|g| g.is_leader) {
+                        self.meta.push(edit);
+                    }
                 }
             }
         }
@@ -740,12 +928,18 @@ impl NodeCore {
     }
 
     fn answer(&mut self, client: ClientRef, response: Response) {
+        if client == META_WRITER {
+            return self.meta_answered(&response);
+        }
         self.replies.push((client, response));
     }
 
     /// Answers a request that was counted in `requests_pending`.
     fn answer_pending(&mut self, client: ClientRef, response: Response) {
         self.requests_pending -= 1;
+        if client == META_WRITER {
+            return self.meta_answered(&response);
+        }
         self.replies.push((client, response));
     }
 
@@ -782,6 +976,8 @@ impl NodeCore {
         if worked {
             self.stats.iterations += 1;
         }
+        self.install_map(storage)?;
+        self.meta_step();
         self.proposed_bytes = 0;
         self.room_bytes = storage.room_bytes();
         Ok(())
@@ -976,6 +1172,9 @@ impl NodeCore {
         };
         if let Some(applied) = &applied {
             self.after_apply(shard, e.index, applied);
+            if shard == META_SHARD {
+                self.meta_applied();
+            }
         }
         let g = self.groups.get_mut(&shard).expect("known group");
         let Some((term, client)) = g.writes.remove(&e.index) else { return Ok(()) };
@@ -1035,8 +1234,26 @@ impl NodeCore {
 
     /// One frame per destination core: everything queued since the last call.
     pub fn take_frames(&mut self) -> Vec<(Replica, PeerBatch)> {
+        let ticks = self.ticks;
+        let asks: Vec<Replica> = self
+            .map_asks
+            .iter_mut()
+            .filter(|(_, asked)| **asked == 0 || ticks >= **asked + MAP_ASK_INTERVAL_TICKS)
+            .map(|(r, asked)| {
+                *asked = ticks.max(1);
+                *r
+            })
+            .collect();
+        let epoch = self.map.epoch;
+        for r in asks {
+            self.outbox.push_other(r, PeerMessage::MapRequest { epoch });
+        }
         let boundary = std::mem::take(&mut self.heartbeat_boundary);
-        let (batches, taken) = self.outbox.take(self.cfg.node, self.hlc.last(), boundary);
+        let (mut batches, taken) = self.outbox.take(self.cfg.node, self.hlc.last(), boundary);
+        for (_, b) in &mut batches {
+            b.epoch = self.map.epoch;
+            b.from_core = self.cfg.core;
+        }
         self.stats.peer_frames_sent += taken.frames;
         self.stats.peer_messages_sent += taken.messages;
         self.stats.heartbeat_messages_sent += taken.heartbeat_messages;

@@ -69,12 +69,12 @@ impl Outbox {
         let mut taken = Taken::default();
         for (dest, messages) in std::mem::take(&mut self.messages) {
             taken.messages += messages.len() as u64;
-            batches.insert(dest, PeerBatch { clock, messages }); // the queue becomes the frame
+            batches.insert(dest, PeerBatch { clock, messages, ..PeerBatch::default() }); // the queue becomes the frame
         }
         for (dest, items) in std::mem::take(&mut self.responses) {
             taken.messages += 1;
             let message = PeerMessage::HeartbeatResponses { from: me, to: dest.node, items };
-            batches.entry(dest).or_insert_with(|| PeerBatch { clock, messages: Vec::new() }).messages.push(message);
+            batches.entry(dest).or_insert_with(|| PeerBatch { clock, ..PeerBatch::default() }).messages.push(message);
         }
         if heartbeat_boundary || self.heartbeats_urgent {
             self.heartbeats_urgent = false;
@@ -82,7 +82,11 @@ impl Outbox {
                 taken.messages += 1;
                 taken.heartbeat_messages += 1;
                 let message = PeerMessage::Heartbeats { from: me, to: dest.node, items };
-                batches.entry(dest).or_insert_with(|| PeerBatch { clock, messages: Vec::new() }).messages.push(message);
+                batches
+                    .entry(dest)
+                    .or_insert_with(|| PeerBatch { clock, ..PeerBatch::default() })
+                    .messages
+                    .push(message);
             }
         }
         taken.frames = batches.len() as u64;

@@ -43,7 +43,7 @@ impl CoreStorage for MemStorage {
 /// Shard `s` lives on core `s % cores` of nodes `s, s+1, …` (mod n), preferred
 /// leader first.
 fn test_map(nodes: u64, cores: u16, shards: u32, replicas: u64) -> Arc<ClusterMap> {
-    let nodes_info =
+    let nodes_info: Vec<NodeInfo> =
         (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores }).collect();
     let shards = (0..shards)
         .map(|s| {
@@ -54,7 +54,8 @@ fn test_map(nodes: u64, cores: u16, shards: u32, replicas: u64) -> Arc<ClusterMa
             )
         })
         .collect();
-    Arc::new(ClusterMap { cluster_id: 7, epoch: 1, nodes: nodes_info, shards })
+    let meta = crate::placement::meta_replicas(&nodes_info);
+    Arc::new(ClusterMap { cluster_id: 7, epoch: 1, nodes: nodes_info, shards, meta })
 }
 
 struct Core {
@@ -470,7 +471,10 @@ fn a_snapshot_from_the_leader_that_does_not_decode_stops_the_core_before_it_is_s
     };
     let message = Message { from: leader.node, to: follower.node, term, body };
     let f = cl.cores.get_mut(&follower).unwrap();
-    f.core.step_peer(leader.node, PeerBatch { clock: 0, messages: vec![PeerMessage::Raft { shard: 0, message }] });
+    f.core.step_peer(
+        leader.node,
+        PeerBatch { messages: vec![PeerMessage::Raft { shard: 0, message }], ..PeerBatch::default() },
+    );
     let result = f.core.process(&mut f.storage);
     assert!(matches!(result, Err(NodeError::Snapshot { shard: 0, .. })), "{result:?}");
     assert!(f.storage.snapshots.is_empty(), "a snapshot that does not decode is never made durable");

@@ -28,8 +28,8 @@ mod tests;
 
 use corekv_rpc::kv::NodeId;
 use corekv_rpc::map::{
-    ClusterMap, CoreIndex, FOUNDING_EPOCH, NODE_CORES_MAX, NODES_MAX, NodeInfo, REPLICAS_MAX, Replica, SHARDS_MAX,
-    ShardReplicas, stable_hash,
+    ClusterMap, CoreIndex, FOUNDING_EPOCH, META_REPLICAS_MAX, NODE_CORES_MAX, NODES_MAX, NodeInfo, REPLICAS_MAX,
+    Replica, SHARDS_MAX, ShardReplicas, stable_hash,
 };
 
 /// Why no placement can be made for the inputs given.
@@ -149,7 +149,24 @@ pub fn initial_map(
             ShardReplicas::new(replicas)
         })
         .collect();
-    Ok(ClusterMap { cluster_id, epoch: FOUNDING_EPOCH, nodes, shards })
+    let meta = meta_replicas(&nodes);
+    Ok(ClusterMap { cluster_id, epoch: FOUNDING_EPOCH, nodes, shards, meta })
+}
+
+/// The meta group's founding replicas: core 0 of the lowest-id nodes, as many as
+/// the largest odd number ≤ min(5, nodes) (an even count adds no fault
+/// tolerance, only a vote to wait for).
+pub fn meta_replicas(nodes: &[NodeInfo]) -> ShardReplicas {
+    let mut ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    ids.sort_unstable();
+    let count = meta_size(ids.len());
+    ShardReplicas::new(ids.into_iter().take(count).map(|node| Replica { node, core: 0 }).collect())
+}
+
+/// The meta group's size for a cluster of `nodes` nodes.
+pub fn meta_size(nodes: usize) -> usize {
+    let n = nodes.min(META_REPLICAS_MAX);
+    if n.is_multiple_of(2) { n.saturating_sub(1) } else { n }
 }
 
 /// The cluster id of a founding configuration (DESIGN §9): a stable hash of its

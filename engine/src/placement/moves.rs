@@ -15,7 +15,7 @@
 //! apply exactly the same rules. Every edit bumps the epoch.
 
 use corekv_rpc::kv::{NodeId, ShardId};
-use corekv_rpc::map::{ClusterMap, Replica};
+use corekv_rpc::map::{ClusterMap, META_SHARD, Replica};
 use corekv_rpc::raft::ConfState;
 use thiserror::Error;
 
@@ -68,8 +68,9 @@ pub enum MoveError {
 
 /// The map with shard `shard`'s replica on node `from` moving to `to`.
 pub fn begin(map: &ClusterMap, shard: ShardId, from: NodeId, to: Replica) -> Result<ClusterMap, MoveError> {
-    let s = map.shards.get(shard as usize).ok_or(MoveError::UnknownShard { shard })?;
-    if map.node(to.node).is_none_or(|n| to.core >= n.cores) {
+    let s = map.group(shard).ok_or(MoveError::UnknownShard { shard })?;
+    // The meta group lives on core 0 of its nodes.
+    if map.node(to.node).is_none_or(|n| to.core >= n.cores) || (shard == META_SHARD && to.core != 0) {
         return Err(MoveError::UnknownTarget { node: to.node, core: to.core });
     }
     if !s.outgoing.is_empty() {
@@ -80,7 +81,7 @@ pub fn begin(map: &ClusterMap, shard: ShardId, from: NodeId, to: Replica) -> Res
         return Err(MoveError::TargetHoldsShard { shard, node: to.node });
     }
     let mut next = map.clone();
-    let moving = &mut next.shards[shard as usize];
+    let moving = next.group_mut(shard).expect("checked above");
     let source = std::mem::replace(&mut moving.replicas[at], to);
     moving.outgoing.push(source);
     next.epoch += 1;
@@ -91,11 +92,11 @@ pub fn begin(map: &ClusterMap, shard: ShardId, from: NodeId, to: Replica) -> Res
 /// died, or an operator cancelled): the replica that was leaving is wanted again,
 /// in the target's place, and the target leaves the same way a source does.
 pub fn revert(map: &ClusterMap, shard: ShardId, target: NodeId) -> Result<ClusterMap, MoveError> {
-    let s = map.shards.get(shard as usize).ok_or(MoveError::UnknownShard { shard })?;
+    let s = map.group(shard).ok_or(MoveError::UnknownShard { shard })?;
     let [source] = s.outgoing[..] else { return Err(MoveError::NotMoving { shard }) };
     let at = s.replicas.iter().position(|r| r.node == target).ok_or(MoveError::NotAReplica { shard, node: target })?;
     let mut next = map.clone();
-    let moving = &mut next.shards[shard as usize];
+    let moving = next.group_mut(shard).expect("checked above");
     let target = std::mem::replace(&mut moving.replicas[at], source);
     moving.outgoing = vec![target];
     next.epoch += 1;
@@ -106,7 +107,7 @@ pub fn revert(map: &ClusterMap, shard: ShardId, target: NodeId) -> Result<Cluste
 /// configuration) is exactly the wanted set: the outgoing replicas are no longer
 /// members and may delete their copies. None while the move is under way.
 pub fn settle(map: &ClusterMap, shard: ShardId, conf: &ConfState) -> Option<ClusterMap> {
-    let s = map.shards.get(shard as usize)?;
+    let s = map.group(shard)?;
     if s.outgoing.is_empty() || !conf.learners.is_empty() {
         return None;
     }
@@ -118,7 +119,7 @@ pub fn settle(map: &ClusterMap, shard: ShardId, conf: &ConfState) -> Option<Clus
         return None;
     }
     let mut next = map.clone();
-    next.shards[shard as usize].outgoing.clear();
+    next.group_mut(shard).expect("checked above").outgoing.clear();
     next.epoch += 1;
     Some(next)
 }
@@ -135,7 +136,8 @@ mod tests {
 
     fn map() -> ClusterMap {
         let nodes = (1..=4).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: 2 }).collect();
-        ClusterMap { cluster_id: 1, epoch: 3, nodes, shards: vec![ShardReplicas::new(vec![r(1), r(2), r(3)])] }
+        let shards = vec![ShardReplicas::new(vec![r(1), r(2), r(3)])];
+        ClusterMap { cluster_id: 1, epoch: 3, nodes, shards, meta: ShardReplicas::new(vec![r(1)]) }
     }
 
     fn conf(voters: &[NodeId], learners: &[NodeId]) -> ConfState {

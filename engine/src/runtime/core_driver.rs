@@ -33,6 +33,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use rkyv::rancor;
 
 use super::dma_wal::DmaWal;
+use super::map_file;
 use crate::node::{ClientRef, CoreStorage, GroupRecovery, NodeCore, NodeCoreConfig, NodeError, StorageError};
 use crate::raft::Snapshot;
 use crate::snap::{SnapshotHeader, SnapshotReader, SnapshotWriter, list_snapshots, remove_snapshot, remove_temp_files};
@@ -160,6 +161,8 @@ struct Core {
     /// Set when the core must stop (shutdown or a fatal error).
     stopping: Cell<bool>,
     failure: RefCell<Option<String>>,
+    /// The epoch of the map in this core's map file.
+    map_saved: Cell<u64>,
 }
 
 impl Core {
@@ -207,19 +210,26 @@ impl Core {
         match call {
             AdminCall::Stats => AdminReply::Stats(self.stats()),
             AdminCall::Status => {
-                AdminReply::Status { node, core, epoch: self.setup.map.epoch, shards: self.node.borrow().status() }
+                let node_core = self.node.borrow();
+                AdminReply::Status { node, core, epoch: node_core.map().epoch, shards: node_core.status() }
             }
-            AdminCall::ClusterMap => AdminReply::ClusterMap((*self.setup.map).clone()),
+            AdminCall::ClusterMap => AdminReply::ClusterMap((**self.node.borrow().map()).clone()),
         }
     }
 
     /// One iteration: process everything that arrived, send, ask for a flush.
     fn iterate(&self) -> Result<(), NodeError> {
-        let (frames, replies) = {
+        let (frames, replies, map) = {
             let mut node = self.node.borrow_mut();
             node.process(&mut *self.storage.borrow_mut())?;
-            (node.take_frames(), node.take_replies())
+            (node.take_frames(), node.take_replies(), node.map().clone())
         };
+        // A newer map is kept before anything it caused leaves this core (a restart
+        // must not route or place by an older one).
+        if map.epoch > self.map_saved.get() {
+            map_file::save(&self.setup.core_dir, &map).map_err(|e| NodeError::Storage(StorageError(e)))?;
+            self.map_saved.set(map.epoch);
+        }
         for (dest, batch) in frames {
             self.send(dest, batch);
         }
@@ -241,7 +251,8 @@ impl Core {
         let mut links = self.links.borrow_mut();
         let link = links.entry(dest).or_insert_with(|| {
             let (node, core) = self.me();
-            let addr = self.setup.map.core_addr(dest.node, dest.core).unwrap_or_default();
+            // The newest map knows nodes that joined after this core started.
+            let addr = self.node.borrow().map().core_addr(dest.node, dest.core).unwrap_or_default();
             let hello = Hello {
                 wire_version: WIRE_VERSION,
                 cluster_id: self.setup.map.cluster_id,
@@ -251,6 +262,7 @@ impl Core {
             PeerLink::spawn(addr, hello, PeerLinkConfig::default())
         });
         link.note_clock(batch.clock);
+        link.note_epoch(batch.epoch);
         for message in batch.messages {
             // A full queue or a link that is down drops the message (counted by the
             // link); Raft retransmits.
@@ -281,7 +293,7 @@ impl Inbound for CoreInbound {
             return Err(format!("{from} wants node {}, this is node {node}", hello.to_node));
         }
         if let Role::Peer { node: peer, cores, .. } = hello.role {
-            match core.setup.map.node(peer) {
+            match core.node.borrow().map().node(peer) {
                 None => return Err(format!("node {peer} is not in this cluster's map")),
                 Some(info) if info.cores != cores => {
                     return Err(format!("node {peer} says it has {cores} cores, the cluster map says {}", info.cores));
@@ -344,8 +356,21 @@ pub async fn run_core(setup: CoreSetup) -> Result<(), String> {
         groups.insert(shard, GroupRecovery { log: logs.remove(&id), snapshot: snapshots.remove(&id) });
     }
     let mut storage = DiskStorage { wal: wal.clone(), snap_dir, cluster_id };
-    let node = NodeCore::open(setup.node_core.clone(), setup.map.clone(), groups, &mut storage, now_ms())
-        .map_err(|e| e.to_string())?;
+    let map = match map_file::load(&setup.core_dir)? {
+        Some(saved) if saved.cluster_id != cluster_id || saved.shard_count() != setup.map.shard_count() => {
+            return Err(format!(
+                "{}: a map of cluster {:#x} with {} shards, not this cluster's",
+                setup.core_dir.join("map").display(),
+                saved.cluster_id,
+                saved.shard_count()
+            ));
+        }
+        Some(saved) if saved.epoch > setup.map.epoch => Arc::new(saved),
+        _ => setup.map.clone(),
+    };
+    let map_saved = map.epoch;
+    let node =
+        NodeCore::open(setup.node_core.clone(), map, groups, &mut storage, now_ms()).map_err(|e| e.to_string())?;
     // Bootstrap records are durable before this core says anything.
     wal.flush().await.map_err(|e| e.to_string())?;
     tracing::info!(core = core_index, shards = node.shards().len(), "core recovered");
@@ -364,6 +389,7 @@ pub async fn run_core(setup: CoreSetup) -> Result<(), String> {
         listener: RefCell::new(None),
         stopping: Cell::new(false),
         failure: RefCell::new(None),
+        map_saved: Cell::new(map_saved),
     });
     let inbound: Rc<dyn Inbound> = Rc::new(CoreInbound(core.clone()));
     let listener = Listener::bind(&setup.listen, inbound, ListenerConfig::default())

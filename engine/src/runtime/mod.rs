@@ -10,6 +10,7 @@
 
 pub mod core_driver;
 pub mod dma_wal;
+pub mod map_file;
 pub mod server;
 
 use std::future::Future;

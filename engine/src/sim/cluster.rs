@@ -48,6 +48,7 @@ use rand_chacha::ChaCha8Rng;
 use super::invariants::chain;
 use super::net::{self, Links, NetFaults};
 use crate::check::{self, Call, Operation};
+use crate::node::meta::{META_SHARD, MetaEdit};
 use crate::node::{ClientRef, NodeCore, NodeCoreConfig};
 use crate::placement::moves::{self, MoveError};
 use crate::raft::Role;
@@ -145,7 +146,12 @@ struct SimNode {
 /// A simulated cluster of node cores.
 pub struct Cluster {
     cfg: ClusterConfig,
+    /// The newest map any core installed (clients route by it).
     map: Arc<ClusterMap>,
+    /// The founding map every node starts from.
+    founding: Arc<ClusterMap>,
+    /// Map edits asked for that the newest map does not show yet.
+    edits: Vec<MetaEdit>,
     keys: Vec<Vec<u8>>,
     rng: ChaCha8Rng,
     now_us: u64,
@@ -184,7 +190,8 @@ pub struct Cluster {
 /// frames cross between different core pairs).
 pub fn build_map(nodes: u64, cores: u16, shards: u32, replication: usize) -> ClusterMap {
     assert!(nodes >= replication as u64 && cores >= 1 && shards >= 1, "a map needs enough nodes and cores");
-    let nodes_info = (1..=nodes).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores }).collect();
+    let nodes_info: Vec<NodeInfo> =
+        (1..=nodes).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores }).collect();
     let shards = (0..shards)
         .map(|s| {
             ShardReplicas::new(
@@ -198,7 +205,8 @@ pub fn build_map(nodes: u64, cores: u16, shards: u32, replication: usize) -> Clu
             )
         })
         .collect();
-    ClusterMap { cluster_id: SIM_CLUSTER_ID, epoch: 1, nodes: nodes_info, shards }
+    let meta = crate::placement::meta_replicas(&nodes_info);
+    ClusterMap { cluster_id: SIM_CLUSTER_ID, epoch: 1, nodes: nodes_info, shards, meta }
 }
 
 /// `count` keys over as many different shards as possible.
@@ -252,6 +260,8 @@ impl Cluster {
             (0..cfg.txn_clients as u64).map(|i| TxnClient::new(1000 + i, cfg.txn_policy, &mut rng)).collect();
         let accounts = (0..cfg.accounts).map(|i| format!("acct{i}").into_bytes()).collect();
         let mut cluster = Cluster {
+            founding: map.clone(),
+            edits: Vec::new(),
             map,
             keys,
             rng,
@@ -450,31 +460,56 @@ impl Cluster {
 
     // ----- replica moves (the meta group's part, played by the simulator) ----------
 
-    /// Starts moving shard `shard`'s replica on node `from` to core `to`: the map
-    /// says so, every running core learns it at once, and the shard's leader does
-    /// the rest. The move ends (the source is deleted) once a check sees the
-    /// shard's configuration match the map ([`moves::settle`]).
+    /// Asks the meta group to move group `shard`'s replica on node `from` to core
+    /// `to` (refused at once when the newest map says it cannot be). The edit is
+    /// handed to a running core, which passes it to the meta leader; it is
+    /// handed over again at every check until the map shows it. The shard's leader
+    /// does the rest, and reports to the meta group when it is done.
     pub fn move_replica(&mut self, shard: ShardId, from: NodeId, to: Replica) -> Result<(), MoveError> {
-        let next = moves::begin(&self.map, shard, from, to)?;
+        moves::begin(&self.map, shard, from, to)?;
         self.record(&[40, u64::from(shard), from, to.node]);
         self.stats.moves_started += 1;
-        self.publish_map(next);
+        self.submit(MetaEdit::Begin { shard, from, to });
         Ok(())
     }
 
-    /// Turns shard `shard`'s move to node `target` around (see [`moves::revert`]).
+    /// Asks the meta group to turn group `shard`'s move to `target` around.
     pub fn revert_move(&mut self, shard: ShardId, target: NodeId) -> Result<(), MoveError> {
-        let next = moves::revert(&self.map, shard, target)?;
+        moves::revert(&self.map, shard, target)?;
         self.record(&[41, u64::from(shard), target]);
         self.stats.moves_reverted += 1;
-        self.publish_map(next);
+        self.submit(MetaEdit::Revert { shard, target });
         Ok(())
+    }
+
+    fn submit(&mut self, edit: MetaEdit) {
+        self.edits.push(edit);
+        self.submit_edits();
+    }
+
+    /// Hands every edit the newest map does not show yet to a running core: a
+    /// meta replica, which passes it to its leader.
+    fn submit_edits(&mut self) {
+        let map = self.map.clone();
+        self.edits.retain(|edit| match edit {
+            MetaEdit::Begin { shard, to, .. } => !map.replicas(*shard).contains(to),
+            MetaEdit::Revert { shard, target } => map.replicas(*shard).iter().any(|r| r.node == *target),
+            MetaEdit::Settle { .. } => false,
+        });
+        if self.edits.is_empty() {
+            return;
+        }
+        let Some(at) = self.map.members(META_SHARD).copied().find(|r| self.core(*r).is_some()) else { return };
+        for edit in self.edits.clone() {
+            self.core_mut(at).expect("running").submit_meta(edit);
+        }
+        self.drive(at);
     }
 
     /// How far shard `shard`'s move to node `target` got, as its leader's
     /// configuration says (None: no leader runs now).
     pub fn move_stage(&self, shard: ShardId, target: NodeId) -> Option<MoveStage> {
-        if self.map.outgoing(shard).is_empty() {
+        if self.map.outgoing(shard).is_empty() && self.map.replicas(shard).iter().any(|r| r.node == target) {
             return Some(MoveStage::Settled);
         }
         let leader = self.leader_of(shard)?;
@@ -494,50 +529,12 @@ impl Cluster {
 
     /// True when no move is under way.
     pub fn moves_settled(&self) -> bool {
-        (0..self.map.shard_count()).all(|s| self.map.outgoing(s).is_empty())
+        self.map.groups().all(|s| self.map.outgoing(s).is_empty())
     }
 
-    /// The shards whose replica on `node` the map wants.
+    /// The shards whose replica on `node` the newest map wants.
     pub fn shards_of(&self, node: NodeId) -> Vec<ShardId> {
         (0..self.map.shard_count()).filter(|&s| self.map.replicas(s).iter().any(|r| r.node == node)).collect()
-    }
-
-    /// A new map reaches every running core at once (the watch on the meta group,
-    /// without its delay: a node that was down learns it when it starts).
-    fn publish_map(&mut self, map: ClusterMap) {
-        self.map = Arc::new(map);
-        let ups: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.up).map(|(&id, _)| id).collect();
-        for node in ups {
-            for core in 0..self.cfg.cores {
-                let map = self.map.clone();
-                let n = self.nodes.get_mut(&node).expect("known node");
-                let sc = &mut n.cores[usize::from(core)];
-                let Some(nc) = sc.core.as_mut() else { continue };
-                if let Err(e) = nc.update_map(map, &mut sc.disk) {
-                    return self.fail(FailureKind::NodeError, format!("node {node} core {core}: {e}"));
-                }
-                self.drive(Replica { node, core });
-            }
-        }
-    }
-
-    /// Ends every move whose shard's leader reports the wanted configuration.
-    fn settle_moves(&mut self) {
-        for shard in 0..self.map.shard_count() {
-            if self.map.outgoing(shard).is_empty() {
-                continue;
-            }
-            let Some(leader) = self.leader_of(shard) else { continue };
-            let Some(core) = self.map.core_of(shard, leader) else { continue };
-            let Some(st) = self.core(Replica { node: leader, core }).and_then(|c| c.raft_status(shard)) else {
-                continue;
-            };
-            if let Some(next) = moves::settle(&self.map, shard, &st.conf) {
-                self.record(&[42, u64::from(shard)]);
-                self.stats.moves_settled += 1;
-                self.publish_map(next);
-            }
-        }
     }
 
     /// Restarts a crashed `node` from its disks.
@@ -565,7 +562,8 @@ impl Cluster {
                 .disk
                 .recover()
                 .and_then(|recovered| {
-                    NodeCore::open(cfg, self.map.clone(), recovered, &mut sc.disk, local_ms).map_err(|e| e.to_string())
+                    let map = sc.disk.map.clone().unwrap_or_else(|| self.founding.clone());
+                    NodeCore::open(cfg, map, recovered, &mut sc.disk, local_ms).map_err(|e| e.to_string())
                 })
                 .map(|nc| sc.core = Some(nc));
             if let Err(e) = opened {
@@ -688,7 +686,7 @@ impl Cluster {
             }
             Event::Restart { node } => self.restart(node),
             Event::Check => {
-                self.settle_moves();
+                self.submit_edits();
                 self.compare_replicas();
                 self.check_txn_locks();
                 self.check_message_rate();
@@ -732,6 +730,15 @@ impl Cluster {
             }
             let frames = core.take_frames();
             let replies = core.take_replies();
+            // The driver keeps the newest map the core installed (durable at once,
+            // as a server writes it before it acts on it).
+            let core_map = core.map().clone();
+            if sc.disk.map.as_ref().is_none_or(|m| m.epoch < core_map.epoch) {
+                sc.disk.map = Some(core_map.clone());
+            }
+            if core_map.epoch > self.map.epoch {
+                self.map = core_map;
+            }
             let started = match sc.disk.start_batch(core) {
                 Ok(started) => started,
                 Err(e) => return self.fail(FailureKind::NodeError, format!("{at:?}: {e}")),
@@ -1040,6 +1047,8 @@ fn add_core_stats(stats: &mut ClusterStats, core: &NodeCore) {
     stats.snapshots_installed += s.snapshots_installed;
     stats.replicas_added += s.replicas_added;
     stats.replicas_dropped += s.replicas_dropped;
+    stats.meta_writes += s.meta_writes;
+    stats.maps_installed += s.maps_installed;
 }
 
 /// A number per kind of answer, for the trace.

@@ -407,6 +407,7 @@ mod tests {
                 ShardReplicas::new(vec![Replica { node: 1, core: 0 }, Replica { node: 2, core: 1 }]),
                 ShardReplicas::new(vec![Replica { node: 3, core: 1 }, Replica { node: 1, core: 1 }]),
             ],
+            meta: ShardReplicas::new(vec![Replica { node: 1, core: 0 }]),
         }
     }
 

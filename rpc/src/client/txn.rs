@@ -163,7 +163,8 @@ mod tests {
     fn map() -> ClusterMap {
         let nodes = vec![NodeInfo { id: 1, addr: "127.0.0.1:1".into(), cores: 1 }];
         let shards = (0..8).map(|_| ShardReplicas::new(vec![Replica { node: 1, core: 0 }])).collect();
-        ClusterMap { cluster_id: 1, epoch: 1, nodes, shards }
+        let meta = ShardReplicas::new(vec![Replica { node: 1, core: 0 }]);
+        ClusterMap { cluster_id: 1, epoch: 1, nodes, shards, meta }
     }
 
     #[test]

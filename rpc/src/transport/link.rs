@@ -16,7 +16,8 @@ use super::{
     TransportError, connect, encode_batches,
 };
 use crate::frame::FRAME_PAYLOAD_BYTES_MAX;
-use crate::node::{Hello, PeerBatch, PeerMessage};
+use crate::map::CoreIndex;
+use crate::node::{Hello, PeerBatch, PeerMessage, Role};
 
 /// Counters of one [`PeerLink`], monotonic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,6 +82,10 @@ struct LinkShared {
     queue: RefCell<VecDeque<PeerMessage>>,
     /// The highest sender clock given with queued messages: every frame carries it.
     clock: Cell<u64>,
+    /// The highest map epoch given likewise.
+    epoch: Cell<u64>,
+    /// The sending core (from the link's hello).
+    from_core: CoreIndex,
     queue_messages_max: usize,
     state: Cell<LinkState>,
     stats: Cell<PeerLinkStats>,
@@ -122,9 +127,15 @@ impl PeerLink {
     /// introduces itself with `hello` (whose role should be [`Role::Peer`]). Must
     /// be called inside a glommio executor.
     pub fn spawn(addr: String, hello: Hello, config: PeerLinkConfig) -> PeerLink {
+        let from_core = match hello.role {
+            Role::Peer { core, .. } => core,
+            _ => 0,
+        };
         let shared = Rc::new(LinkShared {
             queue: RefCell::new(VecDeque::new()),
             clock: Cell::new(0),
+            epoch: Cell::new(0),
+            from_core,
             queue_messages_max: config.queue_messages_max.max(1),
             state: Cell::new(LinkState::Connecting),
             stats: Cell::new(PeerLinkStats::default()),
@@ -155,6 +166,11 @@ impl PeerLink {
     /// highest clock given (it never goes back).
     pub fn note_clock(&self, clock: u64) {
         self.shared.clock.set(self.shared.clock.get().max(clock));
+    }
+
+    /// The sender's map epoch as of the messages it queues next (never goes back).
+    pub fn note_epoch(&self, epoch: u64) {
+        self.shared.epoch.set(self.shared.epoch.get().max(epoch));
     }
 
     /// The link's counters.
@@ -229,9 +245,12 @@ async fn pump_link(shared: &LinkShared, mut reader: FramedReader, mut writer: Fr
             return TransportError::Closed;
         }
         let messages: Vec<PeerMessage> = shared.queue.borrow_mut().drain(..).collect();
-        let clock = shared.clock.get();
-        let (payloads, oversized) =
-            encode_batches(messages, |messages| PeerBatch { clock, messages }, |batch| batch.messages);
+        let (clock, epoch, from_core) = (shared.clock.get(), shared.epoch.get(), shared.from_core);
+        let (payloads, oversized) = encode_batches(
+            messages,
+            |messages| PeerBatch { clock, epoch, from_core, messages },
+            |batch| batch.messages,
+        );
         if oversized > 0 {
             tracing::warn!(peer = %reader.peer_addr(), oversized, "peer messages too large for one frame dropped");
             shared.bump(|s| s.messages_dropped += oversized as u64);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use corekv_rpc::kv::{NodeId, ShardId};
-use corekv_rpc::map::CoreIndex;
+use corekv_rpc::map::{CoreIndex, META_SHARD};
 use corekv_rpc::node::{CoreStats, ShardStatus};
 use serde::Serialize;
 
@@ -19,6 +19,8 @@ struct StatusJson<'a> {
     epoch: u64,
     nodes: Vec<NodeJson<'a>>,
     shards: Vec<ShardJson>,
+    /// The meta group (the cluster map's own Raft group), when a replica answered.
+    meta: Option<ShardJson>,
 }
 
 #[derive(Serialize)]
@@ -73,6 +75,8 @@ struct StatsJson {
     replicas_added: u64,
     replicas_dropped: u64,
     conf_changes_proposed: u64,
+    meta_writes: u64,
+    maps_installed: u64,
     peer_frames_sent: u64,
     peer_messages_sent: u64,
     peer_frames_received: u64,
@@ -115,6 +119,8 @@ impl From<&CoreStats> for StatsJson {
             replicas_added,
             replicas_dropped,
             conf_changes_proposed,
+            meta_writes,
+            maps_installed,
             peer_frames_sent,
             peer_messages_sent,
             peer_frames_received,
@@ -152,6 +158,8 @@ impl From<&CoreStats> for StatsJson {
             replicas_added,
             replicas_dropped,
             conf_changes_proposed,
+            meta_writes,
+            maps_installed,
             peer_frames_sent,
             peer_messages_sent,
             peer_frames_received,
@@ -291,7 +299,8 @@ fn summary(status: &ClusterStatus, shards: &[ShardJson]) -> String {
 /// human: the summary line, a line per node and core, a line per shard (the
 /// shell prints the summary line).
 pub fn render_status(status: &ClusterStatus, json: bool) -> Rendered {
-    let shards = shards_of(status);
+    let mut shards = shards_of(status);
+    let meta = shards.iter().position(|s| s.shard == META_SHARD).map(|i| shards.remove(i));
     let line = summary(status, &shards);
     let mut lines = vec![line.clone()];
     for node in &status.nodes {
@@ -304,11 +313,12 @@ pub fn render_status(status: &ClusterStatus, json: bool) -> Rendered {
             "shard", "leader", "term", "commit", "applied", "lag"
         ));
     }
-    for s in &shards {
+    for (s, name) in shards.iter().map(|s| (s, s.shard.to_string())).chain(meta.iter().map(|m| (m, "meta".to_string())))
+    {
         let replicas: Vec<String> = s.replicas.iter().map(|r| format!("{}/{}", r.node, r.core)).collect();
         lines.push(format!(
             "{:>5} {:>6} {:>6} {:>10} {:>10} {:>6}  {}",
-            s.shard,
+            name,
             s.leader,
             s.term,
             s.raft_commit_index,
@@ -322,7 +332,7 @@ pub fn render_status(status: &ClusterStatus, json: bool) -> Rendered {
         .iter()
         .map(|n| NodeJson { id: n.id, addr: &n.addr, cores: n.cores.iter().map(core_json).collect() })
         .collect();
-    let object = StatusJson { ok: true, cluster_id: status.cluster_id, epoch: status.epoch, nodes, shards };
+    let object = StatusJson { ok: true, cluster_id: status.cluster_id, epoch: status.epoch, nodes, shards, meta };
     Rendered::ok(json, &object, lines, line)
 }
 

@@ -70,20 +70,27 @@ impl Cluster {
     /// Every shard has one leader, whose whole log is committed, and every replica
     /// has applied all of it in the leader's term.
     pub(super) fn settled(&self) -> bool {
-        (0..self.map.shard_count()).all(|shard| {
-            let statuses: Option<Vec<_>> =
-                self.map.replicas(shard).iter().map(|&r| self.core(r).and_then(|c| c.raft_status(shard))).collect();
-            let Some(statuses) = statuses else { return false };
-            let mut leaders = statuses.iter().filter(|s| s.role == Role::Leader);
-            let (Some(leader), None) = (leaders.next(), leaders.next()) else { return false };
-            let mut wanted: Vec<NodeId> = self.map.replicas(shard).iter().map(|r| r.node).collect();
-            wanted.sort_unstable();
-            self.map.outgoing(shard).is_empty()
-                && leader.conf.voters == wanted
-                && leader.conf.learners.is_empty()
-                && leader.commit == leader.last_index
-                && statuses.iter().all(|s| s.term == leader.term && s.applied == leader.commit)
-        })
+        // Every running core has the newest map.
+        let maps_current = self
+            .nodes
+            .values()
+            .flat_map(|n| &n.cores)
+            .all(|sc| sc.core.as_ref().is_none_or(|c| c.map().epoch == self.map.epoch));
+        maps_current
+            && self.map.groups().all(|shard| {
+                let statuses: Option<Vec<_>> =
+                    self.map.replicas(shard).iter().map(|&r| self.core(r).and_then(|c| c.raft_status(shard))).collect();
+                let Some(statuses) = statuses else { return false };
+                let mut leaders = statuses.iter().filter(|s| s.role == Role::Leader);
+                let (Some(leader), None) = (leaders.next(), leaders.next()) else { return false };
+                let mut wanted: Vec<NodeId> = self.map.replicas(shard).iter().map(|r| r.node).collect();
+                wanted.sort_unstable();
+                self.map.outgoing(shard).is_empty()
+                    && leader.conf.voters == wanted
+                    && leader.conf.learners.is_empty()
+                    && leader.commit == leader.last_index
+                    && statuses.iter().all(|s| s.term == leader.term && s.applied == leader.commit)
+            })
     }
 
     /// Every core holds exactly the replicas the map places on it, and a core keeps
@@ -111,23 +118,37 @@ impl Cluster {
 
     pub(super) fn settle_or_fail(&mut self, what: &str) {
         if !self.run_until(SETTLE_MS_MAX, Cluster::settled) {
-            let states: Vec<String> = (0..self.map.shard_count())
-                .map(|shard| {
-                    let replicas: Vec<String> = self
-                        .map
-                        .replicas(shard)
-                        .iter()
-                        .map(|&r| match self.core(r).and_then(|c| c.raft_status(shard)) {
-                            Some(st) => format!(
-                                "n{} {:?} t{} commit {} applied {} last {}",
-                                r.node, st.role, st.term, st.commit, st.applied, st.last_index
-                            ),
-                            None => format!("n{} down", r.node),
-                        })
-                        .collect();
-                    format!("shard {shard}: [{}]", replicas.join("; "))
+            let stale: Vec<String> = self
+                .nodes
+                .iter()
+                .flat_map(|(id, n)| n.cores.iter().enumerate().map(move |(core, sc)| (id, core, sc)))
+                .filter_map(|(id, core, sc)| {
+                    let epoch = sc.core.as_ref()?.map().epoch;
+                    (epoch != self.map.epoch).then(|| format!("n{id} core {core} at epoch {epoch}"))
                 })
                 .collect();
+            let mut states: Vec<String> = vec![format!("map epoch {}, stale cores {stale:?}", self.map.epoch)];
+            states.extend(self.map.groups().map(|shard| {
+                let replicas: Vec<String> = self
+                    .map
+                    .members(shard)
+                    .map(|&r| match self.core(r).and_then(|c| c.raft_status(shard)) {
+                        Some(st) => format!(
+                            "n{} {:?} t{} commit {} applied {} last {} conf {:?}/{:?}",
+                            r.node,
+                            st.role,
+                            st.term,
+                            st.commit,
+                            st.applied,
+                            st.last_index,
+                            st.conf.voters,
+                            st.conf.learners
+                        ),
+                        None => format!("n{} down", r.node),
+                    })
+                    .collect();
+                format!("group {shard}: [{}] wanted {:?}", replicas.join("; "), self.map.replicas(shard))
+            }));
             self.fail(FailureKind::Stuck, format!("not settled {what}: {}", states.join(" | ")));
         }
     }

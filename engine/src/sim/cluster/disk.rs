@@ -11,8 +11,10 @@
 //! the same WAL recovery a real server runs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use corekv_rpc::kv::ShardId;
+use corekv_rpc::map::ClusterMap;
 use corekv_rpc::raft::Entry;
 
 use crate::node::{CoreStorage, GroupRecovery, NodeCore, StorageError};
@@ -57,6 +59,9 @@ pub struct CoreDisk {
     config: WalConfig,
     wal: Option<Wal>,
     snapshots: BTreeMap<u64, Snapshot>,
+    /// The newest cluster map the core installed (a file the driver writes,
+    /// durable at once, surviving crashes).
+    pub map: Option<Arc<ClusterMap>>,
     in_flight: Option<InFlight>,
 }
 
@@ -72,7 +77,13 @@ impl CoreDisk {
             pending_bytes_max: PENDING_BYTES_MAX,
             ..WalConfig::new(identity)
         };
-        CoreDisk { config, wal: Some(Wal::Closed(SimDisk::new())), snapshots: BTreeMap::new(), in_flight: None }
+        CoreDisk {
+            config,
+            wal: Some(Wal::Closed(SimDisk::new())),
+            snapshots: BTreeMap::new(),
+            map: None,
+            in_flight: None,
+        }
     }
 
     fn wal(&mut self) -> Result<&mut SyncWal<SimDisk>, StorageError> {

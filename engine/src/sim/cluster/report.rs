@@ -91,8 +91,10 @@ pub struct ClusterStats {
     pub moves_started: u64,
     /// Moves turned around ([`super::Cluster::revert_move`]).
     pub moves_reverted: u64,
-    /// Moves that ended with the source deleted.
-    pub moves_settled: u64,
+    /// Map edits the meta group's leaders wrote, over every incarnation.
+    pub meta_writes: u64,
+    /// Newer maps cores installed, over every incarnation.
+    pub maps_installed: u64,
     /// Empty replicas started on move targets, over every incarnation.
     pub replicas_added: u64,
     /// Replicas deleted after their shard moved away, over every incarnation.

@@ -1,0 +1,121 @@
+//! The meta group (DESIGN §7): the cluster map as a Raft group of its own.
+//!
+//! The meta group is a shard group like the others, with the group id
+//! [`META_SHARD`], replicated on core 0 of the nodes the map's `meta` names (the
+//! largest odd number ≤ min(5, nodes)) and moved like any replica. Its state
+//! machine is the ordinary shard state machine holding one key, [`MAP_KEY`]: the
+//! map, rkyv-encoded. Absent, the map is the founding one (epoch 1), which every
+//! node starts with.
+//!
+//! Edits ([`MetaEdit`]) reach the core that leads the meta group: replica moves
+//! asked by an operator, and the reports of shard leaders whose configuration
+//! reached what the map wants (a move to settle). That core applies the edit to
+//! the newest map its state machine holds ([`crate::placement::moves`]) and
+//! proposes the result as a compare-and-set on the map's version, one edit at a
+//! time: a lost race (a new leader, an edit of another core) only retries the
+//! edit on the newer map. Every replica that applies a new map installs it on its
+//! own core; the leader also sends it to every core of the cluster. A core that
+//! sees a newer epoch in a peer frame asks that peer for its map, so a lost push
+//! only delays a core until it next hears from one that has it.
+
+use std::collections::VecDeque;
+
+use corekv_rpc::kv::{OkReply, Outcome};
+use corekv_rpc::map::ClusterMap;
+pub use corekv_rpc::map::META_SHARD;
+pub use corekv_rpc::node::MetaEdit;
+
+use crate::placement::moves::{self, MoveError};
+
+/// The meta group's one key.
+pub const MAP_KEY: &[u8] = b"cluster-map";
+
+/// Edits waiting at the meta leader's core, at most this many (more are refused:
+/// the edits a cluster makes are few, and reports repeat).
+const META_EDITS_QUEUED_MAX: usize = 1024;
+
+/// The map after `edit`; `Ok(None)` when it changes nothing (a repeated report or
+/// request: every sender repeats until the map shows its edit).
+pub fn apply_edit(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap>, MoveError> {
+    match edit {
+        MetaEdit::Begin { shard, from, to } => {
+            let under_way = map.replicas(*shard).contains(to) && map.outgoing(*shard).iter().any(|r| r.node == *from);
+            if under_way {
+                return Ok(None);
+            }
+            moves::begin(map, *shard, *from, *to).map(Some)
+        }
+        MetaEdit::Revert { shard, target } => {
+            if map.outgoing(*shard).iter().any(|r| r.node == *target) {
+                return Ok(None);
+            }
+            moves::revert(map, *shard, *target).map(Some)
+        }
+        MetaEdit::Settle { shard, conf } => Ok(moves::settle(map, *shard, conf)),
+    }
+}
+
+/// The meta leader's queue of edits and the one in flight.
+#[derive(Debug, Default)]
+pub(crate) struct MetaQueue {
+    queue: VecDeque<MetaEdit>,
+    /// The edit whose compare-and-set is proposed, not yet answered.
+    pub inflight: Option<MetaEdit>,
+    /// Sequence number of this core's meta writes (the write tag's).
+    pub next_seq: u64,
+}
+
+impl MetaQueue {
+    /// Queues `edit` unless an equal one waits already or the queue is full.
+    pub fn push(&mut self, edit: MetaEdit) -> bool {
+        if self.queue.len() >= META_EDITS_QUEUED_MAX
+            || self.queue.contains(&edit)
+            || self.inflight.as_ref() == Some(&edit)
+        {
+            return false;
+        }
+        self.queue.push_back(edit);
+        true
+    }
+
+    /// The next edit to propose, when none is in flight.
+    pub fn next(&mut self) -> Option<MetaEdit> {
+        if self.inflight.is_some() {
+            return None;
+        }
+        self.queue.pop_front()
+    }
+
+    /// The in-flight edit's write was answered: done, or to be tried again (first)
+    /// on the newer map.
+    pub fn answered(&mut self, retry: bool) {
+        if let Some(edit) = self.inflight.take()
+            && retry
+        {
+            self.queue.push_front(edit);
+        }
+    }
+
+    /// This core no longer leads the meta group: its edits are dropped (operators
+    /// ask again; shard leaders report again at their next heartbeat).
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.inflight = None;
+    }
+}
+
+/// The map a meta state machine's read of [`MAP_KEY`] holds, and its version (0:
+/// never written, so the founding map `founding`, when it is one).
+pub(crate) fn stored_map(read: Outcome, founding: Option<&ClusterMap>) -> Result<(ClusterMap, u64), String> {
+    match read {
+        Outcome::Ok(OkReply::Value { version, value }) => {
+            let map = corekv_rpc::archive::from_unaligned::<ClusterMap>(&value)?;
+            Ok((map, version))
+        }
+        Outcome::NotFound => match founding {
+            Some(founding) => Ok((founding.clone(), 0)),
+            None => Err("the meta group holds no map and this core does not know the founding one".into()),
+        },
+        other => Err(format!("reading the map: {}", other.word())),
+    }
+}
