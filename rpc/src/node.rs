@@ -204,6 +204,9 @@ pub enum AdminCall {
     Status,
     /// The node's cluster map.
     ClusterMap,
+    /// A change to the cluster map, handed to the meta group's leader (answered
+    /// `Accepted` at once; the caller watches the map for its effect).
+    MetaEdit(MetaEdit),
 }
 
 /// What a client asks.
@@ -303,7 +306,7 @@ pub struct CoreStats {
 }
 
 /// A shard replica as its core sees it.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct ShardStatus {
     pub shard: ShardId,
@@ -317,6 +320,10 @@ pub struct ShardStatus {
     pub last_index: Index,
     /// On a leader: how far the slowest voter's match is behind the last index.
     pub lag: u64,
+    /// The group's configuration as this replica applied it: who votes.
+    pub voters: Vec<NodeId>,
+    /// Who receives the log without voting (a replica being added).
+    pub learners: Vec<NodeId>,
 }
 
 /// The answer of an admin call.
@@ -327,8 +334,15 @@ pub struct ShardStatus {
 #[rkyv(derive(Debug))]
 pub enum AdminReply {
     Stats(CoreStats),
-    Status { node: NodeId, core: CoreIndex, epoch: Epoch, shards: Vec<ShardStatus> },
+    Status {
+        node: NodeId,
+        core: CoreIndex,
+        epoch: Epoch,
+        shards: Vec<ShardStatus>,
+    },
     ClusterMap(ClusterMap),
+    /// The call was taken; its effect shows later.
+    Accepted,
 }
 
 /// What a server answers a call with.

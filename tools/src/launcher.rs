@@ -971,7 +971,7 @@ mod tests {
     }
 
     fn status(shard: ShardId, is_leader: bool, leader: NodeId) -> ShardStatus {
-        ShardStatus { shard, is_leader, leader, term: 1, raft_commit_index: 0, applied_index: 0, last_index: 0, lag: 0 }
+        ShardStatus { shard, is_leader, leader, term: 1, ..ShardStatus::default() }
     }
 
     #[test]

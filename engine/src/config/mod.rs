@@ -363,6 +363,10 @@ pub struct Cli {
     /// Compact a shard's log into a snapshot once it holds this many bytes [default: 64 MiB].
     #[arg(long, value_name = "BYTES")]
     pub snapshot_log_bytes: Option<u64>,
+    /// Snapshot bytes per second each core may send to new or lagging replicas
+    /// (replica moves); 0 for no limit [default: 67108864, 64 MiB/s].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub move_rate: Option<u64>,
     /// Size of each WAL segment file, a multiple of 4096 [default: 64 MiB].
     #[arg(long, value_name = "BYTES")]
     pub wal_segment_bytes: Option<u64>,
@@ -419,6 +423,8 @@ pub struct FileConfig {
     pub history_versions_max: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_log_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub move_rate: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_segment_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -485,6 +491,8 @@ pub struct ServerConfig {
     pub history_versions_max: usize,
     /// Log bytes of a shard past which it is compacted into a snapshot.
     pub snapshot_log_bytes: u64,
+    /// Snapshot bytes per second per core (0: no limit).
+    pub move_rate: u64,
     /// WAL segment file size.
     pub wal_segment_bytes: u64,
     /// I/O memory each executor registers.
@@ -585,6 +593,7 @@ impl ServerConfig {
                 .snapshot_log_bytes
                 .or(file.snapshot_log_bytes)
                 .unwrap_or(SNAPSHOT_LOG_BYTES_DEFAULT),
+            move_rate: cli.move_rate.or(file.move_rate).unwrap_or(crate::node::MOVE_RATE_DEFAULT),
             wal_segment_bytes: cli.wal_segment_bytes.or(file.wal_segment_bytes).unwrap_or(WAL_SEGMENT_BYTES_DEFAULT),
             io_memory_bytes: cli.io_memory_bytes.or(file.io_memory_bytes).unwrap_or(IO_MEMORY_BYTES_DEFAULT),
             log,
@@ -693,6 +702,7 @@ impl ServerConfig {
             value_bytes_max: Some(self.value_bytes_max),
             history_versions_max: Some(self.history_versions_max),
             snapshot_log_bytes: Some(self.snapshot_log_bytes),
+            move_rate: Some(self.move_rate),
             wal_segment_bytes: Some(self.wal_segment_bytes),
             io_memory_bytes: Some(self.io_memory_bytes),
             log: Some(self.log.clone()),

@@ -75,6 +75,13 @@ pub fn ready_reserve_bytes(cfg: &NodeCoreConfig) -> u64 {
 /// HLC time (above it: `invalid`).
 const READ_AT_MARGIN_TS: u64 = 1000 << crate::kv::hlc::LOGICAL_BITS;
 
+/// `--move-rate`'s default: 64 MiB/s of snapshot chunks per core.
+pub const MOVE_RATE_DEFAULT: u64 = 64 << 20;
+
+/// The move-rate bucket holds at most this many milliseconds of the rate (a
+/// burst after an idle spell stays short).
+const MOVE_BURST_MS: u64 = 100;
+
 /// The client reference of the meta writes a meta leader proposes itself.
 const META_WRITER: ClientRef = ClientRef { conn: u64::MAX, id: u64::MAX };
 
@@ -168,6 +175,9 @@ pub struct NodeCoreConfig {
     pub txn_policy: Policy,
     /// Seeds each group's election-timeout RNG (mixed with the shard id).
     pub seed: u64,
+    /// Snapshot bytes this core's leaders may send per second, together (replica
+    /// moves and lagging followers alike; `--move-rate`); 0: no limit.
+    pub move_rate_bytes_per_sec: u64,
     /// A bug planted on purpose, so the simulator's checkers prove they can fail
     /// (DESIGN §11). Always [`PlantedBug::None`] outside those tests.
     pub planted_bug: PlantedBug,
@@ -221,6 +231,7 @@ impl NodeCoreConfig {
             txn_policy: Policy::WoundWait,
             seed: node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(core),
             planted_bug: PlantedBug::None,
+            move_rate_bytes_per_sec: MOVE_RATE_DEFAULT,
         }
     }
 }
@@ -281,6 +292,10 @@ pub struct NodeCore {
     meta: MetaQueue,
     /// The write tag client id of this core's meta writes.
     meta_client: ClientId,
+    /// Snapshot bytes this core's leaders may still send (`--move-rate`'s bucket).
+    move_credit: u64,
+    /// When the bucket was last filled.
+    move_credit_at_ms: u64,
     next_seal: u64,
     /// Groups that may have a Ready.
     dirty: BTreeSet<ShardId>,
@@ -362,6 +377,8 @@ impl NodeCore {
             map_asks: BTreeMap::new(),
             meta: MetaQueue::default(),
             meta_client: ClientId(meta_client),
+            move_credit: 0,
+            move_credit_at_ms: now_ms,
             next_seal: 1,
             dirty,
             requests_pending: 0,
@@ -620,6 +637,8 @@ impl NodeCore {
                     applied_index: st.applied,
                     last_index: st.last_index,
                     lag,
+                    voters: st.conf.voters.clone(),
+                    learners: st.conf.learners.clone(),
                 }
             })
             .collect()
@@ -713,6 +732,38 @@ impl NodeCore {
             }
         }
         self.txn_tick();
+        self.grant_move_credit();
+    }
+
+    /// Fills the `--move-rate` bucket for the time since the last tick and shares
+    /// it among the leaders with snapshot chunks to send: each takes what it
+    /// wants in turn, starting at a different group every tick.
+    fn grant_move_credit(&mut self) {
+        let rate = self.cfg.move_rate_bytes_per_sec;
+        if rate == 0 {
+            return;
+        }
+        let elapsed_ms = self.now_ms.saturating_sub(self.move_credit_at_ms);
+        self.move_credit_at_ms = self.now_ms;
+        // At least one chunk fits the bucket, or a slow rate would never send one.
+        let cap = (rate.saturating_mul(MOVE_BURST_MS) / 1000).max(self.cfg.raft.snapshot_chunk_bytes);
+        self.move_credit = self.move_credit.saturating_add(rate.saturating_mul(elapsed_ms) / 1000).min(cap);
+        let wanting: Vec<ShardId> =
+            self.groups.values().filter(|g| g.raft.snapshot_bytes_wanted() > 0).map(|g| g.shard).collect();
+        if wanting.is_empty() {
+            return;
+        }
+        let start = (self.ticks % wanting.len() as u64) as usize;
+        for &shard in wanting[start..].iter().chain(&wanting[..start]) {
+            if self.move_credit == 0 {
+                break;
+            }
+            let g = g_mut(&mut self.groups, shard);
+            let give = g.raft.snapshot_bytes_wanted().min(self.move_credit);
+            g.raft.grant_snapshot_credit(give);
+            self.move_credit -= give;
+            self.dirty.insert(shard);
+        }
     }
 
     /// Moves the physical clock the HLC reads (without a Raft tick).
@@ -1377,7 +1428,10 @@ fn reconcile(map: &ClusterMap, me: NodeId, g: &mut Group) -> Reconciled {
 fn new_group(cfg: &NodeCoreConfig, shard: ShardId, durable: DurableState) -> Result<Group, NodeError> {
     let sm = restore_shard(cfg.shard, shard, &durable.snapshot)?;
     let seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x2545_f491_4f6c_dd1d);
-    let raft = RawNode::new(cfg.raft.clone(), durable, seed)?;
+    let mut raft = RawNode::new(cfg.raft.clone(), durable, seed)?;
+    if cfg.move_rate_bytes_per_sec > 0 {
+        raft.limit_snapshot_sending();
+    }
     let mut group = Group::new(shard, raft, sm);
     let st = group.raft.status();
     group.hard_state = HardState { term: st.term, vote: st.vote, commit: st.commit };

@@ -58,6 +58,14 @@ fn test_map(nodes: u64, cores: u16, shards: u32, replicas: u64) -> Arc<ClusterMa
     Arc::new(ClusterMap { cluster_id: 7, epoch: 1, nodes: nodes_info, shards, meta })
 }
 
+fn config(node: NodeId, core: CoreIndex, tune: impl Fn(&mut NodeCoreConfig)) -> NodeCoreConfig {
+    let mut cfg = NodeCoreConfig::new(node, core);
+    cfg.raft.election_timeout_ticks = 10;
+    cfg.raft.heartbeat_interval_ticks = 2;
+    tune(&mut cfg);
+    cfg
+}
+
 struct Core {
     core: NodeCore,
     storage: MemStorage,
@@ -75,12 +83,14 @@ struct Cluster {
 
 impl Cluster {
     fn new(map: Arc<ClusterMap>) -> Cluster {
+        Cluster::with_config(map, |_| {})
+    }
+
+    fn with_config(map: Arc<ClusterMap>, tune: impl Fn(&mut NodeCoreConfig)) -> Cluster {
         let mut cores = BTreeMap::new();
         for node in &map.nodes {
             for core in 0..node.cores {
-                let mut cfg = NodeCoreConfig::new(node.id, core);
-                cfg.raft.election_timeout_ticks = 10;
-                cfg.raft.heartbeat_interval_ticks = 2;
+                let cfg = config(node.id, core, &tune);
                 let mut storage = MemStorage::default();
                 let nc = NodeCore::open(cfg, map.clone(), BTreeMap::new(), &mut storage, 0).expect("opens");
                 cores.insert(Replica { node: node.id, core }, Core { core: nc, storage, replies: Vec::new() });
@@ -753,4 +763,52 @@ mod txn {
         let got = t.call(1, RequestBody::TxnRead { txn: reader, op: TxnReadOp::Get { key: k } });
         assert_eq!(got, Some(Response::Outcome(Outcome::Ok(OkReply::TxnValue { version: deleted, value: None }))));
     }
+}
+
+#[test]
+fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate() {
+    const RATE: u64 = 100_000;
+    let tune = |cfg: &mut NodeCoreConfig| {
+        cfg.move_rate_bytes_per_sec = RATE;
+        cfg.raft.snapshot_chunk_bytes = 8 << 10;
+        cfg.snapshot_log_bytes = 16 << 10;
+        cfg.leader_balance = false;
+    };
+    let map = test_map(3, 1, 1, 3);
+    let mut cl = Cluster::with_config(map.clone(), tune);
+    cl.run_until_led();
+    let leader = cl.leader_core(0).expect("led");
+    let lost = *cl.cores.keys().find(|&&r| r != leader).expect("three cores");
+    cl.cores.remove(&lost);
+    // 200 KB written and compacted away while it is gone.
+    for seq in 1..=200u64 {
+        let client = ClientRef { conn: 1, id: seq };
+        cl.cores.get_mut(&leader).unwrap().core.client_request(client, put(&map, 0, seq, &[seq as u8; 1000]));
+        cl.settle();
+        assert!(matches!(cl.reply(leader, client), Some(Response::Outcome(Outcome::Ok(_)))));
+    }
+    let sent = |cl: &Cluster| cl.cores[&leader].core.raft_status(0).expect("leads").snapshot_bytes_sent;
+    let before = sent(&cl);
+    // It comes back empty: only a snapshot can catch it up.
+    let mut storage = MemStorage::default();
+    let core = NodeCore::open(config(lost.node, lost.core, tune), map, BTreeMap::new(), &mut storage, cl.now_ms)
+        .expect("opens");
+    cl.cores.insert(lost, Core { core, storage, replies: Vec::new() });
+    let started = cl.now_ms;
+    // The bucket starts full (100 ms of the rate) and the leader may hold one
+    // window of credit it was granted before.
+    let slack = RATE / 10 + 4 * (8 << 10);
+    let caught_up = |cl: &Cluster| {
+        let st = cl.cores[&lost].core.raft_status(0).expect("held");
+        st.applied >= cl.cores[&leader].core.raft_status(0).expect("leads").commit
+    };
+    while !caught_up(&cl) {
+        assert!(cl.now_ms - started < 20_000, "the replica never caught up");
+        cl.tick();
+        let allowed = RATE * (cl.now_ms - started) / 1000 + slack;
+        assert!(sent(&cl) - before <= allowed, "{} bytes sent in {} ms", sent(&cl) - before, cl.now_ms - started);
+    }
+    let shipped = sent(&cl) - before;
+    assert!(shipped > 150_000, "the data went as a snapshot: {shipped} bytes");
+    assert!(cl.cores[&lost].core.stats().snapshots_installed >= 1);
 }

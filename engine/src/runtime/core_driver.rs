@@ -214,6 +214,11 @@ impl Core {
                 AdminReply::Status { node, core, epoch: node_core.map().epoch, shards: node_core.status() }
             }
             AdminCall::ClusterMap => AdminReply::ClusterMap((**self.node.borrow().map()).clone()),
+            AdminCall::MetaEdit(edit) => {
+                self.node.borrow_mut().submit_meta(edit.clone());
+                self.wake.notify();
+                AdminReply::Accepted
+            }
         }
     }
 

@@ -106,6 +106,7 @@ fn core_setup(
     node_core.raft.validate().map_err(|e| ServerError::Setup(format!("raft timing: {e}")))?;
     node_core.shard = ShardConfig { retention: config.retention(), limits: config.limits(), ..ShardConfig::default() };
     node_core.snapshot_log_bytes = config.snapshot_log_bytes;
+    node_core.move_rate_bytes_per_sec = config.move_rate;
     node_core.txn_policy = config.txn_policy;
     let wal = WalConfig { pending_bytes_max: WAL_PENDING_BYTES_MAX, ..config.wal_config(core) };
     Ok(CoreSetup {

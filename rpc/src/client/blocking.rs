@@ -18,8 +18,8 @@ use crate::blocking::{BlockingConn, ClientError};
 use crate::kv::{
     ClientId, NodeId, OkReply, Outcome, ReadOp, Request, RequestBody, ShardId, TxnReadOp, Version, WriteOp,
 };
-use crate::map::{ClusterMap, CoreIndex};
-use crate::node::{AdminCall, AdminReply, Call, Reply};
+use crate::map::{ClusterMap, CoreIndex, META_SHARD};
+use crate::node::{AdminCall, AdminReply, Call, MetaEdit, Reply};
 use crate::txn::{Policy, TxnId};
 
 /// A blocking corekv client. One client id per object (DESIGN §6).
@@ -256,6 +256,25 @@ impl Client {
             nodes.push(NodeStatus { id: node.id, addr: node.addr.clone(), cores });
         }
         ClusterStatus { cluster_id: map.cluster_id, epoch: map.epoch, nodes }
+    }
+
+    /// Hands a change of the cluster map to the meta group: sent to one meta
+    /// replica after another until one takes it (it passes it to its leader).
+    /// Taken is not done: the caller watches the map ([`Client::refresh_map`]).
+    pub fn submit_meta(&mut self, edit: MetaEdit) -> Result<(), KvError> {
+        let map = self.router.map().clone();
+        let mut last = String::from("the map names no meta replica");
+        for r in map.members(META_SHARD) {
+            let addr = map.core_addr(r.node, r.core).unwrap_or_default();
+            let target = Target { node: r.node, core: r.core, addr };
+            let call = vec![Call::Admin(AdminCall::MetaEdit(edit.clone()))];
+            match self.call_many(&target, call, self.config.attempt_timeout) {
+                Ok(replies) if replies.iter().all(|r| matches!(r, Reply::Admin(AdminReply::Accepted))) => return Ok(()),
+                Ok(replies) => last = format!("unexpected answer {replies:?}"),
+                Err(CallError::NotSent(why) | CallError::MaybeSent(why)) => last = why,
+            }
+        }
+        Err(KvError::Unavailable { reason: last })
     }
 
     /// Asks the cluster for its current map now.

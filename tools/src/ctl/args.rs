@@ -21,6 +21,11 @@ pub const TIMEOUT_DEFAULT: &str = "5s";
 /// Longest `--timeout` accepted: a request deadline, not a schedule (and an
 /// `Instant` plus a huge duration would overflow).
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The parsed [`TIMEOUT_DEFAULT`].
+pub fn default_timeout() -> Duration {
+    parse_duration(TIMEOUT_DEFAULT).expect("the default parses")
+}
+
 /// `scan --limit` when none is given.
 pub const SCAN_LIMIT_DEFAULT: u32 = 100;
 /// `local up --dir` and `local down|status --dir` when none is given: relative to
@@ -114,6 +119,9 @@ pub enum Command {
     },
     /// Nodes, cores and their counters, and every shard with its leader, term, commit and applied index and lag.
     Status,
+    /// Shard placement: list every shard's replicas, move one.
+    #[command(subcommand)]
+    Shard(ShardCommand),
     /// Read commands from standard input, one per line; one result line each.
     Shell,
     /// Offline write-ahead log tools (no cluster needed).
@@ -208,6 +216,35 @@ pub enum SnapshotCommand {
     Verify {
         /// A data dir, a core dir, a snap dir or a snapshot file.
         path: PathBuf,
+    },
+}
+
+/// `corekv-ctl shard ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ShardCommand {
+    /// The map's epoch, and every shard's voters, learners and leader as its replicas
+    /// report them (the meta group apart).
+    List,
+    /// Move shard SHARD's replica off node FROM onto node TO: TO joins as a learner,
+    /// is sent a snapshot and the log, votes, and FROM leaves and deletes its copy;
+    /// the shard serves throughout. Answers once the map shows the move (with
+    /// --wait: once it is done); past --timeout it answers `unavailable` and the
+    /// move goes on.
+    Move {
+        /// The shard (`meta` for the meta group).
+        shard: String,
+        /// The node giving its replica up.
+        #[arg(long, value_name = "NODE")]
+        from: u64,
+        /// The node taking it.
+        #[arg(long, value_name = "NODE")]
+        to: u64,
+        /// TO's core that takes it [default: the one holding the fewest replicas; 0 for the meta group].
+        #[arg(long, value_name = "CORE")]
+        core: Option<u16>,
+        /// Answer once the move is done (the source removed), not once it is accepted.
+        #[arg(long)]
+        wait: bool,
     },
 }
 

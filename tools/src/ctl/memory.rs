@@ -222,6 +222,12 @@ impl Kv for MemoryKv {
     fn status(&mut self) -> ClusterStatus {
         ClusterStatus { cluster_id: 1, epoch: 1, nodes: Vec::new() }
     }
+    fn fresh_map(&mut self) -> Result<corekv_rpc::map::ClusterMap, KvError> {
+        Err(KvError::Unavailable { reason: "an in-memory store has no cluster map".into() })
+    }
+    fn submit_meta(&mut self, _edit: corekv_rpc::node::MetaEdit) -> Result<(), KvError> {
+        Err(KvError::Unavailable { reason: "an in-memory store has no meta group".into() })
+    }
 }
 
 /// A session over a fresh [`MemoryKv`], and the count of connections it made.

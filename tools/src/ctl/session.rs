@@ -20,13 +20,16 @@ use std::time::Duration;
 use corekv_rpc::kv::{KEY_BYTES_MAX, Version};
 use corekv_rpc::txn::{Policy, TxnId};
 
-use super::args::{Command, GlobalArgs, LocalCommand, SnapshotCommand, WalCommand, arg_bytes};
+use super::args::{Command, GlobalArgs, LocalCommand, ShardCommand, SnapshotCommand, WalCommand, arg_bytes};
 use super::local;
+use super::placement::{self, MoveCluster};
 use super::render::{self, EXIT_NEGATIVE, Failure, Rendered};
 use super::status::render_status;
 use crate::offline::{self, OfflineError};
 use corekv_rpc::client::blocking::{Client, TxnHandle};
 use corekv_rpc::client::{ClientConfig, ClusterStatus, Got, KvError, ScanPage, VersionEntry, parse_cluster};
+use corekv_rpc::map::ClusterMap;
+use corekv_rpc::node::MetaEdit;
 
 /// What `corekv-ctl` needs of a cluster: the blocking client's calls, and the
 /// shell's one open transaction, which the `Kv` keeps. A trait so the session and
@@ -67,6 +70,19 @@ pub trait Kv {
     fn commit(&mut self) -> Result<Version, KvError>;
     /// Aborts the open transaction: its locks released.
     fn abort(&mut self) -> Result<(), KvError>;
+    /// The cluster's newest map, asked for now.
+    fn fresh_map(&mut self) -> Result<ClusterMap, KvError>;
+    /// Hands a change of the map to the meta group.
+    fn submit_meta(&mut self, edit: MetaEdit) -> Result<(), KvError>;
+}
+
+impl MoveCluster for dyn Kv + '_ {
+    fn fresh_map(&mut self) -> Result<ClusterMap, KvError> {
+        Kv::fresh_map(self)
+    }
+    fn submit(&mut self, edit: MetaEdit) -> Result<(), KvError> {
+        self.submit_meta(edit)
+    }
 }
 
 /// How `begin` opens a transaction.
@@ -168,6 +184,13 @@ impl Kv for ClusterKv {
     fn status(&mut self) -> ClusterStatus {
         self.client.status()
     }
+    fn fresh_map(&mut self) -> Result<ClusterMap, KvError> {
+        self.client.refresh_map()?;
+        Ok(self.client.map().clone())
+    }
+    fn submit_meta(&mut self, edit: MetaEdit) -> Result<(), KvError> {
+        self.client.submit_meta(edit)
+    }
     fn txn(&mut self, policy: Policy, ops: &[TxnOp]) -> Result<TxnDone, KvError> {
         let run = self.client.run_txn(policy, |t| {
             let mut reads = Vec::new();
@@ -261,6 +284,8 @@ pub struct Session {
     json: bool,
     connector: Connector,
     kv: Option<Box<dyn Kv>>,
+    /// `--timeout`: how long a command that waits for the cluster (`shard move`) waits.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Session {
@@ -272,12 +297,15 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// A session of the real client, as the global options say.
     pub fn new(global: &GlobalArgs) -> Session {
-        Session::with_connector(global.json, client_connector(global.cluster.clone(), global.timeout))
+        let mut session =
+            Session::with_connector(global.json, client_connector(global.cluster.clone(), global.timeout));
+        session.timeout = global.timeout;
+        session
     }
 
     /// A session whose client comes from `connector`.
     pub fn with_connector(json: bool, connector: Connector) -> Session {
-        Session { json, connector, kv: None }
+        Session { json, connector, kv: None, timeout: super::args::default_timeout() }
     }
 
     /// Whether results are printed as JSON.
@@ -424,6 +452,16 @@ impl Session {
                 render::render_scan(&self.kv()?.scan(&start, &end, limit)?, json)
             }
             Command::Status => render_status(&self.kv()?.status(), json),
+            Command::Shard(ShardCommand::List) => {
+                let kv = self.kv()?;
+                let map = kv.fresh_map()?;
+                placement::render_shard_list(&map, &kv.status(), json)
+            }
+            Command::Shard(ShardCommand::Move { shard, from, to, core, wait }) => {
+                let shard = placement::parse_group(&shard)?;
+                let timeout = self.timeout;
+                placement::run_shard_move(self.kv()?, shard, from, to, core, wait, timeout, json)?
+            }
             Command::Shell => return Err(Failure::invalid("`shell` cannot run inside the shell")),
             Command::Wal(WalCommand::Verify { path }) => render_wal_verify(&path, json)?,
             Command::Snapshot(SnapshotCommand::Verify { path }) => render_snapshot_verify(&path, json)?,

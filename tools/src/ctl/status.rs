@@ -205,7 +205,7 @@ fn shards_of(status: &ClusterStatus) -> Vec<ShardJson> {
     for node in &status.nodes {
         for core in &node.cores {
             for s in &core.shards {
-                by_shard.entry(s.shard).or_default().push((node.id, core.core, *s));
+                by_shard.entry(s.shard).or_default().push((node.id, core.core, s.clone()));
             }
         }
     }
@@ -351,6 +351,7 @@ mod tests {
             applied_index: commit,
             last_index: commit + 1,
             lag: u64::from(is_leader),
+            ..ShardStatus::default()
         }
     }
 
