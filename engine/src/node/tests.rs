@@ -780,7 +780,7 @@ fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate(
     let leader = cl.leader_core(0).expect("led");
     let lost = *cl.cores.keys().find(|&&r| r != leader).expect("three cores");
     cl.cores.remove(&lost);
-    // 200 KB written and compacted away while it is gone.
+    // 200 writes of 1000 bytes, compacted away while it is gone.
     for seq in 1..=200u64 {
         let client = ClientRef { conn: 1, id: seq };
         cl.cores.get_mut(&leader).unwrap().core.client_request(client, put(&map, 0, seq, &[seq as u8; 1000]));
@@ -809,6 +809,8 @@ fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate(
         assert!(sent(&cl) - before <= allowed, "{} bytes sent in {} ms", sent(&cl) - before, cl.now_ms - started);
     }
     let shipped = sent(&cl) - before;
-    assert!(shipped > 150_000, "the data went as a snapshot: {shipped} bytes");
+    // One key's retained history (64 versions of 1000 bytes) went as a snapshot,
+    // in more than one bucketful.
+    assert!(shipped > 60_000 && shipped > slack, "the data went as a snapshot: {shipped} bytes");
     assert!(cl.cores[&lost].core.stats().snapshots_installed >= 1);
 }
