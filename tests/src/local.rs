@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use corekv_rpc::client::blocking::Client;
 use corekv_rpc::client::{ClientConfig, ClusterStatus};
 use corekv_rpc::kv::{NodeId, ShardId};
+use corekv_rpc::map::META_SHARD;
 use corekv_rpc::node::CoreStats;
 use corekv_tools::launcher::{LaunchOptions, LocalCluster};
 use nix::sys::signal::{Signal, kill};
@@ -76,11 +77,12 @@ fn signal(cluster: &LocalCluster, id: NodeId, signal: Signal) -> Result<(), Stri
 
 /// The leader of every shard some replica claims to lead, as reported: when two
 /// replicas both claim a shard (an old leader not yet told), the higher term wins.
+/// The meta group is not a shard and is left out.
 pub fn leaders(status: &ClusterStatus) -> BTreeMap<ShardId, NodeId> {
     let mut best: BTreeMap<ShardId, (u64, NodeId)> = BTreeMap::new();
     for node in &status.nodes {
         for core in &node.cores {
-            for shard in core.shards.iter().filter(|s| s.is_leader) {
+            for shard in core.shards.iter().filter(|s| s.is_leader && s.shard != META_SHARD) {
                 let entry = best.entry(shard.shard).or_insert((shard.term, node.id));
                 if shard.term > entry.0 {
                     *entry = (shard.term, node.id);

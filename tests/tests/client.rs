@@ -11,6 +11,7 @@ use corekv_engine::runtime::{run_local, spawn_local};
 use corekv_rpc::client::blocking::Client as BlockingClient;
 use corekv_rpc::client::{Client, ClientConfig, KvError};
 use corekv_rpc::kv::KEY_BYTES_MAX;
+use corekv_rpc::map::META_SHARD;
 use corekv_tools::launcher::{LaunchOptions, LocalCluster};
 
 fn start() -> LocalCluster {
@@ -99,8 +100,17 @@ fn blocking_and_async_clients_keep_design_6_promises() {
         assert!(core.error.is_none(), "core {} at {} answers: {:?}", core.core, core.addr, core.error);
         assert!(core.stats.is_some());
     }
-    let leaders = status.nodes.iter().flat_map(|n| &n.cores).flat_map(|c| &c.shards).filter(|s| s.is_leader).count();
-    assert_eq!(leaders, client.map().shard_count() as usize, "one leader per shard");
+    let leading: Vec<u32> = status
+        .nodes
+        .iter()
+        .flat_map(|n| &n.cores)
+        .flat_map(|c| &c.shards)
+        .filter(|s| s.is_leader)
+        .map(|s| s.shard)
+        .collect();
+    let shard_leaders = leading.iter().filter(|&&s| s != META_SHARD).count();
+    assert_eq!(shard_leaders, client.map().shard_count() as usize, "one leader per shard");
+    assert_eq!(leading.iter().filter(|&&s| s == META_SHARD).count(), 1, "one leader of the meta group");
 
     // The async client: 400 writes in flight at once from one client id.
     let frames_before = client_frames_received(&mut client);

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use corekv_rpc::blocking::BlockingConn;
 use corekv_rpc::kv::{NodeId, ShardId};
-use corekv_rpc::map::core_addr;
+use corekv_rpc::map::{META_SHARD, core_addr};
 use corekv_rpc::node::{AdminCall, AdminReply, Call, Reply, ShardStatus};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -127,7 +127,11 @@ fn shard_list(shards: &[ShardId]) -> String {
         while i + 1 < shards.len() && shards[i + 1] == shards[i] + 1 {
             i += 1;
         }
-        parts.push(if start == shards[i] { start.to_string() } else { format!("{start}-{}", shards[i]) });
+        parts.push(match start {
+            META_SHARD => "meta".to_string(),
+            _ if start == shards[i] => start.to_string(),
+            _ => format!("{start}-{}", shards[i]),
+        });
         i += 1;
     }
     parts.join(", ")
@@ -592,8 +596,13 @@ impl LocalCluster {
             }
         }
         let replicas = self.opts.replicas();
+        let meta_replicas = corekv_engine::placement::meta_size(self.opts.nodes);
+        // The meta group too: a map change needs its leader.
         (0..self.opts.shards)
-            .filter(|shard| !agreed_leader(seen.get(shard).map_or(&[], Vec::as_slice), replicas))
+            .map(|shard| (shard, replicas))
+            .chain(std::iter::once((META_SHARD, meta_replicas)))
+            .filter(|&(shard, replicas)| !agreed_leader(seen.get(&shard).map_or(&[], Vec::as_slice), replicas))
+            .map(|(shard, _)| shard)
             .collect()
     }
 
