@@ -1044,7 +1044,7 @@ mod tests {
         };
         match LocalCluster::start(opts.clone()) {
             Err(LaunchError::NotReady { shards, logs, .. }) => {
-                assert_eq!(shards, vec![0, 1, 2, 3]);
+                assert_eq!(shards, vec![0, 1, 2, 3, META_SHARD], "the meta group too");
                 assert!(logs.contains("--- node 2") && logs.contains("started"), "{logs}");
             }
             other => panic!("expected a readiness error, got {other:?}"),

@@ -371,7 +371,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 4, "{out}");
         assert!(
-            lines[0].starts_with("commands: put, get, delete, cas, versions, scan, status, shell, wal"),
+            lines[0].starts_with("commands: put, get, delete, cas, versions, scan, status, shard, shell, wal"),
             "{}",
             lines[0]
         );
