@@ -630,17 +630,7 @@ fn pump(h: &mut Harness, mut keep: impl FnMut(&Message) -> bool) {
 }
 
 fn lagging_follower_needing_a_snapshot() -> Harness {
-    let mut h = Harness::new(3, |c| c.snapshot_chunk_bytes = 4);
-    h.elect(1);
-    h.settle();
-    h.cut.insert(3);
-    for i in 0..10u8 {
-        h.node(1).propose(vec![i]).unwrap();
-        h.settle();
-    }
-    h.node(1).compact(std::sync::Arc::from(vec![7u8; 40])); // 10 chunks, 4 in flight
-    h.cut.clear();
-    h
+    snapshot_sending::follower_3_needs_a_snapshot(40, 4) // 10 chunks, 4 in flight
 }
 
 #[test]

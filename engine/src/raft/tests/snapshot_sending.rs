@@ -7,9 +7,23 @@ use std::sync::Arc;
 use super::*;
 use crate::raft::progress::SnapshotTransfer;
 
+/// Ticks the leader until node 3 installed the snapshot (at most `ticks` times,
+/// then fails): the chunks sent meanwhile.
+fn tick_until_installed(h: &mut Harness, ticks: usize) -> Vec<(Index, u64, u64)> {
+    let mut chunks = vec![];
+    for _ in 0..ticks {
+        if snapshot_installed_on_3(h) {
+            break;
+        }
+        chunks.extend(tick_leader(h));
+    }
+    assert!(snapshot_installed_on_3(h), "the snapshot was installed within {ticks} ticks");
+    chunks
+}
+
 /// Node 3 missed ten entries the leader then compacted into a snapshot of `bytes`
 /// bytes, sent in chunks of `chunk_bytes`, four in flight.
-fn follower_3_needs_a_snapshot(bytes: usize, chunk_bytes: u64) -> Harness {
+pub(super) fn follower_3_needs_a_snapshot(bytes: usize, chunk_bytes: u64) -> Harness {
     let mut h = Harness::new(3, |c| c.snapshot_chunk_bytes = chunk_bytes);
     h.elect(1);
     h.settle();
@@ -176,14 +190,7 @@ fn without_the_limit_a_snapshot_is_sent_without_credit() {
     assert_eq!(h.nodes[&1].snapshot_credit_bytes(), None, "unlimited by default");
     h.node(1).grant_snapshot_credit(4);
     assert_eq!(h.nodes[&1].snapshot_credit_bytes(), None, "a grant does not switch the limit on");
-    let mut chunks = vec![];
-    for _ in 0..10 {
-        if snapshot_installed_on_3(&h) {
-            break;
-        }
-        chunks.extend(tick_leader(&mut h));
-    }
-    assert!(snapshot_installed_on_3(&h));
+    let chunks = tick_until_installed(&mut h, 10);
     assert_eq!(chunks.len(), 10);
     assert_eq!(bytes_sent(&h), 40);
 }
@@ -237,14 +244,7 @@ fn a_transfer_interrupted_by_a_broken_connection_resumes_from_the_acknowledged_o
     let index = h.nodes[&1].status().snapshot_index;
     let acked = break_link_after_chunks(&mut h, 20);
     assert!(acked >= 100, "most of 20 chunks were acknowledged, not {acked} bytes");
-    let mut after = vec![];
-    for _ in 0..20 {
-        if snapshot_installed_on_3(&h) {
-            break;
-        }
-        after.extend(tick_leader(&mut h));
-    }
-    assert!(snapshot_installed_on_3(&h));
+    let after = tick_until_installed(&mut h, 20);
     assert_eq!(h.installed[&3], vec![index]);
     assert_eq!(after.first().map(|c| c.1), Some(acked), "resumed from the acknowledged offset, not 0");
     let sent = bytes_sent(&h);
@@ -270,14 +270,7 @@ fn a_transfer_interrupted_while_the_leader_compacted_again_restarts_with_the_new
     assert!(new > old);
     h.cut.clear();
     let before = bytes_sent(&h);
-    let mut after = vec![];
-    for _ in 0..20 {
-        if snapshot_installed_on_3(&h) {
-            break;
-        }
-        after.extend(tick_leader(&mut h));
-    }
-    assert!(snapshot_installed_on_3(&h));
+    let after = tick_until_installed(&mut h, 20);
     assert_eq!(h.installed[&3], vec![new], "the old snapshot was never installed");
     assert_eq!(after.first(), Some(&(new, 0, 10)), "started over from offset 0 with the newer snapshot");
     assert!(after.iter().all(|c| c.0 == new), "no chunk of the old snapshot after the break");
