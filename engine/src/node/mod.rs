@@ -462,6 +462,18 @@ impl NodeCore {
         self.drops_unsealed.contains(&shard) || self.drops_sealed.iter().any(|(_, d)| d.contains(&shard))
     }
 
+    /// The connection to core `peer` broke: whatever this core's leaders had in
+    /// flight to it is lost, so they probe it again, and a snapshot transfer to it
+    /// pauses until it answers (then resumes from what it acknowledged).
+    pub fn report_unreachable(&mut self, peer: Replica) {
+        let shards: Vec<ShardId> =
+            self.groups.keys().copied().filter(|&s| self.map.core_of(s, peer.node) == Some(peer.core)).collect();
+        for shard in shards {
+            g_mut(&mut self.groups, shard).raft.report_unreachable(peer.node);
+            self.dirty.insert(shard);
+        }
+    }
+
     // ----- the meta group -----------------------------------------------------------
 
     /// Hands `edit` to the meta group's leader: queued here when this core leads

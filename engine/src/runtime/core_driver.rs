@@ -13,7 +13,7 @@
 //! No busy-polling: every task parks on a channel or a timer.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -28,7 +28,9 @@ use corekv_rpc::node::{
     Welcome,
 };
 use corekv_rpc::raft::{Entry, NodeId};
-use corekv_rpc::transport::{Inbound, Listener, ListenerConfig, PeerId, PeerLink, PeerLinkConfig, ReplySender};
+use corekv_rpc::transport::{
+    Inbound, LinkState, Listener, ListenerConfig, PeerId, PeerLink, PeerLinkConfig, ReplySender,
+};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use rkyv::rancor;
 
@@ -157,6 +159,8 @@ struct Core {
     senders: RefCell<HashMap<u64, (ReplySender, u64)>>,
     next_call: Cell<u64>,
     links: RefCell<BTreeMap<Replica, PeerLink>>,
+    /// Links that were up at the last look: one that is down now broke since.
+    links_up: RefCell<BTreeSet<Replica>>,
     listener: RefCell<Option<Listener>>,
     /// Set when the core must stop (shutdown or a fatal error).
     stopping: Cell<bool>,
@@ -238,6 +242,7 @@ impl Core {
         for (dest, batch) in frames {
             self.send(dest, batch);
         }
+        self.report_broken_links();
         let mut senders = self.senders.borrow_mut();
         for (client, response) in replies {
             if let Some((sender, id)) = senders.remove(&client.conn) {
@@ -250,6 +255,27 @@ impl Core {
             self.flush.notify();
         }
         Ok(())
+    }
+
+    /// Tells the node core about every link that went down since the last look.
+    fn report_broken_links(&self) {
+        let mut broken = Vec::new();
+        {
+            let links = self.links.borrow();
+            let mut up = self.links_up.borrow_mut();
+            for (&dest, link) in links.iter() {
+                match link.state() {
+                    LinkState::Up => {
+                        up.insert(dest);
+                    }
+                    LinkState::Down if up.remove(&dest) => broken.push(dest),
+                    _ => {}
+                }
+            }
+        }
+        for dest in broken {
+            self.node.borrow_mut().report_unreachable(dest);
+        }
     }
 
     fn send(&self, dest: Replica, batch: PeerBatch) {
@@ -391,6 +417,7 @@ pub async fn run_core(setup: CoreSetup) -> Result<(), String> {
         senders: RefCell::new(HashMap::new()),
         next_call: Cell::new(1),
         links: RefCell::new(BTreeMap::new()),
+        links_up: RefCell::new(BTreeSet::new()),
         listener: RefCell::new(None),
         stopping: Cell::new(false),
         failure: RefCell::new(None),

@@ -456,6 +456,23 @@ impl Cluster {
         }
         self.stats.crashes += 1;
         self.record(&[24, node]);
+        // Every other core's connections to the dead node's cores break, as a
+        // server's links do (the frames in flight on them are lost).
+        let cores = self.cfg.cores;
+        let live: Vec<Replica> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up)
+            .flat_map(|(&id, _)| (0..cores).map(move |core| Replica { node: id, core }))
+            .collect();
+        // They act on it at their next iteration.
+        for at in live {
+            if let Some(nc) = self.core_mut(at) {
+                for core in 0..cores {
+                    nc.report_unreachable(Replica { node, core });
+                }
+            }
+        }
     }
 
     // ----- replica moves (the meta group's part, played by the simulator) ----------
