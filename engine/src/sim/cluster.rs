@@ -475,7 +475,7 @@ impl Cluster {
         }
     }
 
-    // ----- replica moves (the meta group's part, played by the simulator) ----------
+    // ----- replica moves, asked of the meta group as an operator does ------------
 
     /// Asks the meta group to move group `shard`'s replica on node `from` to core
     /// `to` (refused at once when the newest map says it cannot be). The edit is
