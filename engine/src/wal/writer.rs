@@ -20,7 +20,7 @@
 //! - Only a prefix of segments is ever dropped, never the newest, and a segment
 //!   only once durable snapshot markers cover every live entry in it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use corekv_rpc::raft::{Entry, HardState};
 
@@ -144,11 +144,6 @@ pub struct DurableBatch {
     pub record_count: u32,
     /// Bytes written, padding included.
     pub written_bytes: u64,
-    /// The groups a [`Record::DropGroup`] of this batch dropped, ascending: the
-    /// drop is durable, so the driver may now delete their snapshot files (a
-    /// restart can no longer bring the groups back from older records). A group
-    /// with a record after its drop in the same batch (added back) is not listed.
-    pub dropped_groups: Vec<u64>,
 }
 
 /// State changes a record makes, applied when its batch is sealed.
@@ -161,18 +156,6 @@ enum Update {
     Drop { group_id: u64 },
 }
 
-impl Update {
-    fn group_id(&self) -> u64 {
-        match self {
-            Update::Entries { group_id, .. }
-            | Update::HardState { group_id, .. }
-            | Update::Truncate { group_id, .. }
-            | Update::Marker { group_id, .. }
-            | Update::Drop { group_id } => *group_id,
-        }
-    }
-}
-
 /// What a sealed batch reports, or applies, once it is durable.
 #[derive(Debug, Default)]
 struct Sealed {
@@ -180,8 +163,6 @@ struct Sealed {
     last_entry_index: BTreeMap<u64, u64>,
     /// Snapshot markers, in record order (none of a group before its drop).
     markers: Vec<(u64, SnapshotMarker)>,
-    /// Groups whose last record in the batch is a drop.
-    dropped_groups: BTreeSet<u64>,
 }
 
 #[derive(Debug)]
@@ -453,9 +434,6 @@ impl WalWriter {
     fn seal_updates(&mut self) -> Sealed {
         let mut sealed = Sealed::default();
         for update in std::mem::take(&mut self.pending_updates) {
-            if !matches!(update, Update::Drop { .. }) {
-                sealed.dropped_groups.remove(&update.group_id());
-            }
             match update {
                 Update::Entries { group_id, first, last } => {
                     self.clamp(group_id, first);
@@ -502,7 +480,6 @@ impl WalWriter {
         self.durable_snapshot_index.remove(&group_id);
         sealed.markers.retain(|&(id, _)| id != group_id);
         sealed.last_entry_index.remove(&group_id);
-        sealed.dropped_groups.insert(group_id);
     }
 
     fn clamp(&mut self, group_id: u64, from_index: u64) {
@@ -528,7 +505,6 @@ impl WalWriter {
             last_entry_index: inflight.sealed.last_entry_index,
             record_count: inflight.record_count,
             written_bytes: inflight.written_bytes,
-            dropped_groups: inflight.sealed.dropped_groups.into_iter().collect(),
         }
     }
 

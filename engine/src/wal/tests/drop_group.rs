@@ -118,7 +118,7 @@ fn a_group_added_back_after_its_drop_recovers_only_the_new_records() {
 }
 
 #[test]
-fn durable_batch_reports_the_groups_its_drops_dropped() {
+fn a_drop_voids_the_entries_its_batch_wrote_before_it() {
     let (mut wal, _) = reopen(SimDisk::new(), 64 * 1024);
     let durable = write_batch(
         &mut wal,
@@ -131,10 +131,9 @@ fn durable_batch_reports_the_groups_its_drops_dropped() {
             Record::Entries { group_id: 6, entries: vec![entry(1, 1, 0)] },
         ],
     );
-    assert_eq!(durable.dropped_groups, vec![3, 5], "4 was added back in the same batch");
     assert_eq!(durable.last_entry_index.keys().copied().collect::<Vec<_>>(), vec![6], "entries of 3 are void");
-    let durable = write_batch(&mut wal, &[Record::HardState { group_id: 6, hard_state: hard_state(1, 1) }]);
-    assert!(durable.dropped_groups.is_empty());
+    let (_, recovered) = reopen(wal.into_store(), 64 * 1024);
+    assert_eq!(recovered.dropped.iter().copied().collect::<Vec<_>>(), vec![3, 5], "4 was added back in the batch");
 }
 
 /// Group 1 writes entries and never snapshots, pinning every segment it wrote to,
