@@ -437,7 +437,6 @@ impl NodeCore {
         for &shard in after.difference(&before) {
             self.add_replica(shard);
         }
-        self.stats.groups = self.groups.len() as u64;
         Ok(true)
     }
 
@@ -455,7 +454,6 @@ impl NodeCore {
         self.groups.insert(shard, group);
         self.dirty.insert(shard);
         self.stats.replicas_added += 1;
-        self.stats.groups = self.groups.len() as u64;
     }
 
     fn dropping(&self, shard: ShardId) -> bool {
@@ -613,7 +611,6 @@ impl NodeCore {
         storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
         self.drops_unsealed.push(shard);
         self.stats.replicas_dropped += 1;
-        self.stats.groups = self.groups.len() as u64;
         Ok(())
     }
 
