@@ -52,7 +52,25 @@ fn three_nodes_serve_and_survive_kill_9_of_each_node_and_of_all_at_once() {
         }
         done
     });
-    assert!(balanced, "every shard ends up led by its preferred replica");
+    if !balanced {
+        let status = client.status();
+        let leaders = local::leaders(&status);
+        let off: Vec<String> = preferred
+            .iter()
+            .filter(|(s, n)| leaders.get(s) != Some(n))
+            .map(|(s, n)| {
+                let replicas: Vec<String> = status
+                    .nodes
+                    .iter()
+                    .flat_map(|node| node.cores.iter().flat_map(move |c| c.shards.iter().map(move |x| (node.id, x))))
+                    .filter(|(_, x)| x.shard == *s)
+                    .map(|(id, x)| format!("node {id}: {x:?}"))
+                    .collect();
+                format!("shard {s} (preferred {n}, led by {:?}): {}", leaders.get(s), replicas.join("; "))
+            })
+            .collect();
+        panic!("every shard ends up led by its preferred replica; not so:\n{}", off.join("\n"));
+    }
     let mut per_node = BTreeMap::new();
     for node in preferred.values() {
         *per_node.entry(*node).or_insert(0) += 1;

@@ -693,8 +693,6 @@ impl NodeCore {
         let balance_every = u64::from(self.cfg.raft.election_timeout_ticks);
         let mut reports = Vec::new();
         for g in self.groups.values_mut() {
-            // Checked before the tick: the tick may start a new check-quorum window,
-            // which forgets who answered in the last one.
             g.transfer_cooldown_ticks = g.transfer_cooldown_ticks.saturating_sub(1);
             if g.is_leader && self.heartbeat_boundary {
                 // A move whose configuration is done: the meta group ends it (this
@@ -1406,7 +1404,7 @@ fn reconcile(map: &ClusterMap, me: NodeId, g: &mut Group) -> Reconciled {
     } else if let Some(&ready) = conf.learners.iter().find(|&&l| {
         wanted.contains(&l)
             && g.raft.progress(l).is_some_and(|p| {
-                p.recent_active
+                p.active_lately()
                     && p.match_index >= st.snapshot_index
                     && p.match_index + PROMOTE_LAG_ENTRIES_MAX >= st.last_index
             })
@@ -1451,7 +1449,7 @@ fn new_group(cfg: &NodeCoreConfig, shard: ShardId, durable: DurableState) -> Res
 /// without a wait.
 fn caught_up(raft: &RawNode, preferred: NodeId) -> bool {
     let last = raft.status().last_index;
-    raft.progress(preferred).is_some_and(|p| p.recent_active && p.match_index == last)
+    raft.progress(preferred).is_some_and(|p| p.active_lately() && p.match_index == last)
 }
 
 /// The key(s) of a request belong to its shard.

@@ -79,6 +79,13 @@ struct Cluster {
     now_ms: u64,
     /// Frames sent, by (source core, destination core).
     frames: BTreeMap<(Replica, Replica), u64>,
+    /// Ticks a frame spends on the wire (0: delivered within the tick it was sent in).
+    delay_ticks: u64,
+    /// Frames on the wire, with the tick they arrive at.
+    wire: Vec<(u64, Replica, Replica, PeerBatch)>,
+    ticks: u64,
+    /// Frames to this node are lost until this tick.
+    cut: Option<(NodeId, u64)>,
 }
 
 impl Cluster {
@@ -96,7 +103,7 @@ impl Cluster {
                 cores.insert(Replica { node: node.id, core }, Core { core: nc, storage, replies: Vec::new() });
             }
         }
-        Cluster { map, cores, now_ms: 0, frames: BTreeMap::new() }
+        Cluster { map, cores, now_ms: 0, frames: BTreeMap::new(), delay_ticks: 0, wire: Vec::new(), ticks: 0, cut: None }
     }
 
     /// Runs every core's iteration until no message or batch is left.
@@ -131,18 +138,36 @@ impl Cluster {
         }
         for (from, to, batch) in in_flight {
             *self.frames.entry((from, to)).or_default() += 1;
-            // A core taken out of the map (crashed) loses what was sent to it.
-            if let Some(c) = self.cores.get_mut(&to) {
-                c.core.step_peer(from.node, batch);
+            if self.delay_ticks > 0 {
+                self.wire.push((self.ticks + self.delay_ticks, from, to, batch));
+            } else {
+                self.deliver(from, to, batch);
             }
         }
         true
     }
 
+    fn deliver(&mut self, from: Replica, to: Replica, batch: PeerBatch) {
+        if self.cut.is_some_and(|(node, until)| node == to.node && self.ticks < until) {
+            return;
+        }
+        // A core taken out of the map (crashed) loses what was sent to it.
+        if let Some(c) = self.cores.get_mut(&to) {
+            c.core.step_peer(from.node, batch);
+        }
+    }
+
     fn tick(&mut self) {
         self.now_ms += 10;
+        self.ticks += 1;
         for c in self.cores.values_mut() {
             c.core.tick(self.now_ms);
+        }
+        let now = self.ticks;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wire).into_iter().partition(|f| f.0 <= now);
+        self.wire = later;
+        for (_, from, to, batch) in due {
+            self.deliver(from, to, batch);
         }
         self.settle();
     }
@@ -355,6 +380,58 @@ fn an_idle_cluster_sends_one_heartbeat_message_per_core_pair_per_interval_whatev
     assert!(sent_64 <= intervals * pairs_64 as u64, "{sent_64} heartbeat messages over {pairs_64} pairs");
     assert_eq!(sent_64, sent_256, "the shard count does not change the heartbeat traffic");
     assert!(sent_64 >= intervals * pairs_64 as u64 / 2, "leaders keep heartbeating: {sent_64}");
+}
+
+#[test]
+fn leadership_returns_to_the_preferred_replicas_after_a_lost_transfer_however_long_replies_take() {
+    // A transfer restarts the leader's check-quorum round at the tick of the
+    // balancing check, and later checks come a whole number of rounds after it:
+    // each then falls one tick into a fresh round. A check that only counted
+    // answers heard in the current round saw none once replies took a tick or more
+    // (as on a loaded machine), and the shard stayed led by the wrong replica for
+    // good.
+    for delay in 1..=3 {
+        let map = test_map(3, 1, 6, 3);
+        // The servers' own timing: heartbeats every 10 ticks, an election timeout
+        // (and check-quorum window) of 100.
+        let mut cl = Cluster::with_config(map.clone(), |cfg| {
+            let defaults = crate::raft::Config::new(cfg.node);
+            cfg.raft.election_timeout_ticks = defaults.election_timeout_ticks;
+            cfg.raft.heartbeat_interval_ticks = defaults.heartbeat_interval_ticks;
+        });
+        cl.delay_ticks = delay;
+        let preferred = |s: ShardId| Replica { node: map.replicas(s)[0].node, core: 0 };
+        // First every shard is led elsewhere: its second replica.
+        let second = |s: ShardId| Replica { node: map.replicas(s)[1].node, core: 0 };
+        for c in cl.cores.values_mut() {
+            c.core.cfg.leader_balance = false;
+        }
+        let moved = (0..5000).any(|_| {
+            cl.tick();
+            for s in 0..map.shard_count() {
+                let Some(at) = cl.leader_core(s) else { continue };
+                if at != second(s) {
+                    let g = cl.cores.get_mut(&at).unwrap().core.groups.get_mut(&s).unwrap();
+                    let _ = g.raft.transfer_leader(second(s).node);
+                }
+            }
+            (0..map.shard_count()).all(|s| cl.leader_core(s) == Some(second(s)))
+        });
+        assert!(moved, "leadership moved away from the preferred replicas");
+        for c in cl.cores.values_mut() {
+            c.core.cfg.leader_balance = true;
+        }
+        // Node 1 hears nothing for a while, starting mid-window: its leaders saw it
+        // answer early in the window, try to hand it leadership, and the transfer
+        // is lost.
+        cl.cut = Some((1, cl.ticks + 150));
+        let balanced = (0..5000).any(|_| {
+            cl.tick();
+            (0..map.shard_count()).all(|s| cl.leader_core(s) == Some(preferred(s)))
+        });
+        let leaders: Vec<_> = (0..map.shard_count()).map(|s| cl.leader_core(s)).collect();
+        assert!(balanced, "with replies {delay} ticks late, leaders stay at {leaders:?}");
+    }
 }
 
 #[test]

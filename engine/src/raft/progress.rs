@@ -206,6 +206,8 @@ pub struct Progress {
     pub snapshot: Option<SnapshotTransfer>,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// Heard from in the check-quorum round before that one.
+    pub active_last_round: bool,
     /// Newest heartbeat round this peer answered (ReadIndex and lease).
     pub acked_round: u64,
     /// `match_index` at the previous heartbeat answer, to detect a lost append.
@@ -225,10 +227,18 @@ impl Progress {
             inflights,
             snapshot: None,
             recent_active: false,
+            active_last_round: false,
             acked_round: 0,
             match_at_last_heartbeat: 0,
             stalled_heartbeats: 0,
         }
+    }
+
+    /// Heard from within the last full check-quorum round (an election timeout)
+    /// or since: unlike `recent_active`, true right after a round starts too, so a
+    /// check made at any phase of the round sees a peer that answers.
+    pub fn active_lately(&self) -> bool {
+        self.recent_active || self.active_last_round
     }
 
     /// True when no append may be sent to this peer now.

@@ -362,6 +362,7 @@ impl RawNode {
                 }
                 let me = self.id();
                 for (&id, pr) in self.progress.iter_mut() {
+                    pr.active_last_round = pr.recent_active;
                     pr.recent_active = id == me;
                 }
             }
