@@ -18,6 +18,7 @@
 pub mod archive;
 pub mod blocking;
 pub mod client;
+pub mod duration;
 pub mod frame;
 pub mod kv;
 pub mod map;

@@ -307,32 +307,8 @@ pub struct LineCli {
 /// Parses `--timeout`: a number (decimals allowed) with an optional unit `ms`,
 /// `s`, `m` or `h`; no unit means seconds. Above zero, at most [`TIMEOUT_MAX`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let not_a_number = || format!("{text:?} is not a duration like 500ms, 5s or 2m");
-    if number.is_empty() {
-        return Err(not_a_number());
-    }
-    let unit_nanos: u128 = match unit.trim() {
-        "" | "s" => 1_000_000_000,
-        "ms" => 1_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m or h")),
-    };
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') || fraction.len() > 9 {
-        return Err(not_a_number());
-    }
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| not_a_number())? };
-    let fraction_nanos = if fraction.is_empty() {
-        0
-    } else {
-        let digits: u128 = fraction.parse().map_err(|_| not_a_number())?;
-        digits * unit_nanos / 10u128.pow(fraction.len() as u32)
-    };
-    let nanos = whole.saturating_mul(unit_nanos).saturating_add(fraction_nanos);
+    let duration = corekv_rpc::duration::parse_duration(text)?;
+    let nanos = duration.as_nanos();
     if nanos == 0 {
         return Err(format!("{text:?} is zero: a timeout must be above zero"));
     }
