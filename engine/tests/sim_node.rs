@@ -9,12 +9,15 @@
 //! The planted-bug tests show that these checks can fail: each plants a bug in
 //! every node core and runs seeds until a check catches it.
 
+use std::collections::BTreeSet;
+
 use corekv_engine::node::PlantedBug;
 use corekv_engine::sim::cluster::{
     Cluster, ClusterConfig, ClusterStats, FailureKind, MoveStage, TxnCrashPoint, TxnCrashes,
 };
+use corekv_engine::placement::drive;
 use corekv_engine::sim::{DEFAULT_SEEDS, NetFaults, seed_list};
-use corekv_rpc::map::{META_SHARD, Replica};
+use corekv_rpc::map::{META_SHARD, NodeState, Replica};
 use corekv_rpc::raft::NodeId;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -764,4 +767,154 @@ fn the_meta_group_moves_too_and_survives_its_leader_crashing_mid_move() {
         finish(c)
     });
     moves_counted(&stats);
+}
+
+// ----- nodes join, drain, die and leave; the meta leader plans the moves -----------
+
+/// `founders` nodes holding the shards and `joining` ones outside the map (the
+/// last ids), automatic rebalancing on, logs compacted often (moves ship
+/// snapshots).
+fn elastic_config(seed: u64, founders: u64, joining: u64) -> ClusterConfig {
+    let mut cfg = ClusterConfig::new(seed, founders + joining, 2);
+    cfg.joining_nodes = joining;
+    cfg.auto_rebalance = true;
+    cfg.snapshot_log_bytes = 2 << 10;
+    cfg
+}
+
+/// The nodes the newest map wants for `shard`.
+fn nodes_of(c: &Cluster, shard: u32) -> BTreeSet<NodeId> {
+    c.map().replicas(shard).iter().map(|r| r.node).collect()
+}
+
+/// Runs until the newest map satisfies `shows` (the meta group took a request),
+/// for at most five simulated seconds.
+fn until_map(c: &mut Cluster, what: &str, shows: impl Fn(&corekv_rpc::map::ClusterMap) -> bool) {
+    for _ in 0..500 {
+        if shows(c.map()) {
+            return;
+        }
+        c.run_for(10);
+    }
+    panic!("the map never showed {what}");
+}
+
+fn state_of(c: &Cluster, node: NodeId) -> Option<NodeState> {
+    c.map().node(node).map(|n| n.state)
+}
+
+/// The meta leader moved replicas on its own: written, shipped, deleted.
+fn auto_moves_counted(stats: &[ClusterStats]) {
+    if stats.is_empty() {
+        return;
+    }
+    assert!(sum(stats, |s| s.replicas_dropped) > 0, "sources delete their replicas");
+    assert!(sum(stats, |s| s.snapshots_installed) > 0, "moves ship snapshots");
+    assert!(sum(stats, |s| s.meta_writes) > 2 * stats.len() as u64, "the meta group writes the moves");
+}
+
+/// Runs until no move is under way and the planner has none left to make, for at
+/// most `ms` simulated milliseconds.
+fn until_balanced(c: &mut Cluster, ms: u64) {
+    let none_left = |c: &Cluster| {
+        let plan = drive::plan_for(c.map(), &BTreeSet::new(), |_| 0).expect("a plan");
+        c.moves_settled() && plan.moves.iter().all(|m| m.from.node == m.to.node)
+    };
+    for _ in 0..ms / 10 {
+        if none_left(c) {
+            return;
+        }
+        c.run_for(10);
+    }
+    panic!("not balanced after {ms} ms: {:?}", c.map().shards);
+}
+
+#[test]
+fn a_node_joins_under_load_and_a_crash_and_only_replicas_onto_it_move() {
+    let stats = seeds("elastic_join", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = elastic_config(seed, 3, 1);
+        cfg.faults = NetFaults { drop_prob: 0.02, dup_prob: 0.01, ..NetFaults::reliable() };
+        let mut c = Cluster::new(cfg);
+        c.run_for(300);
+        let before: Vec<BTreeSet<NodeId>> = (0..8).map(|s| nodes_of(&c, s)).collect();
+        c.join(4);
+        until_map(&mut c, "node 4", |m| m.node(4).is_some());
+        c.run_for(r.random_range(0..400));
+        nemesis_crashes(&mut c, &mut r, 1);
+        until_balanced(&mut c, 30_000);
+        // 24 replicas over four nodes of two cores: six each.
+        assert_eq!(c.shards_of(4).len(), 6, "the new node holds its share");
+        for (s, before) in before.iter().enumerate() {
+            let after = nodes_of(&c, s as u32);
+            assert!(after.difference(before).all(|&n| n == 4), "shard {s}: {before:?} -> {after:?}");
+        }
+        finish(c)
+    });
+    auto_moves_counted(&stats);
+}
+
+#[test]
+fn a_drained_node_ends_empty_through_a_lossy_network_and_is_removed() {
+    let stats = seeds("elastic_drain", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = elastic_config(seed, 4, 0);
+        cfg.faults = NetFaults { drop_prob: 0.03, dup_prob: 0.02, ..lossy() };
+        cfg.client_faults = lossy();
+        let mut c = Cluster::new(cfg);
+        c.run_for(300);
+        // Node 1 holds a meta replica: it moves too.
+        let victim = 1 + seed % 2;
+        c.drain(victim).unwrap_or_else(|e| panic!("drain: {e}"));
+        until_map(&mut c, "the drain", |m| m.node(victim).is_some_and(|n| n.state == NodeState::Draining));
+        assert!(c.remove(victim, false).is_err(), "not drained yet: refused");
+        c.run_for(r.random_range(0..300));
+        c.heal();
+        until_balanced(&mut c, 30_000);
+        assert!(c.shards_of(victim).is_empty());
+        assert!(c.map().members(META_SHARD).all(|r| r.node != victim), "{:?}", c.map().meta);
+        c.remove(victim, false).unwrap_or_else(|e| panic!("remove after the drain: {e}"));
+        until_map(&mut c, "the removal", |m| m.node(victim).is_some_and(|n| n.state == NodeState::Removed));
+        finish(c)
+    });
+    auto_moves_counted(&stats);
+}
+
+#[test]
+fn a_node_that_stays_down_is_declared_dead_its_replicas_re_created_then_it_is_removed_by_force() {
+    let stats = seeds("elastic_death", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = elastic_config(seed, 4, 0);
+        cfg.dead_after_ticks = 600;
+        let mut c = Cluster::new(cfg);
+        c.run_for(300);
+        let victim = 2 + seed % 3;
+        c.crash(victim);
+        c.run_for(r.random_range(0..200));
+        nemesis_crashes_sparing(&mut c, &mut r, victim);
+        for _ in 0..2_000 {
+            if state_of(&c, victim) == Some(NodeState::Dead) {
+                break;
+            }
+            c.run_for(10);
+        }
+        assert_eq!(state_of(&c, victim), Some(NodeState::Dead), "declared dead after its silence");
+        until_balanced(&mut c, 40_000);
+        assert!(c.shards_of(victim).is_empty(), "every replica re-created elsewhere");
+        assert!((0..8).all(|s| nodes_of(&c, s).len() == 3));
+        c.remove(victim, true).unwrap_or_else(|e| panic!("remove --force: {e}"));
+        until_map(&mut c, "the removal", |m| m.node(victim).is_some_and(|n| n.state == NodeState::Removed));
+        // `finish` restarts the removed node: it holds nothing and gets nothing.
+        finish(c)
+    });
+    auto_moves_counted(&stats);
+}
+
+/// One crash and restart of a node other than `spared` (which stays down).
+fn nemesis_crashes_sparing(c: &mut Cluster, r: &mut ChaCha8Rng, spared: NodeId) {
+    let others: Vec<NodeId> = c.node_ids().into_iter().filter(|&n| n != spared).collect();
+    let victim = others[r.random_range(0..others.len())];
+    c.crash(victim);
+    c.run_for(r.random_range(100..500));
+    c.restart(victim);
 }

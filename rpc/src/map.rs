@@ -35,6 +35,44 @@ pub const META_REPLICAS_MAX: usize = 5;
 /// later replica joins an existing group and starts empty.
 pub const FOUNDING_EPOCH: Epoch = 1;
 
+/// The state of a node (issue 12). The map records `Up`, `Draining`, `Dead` and
+/// `Removed`, which the meta group decides; `Down` (unreachable for a short
+/// while) is what an observer sees of an `Up` node it cannot reach, and what the
+/// planner is told of such a node.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[rkyv(derive(Debug))]
+pub enum NodeState {
+    /// Serving; shares the replicas.
+    Up,
+    /// Unreachable for a short while: keeps its replicas, receives none.
+    Down,
+    /// Being emptied on request before removal: ends with no replica.
+    Draining,
+    /// Down past `--dead-after`: its replicas are re-created elsewhere.
+    Dead,
+    /// Gone for good (its id is never reused): holds nothing.
+    Removed,
+}
+
+impl NodeState {
+    /// Whether a node in this state must end with no replica.
+    pub fn leaves(self) -> bool {
+        matches!(self, NodeState::Draining | NodeState::Dead | NodeState::Removed)
+    }
+
+    /// The state's name in `corekv-ctl` output: `up`, `down`, `draining`, `dead`,
+    /// `removed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Down => "down",
+            NodeState::Draining => "draining",
+            NodeState::Dead => "dead",
+            NodeState::Removed => "removed",
+        }
+    }
+}
+
 /// One node of the cluster.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -45,6 +83,8 @@ pub struct NodeInfo {
     pub addr: String,
     /// How many cores (executors) the node runs.
     pub cores: u16,
+    /// Its state as the meta group decided it (never `Down`).
+    pub state: NodeState,
 }
 
 /// One replica of a shard: the node and the core of that node that owns it.
@@ -102,6 +142,10 @@ pub struct ClusterMap {
     pub shards: Vec<ShardReplicas>,
     /// The meta group's replicas ([`META_SHARD`]), always on core 0.
     pub meta: ShardReplicas,
+    /// An operator asked for a rebalance (`corekv-ctl rebalance`): the meta leader
+    /// plans and moves until the placement is balanced, then clears this, even
+    /// with automatic rebalancing off.
+    pub rebalance: bool,
 }
 
 impl ClusterMap {

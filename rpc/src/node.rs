@@ -25,7 +25,7 @@ use crate::map::{ClusterMap, CoreIndex};
 use crate::raft::{Index, Message, Term};
 
 /// Bumped whenever a type in this module changes shape.
-pub const WIRE_VERSION: u32 = 4;
+pub const WIRE_VERSION: u32 = 5;
 /// Most calls a client may pipeline on one connection before it waits for replies;
 /// the server answers Busy beyond it.
 pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;
@@ -154,6 +154,14 @@ pub enum MetaEdit {
     /// Group `shard`'s leader reports its configuration: a move is over once it is
     /// exactly the wanted set.
     Settle { shard: ShardId, conf: crate::raft::ConfState },
+    /// A node joins the cluster (up, holding nothing).
+    AddNode { node: crate::map::NodeInfo },
+    /// A node's state changes (drain, removal, death, return); `force` removes
+    /// a node that was not drained.
+    SetNodeState { node: NodeId, state: crate::map::NodeState, force: bool },
+    /// An operator asks for a rebalance (`on`), or the meta leader finds the
+    /// placement balanced (`!on`).
+    SetRebalance { on: bool },
 }
 
 /// What shard leaders tell each other to run two-phase commit (DESIGN §8).
@@ -324,6 +332,9 @@ pub struct ShardStatus {
     pub voters: Vec<NodeId>,
     /// Who receives the log without voting (a replica being added).
     pub learners: Vec<NodeId>,
+    /// The estimated size of the replica's data (keys and retained versions):
+    /// about what moving it ships.
+    pub bytes: u64,
 }
 
 /// The answer of an admin call.

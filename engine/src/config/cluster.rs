@@ -40,7 +40,7 @@ fn parse_entry(entry: &str, default_cores: u16) -> Result<NodeInfo, ConfigError>
     if let Err(reason) = split_host_port(addr) {
         return Err(bad(format!("address `{addr}` is not HOST:PORT: {reason}")));
     }
-    Ok(NodeInfo { id, addr: addr.to_string(), cores })
+    Ok(NodeInfo { id, addr: addr.to_string(), cores, state: corekv_rpc::map::NodeState::Up })
 }
 
 /// `HOST:PORT` split in two, or why it is not one. IPv6 hosts go in brackets.

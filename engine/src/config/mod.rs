@@ -21,6 +21,7 @@ mod tests;
 
 use corekv_rpc::txn::Policy;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use corekv_rpc::frame::FRAME_PAYLOAD_BYTES_MAX;
 use corekv_rpc::kv::{Limits, NodeId, VALUE_BYTES_MAX_DEFAULT};
@@ -64,6 +65,12 @@ pub const IO_MEMORY_BYTES_FLOOR: usize = 256 << 10;
 pub const CLUSTER_NAME_BYTES_MAX: usize = 256;
 /// Default tracing filter.
 pub const LOG_DEFAULT: &str = "info";
+/// Default `--dead-after`: five minutes.
+pub const DEAD_AFTER_DEFAULT: Duration = Duration::from_secs(300);
+/// Shortest `--dead-after`.
+pub const DEAD_AFTER_MIN: Duration = Duration::from_secs(1);
+/// Longest `--dead-after`: a week.
+pub const DEAD_AFTER_MAX: Duration = Duration::from_secs(7 * 86_400);
 
 /// Why the server cannot start with the configuration given. Each message is one
 /// line that names what is wrong and the value given.
@@ -166,6 +173,14 @@ pub enum ConfigError {
         second: NodeId,
         /// The shared `HOST:PORT`.
         addr: String,
+    },
+    /// A value that does not parse.
+    #[error("--{flag}: {why}")]
+    Invalid {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// What is wrong with it.
+        why: String,
     },
     /// A number outside its allowed range.
     #[error("--{flag} {value} is out of range: {allowed}")]
@@ -367,6 +382,15 @@ pub struct Cli {
     /// (replica moves); 0 for no limit [default: 67108864, 64 MiB/s].
     #[arg(long, value_name = "BYTES_PER_SEC")]
     pub move_rate: Option<u64>,
+    /// Move replicas on their own after a join, drain, removal or death (the meta
+    /// group leader's value rules) [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub auto_rebalance: Option<bool>,
+    /// How long a node may be unreachable before it is declared dead and its
+    /// replicas are re-created elsewhere, e.g. 30s, 5m (the meta group leader's
+    /// value rules) [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub dead_after: Option<String>,
     /// Size of each WAL segment file, a multiple of 4096 [default: 64 MiB].
     #[arg(long, value_name = "BYTES")]
     pub wal_segment_bytes: Option<u64>,
@@ -425,6 +449,10 @@ pub struct FileConfig {
     pub snapshot_log_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub move_rate: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_rebalance: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_after: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_segment_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -493,6 +521,10 @@ pub struct ServerConfig {
     pub snapshot_log_bytes: u64,
     /// Snapshot bytes per second per core (0: no limit).
     pub move_rate: u64,
+    /// The meta leader moves replicas on its own.
+    pub auto_rebalance: bool,
+    /// Unreachable this long, a node is declared dead.
+    pub dead_after: Duration,
     /// WAL segment file size.
     pub wal_segment_bytes: u64,
     /// I/O memory each executor registers.
@@ -594,6 +626,12 @@ impl ServerConfig {
                 .or(file.snapshot_log_bytes)
                 .unwrap_or(SNAPSHOT_LOG_BYTES_DEFAULT),
             move_rate: cli.move_rate.or(file.move_rate).unwrap_or(crate::node::MOVE_RATE_DEFAULT),
+            auto_rebalance: cli.auto_rebalance.or(file.auto_rebalance).unwrap_or(true),
+            dead_after: match cli.dead_after.as_ref().or(file.dead_after.as_ref()) {
+                None => DEAD_AFTER_DEFAULT,
+                Some(text) => corekv_rpc::duration::parse_duration(text)
+                    .map_err(|why| ConfigError::Invalid { flag: "dead-after", why })?,
+            },
             wal_segment_bytes: cli.wal_segment_bytes.or(file.wal_segment_bytes).unwrap_or(WAL_SEGMENT_BYTES_DEFAULT),
             io_memory_bytes: cli.io_memory_bytes.or(file.io_memory_bytes).unwrap_or(IO_MEMORY_BYTES_DEFAULT),
             log,
@@ -606,6 +644,10 @@ impl ServerConfig {
     /// and what Raft and the WAL themselves accept.
     fn check_tunables(&self) -> Result<(), ConfigError> {
         check_range("tick-ms", self.tick_ms, 1..=TICK_MS_MAX, &format!("1 to {TICK_MS_MAX} ms"))?;
+        if !(DEAD_AFTER_MIN..=DEAD_AFTER_MAX).contains(&self.dead_after) {
+            let why = format!("{:?} is out of range: 1s to 7 days", self.dead_after);
+            return Err(ConfigError::Invalid { flag: "dead-after", why });
+        }
         self.raft_config().validate()?;
         let allowed = format!("1 to {VALUE_BYTES_CEILING} bytes (a value must fit a frame)");
         check_range("value-bytes-max", self.value_bytes_max, 1..=VALUE_BYTES_CEILING, &allowed)?;
@@ -703,6 +745,8 @@ impl ServerConfig {
             history_versions_max: Some(self.history_versions_max),
             snapshot_log_bytes: Some(self.snapshot_log_bytes),
             move_rate: Some(self.move_rate),
+            auto_rebalance: Some(self.auto_rebalance),
+            dead_after: Some(format!("{}ms", self.dead_after.as_millis())),
             wal_segment_bytes: Some(self.wal_segment_bytes),
             io_memory_bytes: Some(self.io_memory_bytes),
             log: Some(self.log.clone()),

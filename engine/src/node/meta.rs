@@ -21,11 +21,13 @@
 use std::collections::VecDeque;
 
 use corekv_rpc::kv::{OkReply, Outcome};
-use corekv_rpc::map::ClusterMap;
+use corekv_rpc::kv::NodeId;
+use corekv_rpc::map::{ClusterMap, NodeState};
 pub use corekv_rpc::map::META_SHARD;
 pub use corekv_rpc::node::MetaEdit;
 
 use crate::placement::moves::{self, MoveError};
+use crate::placement::nodes::{self, NodeEditError};
 
 /// The meta group's one key.
 pub const MAP_KEY: &[u8] = b"cluster-map";
@@ -34,9 +36,29 @@ pub const MAP_KEY: &[u8] = b"cluster-map";
 /// the edits a cluster makes are few, and reports repeat).
 const META_EDITS_QUEUED_MAX: usize = 1024;
 
+/// Why the meta group refuses an edit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// A replica move that cannot be made.
+    #[error(transparent)]
+    Move(#[from] MoveError),
+    /// A node change the rules do not allow.
+    #[error(transparent)]
+    Node(#[from] NodeEditError),
+}
+
 /// The map after `edit`; `Ok(None)` when it changes nothing (a repeated report or
 /// request: every sender repeats until the map shows its edit).
-pub fn apply_edit(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap>, MoveError> {
+pub fn apply_edit(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap>, EditError> {
+    Ok(match edit {
+        MetaEdit::AddNode { node } => nodes::add_node(map, node)?,
+        MetaEdit::SetNodeState { node, state, force } => nodes::set_state(map, *node, *state, *force)?,
+        MetaEdit::SetRebalance { on } => nodes::set_rebalance(map, *on),
+        MetaEdit::Begin { .. } | MetaEdit::Revert { .. } | MetaEdit::Settle { .. } => apply_move(edit, map)?,
+    })
+}
+
+fn apply_move(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap>, MoveError> {
     match edit {
         MetaEdit::Begin { shard, from, to } => {
             let under_way = map.replicas(*shard).contains(to) && map.outgoing(*shard).iter().any(|r| r.node == *from);
@@ -52,6 +74,7 @@ pub fn apply_edit(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap
             moves::revert(map, *shard, *target).map(Some)
         }
         MetaEdit::Settle { shard, conf } => Ok(moves::settle(map, *shard, conf)),
+        _ => Ok(None),
     }
 }
 
@@ -78,6 +101,11 @@ impl MetaQueue {
         true
     }
 
+    /// Nothing waits and nothing is in flight.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.inflight.is_none()
+    }
+
     /// The next edit to propose, when none is in flight.
     pub fn next(&mut self) -> Option<MetaEdit> {
         if self.inflight.is_some() {
@@ -101,6 +129,78 @@ impl MetaQueue {
     pub fn clear(&mut self) {
         self.queue.clear();
         self.inflight = None;
+    }
+}
+
+/// Moves the meta leader keeps under way at once (re-replication, drains,
+/// joins and rebalancing together).
+pub const MOVES_AT_ONCE: usize = 4;
+
+/// Ticks without a frame from a node after which the meta leader counts it down
+/// (it keeps its replicas and receives none until it is heard from again). Every
+/// core polls every meta replica each [`super::MAP_POLL_TICKS`], so a live node is
+/// heard from several times within it.
+pub const DOWN_AFTER_TICKS: u64 = 300;
+
+/// Ticks between two looks of the meta leader at nodes and placement.
+pub const DRIVE_EVERY_TICKS: u64 = 50;
+
+/// What the meta leader knows of the nodes beyond the map: when it last heard
+/// from each, and what it planned last.
+#[derive(Debug, Default)]
+pub(crate) struct MetaDriver {
+    /// Tick of the last frame from each node, on this core.
+    heard: std::collections::HashMap<NodeId, u64>,
+    /// Tick this core became the meta leader (None: it does not lead): nobody is
+    /// declared down or dead for silence from before that.
+    lead_since: Option<u64>,
+    /// The map epoch and unreachable nodes of the last plan: the same facts give
+    /// the same plan, which need not be made again.
+    planned: Option<(u64, Vec<NodeId>)>,
+}
+
+impl MetaDriver {
+    /// A frame from `node` arrived at tick `now`.
+    pub fn heard(&mut self, node: NodeId, now: u64) {
+        self.heard.insert(node, now);
+    }
+
+    /// This core no longer leads the meta group.
+    pub fn stop(&mut self) {
+        self.lead_since = None;
+        self.planned = None;
+    }
+
+    /// The edits the meta leader makes next for `map` at tick `now` (this core is
+    /// node `me`): deaths and returns first, alone (the plan follows from the map
+    /// they make); then the placement's edits, when the facts changed since the
+    /// last plan.
+    pub fn next(&mut self, map: &ClusterMap, me: NodeId, now: u64, dead_after: u64, auto: bool) -> Vec<MetaEdit> {
+        let since = *self.lead_since.get_or_insert(now);
+        let silent = |n: NodeId| if n == me { 0 } else { now - self.heard.get(&n).copied().unwrap_or(0).max(since) };
+        let mut edits = Vec::new();
+        let mut unreachable = std::collections::BTreeSet::new();
+        for n in &map.nodes {
+            let quiet = silent(n.id);
+            if quiet > DOWN_AFTER_TICKS {
+                unreachable.insert(n.id);
+            }
+            let state = match n.state {
+                NodeState::Up | NodeState::Draining if quiet > dead_after => NodeState::Dead,
+                NodeState::Dead if quiet <= DOWN_AFTER_TICKS => NodeState::Up,
+                _ => continue,
+            };
+            edits.push(MetaEdit::SetNodeState { node: n.id, state, force: false });
+        }
+        if !edits.is_empty() {
+            return edits;
+        }
+        let facts = (map.epoch, unreachable.iter().copied().collect());
+        if self.planned.as_ref() == Some(&facts) {
+            return Vec::new();
+        }
+        self.planned = Some(facts);
+        crate::placement::drive::next_edits(map, &unreachable, auto, MOVES_AT_ONCE)
     }
 }
 

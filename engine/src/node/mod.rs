@@ -56,7 +56,7 @@ use crate::raft::{Config, ConfigError, DurableState, ProposeError, RawNode, Read
 use crate::wal::{GroupLog, Record, SnapshotMarker};
 pub use group::ClientRef;
 use group::{Group, PendingRead, ReadKind};
-use meta::{MAP_KEY, META_SHARD, MetaEdit, MetaQueue, apply_edit, stored_map};
+use meta::{MAP_KEY, META_SHARD, MetaDriver, MetaEdit, MetaQueue, apply_edit, stored_map};
 use outbox::Outbox;
 
 /// What a log entry costs in the WAL beyond its data (index, term, kind, lengths).
@@ -178,6 +178,12 @@ pub struct NodeCoreConfig {
     /// Snapshot bytes this core's leaders may send per second, together (replica
     /// moves and lagging followers alike; `--move-rate`); 0: no limit.
     pub move_rate_bytes_per_sec: u64,
+    /// As the meta leader, move replicas after a join, drain, removal or death
+    /// without an operator's request (`--auto-rebalance`).
+    pub auto_rebalance: bool,
+    /// As the meta leader, declare a node dead after this many ticks without a
+    /// frame from it (`--dead-after`).
+    pub dead_after_ticks: u64,
     /// A bug planted on purpose, so the simulator's checkers prove they can fail
     /// (DESIGN §11). Always [`PlantedBug::None`] outside those tests.
     pub planted_bug: PlantedBug,
@@ -232,6 +238,8 @@ impl NodeCoreConfig {
             seed: node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(core),
             planted_bug: PlantedBug::None,
             move_rate_bytes_per_sec: MOVE_RATE_DEFAULT,
+            auto_rebalance: true,
+            dead_after_ticks: 30_000,
         }
     }
 }
@@ -290,6 +298,8 @@ pub struct NodeCore {
     map_asks: BTreeMap<Replica, u64>,
     /// Edits waiting at the meta leader.
     meta: MetaQueue,
+    /// The meta leader's view of the nodes and its last plan.
+    meta_driver: MetaDriver,
     /// The write tag client id of this core's meta writes.
     meta_client: ClientId,
     /// Snapshot bytes this core's leaders may still send (`--move-rate`'s bucket).
@@ -376,6 +386,7 @@ impl NodeCore {
             meta_map_version: 0,
             map_asks: BTreeMap::new(),
             meta: MetaQueue::default(),
+            meta_driver: MetaDriver::default(),
             meta_client: ClientId(meta_client),
             move_credit: 0,
             move_credit_at_ms: now_ms,
@@ -553,6 +564,23 @@ impl NodeCore {
         }
     }
 
+    /// At the meta leader, with no edit pending: the deaths, returns and moves the
+    /// map needs next (see [`MetaDriver`]).
+    fn drive_meta(&mut self) {
+        let Some(g) = self.groups.get(&META_SHARD) else { return };
+        if !g.is_leader {
+            return self.meta_driver.stop();
+        }
+        if !self.meta.is_idle() {
+            return;
+        }
+        let Ok((map, _)) = stored_map(g.sm.get(MAP_KEY, None), self.founding.as_deref()) else { return };
+        let (me, now) = (self.cfg.node, self.ticks);
+        for edit in self.meta_driver.next(&map, me, now, self.cfg.dead_after_ticks, self.cfg.auto_rebalance) {
+            self.meta.push(edit);
+        }
+    }
+
     /// The meta write in flight was answered: done, or tried again on the newer map.
     fn meta_answered(&mut self, response: &Response) {
         let done = matches!(response, Response::Outcome(Outcome::Ok(_)));
@@ -648,6 +676,7 @@ impl NodeCore {
                     lag,
                     voters: st.conf.voters.clone(),
                     learners: st.conf.learners.clone(),
+                    bytes: g.sm.store().bytes(),
                 }
             })
             .collect()
@@ -729,14 +758,17 @@ impl NodeCore {
         for edit in reports {
             self.submit_meta(edit);
         }
-        // Now and then, ask one meta replica whether there is a newer map.
+        // Now and then, ask the meta replicas whether there is a newer map (which
+        // also tells the meta leader this node is alive).
         if self.ticks.is_multiple_of(MAP_POLL_TICKS) {
             let me = Replica { node: self.cfg.node, core: self.cfg.core };
             let meta: Vec<Replica> = self.map.members(META_SHARD).copied().filter(|&r| r != me).collect();
-            if !meta.is_empty() {
-                let r = meta[(self.ticks / MAP_POLL_TICKS) as usize % meta.len()];
+            for r in meta {
                 self.outbox.push_other(r, PeerMessage::MapRequest { epoch: self.map.epoch });
             }
+        }
+        if self.ticks.is_multiple_of(meta::DRIVE_EVERY_TICKS) {
+            self.drive_meta();
         }
         self.txn_tick();
         self.grant_move_credit();
@@ -781,6 +813,7 @@ impl NodeCore {
     /// A batch of peer messages arrived from node `from`'s core.
     pub fn step_peer(&mut self, from: NodeId, batch: PeerBatch) {
         self.stats.peer_frames_received += 1;
+        self.meta_driver.heard(from, self.ticks);
         let sender = Replica { node: from, core: batch.from_core };
         if batch.epoch > self.map.epoch {
             self.map_asks.entry(sender).or_insert(0);

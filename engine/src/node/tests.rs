@@ -44,7 +44,7 @@ impl CoreStorage for MemStorage {
 /// leader first.
 fn test_map(nodes: u64, cores: u16, shards: u32, replicas: u64) -> Arc<ClusterMap> {
     let nodes_info: Vec<NodeInfo> =
-        (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores }).collect();
+        (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores, state: corekv_rpc::map::NodeState::Up }).collect();
     let shards = (0..shards)
         .map(|s| {
             ShardReplicas::new(
@@ -55,7 +55,7 @@ fn test_map(nodes: u64, cores: u16, shards: u32, replicas: u64) -> Arc<ClusterMa
         })
         .collect();
     let meta = crate::placement::meta_replicas(&nodes_info);
-    Arc::new(ClusterMap { cluster_id: 7, epoch: 1, nodes: nodes_info, shards, meta })
+    Arc::new(ClusterMap { cluster_id: 7, epoch: 1, nodes: nodes_info, shards, meta, rebalance: false })
 }
 
 fn config(node: NodeId, core: CoreIndex, tune: impl Fn(&mut NodeCoreConfig)) -> NodeCoreConfig {

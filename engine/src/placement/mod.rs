@@ -18,8 +18,10 @@
 //! - within a node, replica counts per core and leader counts per core differ by
 //!   at most one.
 
+pub mod drive;
 mod flow;
 pub mod moves;
+pub mod nodes;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;
@@ -150,7 +152,7 @@ pub fn initial_map(
         })
         .collect();
     let meta = meta_replicas(&nodes);
-    Ok(ClusterMap { cluster_id, epoch: FOUNDING_EPOCH, nodes, shards, meta })
+    Ok(ClusterMap { cluster_id, epoch: FOUNDING_EPOCH, nodes, shards, meta, rebalance: false })
 }
 
 /// The meta group's founding replicas: core 0 of the lowest-id nodes, as many as

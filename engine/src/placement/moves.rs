@@ -15,7 +15,7 @@
 //! apply exactly the same rules. Every edit bumps the epoch.
 
 use corekv_rpc::kv::{NodeId, ShardId};
-use corekv_rpc::map::{ClusterMap, META_SHARD, Replica};
+use corekv_rpc::map::{ClusterMap, META_SHARD, NodeState, Replica};
 use corekv_rpc::raft::ConfState;
 use thiserror::Error;
 
@@ -35,6 +35,14 @@ pub enum MoveError {
         node: NodeId,
         /// The core asked for.
         core: u16,
+    },
+    /// The target node is draining, dead or removed.
+    #[error("node {node} is {state}: it takes no replicas")]
+    TargetNotUp {
+        /// The node asked for.
+        node: NodeId,
+        /// Its state.
+        state: &'static str,
     },
     /// The source holds no wanted replica of the shard.
     #[error("node {node} holds no replica of shard {shard}")]
@@ -72,6 +80,10 @@ pub fn begin(map: &ClusterMap, shard: ShardId, from: NodeId, to: Replica) -> Res
     // The meta group lives on core 0 of its nodes.
     if map.node(to.node).is_none_or(|n| to.core >= n.cores) || (shard == META_SHARD && to.core != 0) {
         return Err(MoveError::UnknownTarget { node: to.node, core: to.core });
+    }
+    let state = map.node(to.node).map_or(NodeState::Up, |n| n.state);
+    if state != NodeState::Up {
+        return Err(MoveError::TargetNotUp { node: to.node, state: state.name() });
     }
     if !s.outgoing.is_empty() {
         return Err(MoveError::AlreadyMoving { shard });
@@ -135,9 +147,9 @@ mod tests {
     }
 
     fn map() -> ClusterMap {
-        let nodes = (1..=4).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: 2 }).collect();
+        let nodes = (1..=4).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: 2, state: corekv_rpc::map::NodeState::Up }).collect();
         let shards = vec![ShardReplicas::new(vec![r(1), r(2), r(3)])];
-        ClusterMap { cluster_id: 1, epoch: 3, nodes, shards, meta: ShardReplicas::new(vec![r(1)]) }
+        ClusterMap { cluster_id: 1, epoch: 3, nodes, shards, meta: ShardReplicas::new(vec![r(1)]), rebalance: false }
     }
 
     fn conf(voters: &[NodeId], learners: &[NodeId]) -> ConfState {

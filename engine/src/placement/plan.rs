@@ -56,31 +56,10 @@
 use std::collections::BTreeSet;
 
 use corekv_rpc::kv::{NodeId, ShardId};
+pub use corekv_rpc::map::NodeState;
 use corekv_rpc::map::{ClusterMap, CoreIndex, NODES_MAX, REPLICAS_MAX, Replica, SHARDS_MAX};
 
 use super::flow::{self, Cost, EdgeId, Network, ZERO};
-
-/// The state of a node, as the meta group records it (issue 12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum NodeState {
-    /// Serving; shares the replicas.
-    Up,
-    /// Unreachable for a short while: keeps its replicas, receives none.
-    Down,
-    /// Being emptied on request before removal: ends with no replica.
-    Draining,
-    /// Down past `--dead-after`: its replicas are re-created elsewhere.
-    Dead,
-    /// Gone for good (its id is never reused): holds nothing.
-    Removed,
-}
-
-impl NodeState {
-    /// Whether a node in this state must end with no replica.
-    pub fn leaves(self) -> bool {
-        matches!(self, NodeState::Draining | NodeState::Dead | NodeState::Removed)
-    }
-}
 
 /// One node as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

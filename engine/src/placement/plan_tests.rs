@@ -11,7 +11,7 @@ use super::plan::*;
 use super::{PlacementError, initial_map};
 
 fn info(id: NodeId, cores: u16) -> NodeInfo {
-    NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + 100 * id), cores }
+    NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + 100 * id), cores, state: corekv_rpc::map::NodeState::Up }
 }
 
 /// The input for a founding map of `cores.len()` up nodes, every shard `bytes` big.

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn node(id: NodeId, cores: u16) -> NodeInfo {
-    NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + 100 * id), cores }
+    NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + 100 * id), cores, state: corekv_rpc::map::NodeState::Up }
 }
 
 fn nodes(cores: &[u16]) -> Vec<NodeInfo> {
@@ -222,7 +222,7 @@ proptest! {
         let mut input: Vec<NodeInfo> = cores
             .iter()
             .enumerate()
-            .map(|(i, &c)| NodeInfo { id: ids_from + 7 * i as u64, addr: format!("10.0.0.{i}:7000"), cores: c })
+            .map(|(i, &c)| NodeInfo { id: ids_from + 7 * i as u64, addr: format!("10.0.0.{i}:7000"), cores: c, state: corekv_rpc::map::NodeState::Up })
             .collect();
         let map = initial_map(3, &input, shard_count, replicas).unwrap();
         assert_balanced(&map, &input, shard_count, replicas);

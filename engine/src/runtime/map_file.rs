@@ -1,7 +1,7 @@
 //! The newest cluster map a core installed, kept in `DATA/core-<i>/map` so that a
 //! restart routes and places replicas by it, not by the founding map.
 //!
-//! Layout: magic `CKVMAP01` (8 bytes), CRC32 of the payload (u32 LE), payload
+//! Layout: magic `CKVMAP02` (8 bytes), CRC32 of the payload (u32 LE), payload
 //! length (u64 LE), the payload (the rkyv-encoded `ClusterMap`). Written to a
 //! temporary name, fsynced, renamed, the directory fsynced. A file that fails
 //! any check is an error naming it: a core never guesses its placement.
@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use corekv_rpc::map::ClusterMap;
 
-const MAGIC: &[u8; 8] = b"CKVMAP01";
+const MAGIC: &[u8; 8] = b"CKVMAP02";
+/// The magic of the map files of corekv before node states (wire version 4).
+const MAGIC_V1: &[u8; 8] = b"CKVMAP01";
 const HEADER_BYTES: usize = 8 + 4 + 8;
 /// A map file larger than this is refused before it is read whole.
 const MAP_FILE_BYTES_MAX: u64 = 64 << 20;
@@ -57,6 +59,9 @@ pub fn load(core_dir: &Path) -> Result<Option<ClusterMap>, String> {
 }
 
 fn decode(bytes: &[u8]) -> Result<ClusterMap, String> {
+    if bytes.len() >= 8 && &bytes[..8] == MAGIC_V1 {
+        return Err("a map file of an older corekv (before node states), which this version does not read".into());
+    }
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return Err("not a map file (bad magic or short header)".into());
     }
@@ -79,9 +84,9 @@ mod tests {
     use super::*;
 
     fn map() -> ClusterMap {
-        let nodes = vec![NodeInfo { id: 1, addr: "127.0.0.1:7000".into(), cores: 2 }];
+        let nodes = vec![NodeInfo { id: 1, addr: "127.0.0.1:7000".into(), cores: 2, state: corekv_rpc::map::NodeState::Up }];
         let one = ShardReplicas::new(vec![Replica { node: 1, core: 1 }]);
-        ClusterMap { cluster_id: 5, epoch: 9, nodes, shards: vec![one.clone()], meta: one }
+        ClusterMap { cluster_id: 5, epoch: 9, nodes, shards: vec![one.clone()], meta: one, rebalance: false }
     }
 
     #[test]

@@ -107,6 +107,8 @@ fn core_setup(
     node_core.shard = ShardConfig { retention: config.retention(), limits: config.limits(), ..ShardConfig::default() };
     node_core.snapshot_log_bytes = config.snapshot_log_bytes;
     node_core.move_rate_bytes_per_sec = config.move_rate;
+    node_core.auto_rebalance = config.auto_rebalance;
+    node_core.dead_after_ticks = (config.dead_after.as_millis() as u64 / config.tick_ms).max(1);
     node_core.txn_policy = config.txn_policy;
     let wal = WalConfig { pending_bytes_max: WAL_PENDING_BYTES_MAX, ..config.wal_config(core) };
     Ok(CoreSetup {

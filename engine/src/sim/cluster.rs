@@ -35,11 +35,11 @@ pub mod script;
 mod tests;
 mod txn_client;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use corekv_rpc::kv::{Request, Response, ShardId};
-use corekv_rpc::map::{ClusterMap, CoreIndex, NodeInfo, Replica, ShardReplicas};
+use corekv_rpc::map::{ClusterMap, CoreIndex, NodeInfo, NodeState, Replica, ShardReplicas};
 use corekv_rpc::node::{PeerBatch, PeerMessage, TxnPeerMessage};
 use corekv_rpc::raft::{Index, NodeId};
 use rand::{RngExt, SeedableRng};
@@ -51,6 +51,7 @@ use crate::check::{self, Call, Operation};
 use crate::node::meta::{META_SHARD, MetaEdit};
 use crate::node::{ClientRef, NodeCore, NodeCoreConfig};
 use crate::placement::moves::{self, MoveError};
+use crate::placement::nodes::{self, NodeEditError};
 use crate::raft::Role;
 use crate::wal::WalIdentity;
 use client::{Attempt, Client, Next};
@@ -152,6 +153,8 @@ pub struct Cluster {
     founding: Arc<ClusterMap>,
     /// Map edits asked for that the newest map does not show yet.
     edits: Vec<MetaEdit>,
+    /// Joining nodes not started yet: they start once the map shows them.
+    joining: BTreeSet<NodeId>,
     keys: Vec<Vec<u8>>,
     rng: ChaCha8Rng,
     now_us: u64,
@@ -191,7 +194,7 @@ pub struct Cluster {
 pub fn build_map(nodes: u64, cores: u16, shards: u32, replication: usize) -> ClusterMap {
     assert!(nodes >= replication as u64 && cores >= 1 && shards >= 1, "a map needs enough nodes and cores");
     let nodes_info: Vec<NodeInfo> =
-        (1..=nodes).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores }).collect();
+        (1..=nodes).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores, state: corekv_rpc::map::NodeState::Up }).collect();
     let shards = (0..shards)
         .map(|s| {
             ShardReplicas::new(
@@ -206,7 +209,7 @@ pub fn build_map(nodes: u64, cores: u16, shards: u32, replication: usize) -> Clu
         })
         .collect();
     let meta = crate::placement::meta_replicas(&nodes_info);
-    ClusterMap { cluster_id: SIM_CLUSTER_ID, epoch: 1, nodes: nodes_info, shards, meta }
+    ClusterMap { cluster_id: SIM_CLUSTER_ID, epoch: 1, nodes: nodes_info, shards, meta, rebalance: false }
 }
 
 /// `count` keys over as many different shards as possible.
@@ -232,9 +235,10 @@ impl Cluster {
     /// clients loose.
     pub fn new(cfg: ClusterConfig) -> Cluster {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let mut map = build_map(cfg.nodes - cfg.spare_nodes, cfg.cores, cfg.shards, cfg.replication);
+        let founders = cfg.nodes - cfg.joining_nodes;
+        let mut map = build_map(founders - cfg.spare_nodes, cfg.cores, cfg.shards, cfg.replication);
         map.nodes =
-            (1..=cfg.nodes).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: cfg.cores }).collect();
+            (1..=founders).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: cfg.cores, state: corekv_rpc::map::NodeState::Up }).collect();
         let map = Arc::new(map);
         let keys = pick_keys(&map, cfg.keys);
         let mut nodes = BTreeMap::new();
@@ -262,6 +266,7 @@ impl Cluster {
         let mut cluster = Cluster {
             founding: map.clone(),
             edits: Vec::new(),
+            joining: BTreeSet::new(),
             map,
             keys,
             rng,
@@ -286,7 +291,7 @@ impl Cluster {
             failure: None,
             cfg,
         };
-        for id in 1..=cluster.cfg.nodes {
+        for id in 1..=cluster.cfg.nodes - cluster.cfg.joining_nodes {
             cluster.start(id);
         }
         for client in 0..cluster.clients.len() {
@@ -499,6 +504,45 @@ impl Cluster {
         Ok(())
     }
 
+    /// Node `node` (one of the `joining_nodes`) joins: the meta group adds it to
+    /// the map, and it starts with that map once the map shows it, as a server
+    /// started with `--join` does.
+    pub fn join(&mut self, node: NodeId) {
+        self.record(&[42, node]);
+        let info = NodeInfo { id: node, addr: format!("10.0.0.{node}:7000"), cores: self.cfg.cores, state: NodeState::Up };
+        self.joining.insert(node);
+        self.submit(MetaEdit::AddNode { node: info });
+    }
+
+    /// Asks the meta group to drain `node`.
+    pub fn drain(&mut self, node: NodeId) -> Result<(), NodeEditError> {
+        nodes::set_state(&self.map, node, NodeState::Draining, false)?;
+        self.record(&[43, node]);
+        self.submit(MetaEdit::SetNodeState { node, state: NodeState::Draining, force: false });
+        Ok(())
+    }
+
+    /// Asks the meta group to remove `node` (`force`: whether drained or not).
+    pub fn remove(&mut self, node: NodeId, force: bool) -> Result<(), NodeEditError> {
+        nodes::set_state(&self.map, node, NodeState::Removed, force)?;
+        self.record(&[44, node, u64::from(force)]);
+        self.submit(MetaEdit::SetNodeState { node, state: NodeState::Removed, force });
+        Ok(())
+    }
+
+    /// Starts the joining nodes the newest map shows.
+    fn start_joined(&mut self) {
+        let shown: Vec<NodeId> = self.joining.iter().copied().filter(|&n| self.map.node(n).is_some()).collect();
+        for node in shown {
+            self.joining.remove(&node);
+            let map = self.map.clone();
+            for sc in &mut self.nodes.get_mut(&node).expect("known node").cores {
+                sc.disk.map = Some(map.clone());
+            }
+            self.start(node);
+        }
+    }
+
     fn submit(&mut self, edit: MetaEdit) {
         self.edits.push(edit);
         self.submit_edits();
@@ -512,6 +556,9 @@ impl Cluster {
             MetaEdit::Begin { shard, to, .. } => !map.replicas(*shard).contains(to),
             MetaEdit::Revert { shard, target } => map.replicas(*shard).iter().any(|r| r.node == *target),
             MetaEdit::Settle { .. } => false,
+            MetaEdit::AddNode { .. } | MetaEdit::SetNodeState { .. } | MetaEdit::SetRebalance { .. } => {
+                matches!(crate::node::meta::apply_edit(edit, &map), Ok(Some(_)))
+            }
         });
         if self.edits.is_empty() {
             return;
@@ -556,7 +603,10 @@ impl Cluster {
 
     /// Restarts a crashed `node` from its disks.
     pub fn restart(&mut self, node: NodeId) {
-        if self.nodes.get(&node).is_some_and(|n| !n.up) {
+        // A node that has not joined yet (or never will) has nothing to restart.
+        let founder = node <= self.cfg.nodes - self.cfg.joining_nodes;
+        let joined = founder || (self.map.node(node).is_some() && !self.joining.contains(&node));
+        if joined && self.nodes.get(&node).is_some_and(|n| !n.up) {
             self.record(&[25, node]);
             self.start(node);
         }
@@ -571,6 +621,8 @@ impl Cluster {
             cfg.raft = self.cfg.raft.clone();
             cfg.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
             cfg.planted_bug = self.cfg.planted_bug;
+            cfg.auto_rebalance = self.cfg.auto_rebalance;
+            cfg.dead_after_ticks = self.cfg.dead_after_ticks;
             cfg.seed = self.rng.random::<u64>();
             let n = self.nodes.get_mut(&id).expect("known node");
             let local_ms = n.clock.local_ms(now_us);
@@ -704,6 +756,7 @@ impl Cluster {
             Event::Restart { node } => self.restart(node),
             Event::Check => {
                 self.submit_edits();
+                self.start_joined();
                 self.compare_replicas();
                 self.check_txn_locks();
                 self.check_message_rate();

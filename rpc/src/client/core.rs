@@ -401,13 +401,14 @@ mod tests {
             cluster_id: 9,
             epoch,
             nodes: (1..=3)
-                .map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores: 2 })
+                .map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores: 2, state: crate::map::NodeState::Up })
                 .collect(),
             shards: vec![
                 ShardReplicas::new(vec![Replica { node: 1, core: 0 }, Replica { node: 2, core: 1 }]),
                 ShardReplicas::new(vec![Replica { node: 3, core: 1 }, Replica { node: 1, core: 1 }]),
             ],
             meta: ShardReplicas::new(vec![Replica { node: 1, core: 0 }]),
+            rebalance: false,
         }
     }
 

@@ -161,10 +161,10 @@ mod tests {
     use crate::map::{NodeInfo, Replica, ShardReplicas};
 
     fn map() -> ClusterMap {
-        let nodes = vec![NodeInfo { id: 1, addr: "127.0.0.1:1".into(), cores: 1 }];
+        let nodes = vec![NodeInfo { id: 1, addr: "127.0.0.1:1".into(), cores: 1, state: crate::map::NodeState::Up }];
         let shards = (0..8).map(|_| ShardReplicas::new(vec![Replica { node: 1, core: 0 }])).collect();
         let meta = ShardReplicas::new(vec![Replica { node: 1, core: 0 }]);
-        ClusterMap { cluster_id: 1, epoch: 1, nodes, shards, meta }
+        ClusterMap { cluster_id: 1, epoch: 1, nodes, shards, meta, rebalance: false }
     }
 
     #[test]

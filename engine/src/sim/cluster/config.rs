@@ -14,6 +14,13 @@ pub struct ClusterConfig {
     pub nodes: u64,
     /// The last `spare_nodes` of them start with no replica (targets for moves).
     pub spare_nodes: u64,
+    /// The last `joining_nodes` of them (after the spare ones) are not in the
+    /// founding map and do not run until [`super::Cluster::join`] adds them.
+    pub joining_nodes: u64,
+    /// The meta leader moves replicas on its own (`--auto-rebalance`).
+    pub auto_rebalance: bool,
+    /// Ticks of silence after which the meta leader declares a node dead.
+    pub dead_after_ticks: u64,
     /// Cores per node.
     pub cores: u16,
     /// Shards in the map.
@@ -107,6 +114,9 @@ impl ClusterConfig {
             seed,
             nodes,
             spare_nodes: 0,
+            joining_nodes: 0,
+            auto_rebalance: false,
+            dead_after_ticks: 30_000,
             cores,
             shards: 8,
             replication: 3,

@@ -1,0 +1,215 @@
+//! What the meta leader asks of the map next (issue 12): the edits that carry a
+//! rebalancing plan out, a bounded number of moves at a time.
+//!
+//! Pure (sans-I/O): from the map and the nodes the meta leader cannot reach now,
+//! [`next_edits`] answers the edits to make. The meta leader calls it whenever the
+//! map or its view of the nodes changed, applies the edits one by one, and calls
+//! it again on the map they leave: each settled move changes the map, so the plan
+//! is made afresh as the cluster changes (a join during a drain, a death during a
+//! join) and never runs on stale facts.
+//!
+//! In order:
+//! 1. a move whose target is leaving (draining, dead, removed) while its source
+//!    is up is turned around;
+//! 2. when rebalancing is on (`--auto-rebalance`, or an operator's request in the
+//!    map), a meta replica on a leaving node is replaced by core 0 of the
+//!    lowest-id up node without one;
+//! 3. then the planner's moves, in its order (re-replication first), at most
+//!    one per shard and `moves_max` under way in all;
+//! 4. an operator's request is cleared once the plan has no move left.
+
+use std::collections::BTreeSet;
+
+use corekv_rpc::kv::NodeId;
+use corekv_rpc::map::{ClusterMap, META_SHARD, NodeState, Replica};
+use corekv_rpc::node::MetaEdit;
+
+use super::plan::{self, PlanInput};
+
+/// A node's state as the planner is to see it: the map's, except that an up node
+/// the meta leader cannot reach is down.
+pub fn effective_state(map: &ClusterMap, node: NodeId, unreachable: &BTreeSet<NodeId>) -> NodeState {
+    match map.node(node).map_or(NodeState::Removed, |n| n.state) {
+        NodeState::Up if unreachable.contains(&node) => NodeState::Down,
+        state => state,
+    }
+}
+
+/// The plan for `map` as it is, with shard sizes from `bytes_of`.
+pub fn plan_for(
+    map: &ClusterMap,
+    unreachable: &BTreeSet<NodeId>,
+    bytes_of: impl Fn(u32) -> u64,
+) -> Result<plan::Plan, plan::PlanError> {
+    let input = PlanInput::from_map(map, |n| effective_state(map, n, unreachable), bytes_of);
+    plan::plan(&input)
+}
+
+/// The edits to make next (see the module header). `rebalance` is the meta
+/// leader's `--auto-rebalance`; `moves_max` bounds the moves under way.
+pub fn next_edits(
+    map: &ClusterMap,
+    unreachable: &BTreeSet<NodeId>,
+    rebalance: bool,
+    moves_max: usize,
+) -> Vec<MetaEdit> {
+    let state = |n: NodeId| effective_state(map, n, unreachable);
+    let mut edits = Vec::new();
+    let mut moving = 0;
+    for shard in map.groups() {
+        let outgoing = map.outgoing(shard);
+        if outgoing.is_empty() {
+            continue;
+        }
+        moving += 1;
+        if let [source] = outgoing
+            && state(source.node) == NodeState::Up
+            && let Some(target) = map.replicas(shard).iter().find(|r| state(r.node).leaves())
+        {
+            edits.push(MetaEdit::Revert { shard, target: target.node });
+        }
+    }
+    if !(rebalance || map.rebalance) {
+        return edits;
+    }
+    let mut budget = moves_max.saturating_sub(moving);
+    if budget > 0 && map.outgoing(META_SHARD).is_empty() {
+        let holders: BTreeSet<NodeId> = map.members(META_SHARD).map(|r| r.node).collect();
+        let leaving = map.replicas(META_SHARD).iter().find(|r| state(r.node).leaves());
+        let spare = map.nodes.iter().find(|n| state(n.id) == NodeState::Up && !holders.contains(&n.id));
+        if let (Some(from), Some(to)) = (leaving, spare) {
+            edits.push(MetaEdit::Begin { shard: META_SHARD, from: from.node, to: Replica { node: to.id, core: 0 } });
+            budget -= 1;
+        }
+    }
+    let plan = match plan_for(map, unreachable, |_| 0) {
+        Ok(plan) => plan,
+        Err(e) => {
+            tracing::warn!(error = %e, "no rebalancing plan for this map");
+            return edits;
+        }
+    };
+    let planned: Vec<_> = plan
+        .next_moves(usize::MAX)
+        .into_iter()
+        // Moves between two cores of one node are not carried out (a node holds
+        // one replica of a shard, under its id).
+        .filter(|m| m.from.node != m.to.node && map.outgoing(m.shard).is_empty())
+        .collect();
+    if planned.is_empty() && moving == 0 && map.rebalance {
+        edits.push(MetaEdit::SetRebalance { on: false });
+    }
+    edits.extend(
+        planned.into_iter().take(budget).map(|m| MetaEdit::Begin { shard: m.shard, from: m.from.node, to: m.to }),
+    );
+    edits
+}
+
+#[cfg(test)]
+mod tests {
+    use corekv_rpc::map::NodeInfo;
+
+    use super::*;
+    use crate::node::meta::apply_edit;
+    use crate::placement::{initial_map, nodes};
+
+    fn info(id: NodeId) -> NodeInfo {
+        NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: 2, state: NodeState::Up }
+    }
+
+    /// Runs the meta leader's loop with every move finishing at once: applies the
+    /// edits, settles every move, until nothing is left to do.
+    fn run(mut map: ClusterMap, unreachable: &BTreeSet<NodeId>, moves_max: usize) -> (ClusterMap, usize) {
+        let mut begun = 0;
+        for _ in 0..10_000 {
+            let edits = next_edits(&map, unreachable, true, moves_max);
+            let moving = map.groups().filter(|&s| !map.outgoing(s).is_empty()).count();
+            assert!(
+                moving + edits.iter().filter(|e| matches!(e, MetaEdit::Begin { .. })).count() <= moves_max,
+                "no more than {moves_max} moves under way"
+            );
+            if edits.is_empty() && moving == 0 {
+                return (map, begun);
+            }
+            for edit in &edits {
+                begun += usize::from(matches!(edit, MetaEdit::Begin { .. }));
+                if let Some(next) = apply_edit(edit, &map).expect("the driver's edits apply") {
+                    map = next;
+                }
+            }
+            // Every move under way finishes.
+            for shard in map.groups().collect::<Vec<_>>() {
+                if !map.outgoing(shard).is_empty() {
+                    map.group_mut(shard).unwrap().outgoing.clear();
+                    map.epoch += 1;
+                }
+            }
+        }
+        panic!("the driver never finished");
+    }
+
+    fn held(map: &ClusterMap, node: NodeId) -> usize {
+        map.shards.iter().filter(|s| s.replicas.iter().any(|r| r.node == node)).count()
+    }
+
+    #[test]
+    fn a_join_moves_replicas_only_onto_the_new_node_a_few_at_a_time() {
+        let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 24, 3).unwrap();
+        let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
+        let (after, begun) = run(joined.clone(), &BTreeSet::new(), 2);
+        assert_eq!(held(&after, 4), 18, "the new node holds its share: 72 replicas × 2/8 cores");
+        assert_eq!(begun, 18, "only the moves onto the new node");
+        for s in 0..24 {
+            let before: BTreeSet<NodeId> = joined.replicas(s).iter().map(|r| r.node).collect();
+            let now: BTreeSet<NodeId> = after.replicas(s).iter().map(|r| r.node).collect();
+            assert!(before.difference(&now).count() <= 1 && now.difference(&before).all(|&n| n == 4));
+        }
+    }
+
+    #[test]
+    fn a_drained_or_dead_node_ends_empty_and_the_meta_group_leaves_it_too() {
+        let founding = initial_map(9, &(1..=4).map(info).collect::<Vec<_>>(), 16, 3).unwrap();
+        assert!(founding.meta.replicas.iter().any(|r| r.node == 2));
+        let draining = nodes::set_state(&founding, 2, NodeState::Draining, false).unwrap().unwrap();
+        let (after, _) = run(draining, &BTreeSet::new(), 3);
+        assert_eq!(held(&after, 2), 0);
+        assert!(after.meta.replicas.iter().all(|r| r.node != 2), "the meta replica moved: {:?}", after.meta);
+        assert_eq!(after.meta.replicas.len(), 3);
+        assert!(!after.rebalance, "the drain's request is cleared once done");
+        let removed = nodes::set_state(&after, 2, NodeState::Removed, false).unwrap();
+        assert!(removed.is_some(), "a drained node can be removed");
+
+        let dead = nodes::set_state(&founding, 3, NodeState::Dead, false).unwrap().unwrap();
+        let (after, _) = run(dead, &BTreeSet::new(), 4);
+        assert_eq!(held(&after, 3), 0);
+        assert!(after.shards.iter().all(|s| s.replicas.len() == 3));
+    }
+
+    #[test]
+    fn a_move_onto_a_node_that_died_is_turned_around_and_an_unreachable_node_gets_nothing() {
+        let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 8, 3).unwrap();
+        let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
+        let edits = next_edits(&joined, &BTreeSet::new(), true, 1);
+        let [MetaEdit::Begin { shard, from, .. }] = edits[..] else { panic!("one move: {edits:?}") };
+        let moving = apply_edit(&edits[0], &joined).unwrap().unwrap();
+        let dead = nodes::set_state(&moving, 4, NodeState::Dead, false).unwrap().unwrap();
+        assert_eq!(next_edits(&dead, &BTreeSet::new(), true, 1), vec![MetaEdit::Revert { shard, target: 4 }]);
+        let reverted = apply_edit(&MetaEdit::Revert { shard, target: 4 }, &dead).unwrap().unwrap();
+        assert!(reverted.replicas(shard).iter().any(|r| r.node == from));
+        // Node 4 unreachable (down): it keeps what it has and receives nothing.
+        let unreachable = BTreeSet::from([4]);
+        let edits = next_edits(&joined, &unreachable, true, 4);
+        assert!(edits.iter().all(|e| !matches!(e, MetaEdit::Begin { to, .. } if to.node == 4)), "{edits:?}");
+    }
+
+    #[test]
+    fn without_auto_rebalance_only_an_operators_request_moves_replicas() {
+        let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 8, 3).unwrap();
+        let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
+        assert!(next_edits(&joined, &BTreeSet::new(), false, 4).is_empty());
+        let asked = nodes::set_rebalance(&joined, true).unwrap();
+        assert_eq!(next_edits(&asked, &BTreeSet::new(), false, 4).len(), 4);
+        let balanced = ClusterMap { rebalance: true, ..founding.clone() };
+        assert_eq!(next_edits(&balanced, &BTreeSet::new(), false, 4), vec![MetaEdit::SetRebalance { on: false }]);
+    }
+}
