@@ -142,9 +142,11 @@ pub struct ClusterMap {
     pub shards: Vec<ShardReplicas>,
     /// The meta group's replicas ([`META_SHARD`]), always on core 0.
     pub meta: ShardReplicas,
-    /// An operator asked for a rebalance (`corekv-ctl rebalance`): the meta leader
-    /// plans and moves until the placement is balanced, then clears this, even
-    /// with automatic rebalancing off.
+    /// A rebalance is under way: the meta leader plans and moves until the
+    /// placement is balanced, then clears this. Set by an operator
+    /// (`corekv-ctl rebalance`, a drain, a removal; also with automatic
+    /// rebalancing off) or, with `--auto-rebalance`, by the meta leader after a
+    /// change of nodes.
     pub rebalance: bool,
 }
 

@@ -11,12 +11,16 @@
 //! In order:
 //! 1. a move whose target is leaving (draining, dead, removed) while its source
 //!    is up is turned around;
-//! 2. when rebalancing is on (`--auto-rebalance`, or an operator's request in the
-//!    map), a meta replica on a leaving node is replaced by core 0 of the
-//!    lowest-id up node without one;
-//! 3. then the planner's moves, in its order (re-replication first), at most
-//!    one per shard and `moves_max` under way in all;
-//! 4. an operator's request is cleared once the plan has no move left.
+//! 2. without a rebalance under way (the map's `rebalance` flag), one starts
+//!    (the flag is set) when an operator asks, or with `--auto-rebalance` after a
+//!    change of nodes that needs moves: a join (an up node holding nothing), a
+//!    drain, death or removal (a leaving node holding replicas). An imbalance
+//!    made by hand (`shard move`) starts none, so automatic moves never undo it;
+//! 3. during a rebalance: a meta replica on a leaving node is replaced by core
+//!    0 of the lowest-id up node without one; then the planner's moves, in its
+//!    order (re-replication first), at most one per shard and `moves_max` under
+//!    way in all, never on a shard already moving;
+//! 4. the flag is cleared once the plan has no move left.
 
 use std::collections::BTreeSet;
 
@@ -69,7 +73,22 @@ pub fn next_edits(
             edits.push(MetaEdit::Revert { shard, target: target.node });
         }
     }
-    if !(rebalance || map.rebalance) {
+    if !map.rebalance {
+        // Automatic rebalancing starts after a change of nodes only: a leaving
+        // node that still holds replicas, or an up node that holds none (it just
+        // joined, or came back from the dead). An imbalance an operator made by
+        // hand is left alone.
+        let holds = |n: NodeId| map.groups().any(|s| map.members(s).any(|r| r.node == n));
+        let changed = map.nodes.iter().any(|n| {
+            let st = state(n.id);
+            (st.leaves() && holds(n.id)) || (st == NodeState::Up && !holds(n.id))
+        });
+        let meta_leaving = map.members(META_SHARD).any(|r| state(r.node).leaves());
+        let wanted = meta_leaving
+            || plan_for(map, unreachable, |_| 0).is_ok_and(|p| p.moves.iter().any(|m| m.from.node != m.to.node));
+        if rebalance && changed && wanted {
+            edits.push(MetaEdit::SetRebalance { on: true });
+        }
         return edits;
     }
     let mut budget = moves_max.saturating_sub(moving);
@@ -189,6 +208,8 @@ mod tests {
     fn a_move_onto_a_node_that_died_is_turned_around_and_an_unreachable_node_gets_nothing() {
         let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 8, 3).unwrap();
         let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
+        assert_eq!(next_edits(&joined, &BTreeSet::new(), true, 1), vec![MetaEdit::SetRebalance { on: true }]);
+        let joined = nodes::set_rebalance(&joined, true).unwrap();
         let edits = next_edits(&joined, &BTreeSet::new(), true, 1);
         let [MetaEdit::Begin { shard, from, .. }] = edits[..] else { panic!("one move: {edits:?}") };
         let moving = apply_edit(&edits[0], &joined).unwrap().unwrap();
@@ -200,6 +221,23 @@ mod tests {
         let unreachable = BTreeSet::from([4]);
         let edits = next_edits(&joined, &unreachable, true, 4);
         assert!(edits.iter().all(|e| !matches!(e, MetaEdit::Begin { to, .. } if to.node == 4)), "{edits:?}");
+    }
+
+    #[test]
+    fn an_imbalance_made_by_hand_starts_no_automatic_rebalance() {
+        let founding = initial_map(9, &(1..=4).map(info).collect::<Vec<_>>(), 8, 3).unwrap();
+        let to = (1..=4).find(|&n| !founding.replicas(0).iter().any(|r| r.node == n)).unwrap();
+        let from = founding.replicas(0)[0].node;
+        let moved = crate::placement::moves::begin(&founding, 0, from, Replica { node: to, core: 0 }).unwrap();
+        let mut settled = moved.clone();
+        settled.group_mut(0).unwrap().outgoing.clear();
+        assert!(drive_plan_moves(&settled) > 0, "the planner alone would undo it");
+        assert!(next_edits(&moved, &BTreeSet::new(), true, 4).is_empty());
+        assert!(next_edits(&settled, &BTreeSet::new(), true, 4).is_empty());
+    }
+
+    fn drive_plan_moves(map: &ClusterMap) -> usize {
+        plan_for(map, &BTreeSet::new(), |_| 0).unwrap().moves.iter().filter(|m| m.from.node != m.to.node).count()
     }
 
     #[test]

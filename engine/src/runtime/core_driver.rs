@@ -326,6 +326,9 @@ impl Inbound for CoreInbound {
         if let Role::Peer { node: peer, cores, .. } = hello.role {
             match core.node.borrow().map().node(peer) {
                 None => return Err(format!("node {peer} is not in this cluster's map")),
+                Some(info) if info.state == corekv_rpc::map::NodeState::Removed => {
+                    return Err(format!("node {peer} was removed from this cluster; its id is never reused"));
+                }
                 Some(info) if info.cores != cores => {
                     return Err(format!("node {peer} says it has {cores} cores, the cluster map says {}", info.cores));
                 }

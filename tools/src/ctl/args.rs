@@ -122,6 +122,20 @@ pub enum Command {
     /// Shard placement: list every shard's replicas, move one.
     #[command(subcommand)]
     Shard(ShardCommand),
+    /// The cluster's nodes: list them, drain one, remove one.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Ask the meta group to balance the placement now (also with automatic
+    /// rebalancing off); with --dry-run, print the plan instead.
+    Rebalance {
+        /// Print the moves the planner would make, their bytes and the minimal
+        /// bytes; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Answer once the placement is balanced and no move is under way.
+        #[arg(long, conflicts_with = "dry_run")]
+        wait: bool,
+    },
     /// Read commands from standard input, one per line; one result line each.
     Shell,
     /// Offline write-ahead log tools (no cluster needed).
@@ -243,6 +257,36 @@ pub enum ShardCommand {
         #[arg(long, value_name = "CORE")]
         core: Option<u16>,
         /// Answer once the move is done (the source removed), not once it is accepted.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// `corekv-ctl node ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum NodeCommand {
+    /// Every node of the map: address, cores, state (up, down, draining, dead,
+    /// removed), and the shard replicas and leaderships it holds.
+    List,
+    /// Move every replica off NODE (it stays a member, holding nothing, until
+    /// removed). Refused when too few up nodes would be left.
+    Drain {
+        /// The node.
+        node: u64,
+        /// Answer once the node holds no replica, not once the drain is accepted.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove NODE for good (its id is never reused): only after a drain, or with
+    /// --force for a dead or unreachable node, whose replicas are re-created from
+    /// the survivors.
+    Remove {
+        /// The node.
+        node: u64,
+        /// Remove it though it was not drained.
+        #[arg(long)]
+        force: bool,
+        /// Answer once its replicas are re-created elsewhere too.
         #[arg(long)]
         wait: bool,
     },

@@ -14,6 +14,7 @@ pub mod check;
 pub mod local;
 #[cfg(test)]
 pub(crate) mod memory;
+pub mod nodes;
 pub mod placement;
 pub mod render;
 pub mod session;

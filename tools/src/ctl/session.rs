@@ -20,7 +20,7 @@ use std::time::Duration;
 use corekv_rpc::kv::{KEY_BYTES_MAX, Version};
 use corekv_rpc::txn::{Policy, TxnId};
 
-use super::args::{Command, GlobalArgs, LocalCommand, ShardCommand, SnapshotCommand, WalCommand, arg_bytes};
+use super::args::{Command, GlobalArgs, LocalCommand, NodeCommand, ShardCommand, SnapshotCommand, WalCommand, arg_bytes};
 use super::local;
 use super::placement::{self, MoveCluster};
 use super::render::{self, EXIT_NEGATIVE, Failure, Rendered};
@@ -461,6 +461,28 @@ impl Session {
                 let shard = placement::parse_group(&shard)?;
                 let timeout = self.timeout;
                 placement::run_shard_move(self.kv()?, shard, from, to, core, wait, timeout, json)?
+            }
+            Command::Node(NodeCommand::List) => {
+                let kv = self.kv()?;
+                let map = kv.fresh_map()?;
+                super::nodes::render_node_list(&map, &kv.status(), json)
+            }
+            Command::Node(NodeCommand::Drain { node, wait }) => {
+                let timeout = self.timeout;
+                super::nodes::run_drain(self.kv()?, node, wait, timeout, json)?
+            }
+            Command::Node(NodeCommand::Remove { node, force, wait }) => {
+                let timeout = self.timeout;
+                super::nodes::run_remove(self.kv()?, node, force, wait, timeout, json)?
+            }
+            Command::Rebalance { dry_run: true, .. } => {
+                let kv = self.kv()?;
+                let map = kv.fresh_map()?;
+                super::nodes::render_plan(&map, &kv.status(), json)?
+            }
+            Command::Rebalance { dry_run: false, wait } => {
+                let timeout = self.timeout;
+                super::nodes::run_rebalance(self.kv()?, wait, timeout, json)?
             }
             Command::Shell => return Err(Failure::invalid("`shell` cannot run inside the shell")),
             Command::Wal(WalCommand::Verify { path }) => render_wal_verify(&path, json)?,

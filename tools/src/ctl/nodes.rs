@@ -1,0 +1,227 @@
+//! `corekv-ctl node list|drain|remove` and `rebalance` (issue 12).
+//!
+//! Every change is checked first against a fresh map with the rules the meta
+//! group applies (a refusal is `invalid` with the reason, before anything is
+//! sent), then handed to the meta group, whose leader plans and runs the moves;
+//! the command watches the map for the change (or, with `--wait`, for its end).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use corekv_engine::placement::{drive, nodes};
+use corekv_rpc::client::{ClusterStatus, KvError};
+use corekv_rpc::kv::{NodeId, ShardId};
+use corekv_rpc::map::{ClusterMap, NodeState};
+use corekv_rpc::node::MetaEdit;
+use serde::Serialize;
+
+use super::placement::{MoveCluster, group_view};
+use super::render::{Failure, Rendered};
+
+/// How often a command looks at the map.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Serialize)]
+struct NodeJson {
+    id: NodeId,
+    addr: String,
+    cores: u16,
+    state: &'static str,
+    replicas: usize,
+    leaders: usize,
+}
+
+#[derive(Serialize)]
+struct NodeListJson {
+    ok: bool,
+    nodes: Vec<NodeJson>,
+}
+
+#[derive(Serialize)]
+struct OkJson {
+    ok: bool,
+}
+
+#[derive(Serialize)]
+struct MoveJson {
+    shard: ShardId,
+    from: NodeId,
+    to: NodeId,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct PlanJson {
+    ok: bool,
+    moves: Vec<MoveJson>,
+    bytes: u64,
+    minimal_bytes: u64,
+}
+
+/// The up nodes none of whose cores answered `status`: down, as an observer sees
+/// them.
+fn unreachable(map: &ClusterMap, status: &ClusterStatus) -> BTreeSet<NodeId> {
+    status
+        .nodes
+        .iter()
+        .filter(|n| !n.cores.is_empty() && n.cores.iter().all(|c| c.error.is_some()))
+        .map(|n| n.id)
+        .filter(|&id| map.node(id).is_some_and(|n| n.state == NodeState::Up))
+        .collect()
+}
+
+/// `node list`: `{"ok":true,"nodes":[{"id":N,"addr":"…","cores":C,"state":"up",
+/// "replicas":R,"leaders":L}]}`; R and L count shard replicas and leaderships
+/// as the shards' leaders report them (the meta group apart).
+pub fn render_node_list(map: &ClusterMap, status: &ClusterStatus, json: bool) -> Rendered {
+    let down = unreachable(map, status);
+    let views: Vec<_> = (0..map.shard_count()).map(|s| group_view(map, status, s)).collect();
+    let nodes: Vec<NodeJson> = map
+        .nodes
+        .iter()
+        .map(|n| NodeJson {
+            id: n.id,
+            addr: n.addr.clone(),
+            cores: n.cores,
+            state: drive::effective_state(map, n.id, &down).name(),
+            replicas: views.iter().filter(|(v, l, _)| v.contains(&n.id) || l.contains(&n.id)).count(),
+            leaders: views.iter().filter(|(_, _, leader)| *leader == Some(n.id)).count(),
+        })
+        .collect();
+    let human: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "node {} {} cores {} {}: {} replicas, {} leaders",
+                n.id, n.addr, n.cores, n.state, n.replicas, n.leaders
+            )
+        })
+        .collect();
+    let line = format!("{} nodes", nodes.len());
+    Rendered::ok(json, &NodeListJson { ok: true, nodes }, human, line)
+}
+
+/// Hands `edit` to the meta group and polls the map until `accepted` (or with
+/// `wait`, `done`) holds; `unavailable` past `timeout` (the change goes on).
+fn submit_and_watch<C: MoveCluster + ?Sized>(
+    cluster: &mut C,
+    edit: MetaEdit,
+    accepted: impl Fn(&ClusterMap) -> bool,
+    done: impl Fn(&ClusterMap) -> bool,
+    wait: bool,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let deadline = Instant::now() + timeout;
+    cluster.submit(edit.clone())?;
+    let mut shown = false;
+    loop {
+        let map = cluster.fresh_map()?;
+        shown |= accepted(&map);
+        if shown && (!wait || done(&map)) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let what = if shown { "the change is under way" } else { "the meta group has not taken the change yet" };
+            return Err(KvError::Unavailable { reason: format!("{what} past the deadline; it goes on") }.into());
+        }
+        std::thread::sleep(POLL_INTERVAL);
+        // Asked again in case the meta leader changed and dropped it (repeats are
+        // harmless: an edit the map shows changes nothing).
+        if !shown {
+            cluster.submit(edit.clone())?;
+        }
+    }
+}
+
+/// `node drain N`: `{"ok":true}` once the map shows the node draining (with
+/// `--wait`, once it holds no replica).
+pub fn run_drain<C: MoveCluster + ?Sized>(
+    cluster: &mut C,
+    node: NodeId,
+    wait: bool,
+    timeout: Duration,
+    json: bool,
+) -> Result<Rendered, Failure> {
+    let map = cluster.fresh_map()?;
+    nodes::set_state(&map, node, NodeState::Draining, false).map_err(|e| Failure::invalid(e.to_string()))?;
+    let edit = MetaEdit::SetNodeState { node, state: NodeState::Draining, force: false };
+    let draining = |m: &ClusterMap| m.node(node).is_some_and(|n| n.state != NodeState::Up);
+    let empty = |m: &ClusterMap| nodes::replicas_on(m, node) == 0;
+    submit_and_watch(cluster, edit, draining, empty, wait, timeout)?;
+    let human = if wait { format!("node {node} drained") } else { format!("node {node} draining") };
+    Ok(Rendered::ok_line(json, &OkJson { ok: true }, human))
+}
+
+/// `node remove N [--force]`: `{"ok":true}` once the map shows the node removed
+/// (with `--wait`, once its replicas were re-created elsewhere too).
+pub fn run_remove<C: MoveCluster + ?Sized>(
+    cluster: &mut C,
+    node: NodeId,
+    force: bool,
+    wait: bool,
+    timeout: Duration,
+    json: bool,
+) -> Result<Rendered, Failure> {
+    let map = cluster.fresh_map()?;
+    nodes::set_state(&map, node, NodeState::Removed, force).map_err(|e| Failure::invalid(e.to_string()))?;
+    let edit = MetaEdit::SetNodeState { node, state: NodeState::Removed, force };
+    let removed = |m: &ClusterMap| m.node(node).is_some_and(|n| n.state == NodeState::Removed);
+    let empty = |m: &ClusterMap| nodes::replicas_on(m, node) == 0;
+    submit_and_watch(cluster, edit, removed, empty, wait, timeout)?;
+    Ok(Rendered::ok_line(json, &OkJson { ok: true }, format!("node {node} removed")))
+}
+
+/// The plan for the cluster as it is: the moves the meta leader would make, with
+/// each shard's size as its leader reports it.
+fn current_plan(map: &ClusterMap, status: &ClusterStatus) -> Result<corekv_engine::placement::plan::Plan, Failure> {
+    let down = unreachable(map, status);
+    let mut sizes = vec![0u64; map.shard_count() as usize];
+    for shard in status.nodes.iter().flat_map(|n| &n.cores).flat_map(|c| &c.shards) {
+        if let Some(size) = sizes.get_mut(shard.shard as usize) {
+            *size = (*size).max(shard.bytes);
+        }
+    }
+    drive::plan_for(map, &down, |s| sizes[s as usize]).map_err(|e| Failure::invalid(format!("no plan: {e}")))
+}
+
+/// `rebalance --dry-run`: the plan, `{"ok":true,"moves":[{"shard":S,"from":N,
+/// "to":M,"bytes":B}],"bytes":B,"minimal_bytes":B}`. Moves between two cores of
+/// one node are left out (not carried out).
+pub fn render_plan(map: &ClusterMap, status: &ClusterStatus, json: bool) -> Result<Rendered, Failure> {
+    let plan = current_plan(map, status)?;
+    let moves: Vec<MoveJson> = plan
+        .moves
+        .iter()
+        .filter(|m| m.from.node != m.to.node)
+        .map(|m| MoveJson { shard: m.shard, from: m.from.node, to: m.to.node, bytes: m.bytes })
+        .collect();
+    let bytes = moves.iter().map(|m| m.bytes).sum();
+    let mut human: Vec<String> =
+        moves.iter().map(|m| format!("shard {} from node {} to node {} ({} bytes)", m.shard, m.from, m.to, m.bytes)).collect();
+    let line = format!("{} moves, {bytes} bytes (minimal {})", moves.len(), plan.minimal_bytes);
+    human.push(line.clone());
+    Ok(Rendered::ok(json, &PlanJson { ok: true, moves, bytes, minimal_bytes: plan.minimal_bytes }, human, line))
+}
+
+/// `rebalance`: asks the meta leader to plan and move (even with automatic
+/// rebalancing off); `{"ok":true}` once it took the request (with `--wait`, once
+/// the placement is balanced and no move is under way).
+pub fn run_rebalance<C: MoveCluster + ?Sized>(
+    cluster: &mut C,
+    wait: bool,
+    timeout: Duration,
+    json: bool,
+) -> Result<Rendered, Failure> {
+    let before = cluster.fresh_map()?.epoch;
+    let balanced = |m: &ClusterMap| {
+        let settled = m.groups().all(|s| m.outgoing(s).is_empty());
+        let plan = drive::plan_for(m, &BTreeSet::new(), |_| 0);
+        settled && !m.rebalance && plan.is_ok_and(|p| p.moves.iter().all(|x| x.from.node == x.to.node))
+    };
+    // Taken once the map changed after the request (the flag may be set and
+    // cleared before a look, when nothing needs to move).
+    let taken = |m: &ClusterMap| m.epoch > before || m.rebalance;
+    submit_and_watch(cluster, MetaEdit::SetRebalance { on: true }, taken, balanced, wait, timeout)?;
+    let human = if wait { "balanced".to_string() } else { "rebalancing".to_string() };
+    Ok(Rendered::ok_line(json, &OkJson { ok: true }, human))
+}
