@@ -73,6 +73,14 @@ pub enum NodeEditError {
         /// The state asked for.
         to: &'static str,
     },
+    /// A removal without `--force` of a node that was not drained.
+    #[error("node {node} is {state}, not drained: drain it first (or remove it with --force)")]
+    NotDraining {
+        /// The node.
+        node: NodeId,
+        /// Its state.
+        state: &'static str,
+    },
     /// A removal without `--force` of a node that still holds replicas.
     #[error("node {node} still holds {replicas} replicas: drain it first (or remove it with --force)")]
     NotDrained {
@@ -147,6 +155,9 @@ pub fn set_state(map: &ClusterMap, node: NodeId, to: NodeState, force: bool) -> 
         Removed => force || from == Draining,
         Down => false,
     };
+    if to == Removed && !allowed {
+        return Err(NodeEditError::NotDraining { node, state: from.name() });
+    }
     if !allowed {
         return Err(NodeEditError::Transition { node, from: from.name(), to: to.name() });
     }
@@ -227,10 +238,7 @@ mod tests {
     #[test]
     fn removal_without_force_waits_for_the_drain_and_nothing_leaves_removed() {
         let m = map();
-        assert_eq!(
-            set_state(&m, 3, NodeState::Removed, false),
-            Err(NodeEditError::Transition { node: 3, from: "up", to: "removed" })
-        );
+        assert_eq!(set_state(&m, 3, NodeState::Removed, false), Err(NodeEditError::NotDraining { node: 3, state: "up" }));
         let draining = set_state(&m, 3, NodeState::Draining, false).unwrap().unwrap();
         assert!(draining.rebalance, "a drain asks for its moves");
         assert_eq!(

@@ -198,6 +198,9 @@ pub struct Attempt {
     rotation: usize,
     tries: u32,
     redirects_in_a_row: u32,
+    /// The map was refreshed for a leader hint it did not know: once per
+    /// attempt, so a hint that stays unknown cannot loop.
+    refreshed_for_hint: bool,
     backoff: Duration,
     last: String,
 }
@@ -213,6 +216,7 @@ impl Attempt {
             rotation: 0,
             tries: 0,
             redirects_in_a_row: 0,
+            refreshed_for_hint: false,
             backoff: RETRY_BACKOFF_MIN,
             last: String::from("no attempt was made"),
         }
@@ -303,7 +307,14 @@ impl Attempt {
             Response::NotLeader { hint } => {
                 router.forget_leader(self.shard, target.node);
                 self.last = format!("node {} is not the leader of shard {}", target.node, self.shard);
-                if hint != 0 && hint != target.node && router.learn_leader(self.shard, hint) {
+                let known = hint != 0 && hint != target.node && router.learn_leader(self.shard, hint);
+                if hint != 0 && hint != target.node && !known && !self.refreshed_for_hint {
+                    // The leader is a node this map does not place the shard on:
+                    // the map is older than a replica move.
+                    self.refreshed_for_hint = true;
+                    return Next::RefreshMap;
+                }
+                if known {
                     self.rotation = 0;
                     self.redirects_in_a_row += 1;
                     if self.redirects_in_a_row <= REDIRECTS_WITHOUT_PAUSE {
@@ -474,6 +485,20 @@ mod tests {
         let t = a.target(&r).unwrap();
         assert_eq!(a.on_response(&mut r, &t, ok(), now), Next::Done(Outcome::Ok(OkReply::Written { version: 5 })));
         assert_eq!(r.target(0, 0).unwrap().node, t.node, "the answering node is remembered as leader");
+    }
+
+    #[test]
+    fn a_leader_the_map_does_not_know_refreshes_the_map_once_per_attempt() {
+        // Shard 0 is on nodes 1 and 2; node 3 leads it after a move this map is too
+        // old to show.
+        let mut r = Router::new(map(1));
+        let now = Instant::now();
+        let mut a = Attempt::new(0, true, now + Duration::from_secs(5));
+        let t = a.target(&r).unwrap();
+        assert_eq!(a.on_response(&mut r, &t, Response::NotLeader { hint: 3 }, now), Next::RefreshMap);
+        let t = a.target(&r).unwrap();
+        let again = a.on_response(&mut r, &t, Response::NotLeader { hint: 3 }, now);
+        assert!(matches!(again, Next::Pause(_)), "no second refresh for the same attempt: {again:?}");
     }
 
     #[test]

@@ -225,3 +225,89 @@ pub fn run_rebalance<C: MoveCluster + ?Sized>(
     let human = if wait { "balanced".to_string() } else { "rebalancing".to_string() };
     Ok(Rendered::ok_line(json, &OkJson { ok: true }, human))
 }
+
+#[cfg(test)]
+mod tests {
+    use corekv_engine::placement::initial_map;
+    use corekv_rpc::client::{CoreStatus, NodeStatus};
+    use corekv_rpc::map::NodeInfo;
+    use corekv_rpc::node::ShardStatus;
+
+    use super::*;
+
+    fn info(id: NodeId) -> NodeInfo {
+        NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: 1, state: NodeState::Up }
+    }
+
+    /// Every shard led by its first replica, each replica reporting `bytes`;
+    /// nodes in `silent` answer nothing.
+    fn status(map: &ClusterMap, silent: &[NodeId], bytes: u64) -> ClusterStatus {
+        let nodes = map
+            .nodes
+            .iter()
+            .map(|n| {
+                let shards = (0..map.shard_count())
+                    .filter(|&s| map.core_of(s, n.id).is_some())
+                    .map(|s| {
+                        let mut voters: Vec<NodeId> = map.replicas(s).iter().map(|r| r.node).collect();
+                        voters.sort_unstable();
+                        let leader = map.replicas(s)[0].node;
+                        ShardStatus {
+                            shard: s,
+                            is_leader: leader == n.id,
+                            leader,
+                            term: 2,
+                            raft_commit_index: 5,
+                            applied_index: 5,
+                            last_index: 5,
+                            lag: 0,
+                            voters,
+                            learners: Vec::new(),
+                            bytes,
+                        }
+                    })
+                    .collect();
+                let answered = !silent.contains(&n.id);
+                let core = CoreStatus {
+                    core: 0,
+                    addr: n.addr.clone(),
+                    error: (!answered).then(|| "connection refused".to_string()),
+                    stats: None,
+                    shards: if answered { shards } else { Vec::new() },
+                };
+                NodeStatus { id: n.id, addr: n.addr.clone(), cores: vec![core] }
+            })
+            .collect();
+        ClusterStatus { cluster_id: map.cluster_id, epoch: map.epoch, nodes }
+    }
+
+    #[test]
+    fn node_list_has_the_issues_shape_and_shows_an_unreachable_up_node_down() {
+        let map = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 3, 3).unwrap();
+        let mut map = nodes::add_node(&map, &info(4)).unwrap().unwrap();
+        map.nodes[1].state = NodeState::Draining;
+        let rendered = render_node_list(&map, &status(&map, &[3], 10), true);
+        assert_eq!(
+            rendered.line,
+            concat!(
+                r#"{"ok":true,"nodes":["#,
+                r#"{"id":1,"addr":"10.0.0.1:7000","cores":1,"state":"up","replicas":3,"leaders":1},"#,
+                r#"{"id":2,"addr":"10.0.0.2:7000","cores":1,"state":"draining","replicas":3,"leaders":1},"#,
+                // Its shard's leader does not answer: no leader is reported for it.
+                r#"{"id":3,"addr":"10.0.0.3:7000","cores":1,"state":"down","replicas":3,"leaders":0},"#,
+                r#"{"id":4,"addr":"10.0.0.4:7000","cores":1,"state":"up","replicas":0,"leaders":0}]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_dry_run_after_a_join_lists_moves_onto_the_new_node_with_their_bytes() {
+        let map = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 4, 3).unwrap();
+        let map = nodes::add_node(&map, &info(4)).unwrap().unwrap();
+        let rendered = render_plan(&map, &status(&map, &[], 1000), true).unwrap();
+        // 12 replicas over four equal nodes: three move onto node 4, 1000 bytes each.
+        assert!(rendered.line.starts_with(r#"{"ok":true,"moves":[{"shard":"#), "{}", rendered.line);
+        assert!(rendered.line.ends_with(r#"],"bytes":3000,"minimal_bytes":3000}"#), "{}", rendered.line);
+        assert_eq!(rendered.line.matches(r#""to":4,"bytes":1000}"#).count(), 3, "{}", rendered.line);
+    }
+}
