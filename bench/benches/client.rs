@@ -11,12 +11,25 @@ use corekv_rpc::map::{ClusterMap, NodeInfo, Replica, ShardReplicas};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn map() -> ClusterMap {
-    let nodes: Vec<NodeInfo> =
-        (1..=3).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores: 2, state: corekv_rpc::map::NodeState::Up }).collect();
+    let nodes: Vec<NodeInfo> = (1..=3)
+        .map(|id| NodeInfo {
+            id,
+            addr: format!("127.0.0.1:{}", 7000 + id * 100),
+            cores: 2,
+            state: corekv_rpc::map::NodeState::Up,
+        })
+        .collect();
     let shards = (0..64u64)
         .map(|s| ShardReplicas::new((0..3).map(|r| Replica { node: (s + r) % 3 + 1, core: (s % 2) as u16 }).collect()))
         .collect();
-    ClusterMap { cluster_id: 1, epoch: 1, nodes, shards, meta: ShardReplicas::new(vec![Replica { node: 1, core: 0 }]), rebalance: false }
+    ClusterMap {
+        cluster_id: 1,
+        epoch: 1,
+        nodes,
+        shards,
+        meta: ShardReplicas::new(vec![Replica { node: 1, core: 0 }]),
+        rebalance: false,
+    }
 }
 
 fn client(c: &mut Criterion) {

@@ -41,12 +41,25 @@ impl CoreStorage for NullStorage {
 
 /// Every shard on core 0 of every node, node 1 preferred leader of all.
 fn map(nodes: u64) -> Arc<ClusterMap> {
-    let infos =
-        (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores: 1, state: corekv_rpc::map::NodeState::Up }).collect();
+    let infos = (1..=nodes)
+        .map(|id| NodeInfo {
+            id,
+            addr: format!("127.0.0.1:{}", 7000 + id * 100),
+            cores: 1,
+            state: corekv_rpc::map::NodeState::Up,
+        })
+        .collect();
     let shards =
         (0..GROUPS).map(|_| ShardReplicas::new((1..=nodes).map(|node| Replica { node, core: 0 }).collect())).collect();
     // No meta group: only the shards' work is measured.
-    Arc::new(ClusterMap { cluster_id: 1, epoch: 1, nodes: infos, shards, meta: ShardReplicas::new(Vec::new()), rebalance: false })
+    Arc::new(ClusterMap {
+        cluster_id: 1,
+        epoch: 1,
+        nodes: infos,
+        shards,
+        meta: ShardReplicas::new(Vec::new()),
+        rebalance: false,
+    })
 }
 
 struct Cluster {

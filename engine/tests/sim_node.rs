@@ -12,10 +12,10 @@
 use std::collections::BTreeSet;
 
 use corekv_engine::node::PlantedBug;
+use corekv_engine::placement::drive;
 use corekv_engine::sim::cluster::{
     Cluster, ClusterConfig, ClusterStats, FailureKind, MoveStage, TxnCrashPoint, TxnCrashes,
 };
-use corekv_engine::placement::drive;
 use corekv_engine::sim::{DEFAULT_SEEDS, NetFaults, seed_list};
 use corekv_rpc::map::{META_SHARD, NodeState, Replica};
 use corekv_rpc::raft::NodeId;

@@ -652,6 +652,34 @@ impl LocalCluster {
         self.spawn_node(index)
     }
 
+    /// Starts one more node, the next id, with `--join` through the running
+    /// nodes (and the cluster's `extra_args`): it joins the cluster, holding
+    /// nothing until the cluster rebalances. Answers its id. Ports are picked
+    /// free as for the others; a restart gives it the same command line.
+    pub fn join_node(&mut self) -> Result<NodeId, LaunchError> {
+        let id = self.nodes.len() as NodeId + 1;
+        let port = pick_base_ports(1, self.opts.cores)?[0];
+        let join: Vec<String> =
+            self.nodes.iter().filter(|n| n.child.is_some()).map(|n| self.node_addr_of(n.id)).collect();
+        self.base_ports.push(port);
+        let mut args = vec![
+            "--id".to_string(),
+            id.to_string(),
+            "--data-dir".to_string(),
+            node_data_dir(&self.dir, id).display().to_string(),
+            "--listen".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--cores".to_string(),
+            self.opts.cores.to_string(),
+            "--join".to_string(),
+            join.join(","),
+        ];
+        args.extend(self.opts.extra_args.iter().cloned());
+        self.nodes.push(NodeProc { id, args, child: None });
+        self.spawn_node(self.nodes.len() - 1)?;
+        Ok(id)
+    }
+
     /// Whether node `id` has a running process.
     pub fn is_running(&self, id: NodeId) -> bool {
         self.nodes.iter().any(|n| n.id == id && n.child.is_some())

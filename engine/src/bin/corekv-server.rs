@@ -1,14 +1,16 @@
 //! `corekv-server`: runs one corekv node (DESIGN §10).
 //!
 //! Exit codes: 0 after a clean shutdown (and for `--help`, `--version`,
-//! `--print-config`); 2 when the configuration or the data dir is unusable (one
-//! line on stderr says why); 1 when the node fails while running.
+//! `--print-config`); 2 when the configuration or the data dir is unusable, or
+//! the cluster refuses a `--join` (one line on stderr says why); 1 when the node
+//! fails while running, or cannot reach the cluster it joins.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use corekv_engine::config::{Cli, DataDirState, ServerConfig, prepare_data_dir};
+use corekv_engine::runtime::join::{self, JoinError};
 use corekv_engine::runtime::server;
 
 /// The configuration or the data dir is unusable (as clap's usage errors).
@@ -22,7 +24,7 @@ fn main() -> ExitCode {
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version: print and exit 0
         Err(e) => return fail(EXIT_CONFIG, &clap_error_line(&e)),
     };
-    let config = match ServerConfig::from_cli(&cli, std::env::var("RUST_LOG").ok().as_deref()) {
+    let mut config = match ServerConfig::from_cli(&cli, std::env::var("RUST_LOG").ok().as_deref()) {
         Ok(config) => config,
         Err(e) => return fail(EXIT_CONFIG, &e.to_string()),
     };
@@ -31,6 +33,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&config.log);
+    // A node that joined (or joins) a running cluster learns its cluster id from
+    // its data dir or from the cluster.
+    let joined = if config.is_founding() {
+        None
+    } else {
+        match join::resolve(&mut config) {
+            Ok(joined) => joined,
+            Err(e @ JoinError::Refused(_)) => return fail(EXIT_CONFIG, &e.to_string()),
+            Err(e @ JoinError::Failed(_)) => return fail(EXIT_RUN, &e.to_string()),
+        }
+    };
     let state = match prepare_data_dir(&config) {
         Ok(state) => state,
         Err(e) => return fail(EXIT_CONFIG, &e.to_string()),
@@ -44,7 +57,7 @@ fn main() -> ExitCode {
         first_start = state == DataDirState::Fresh,
         "starting corekv-server"
     );
-    match server::run(config) {
+    match server::run(config, joined) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_RUN, &e.to_string()),
     }

@@ -145,6 +145,11 @@ fn refuse_data_without_identity(dir: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The identity of data dir `dir`, `None` when it has none yet (a first start).
+pub fn read_data_dir_identity(dir: &Path) -> Result<Option<DataDirIdentity>, ConfigError> {
+    read_identity(&dir.join(CLUSTER_ID_FILE))
+}
+
 /// The identity in `path`, `None` when there is no such file.
 fn read_identity(path: &Path) -> Result<Option<DataDirIdentity>, ConfigError> {
     let garbled = |reason: String| ConfigError::GarbledIdentity { path: path.to_path_buf(), reason };

@@ -29,7 +29,9 @@ use corekv_rpc::map::{ClusterMap, CoreIndex, NODE_CORES_MAX, NodeInfo};
 use serde::{Deserialize, Serialize};
 
 pub use cluster::{check_ports, format_initial_cluster, parse_initial_cluster, split_host_port};
-pub use data_dir::{CLUSTER_ID_FILE, DataDirIdentity, DataDirState, core_dir, prepare_data_dir};
+pub use data_dir::{
+    CLUSTER_ID_FILE, DataDirIdentity, DataDirState, core_dir, prepare_data_dir, read_data_dir_identity,
+};
 
 use crate::kv::store::{HISTORY_TS_SPAN_DEFAULT, Retention};
 use crate::placement::{self, PlacementError};
@@ -339,6 +341,12 @@ pub struct Cli {
     /// Every founding node: ID=HOST:PORT[/CORES],… (CORES defaults to --cores). Identical on every node.
     #[arg(long, value_name = "ID=HOST:PORT[/CORES],...")]
     pub initial_cluster: Option<String>,
+    /// Join a running cluster through any of these nodes (HOST:PORT of a core 0)
+    /// instead of founding one: this node is added to the cluster's map, holding
+    /// nothing, and receives replicas as the cluster rebalances. Only for a first
+    /// start; a restart needs neither this nor --initial-cluster.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]", conflicts_with = "initial_cluster")]
+    pub join: Option<String>,
     /// Number of shards, fixed at cluster creation [default: 64].
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
@@ -422,6 +430,8 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_cluster: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<usize>,
@@ -489,15 +499,20 @@ pub struct ServerConfig {
     pub listen: String,
     /// Executors (cores) this node runs.
     pub cores: u16,
-    /// The founding nodes, sorted by id (this node included).
+    /// The founding nodes, sorted by id (this node included); empty for a node
+    /// that joined (or joins) a running cluster.
     pub initial_cluster: Vec<NodeInfo>,
-    /// Shard count.
+    /// Addresses to join a running cluster through (`--join`); empty otherwise.
+    pub join: Vec<String>,
+    /// Shard count (0 for a node that joined: the cluster's map says).
     pub shards: u32,
-    /// Replicas per shard.
+    /// Replicas per shard (0 for a node that joined).
     pub replicas: usize,
     /// The optional name mixed into the cluster id.
     pub cluster_name: String,
-    /// [`placement::cluster_id`] of the founding configuration.
+    /// [`placement::cluster_id`] of the founding configuration; for a node that
+    /// joined, 0 until [`crate::runtime::join::resolve`] reads it from the data
+    /// dir or learns it from the cluster.
     pub cluster_id: u64,
     /// One Raft tick, in milliseconds.
     pub tick_ms: u64,
@@ -559,12 +574,25 @@ impl ServerConfig {
         let data_dir = required(cli.data_dir.as_ref(), file.data_dir.as_ref(), "data-dir", "data_dir")?;
         let listen = required(cli.listen.as_ref(), file.listen.as_ref(), "listen", "listen")?;
         let cores = required(cli.cores.as_ref(), file.cores.as_ref(), "cores", "cores")?;
-        let cluster_text = required(
-            cli.initial_cluster.as_ref(),
-            file.initial_cluster.as_ref(),
-            "initial-cluster",
-            "initial_cluster",
-        )?;
+        let cluster_text = cli.initial_cluster.as_ref().or(file.initial_cluster.as_ref());
+        let join_text = cli.join.as_ref().or(file.join.as_ref());
+        if cluster_text.is_some() && join_text.is_some() {
+            let why = "give --initial-cluster to found a cluster or --join to join one, not both".to_string();
+            return Err(ConfigError::Invalid { flag: "join", why });
+        }
+        let join: Vec<String> = join_text
+            .map(|t| t.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect())
+            .unwrap_or_default();
+        for addr in &join {
+            split_host_port(addr).map_err(|reason| ConfigError::Address {
+                what: "--join".into(),
+                addr: addr.clone(),
+                reason,
+            })?;
+        }
+        if join_text.is_some() && join.is_empty() {
+            return Err(ConfigError::Invalid { flag: "join", why: "no address given".into() });
+        }
 
         check_range("id", id, 1..=NodeId::MAX, "node ids start at 1")?;
         check_range("cores", cores, 1..=NODE_CORES_MAX, &format!("1 to {NODE_CORES_MAX}"))?;
@@ -573,19 +601,26 @@ impl ServerConfig {
             addr: listen.clone(),
             reason,
         })?;
-        let initial_cluster = parse_initial_cluster(&cluster_text, cores)?;
-        check_membership(id, &listen, cores, &initial_cluster)?;
-        check_ports(&initial_cluster)?;
-
-        let shards = cli.shards.or(file.shards).unwrap_or(SHARDS_DEFAULT);
-        let replicas = cli.replicas.or(file.replicas).unwrap_or(REPLICAS_DEFAULT.min(initial_cluster.len()));
-        placement::validate(&initial_cluster, shards, replicas)?;
         let cluster_name = cli.cluster_name.clone().or_else(|| file.cluster_name.clone()).unwrap_or_default();
         if cluster_name.len() > CLUSTER_NAME_BYTES_MAX || cluster_name.contains(['\n', '\r']) {
             let allowed = format!("at most {CLUSTER_NAME_BYTES_MAX} bytes on one line");
             return Err(ConfigError::OutOfRange { flag: "cluster-name", value: format!("{cluster_name:?}"), allowed });
         }
-        let cluster_id = placement::cluster_id(&initial_cluster, shards, replicas, &cluster_name);
+        let (initial_cluster, shards, replicas, cluster_id) = match cluster_text {
+            Some(cluster_text) => {
+                let initial_cluster = parse_initial_cluster(cluster_text, cores)?;
+                check_membership(id, &listen, cores, &initial_cluster)?;
+                check_ports(&initial_cluster)?;
+                let shards = cli.shards.or(file.shards).unwrap_or(SHARDS_DEFAULT);
+                let replicas = cli.replicas.or(file.replicas).unwrap_or(REPLICAS_DEFAULT.min(initial_cluster.len()));
+                placement::validate(&initial_cluster, shards, replicas)?;
+                let cluster_id = placement::cluster_id(&initial_cluster, shards, replicas, &cluster_name);
+                (initial_cluster, shards, replicas, cluster_id)
+            }
+            // Joining, or restarting after a join: the cluster (or the data dir)
+            // says the rest.
+            None => (Vec::new(), 0, 0, 0),
+        };
         let log = match (&cli.log, rust_log, &file.log) {
             (Some(flag), _, _) => flag.clone(),
             (None, Some(env), _) if !env.trim().is_empty() => env.to_string(),
@@ -599,6 +634,7 @@ impl ServerConfig {
             listen,
             cores,
             initial_cluster,
+            join,
             shards,
             replicas,
             cluster_name,
@@ -710,7 +746,13 @@ impl ServerConfig {
         corekv_rpc::map::core_addr(&self.listen, core).expect("ports were checked when the config was resolved")
     }
 
+    /// This node founds its cluster (`--initial-cluster`), rather than joined one.
+    pub fn is_founding(&self) -> bool {
+        !self.initial_cluster.is_empty()
+    }
+
     /// The founding cluster map (epoch 1), the same on every founding node.
+    /// Panics on a node that joined: it has none.
     pub fn initial_map(&self) -> ClusterMap {
         placement::initial_map(self.cluster_id, &self.initial_cluster, self.shards, self.replicas)
             .expect("placement inputs were checked when the config was resolved")
@@ -730,9 +772,10 @@ impl ServerConfig {
             data_dir: Some(PathBuf::from(self.data_dir.to_string_lossy().into_owned())),
             listen: Some(self.listen.clone()),
             cores: Some(self.cores),
-            initial_cluster: Some(format_initial_cluster(&self.initial_cluster)),
-            shards: Some(self.shards),
-            replicas: Some(self.replicas),
+            initial_cluster: (!self.initial_cluster.is_empty()).then(|| format_initial_cluster(&self.initial_cluster)),
+            join: (!self.join.is_empty()).then(|| self.join.join(",")),
+            shards: (self.shards > 0).then_some(self.shards),
+            replicas: (self.replicas > 0).then_some(self.replicas),
             cluster_name: Some(self.cluster_name.clone()),
             tick_ms: Some(self.tick_ms),
             election_timeout_ticks: Some(self.election_timeout_ticks),

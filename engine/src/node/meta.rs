@@ -20,10 +20,10 @@
 
 use std::collections::VecDeque;
 
-use corekv_rpc::kv::{OkReply, Outcome};
 use corekv_rpc::kv::NodeId;
-use corekv_rpc::map::{ClusterMap, NodeState};
+use corekv_rpc::kv::{OkReply, Outcome};
 pub use corekv_rpc::map::META_SHARD;
+use corekv_rpc::map::{ClusterMap, NodeState};
 pub use corekv_rpc::node::MetaEdit;
 
 use crate::placement::moves::{self, MoveError};

@@ -43,8 +43,14 @@ impl CoreStorage for MemStorage {
 /// Shard `s` lives on core `s % cores` of nodes `s, s+1, …` (mod n), preferred
 /// leader first.
 fn test_map(nodes: u64, cores: u16, shards: u32, replicas: u64) -> Arc<ClusterMap> {
-    let nodes_info: Vec<NodeInfo> =
-        (1..=nodes).map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores, state: corekv_rpc::map::NodeState::Up }).collect();
+    let nodes_info: Vec<NodeInfo> = (1..=nodes)
+        .map(|id| NodeInfo {
+            id,
+            addr: format!("127.0.0.1:{}", 7000 + id * 100),
+            cores,
+            state: corekv_rpc::map::NodeState::Up,
+        })
+        .collect();
     let shards = (0..shards)
         .map(|s| {
             ShardReplicas::new(
@@ -103,7 +109,16 @@ impl Cluster {
                 cores.insert(Replica { node: node.id, core }, Core { core: nc, storage, replies: Vec::new() });
             }
         }
-        Cluster { map, cores, now_ms: 0, frames: BTreeMap::new(), delay_ticks: 0, wire: Vec::new(), ticks: 0, cut: None }
+        Cluster {
+            map,
+            cores,
+            now_ms: 0,
+            frames: BTreeMap::new(),
+            delay_ticks: 0,
+            wire: Vec::new(),
+            ticks: 0,
+            cut: None,
+        }
     }
 
     /// Runs every core's iteration until no message or batch is left.

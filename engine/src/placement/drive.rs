@@ -118,9 +118,11 @@ pub fn next_edits(
     if planned.is_empty() && moving == 0 && map.rebalance {
         edits.push(MetaEdit::SetRebalance { on: false });
     }
-    edits.extend(
-        planned.into_iter().take(budget).map(|m| MetaEdit::Begin { shard: m.shard, from: m.from.node, to: m.to }),
-    );
+    edits.extend(planned.into_iter().take(budget).map(|m| MetaEdit::Begin {
+        shard: m.shard,
+        from: m.from.node,
+        to: m.to,
+    }));
     edits
 }
 

@@ -147,7 +147,14 @@ mod tests {
     }
 
     fn map() -> ClusterMap {
-        let nodes = (1..=4).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: 2, state: corekv_rpc::map::NodeState::Up }).collect();
+        let nodes = (1..=4)
+            .map(|id| NodeInfo {
+                id,
+                addr: format!("10.0.0.{id}:7000"),
+                cores: 2,
+                state: corekv_rpc::map::NodeState::Up,
+            })
+            .collect();
         let shards = vec![ShardReplicas::new(vec![r(1), r(2), r(3)])];
         ClusterMap { cluster_id: 1, epoch: 3, nodes, shards, meta: ShardReplicas::new(vec![r(1)]), rebalance: false }
     }

@@ -139,7 +139,12 @@ pub fn replicas_on(map: &ClusterMap, node: NodeId) -> usize {
 
 /// The map with node `node` in state `to` (`Ok(None)`: it is in it already).
 /// `force` allows a removal of a node that was not drained.
-pub fn set_state(map: &ClusterMap, node: NodeId, to: NodeState, force: bool) -> Result<Option<ClusterMap>, NodeEditError> {
+pub fn set_state(
+    map: &ClusterMap,
+    node: NodeId,
+    to: NodeState,
+    force: bool,
+) -> Result<Option<ClusterMap>, NodeEditError> {
     let from = map.node(node).ok_or(NodeEditError::UnknownNode { node })?.state;
     if from == NodeState::Removed {
         return Err(NodeEditError::Removed { node });
@@ -238,7 +243,10 @@ mod tests {
     #[test]
     fn removal_without_force_waits_for_the_drain_and_nothing_leaves_removed() {
         let m = map();
-        assert_eq!(set_state(&m, 3, NodeState::Removed, false), Err(NodeEditError::NotDraining { node: 3, state: "up" }));
+        assert_eq!(
+            set_state(&m, 3, NodeState::Removed, false),
+            Err(NodeEditError::NotDraining { node: 3, state: "up" })
+        );
         let draining = set_state(&m, 3, NodeState::Draining, false).unwrap().unwrap();
         assert!(draining.rebalance, "a drain asks for its moves");
         assert_eq!(
@@ -264,10 +272,7 @@ mod tests {
             set_state(&one_gone, 1, NodeState::Draining, false),
             Err(NodeEditError::NotEnoughNodes { node: 1, up: 2, replication: 3 })
         );
-        assert!(matches!(
-            set_state(&one_gone, 1, NodeState::Removed, true),
-            Err(NodeEditError::NotEnoughNodes { .. })
-        ));
+        assert!(matches!(set_state(&one_gone, 1, NodeState::Removed, true), Err(NodeEditError::NotEnoughNodes { .. })));
         let dead = set_state(&one_gone, 1, NodeState::Dead, false).unwrap().unwrap();
         assert!(!set_state(&m, 1, NodeState::Dead, false).unwrap().unwrap().rebalance, "a death is no request");
         // A dead node may be removed by force, and comes back up if it was not.

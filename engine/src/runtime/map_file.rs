@@ -84,7 +84,8 @@ mod tests {
     use super::*;
 
     fn map() -> ClusterMap {
-        let nodes = vec![NodeInfo { id: 1, addr: "127.0.0.1:7000".into(), cores: 2, state: corekv_rpc::map::NodeState::Up }];
+        let nodes =
+            vec![NodeInfo { id: 1, addr: "127.0.0.1:7000".into(), cores: 2, state: corekv_rpc::map::NodeState::Up }];
         let one = ShardReplicas::new(vec![Replica { node: 1, core: 1 }]);
         ClusterMap { cluster_id: 5, epoch: 9, nodes, shards: vec![one.clone()], meta: one, rebalance: false }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use corekv_rpc::map::ClusterMap;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::core_driver::{CoreSetup, run_core};
@@ -36,9 +37,10 @@ pub enum ServerError {
 const WAL_PENDING_BYTES_MAX: u64 = 1 << 30;
 
 /// Runs the server until SIGTERM / SIGINT (then returns Ok after a clean stop) or
-/// until a core fails.
-pub fn run(config: ServerConfig) -> Result<(), ServerError> {
-    let map = Arc::new(config.initial_map());
+/// until a core fails. `joined` is the cluster's map a first start with `--join`
+/// got ([`super::join::resolve`]): saved as every core's map file first.
+pub fn run(config: ServerConfig, joined: Option<ClusterMap>) -> Result<(), ServerError> {
+    let map = Arc::new(starting_map(&config, joined)?);
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone())
@@ -93,6 +95,44 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The map the cores start from: the founding one, or (for a node that joined)
+/// the one the join got, else the newest of the cores' map files. A core then
+/// takes its own map file when it is newer still.
+fn starting_map(config: &ServerConfig, joined: Option<ClusterMap>) -> Result<ClusterMap, ServerError> {
+    if config.is_founding() {
+        return Ok(config.initial_map());
+    }
+    if let Some(map) = joined {
+        for core in 0..config.cores {
+            let dir = crate::config::core_dir(&config.data_dir, core);
+            super::map_file::save(&dir, &map).map_err(ServerError::Setup)?;
+        }
+        return Ok(map);
+    }
+    let mut newest: Option<ClusterMap> = None;
+    for core in 0..config.cores {
+        let dir = crate::config::core_dir(&config.data_dir, core);
+        if let Some(map) = super::map_file::load(&dir).map_err(ServerError::Setup)?
+            && newest.as_ref().is_none_or(|n| map.epoch > n.epoch)
+        {
+            newest = Some(map);
+        }
+    }
+    let map = newest.ok_or_else(|| {
+        ServerError::Setup(format!(
+            "{} holds no cluster map: this node joined a cluster but never saved its map; start it again with --join",
+            config.data_dir.display()
+        ))
+    })?;
+    if map.cluster_id != config.cluster_id {
+        return Err(ServerError::Setup(format!(
+            "the saved map is of cluster {:#018x}, the data dir's of {:#018x}",
+            map.cluster_id, config.cluster_id
+        )));
+    }
+    Ok(map)
 }
 
 fn core_setup(

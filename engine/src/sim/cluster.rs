@@ -193,8 +193,9 @@ pub struct Cluster {
 /// frames cross between different core pairs).
 pub fn build_map(nodes: u64, cores: u16, shards: u32, replication: usize) -> ClusterMap {
     assert!(nodes >= replication as u64 && cores >= 1 && shards >= 1, "a map needs enough nodes and cores");
-    let nodes_info: Vec<NodeInfo> =
-        (1..=nodes).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores, state: corekv_rpc::map::NodeState::Up }).collect();
+    let nodes_info: Vec<NodeInfo> = (1..=nodes)
+        .map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores, state: corekv_rpc::map::NodeState::Up })
+        .collect();
     let shards = (0..shards)
         .map(|s| {
             ShardReplicas::new(
@@ -237,8 +238,14 @@ impl Cluster {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let founders = cfg.nodes - cfg.joining_nodes;
         let mut map = build_map(founders - cfg.spare_nodes, cfg.cores, cfg.shards, cfg.replication);
-        map.nodes =
-            (1..=founders).map(|id| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: cfg.cores, state: corekv_rpc::map::NodeState::Up }).collect();
+        map.nodes = (1..=founders)
+            .map(|id| NodeInfo {
+                id,
+                addr: format!("10.0.0.{id}:7000"),
+                cores: cfg.cores,
+                state: corekv_rpc::map::NodeState::Up,
+            })
+            .collect();
         let map = Arc::new(map);
         let keys = pick_keys(&map, cfg.keys);
         let mut nodes = BTreeMap::new();
@@ -509,7 +516,8 @@ impl Cluster {
     /// started with `--join` does.
     pub fn join(&mut self, node: NodeId) {
         self.record(&[42, node]);
-        let info = NodeInfo { id: node, addr: format!("10.0.0.{node}:7000"), cores: self.cfg.cores, state: NodeState::Up };
+        let info =
+            NodeInfo { id: node, addr: format!("10.0.0.{node}:7000"), cores: self.cfg.cores, state: NodeState::Up };
         self.joining.insert(node);
         self.submit(MetaEdit::AddNode { node: info });
     }

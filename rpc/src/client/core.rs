@@ -412,7 +412,12 @@ mod tests {
             cluster_id: 9,
             epoch,
             nodes: (1..=3)
-                .map(|id| NodeInfo { id, addr: format!("127.0.0.1:{}", 7000 + id * 100), cores: 2, state: crate::map::NodeState::Up })
+                .map(|id| NodeInfo {
+                    id,
+                    addr: format!("127.0.0.1:{}", 7000 + id * 100),
+                    cores: 2,
+                    state: crate::map::NodeState::Up,
+                })
                 .collect(),
             shards: vec![
                 ShardReplicas::new(vec![Replica { node: 1, core: 0 }, Replica { node: 2, core: 1 }]),

@@ -196,8 +196,10 @@ pub fn render_plan(map: &ClusterMap, status: &ClusterStatus, json: bool) -> Resu
         .map(|m| MoveJson { shard: m.shard, from: m.from.node, to: m.to.node, bytes: m.bytes })
         .collect();
     let bytes = moves.iter().map(|m| m.bytes).sum();
-    let mut human: Vec<String> =
-        moves.iter().map(|m| format!("shard {} from node {} to node {} ({} bytes)", m.shard, m.from, m.to, m.bytes)).collect();
+    let mut human: Vec<String> = moves
+        .iter()
+        .map(|m| format!("shard {} from node {} to node {} ({} bytes)", m.shard, m.from, m.to, m.bytes))
+        .collect();
     let line = format!("{} moves, {bytes} bytes (minimal {})", moves.len(), plan.minimal_bytes);
     human.push(line.clone());
     Ok(Rendered::ok(json, &PlanJson { ok: true, moves, bytes, minimal_bytes: plan.minimal_bytes }, human, line))

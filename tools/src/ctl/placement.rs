@@ -48,7 +48,11 @@ struct OkJson {
 
 /// What the replicas of `shard` report: the leader's configuration (the newest
 /// term's), else the most advanced replica's, else the map's wanted voters.
-pub(super) fn group_view(map: &ClusterMap, status: &ClusterStatus, shard: ShardId) -> (Vec<NodeId>, Vec<NodeId>, Option<NodeId>) {
+pub(super) fn group_view(
+    map: &ClusterMap,
+    status: &ClusterStatus,
+    shard: ShardId,
+) -> (Vec<NodeId>, Vec<NodeId>, Option<NodeId>) {
     let reports: Vec<&ShardStatus> =
         status.nodes.iter().flat_map(|n| &n.cores).flat_map(|c| &c.shards).filter(|s| s.shard == shard).collect();
     let leader = reports.iter().filter(|s| s.is_leader).max_by_key(|s| s.term);

@@ -20,7 +20,9 @@ use std::time::Duration;
 use corekv_rpc::kv::{KEY_BYTES_MAX, Version};
 use corekv_rpc::txn::{Policy, TxnId};
 
-use super::args::{Command, GlobalArgs, LocalCommand, NodeCommand, ShardCommand, SnapshotCommand, WalCommand, arg_bytes};
+use super::args::{
+    Command, GlobalArgs, LocalCommand, NodeCommand, ShardCommand, SnapshotCommand, WalCommand, arg_bytes,
+};
 use super::local;
 use super::placement::{self, MoveCluster};
 use super::render::{self, EXIT_NEGATIVE, Failure, Rendered};
