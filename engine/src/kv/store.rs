@@ -665,7 +665,7 @@ mod tests {
                 }
                 let recount: u64 = s.data.keys.iter().map(|(k, c)| chain_bytes(k, c)).sum();
                 prop_assert_eq!(s.bytes(), recount);
-                let restored = Store::from_data(s.data.clone(), s.retention.clone());
+                let restored = Store::from_data(s.data.clone(), s.retention);
                 prop_assert_eq!(restored.bytes(), recount);
             }
         });
