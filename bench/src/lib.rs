@@ -16,6 +16,7 @@ pub mod bank;
 pub mod compare;
 pub mod compare_bank;
 pub mod corekv;
+pub mod join;
 pub mod peers;
 pub mod plot;
 pub mod report;

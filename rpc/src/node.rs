@@ -286,6 +286,9 @@ pub struct CoreStats {
     pub wal_fdatasyncs: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// Bytes of the snapshots installed (what replica moves and lagging
+    /// followers received).
+    pub snapshot_bytes_installed: u64,
     /// Replicas this core started for shards moved onto it (empty, fed by the leader).
     pub replicas_added: u64,
     /// Replicas this core deleted because their shard moved away.

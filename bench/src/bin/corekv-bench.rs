@@ -106,6 +106,31 @@ struct Cli {
     /// temp file when --history is not given).
     #[arg(long)]
     check: bool,
+    /// A scenario instead of a workload run. `join`: a --local cluster (default 3
+    /// nodes) under a 50/50 read/write load; a node joins at --join-at and the
+    /// cluster rebalances onto it; prints ops/s per second, the time to balance
+    /// and bytes moved against the minimal bytes (--plot draws ops/s).
+    #[arg(long, value_enum, value_name = "NAME")]
+    scenario: Option<Scenario>,
+    /// With --scenario join: when the node joins [default: a third of --duration].
+    #[arg(long, value_parser = parse_duration, requires = "scenario")]
+    join_at: Option<Duration>,
+    /// With --scenario join: the servers' --move-rate, bytes per second per core.
+    #[arg(long, default_value_t = 64 << 20, requires = "scenario")]
+    move_rate: u64,
+    /// With --scenario join: shards of the cluster.
+    #[arg(long, default_value_t = 16, requires = "scenario")]
+    shards: u32,
+    /// With --scenario join: draw ops/s per second into this SVG file.
+    #[arg(long, value_name = "FILE.svg", requires = "scenario")]
+    plot: Option<PathBuf>,
+}
+
+/// The scenarios of `--scenario`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// A node joins mid-run.
+    Join,
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,6 +352,56 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     corekv_rpc::duration::parse_duration(text)
 }
 
+/// `--scenario join`: see `corekv_bench::join`.
+fn join_main(cli: &Cli) -> ExitCode {
+    if cli.cluster.is_some() || cli.target.is_some() {
+        return usage(
+            "--scenario join starts its own cluster: give --local N (or nothing for 3), not --cluster/--target",
+        );
+    }
+    let opts = corekv_bench::join::JoinOptions {
+        nodes: cli.local.unwrap_or(3),
+        cores: cli.cores,
+        shards: cli.shards,
+        records: cli.sizes.keys.unwrap_or(50_000),
+        value_size: cli.sizes.value_size.unwrap_or(1000),
+        clients: cli.clients,
+        duration: cli.duration,
+        join_at: cli.join_at.unwrap_or(cli.duration / 3),
+        move_rate: cli.move_rate,
+        timeout: cli.timeout,
+        seed: cli.seed,
+        plot: cli.plot.clone(),
+        dir: cli.dir.clone(),
+        keep: cli.keep,
+    };
+    if opts.join_at >= opts.duration {
+        return usage("--join-at must fall inside --duration");
+    }
+    eprintln!(
+        "corekv-bench: {} nodes, {} records of {} bytes, {} clients; node {} joins at {:?} of {:?}",
+        opts.nodes,
+        opts.records,
+        opts.value_size,
+        opts.clients,
+        opts.nodes + 1,
+        opts.join_at,
+        opts.duration
+    );
+    match corekv_bench::join::run(&opts) {
+        Ok(report) => {
+            for line in report.lines(opts.move_rate) {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("corekv-bench: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 fn usage(message: &str) -> ExitCode {
     eprintln!("corekv-bench: {message}");
     ExitCode::from(2)
@@ -361,6 +436,9 @@ fn main() -> ExitCode {
             return contention_main(&sweep.target, sweep.accounts, None, &cells, &HistoryFile::none(), plot);
         }
         None => {}
+    }
+    if cli.scenario == Some(Scenario::Join) {
+        return join_main(&cli);
     }
     let spec = match cli.sizes.spec(cli.workload) {
         Ok(spec) => spec,

@@ -1100,7 +1100,7 @@ impl NodeCore {
         // does not decode stops this core now, but is not saved to stop every
         // restart too.
         let installed = match &rd.snapshot {
-            Some(snap) => Some(restore_shard(self.cfg.shard, shard, snap)?),
+            Some(snap) => Some((restore_shard(self.cfg.shard, shard, snap)?, snap.data.len() as u64)),
             None => None,
         };
         let g = self.groups.get_mut(&shard).expect("known group");
@@ -1170,8 +1170,9 @@ impl NodeCore {
                 route(&self.map, &mut self.outbox, shard, m, false);
             }
         }
-        if let Some(sm) = installed {
+        if let Some((sm, bytes)) = installed {
             self.install(shard, sm);
+            self.stats.snapshot_bytes_installed += bytes;
         }
         for e in &rd.committed_entries {
             self.apply(shard, e)?;

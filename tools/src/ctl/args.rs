@@ -512,9 +512,9 @@ mod tests {
 
     #[test]
     fn usage_errors_become_one_plain_line() {
-        let unknown = parse(&["frobnicate"]).unwrap_err();
+        let unknown = parse(&["xyzzy"]).unwrap_err();
         assert_eq!(unknown.exit_code(), 2);
-        assert_eq!(usage_error_line(&unknown), "unknown command \"frobnicate\"");
+        assert_eq!(usage_error_line(&unknown), "unknown command \"xyzzy\"");
         let typo = parse(&["puts", "k", "v"]).unwrap_err();
         assert_eq!(usage_error_line(&typo), "unknown command \"puts\" (did you mean \"put\"?)");
         let missing = usage_error_line(&parse(&["put", "k"]).unwrap_err());

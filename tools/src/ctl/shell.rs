@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn one_answer_per_command_in_order_and_a_bad_line_goes_on() {
-        let input = "put greeting 'hello world'\n\nget greeting\n# a comment\nfrobnicate now\nget \"greeting\" -v\nget missing\ncas greeting 0 x\n";
+        let input = "put greeting 'hello world'\n\nget greeting\n# a comment\nxyzzy now\nget \"greeting\" -v\nget missing\ncas greeting 0 x\n";
         let (out, _) = run(true, input);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
@@ -246,7 +246,7 @@ mod tests {
             [
                 r#"{"ok":true,"version":1}"#,
                 r#"{"ok":true,"value":"hello world","version":1}"#,
-                r#"{"ok":false,"error":"invalid","message":"unknown command \"frobnicate\""}"#,
+                r#"{"ok":false,"error":"invalid","message":"unknown command \"xyzzy\""}"#,
                 r#"{"ok":true,"value":"hello world","version":1}"#,
                 r#"{"ok":false,"error":"not_found"}"#,
                 r#"{"ok":false,"error":"version_mismatch","version":1}"#,
@@ -258,7 +258,7 @@ mod tests {
             [
                 "1",
                 "hello world",
-                "error: invalid: unknown command \"frobnicate\"",
+                "error: invalid: unknown command \"xyzzy\"",
                 "hello world (version 1)",
                 "error: not found",
                 "error: version mismatch: current version 1",
@@ -371,7 +371,9 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 4, "{out}");
         assert!(
-            lines[0].starts_with("commands: put, get, delete, cas, versions, scan, status, shard, shell, wal"),
+            lines[0].starts_with(
+                "commands: put, get, delete, cas, versions, scan, status, shard, node, rebalance, shell, wal"
+            ),
             "{}",
             lines[0]
         );

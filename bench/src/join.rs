@@ -1,0 +1,320 @@
+//! `corekv-bench --scenario join` (issue 12): a local cluster under a steady
+//! read/write load; a node joins mid-run and the cluster rebalances onto it. The
+//! run prints the operations completed in every second (so the dip, if any, is
+//! visible), the throughput while the cluster rebalanced against the steady rate
+//! before the join, the time from the join to a balanced placement against the
+//! bound the move rate sets, and the snapshot bytes the moves shipped against the
+//! minimal bytes the planner computed (the sizes of the replicas that had to
+//! move). Measured here, never asserted in a test.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use corekv_engine::placement::drive;
+use corekv_rpc::client::ClientConfig;
+use corekv_rpc::client::blocking::Client;
+use corekv_rpc::map::ClusterMap;
+use corekv_rpc::node::CoreStats;
+use corekv_tools::launcher::{LaunchOptions, LocalCluster};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::plot::{self, Axes, Curve};
+
+/// What the join scenario runs.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// Nodes before the join.
+    pub nodes: usize,
+    /// Cores per node.
+    pub cores: u16,
+    /// Shards.
+    pub shards: u32,
+    /// Keys loaded before the run.
+    pub records: u64,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Closed-loop client threads (half their operations are reads).
+    pub clients: usize,
+    /// The whole run.
+    pub duration: Duration,
+    /// When, into the run, the node joins.
+    pub join_at: Duration,
+    /// The servers' `--move-rate` (bytes per second per core).
+    pub move_rate: u64,
+    /// Per-request deadline.
+    pub timeout: Duration,
+    /// Seed of the key choices.
+    pub seed: u64,
+    /// Where to draw ops/s per second (SVG).
+    pub plot: Option<PathBuf>,
+    /// Where the cluster keeps its data (default: a temp dir).
+    pub dir: Option<PathBuf>,
+    /// Keep the data dir.
+    pub keep: bool,
+}
+
+/// What the join scenario measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinReport {
+    /// Operations completed in each second of the run.
+    pub per_second: Vec<u64>,
+    /// The second the node joined in.
+    pub join_second: usize,
+    /// Seconds from the join to a balanced placement (None: not within the run).
+    pub time_to_balance: Option<f64>,
+    /// Snapshot bytes the cluster installed during the run.
+    pub bytes_moved: u64,
+    /// The planner's minimal bytes for the join.
+    pub minimal_bytes: u64,
+    /// The planner's bytes for its plan.
+    pub planned_bytes: u64,
+    /// Moves the plan had.
+    pub planned_moves: usize,
+    /// Errors the clients saw.
+    pub errors: u64,
+}
+
+impl JoinReport {
+    /// Mean ops/s over the whole seconds before the join (the first second, a
+    /// ramp-up, left out when there are others).
+    pub fn steady_rate(&self) -> f64 {
+        let before = &self.per_second[..self.join_second.min(self.per_second.len())];
+        let before = if before.len() > 1 { &before[1..] } else { before };
+        mean(before)
+    }
+
+    /// The seconds of the rebalance (from the join to balance, or to the end).
+    fn during(&self) -> &[u64] {
+        let end = match self.time_to_balance {
+            Some(t) => (self.join_second + t.ceil() as usize + 1).min(self.per_second.len()),
+            None => self.per_second.len(),
+        };
+        &self.per_second[self.join_second.min(end)..end]
+    }
+
+    /// The report as text lines.
+    pub fn lines(&self, move_rate: u64) -> Vec<String> {
+        let per_second: Vec<String> = self.per_second.iter().map(u64::to_string).collect();
+        let steady = self.steady_rate();
+        let during = self.during();
+        let ratio = |x: f64| if steady > 0.0 { x / steady } else { 0.0 };
+        let lowest = during.iter().copied().min().unwrap_or(0) as f64;
+        let mut lines = vec![
+            format!("ops/s per second (join in second {}): {}", self.join_second, per_second.join(" ")),
+            format!("steady rate before the join: {steady:.0} ops/s"),
+            format!(
+                "during the rebalance: mean {:.0} ops/s ({:.2} of steady), lowest second {lowest:.0} ({:.2}); goal >= 0.70",
+                mean(during),
+                ratio(mean(during)),
+                ratio(lowest)
+            ),
+        ];
+        let bound = 1.5 * self.minimal_bytes as f64 / move_rate.max(1) as f64;
+        lines.push(match self.time_to_balance {
+            Some(t) => format!("time to balance: {t:.2} s (goal <= 1.5 x minimal bytes / move rate = {bound:.2} s)"),
+            None => "time to balance: not balanced within the run".to_string(),
+        });
+        let moved_ratio =
+            if self.minimal_bytes > 0 { self.bytes_moved as f64 / self.minimal_bytes as f64 } else { 0.0 };
+        lines.push(format!(
+            "bytes moved {} / minimal {} = {moved_ratio:.3} (goal <= 1.05); the plan: {} moves, {} bytes",
+            self.bytes_moved, self.minimal_bytes, self.planned_moves, self.planned_bytes
+        ));
+        lines.push(format!("client errors: {}", self.errors));
+        lines
+    }
+}
+
+fn mean(xs: &[u64]) -> f64 {
+    if xs.is_empty() { 0.0 } else { xs.iter().sum::<u64>() as f64 / xs.len() as f64 }
+}
+
+fn installed(stats: &[CoreStats]) -> u64 {
+    stats.iter().map(|s| s.snapshot_bytes_installed).sum()
+}
+
+fn all_stats(client: &mut Client) -> Vec<CoreStats> {
+    client.status().nodes.iter().flat_map(|n| &n.cores).filter_map(|c| c.stats.clone()).collect()
+}
+
+fn balanced(map: &ClusterMap, joined: u64) -> bool {
+    map.node(joined).is_some() && !map.rebalance && map.groups().all(|s| map.outgoing(s).is_empty())
+}
+
+/// Runs the scenario (see the module header).
+pub fn run(opts: &JoinOptions) -> Result<JoinReport, String> {
+    let launch = LaunchOptions {
+        nodes: opts.nodes,
+        cores: opts.cores,
+        shards: opts.shards,
+        data_dir: opts.dir.clone(),
+        keep: opts.keep,
+        build_if_missing: true,
+        // Shards compact their log into a snapshot every 64 KiB (the least the
+        // server takes), so a new replica gets the data as a snapshot (what the
+        // bytes moved count) and only a short tail of log.
+        extra_args: vec![
+            "--move-rate".into(),
+            opts.move_rate.to_string(),
+            "--snapshot-log-bytes".into(),
+            (64u64 << 10).to_string(),
+        ],
+        ..LaunchOptions::default()
+    };
+    let mut cluster = LocalCluster::start(launch).map_err(|e| format!("cannot start the local cluster: {e}"))?;
+    let mut config = ClientConfig::new(cluster.addrs());
+    config.deadline = opts.timeout;
+    let connect = |config: &ClientConfig| Client::connect(config.clone()).map_err(|e| format!("cannot connect: {e}"));
+
+    // Load, from a few threads.
+    let value = vec![b'v'; opts.value_size];
+    let loaders = 4u64;
+    let handles: Vec<_> = (0..loaders)
+        .map(|t| {
+            let (config, value, records) = (config.clone(), value.clone(), opts.records);
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut client = Client::connect(config).map_err(|e| format!("cannot connect: {e}"))?;
+                for i in (t..records).step_by(loaders as usize) {
+                    client.put(format!("user{i:010}").as_bytes(), &value).map_err(|e| format!("load: {e}"))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().map_err(|_| "a loader panicked".to_string())??;
+    }
+
+    let mut admin = connect(&config)?;
+    let installed_before = installed(&all_stats(&mut admin));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..opts.clients)
+        .map(|c| {
+            let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
+            let (config, value, records) = (config.clone(), value.clone(), opts.records.max(1));
+            let seed = opts.seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut client = Client::connect(config).map_err(|e| format!("cannot connect: {e}"))?;
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("user{:010}", rng.random_range(0..records));
+                    let ok = if rng.random_bool(0.5) {
+                        client.get(key.as_bytes(), None).is_ok()
+                    } else {
+                        client.put(key.as_bytes(), &value).is_ok()
+                    };
+                    let counter = if ok { &done } else { &errors };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+
+    let start = Instant::now();
+    let mut per_second = Vec::new();
+    let mut join_second = None;
+    let mut joined_at = None;
+    let mut joined_id = 0;
+    let mut plan_figures = None;
+    let mut time_to_balance = None;
+    let mut last = 0;
+    let mut next_second = start + Duration::from_secs(1);
+    while start.elapsed() < opts.duration {
+        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= next_second {
+            let now = done.load(Ordering::Relaxed);
+            per_second.push(now - last);
+            last = now;
+            next_second += Duration::from_secs(1);
+        }
+        if joined_at.is_none() && start.elapsed() >= opts.join_at {
+            joined_id = cluster.join_node().map_err(|e| format!("cannot start the joining node: {e}"))?;
+            joined_at = Some(Instant::now());
+            join_second = Some(per_second.len());
+        }
+        let Some(at) = joined_at else { continue };
+        if plan_figures.is_some() && time_to_balance.is_some() {
+            continue;
+        }
+        if admin.refresh_map().is_err() {
+            continue;
+        }
+        let map = admin.map().clone();
+        if plan_figures.is_none() && map.node(joined_id).is_some() {
+            // The plan the meta leader makes for the joined map, with each shard's
+            // size as its replicas report it.
+            let status = admin.status();
+            let mut sizes = vec![0u64; map.shard_count() as usize];
+            for s in status.nodes.iter().flat_map(|n| &n.cores).flat_map(|c| &c.shards) {
+                if let Some(size) = sizes.get_mut(s.shard as usize) {
+                    *size = (*size).max(s.bytes);
+                }
+            }
+            let plan = drive::plan_for(&map, &Default::default(), |s| sizes[s as usize])
+                .map_err(|e| format!("no plan for the joined map: {e}"))?;
+            let moves = plan.moves.iter().filter(|m| m.from.node != m.to.node).count();
+            plan_figures = Some((plan.minimal_bytes, plan.bytes, moves));
+        }
+        if plan_figures.is_some() && time_to_balance.is_none() && balanced(&map, joined_id) {
+            let held = map.shards.iter().filter(|s| s.replicas.iter().any(|r| r.node == joined_id)).count();
+            if held > 0 || plan_figures.is_some_and(|p| p.2 == 0) {
+                time_to_balance = Some(at.elapsed().as_secs_f64());
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().map_err(|_| "a client panicked".to_string())??;
+    }
+    let bytes_moved = installed(&all_stats(&mut admin)).saturating_sub(installed_before);
+    let (minimal_bytes, planned_bytes, planned_moves) = plan_figures.unwrap_or((0, 0, 0));
+    let report = JoinReport {
+        join_second: join_second.unwrap_or(per_second.len()),
+        per_second,
+        time_to_balance,
+        bytes_moved,
+        minimal_bytes,
+        planned_bytes,
+        planned_moves,
+        errors: errors.load(Ordering::Relaxed),
+    };
+    if let Some(path) = &opts.plot {
+        let points = report.per_second.iter().enumerate().map(|(i, &n)| (i as f64 + 1.0, n.max(1) as f64)).collect();
+        let curve = Curve { label: format!("ops/s (node joins in second {})", report.join_second), points };
+        let axes = Axes { title: "corekv: a node joins mid-run", x: "time (s)", y: "ops/s (log)", x_min: 0.0 };
+        plot::draw_log_y(path, axes, &[curve])?;
+    }
+    cluster.stop();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_compares_the_rebalance_with_the_steady_rate() {
+        let report = JoinReport {
+            per_second: vec![50, 100, 100, 100, 60, 80, 100],
+            join_second: 4,
+            time_to_balance: Some(1.2),
+            bytes_moved: 1050,
+            minimal_bytes: 1000,
+            planned_bytes: 1000,
+            planned_moves: 3,
+            errors: 0,
+        };
+        assert_eq!(report.steady_rate(), 100.0, "the ramp-up second is left out");
+        assert_eq!(report.during(), &[60, 80, 100]);
+        let lines = report.lines(1000);
+        assert!(lines[2].contains("mean 80 ops/s (0.80 of steady), lowest second 60 (0.60)"), "{}", lines[2]);
+        assert!(lines[3].contains("1.20 s (goal <= 1.5 x minimal bytes / move rate = 1.50 s)"), "{}", lines[3]);
+        assert!(lines[4].starts_with("bytes moved 1050 / minimal 1000 = 1.050"), "{}", lines[4]);
+    }
+}
