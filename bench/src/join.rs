@@ -137,7 +137,7 @@ fn installed(stats: &[CoreStats]) -> u64 {
 }
 
 fn all_stats(client: &mut Client) -> Vec<CoreStats> {
-    client.status().nodes.iter().flat_map(|n| &n.cores).filter_map(|c| c.stats.clone()).collect()
+    client.status().nodes.iter().flat_map(|n| &n.cores).filter_map(|c| c.stats).collect()
 }
 
 fn balanced(map: &ClusterMap, joined: u64) -> bool {
