@@ -92,6 +92,10 @@ const MAP_ASK_INTERVAL_TICKS: u64 = 10;
 /// a second per core; answered only when there is one).
 const MAP_POLL_TICKS: u64 = 100;
 
+/// A leader streaming a snapshot defers compaction until its log holds this many
+/// times `snapshot_log_bytes`.
+const COMPACT_DEFER_MAX: u64 = 16;
+
 /// Election timeouts a leader waits before it tries again to hand leadership to
 /// the shard's preferred replica.
 const TRANSFER_RETRY_TIMEOUTS: u64 = 5;
@@ -1310,6 +1314,19 @@ impl NodeCore {
     fn maybe_compact(&mut self, shard: ShardId, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
         let g = self.groups.get_mut(&shard).expect("known group");
         if g.applied_bytes_since_snapshot < self.cfg.snapshot_log_bytes {
+            return Ok(());
+        }
+        // A leader streaming its snapshot to a replica keeps the log after it: a
+        // compaction now would leave the replica, once it installed the snapshot,
+        // short of entries it needs, and it would need a newer snapshot, again and
+        // again under a steady write load (a new replica that never catches up).
+        // Bounded: past COMPACT_DEFER_MAX times the threshold it compacts anyway.
+        let st = g.raft.status();
+        let streaming = g.is_leader
+            && st.conf.voters.iter().chain(&st.conf.learners).any(|&id| {
+                g.raft.progress(id).is_some_and(|p| p.state == crate::raft::progress::ProgressState::Snapshot)
+            });
+        if streaming && g.applied_bytes_since_snapshot < self.cfg.snapshot_log_bytes.saturating_mul(COMPACT_DEFER_MAX) {
             return Ok(());
         }
         g.applied_bytes_since_snapshot = 0;

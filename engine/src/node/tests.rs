@@ -906,3 +906,60 @@ fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate(
     assert!(shipped > 60_000 && shipped > slack, "the data went as a snapshot: {shipped} bytes");
     assert!(cl.cores[&lost].core.stats().snapshots_installed >= 1);
 }
+
+#[test]
+fn a_replica_fed_a_slow_snapshot_under_steady_writes_catches_up_after_one() {
+    // The leader compacts every 16 KiB of log, writes keep coming at about the
+    // rate the snapshot streams, and the snapshot takes ~1 s. A leader that
+    // compacted meanwhile would leave the replica needing a newer snapshot each
+    // time one arrived.
+    const RATE: u64 = 100_000;
+    let tune = |cfg: &mut NodeCoreConfig| {
+        cfg.move_rate_bytes_per_sec = RATE;
+        cfg.raft.snapshot_chunk_bytes = 8 << 10;
+        cfg.snapshot_log_bytes = 16 << 10;
+        cfg.leader_balance = false;
+    };
+    let map = test_map(3, 1, 1, 3);
+    let mut cl = Cluster::with_config(map.clone(), tune);
+    cl.run_until_led();
+    let leader = cl.leader_core(0).expect("led");
+    let lost = *cl.cores.keys().find(|&&r| r != leader).expect("three cores");
+    cl.cores.remove(&lost);
+    let mut seq = 0u64;
+    let mut write = |cl: &mut Cluster| {
+        seq += 1;
+        // Distinct keys: the snapshot grows with the data.
+        let key = format!("k{seq}").into_bytes();
+        let tag = WriteTag { client: ClientId::from_u128(1), seq, acked: seq - 1 };
+        let request = Request {
+            shard: 0,
+            epoch: 1,
+            body: RequestBody::Write { tag, op: WriteOp::Put { key, value: vec![7; 500] } },
+        };
+        cl.cores.get_mut(&leader).unwrap().core.client_request(ClientRef { conn: 1, id: seq }, request);
+    };
+    for _ in 0..200 {
+        write(&mut cl);
+        cl.settle();
+    }
+    let mut storage = MemStorage::default();
+    let core = NodeCore::open(config(lost.node, lost.core, tune), map, BTreeMap::new(), &mut storage, cl.now_ms)
+        .expect("opens");
+    cl.cores.insert(lost, Core { core, storage, replies: Vec::new() });
+    let caught_up = |cl: &Cluster| {
+        let st = cl.cores[&lost].core.raft_status(0).expect("held");
+        st.applied >= cl.cores[&leader].core.raft_status(0).expect("leads").commit
+    };
+    let started = cl.now_ms;
+    while !caught_up(&cl) {
+        assert!(cl.now_ms - started < 30_000, "the replica never caught up");
+        // About 5 KB of writes a tick of 10 ms: faster than the snapshot streams.
+        for _ in 0..2 {
+            write(&mut cl);
+        }
+        cl.tick();
+    }
+    let installed = cl.cores[&lost].core.stats().snapshots_installed;
+    assert_eq!(installed, 1, "one snapshot, then the log");
+}
