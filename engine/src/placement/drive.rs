@@ -115,7 +115,11 @@ pub fn next_edits(
         // one replica of a shard, under its id).
         .filter(|m| m.from.node != m.to.node && map.outgoing(m.shard).is_empty())
         .collect();
-    if planned.is_empty() && moving == 0 && map.rebalance {
+    // A meta replica on a leaving node with no up node to take it (every up node
+    // holds one already) keeps the rebalance open: clearing it would only start
+    // it again at the next look, an epoch bump every time.
+    let meta_stuck = map.members(META_SHARD).any(|r| state(r.node).leaves());
+    if planned.is_empty() && moving == 0 && map.rebalance && !meta_stuck {
         edits.push(MetaEdit::SetRebalance { on: false });
     }
     edits.extend(planned.into_iter().take(budget).map(|m| MetaEdit::Begin {
@@ -223,6 +227,20 @@ mod tests {
         let unreachable = BTreeSet::from([4]);
         let edits = next_edits(&joined, &unreachable, true, 4);
         assert!(edits.iter().all(|e| !matches!(e, MetaEdit::Begin { to, .. } if to.node == 4)), "{edits:?}");
+    }
+
+    #[test]
+    fn a_dead_meta_replica_with_nowhere_to_go_does_not_flap_the_rebalance_flag() {
+        // Five nodes, five meta replicas: when one dies, every up node already
+        // holds one. Its shards are re-created; the flag then stays set (no edit
+        // at all), rather than being cleared and set again at every look.
+        let founding = initial_map(9, &(1..=5).map(info).collect::<Vec<_>>(), 10, 3).unwrap();
+        assert_eq!(founding.meta.replicas.len(), 5);
+        let dead = nodes::set_state(&founding, 5, NodeState::Dead, false).unwrap().unwrap();
+        let (after, _) = run(dead, &BTreeSet::new(), 4);
+        assert_eq!(held(&after, 5), 0);
+        assert!(after.rebalance);
+        assert!(next_edits(&after, &BTreeSet::new(), true, 4).is_empty());
     }
 
     #[test]
