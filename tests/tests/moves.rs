@@ -61,7 +61,16 @@ fn a_replica_moves_between_running_nodes_under_load_and_its_source_deletes_its_c
     let before = client.map().clone();
     let map = before.clone();
     let to = (1..=4).find(|&n| map.core_of(shard, n).is_none()).expect("4 nodes, 3 replicas");
-    let from = local::leaders(&client.status()).get(&shard).copied().expect("the shard has a leader");
+    // Asked until some replica reports leading it (a status read may fall between
+    // two leaders, or miss a core that answered late).
+    let start = Instant::now();
+    let from = loop {
+        if let Some(&leader) = local::leaders(&client.status()).get(&shard) {
+            break leader;
+        }
+        assert!(start.elapsed() < DEADLINE, "the shard has a leader");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let from_core = map.core_of(shard, from).expect("the leader holds it");
     let source_file = snapshot_path(&cluster, from, from_core, shard);
     assert!(source_file.exists(), "the source compacted into {}", source_file.display());
