@@ -817,7 +817,11 @@ impl NodeCore {
     /// A batch of peer messages arrived from node `from`'s core.
     pub fn step_peer(&mut self, from: NodeId, batch: PeerBatch) {
         self.stats.peer_frames_received += 1;
-        self.meta_driver.heard(from, self.ticks);
+        // Only a core holding a meta replica may lead the meta group and need to
+        // know who is alive.
+        if self.groups.contains_key(&META_SHARD) {
+            self.meta_driver.heard(from, self.ticks);
+        }
         let sender = Replica { node: from, core: batch.from_core };
         if batch.epoch > self.map.epoch {
             self.map_asks.entry(sender).or_insert(0);

@@ -857,21 +857,40 @@ mod txn {
     }
 }
 
-#[test]
-fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate() {
-    const RATE: u64 = 100_000;
-    let tune = |cfg: &mut NodeCoreConfig| {
-        cfg.move_rate_bytes_per_sec = RATE;
-        cfg.raft.snapshot_chunk_bytes = 8 << 10;
-        cfg.snapshot_log_bytes = 16 << 10;
-        cfg.leader_balance = false;
-    };
+/// The move rate of the snapshot-transfer tests, in bytes per second.
+const SLOW_RATE: u64 = 100_000;
+
+/// Their tuning: that rate, 8 KiB chunks, compaction every 16 KiB of log.
+fn slow_snapshots(cfg: &mut NodeCoreConfig) {
+    cfg.move_rate_bytes_per_sec = SLOW_RATE;
+    cfg.raft.snapshot_chunk_bytes = 8 << 10;
+    cfg.snapshot_log_bytes = 16 << 10;
+    cfg.leader_balance = false;
+}
+
+/// One shard on three cores, led; one follower taken away (its disk lost).
+/// Answers the cluster, the leader and the lost core.
+fn one_follower_lost() -> (Cluster, Arc<ClusterMap>, Replica, Replica) {
     let map = test_map(3, 1, 1, 3);
-    let mut cl = Cluster::with_config(map.clone(), tune);
+    let mut cl = Cluster::with_config(map.clone(), slow_snapshots);
     cl.run_until_led();
     let leader = cl.leader_core(0).expect("led");
     let lost = *cl.cores.keys().find(|&&r| r != leader).expect("three cores");
     cl.cores.remove(&lost);
+    (cl, map, leader, lost)
+}
+
+/// The lost core comes back with an empty disk.
+fn return_empty(cl: &mut Cluster, map: &Arc<ClusterMap>, lost: Replica) {
+    let mut storage = MemStorage::default();
+    let cfg = config(lost.node, lost.core, slow_snapshots);
+    let core = NodeCore::open(cfg, map.clone(), BTreeMap::new(), &mut storage, cl.now_ms).expect("opens");
+    cl.cores.insert(lost, Core { core, storage, replies: Vec::new() });
+}
+
+#[test]
+fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate() {
+    let (mut cl, map, leader, lost) = one_follower_lost();
     // 200 writes of 1000 bytes, compacted away while it is gone.
     for seq in 1..=200u64 {
         let client = ClientRef { conn: 1, id: seq };
@@ -882,14 +901,11 @@ fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate(
     let sent = |cl: &Cluster| cl.cores[&leader].core.raft_status(0).expect("leads").snapshot_bytes_sent;
     let before = sent(&cl);
     // It comes back empty: only a snapshot can catch it up.
-    let mut storage = MemStorage::default();
-    let core = NodeCore::open(config(lost.node, lost.core, tune), map, BTreeMap::new(), &mut storage, cl.now_ms)
-        .expect("opens");
-    cl.cores.insert(lost, Core { core, storage, replies: Vec::new() });
+    return_empty(&mut cl, &map, lost);
     let started = cl.now_ms;
     // The bucket starts full (100 ms of the rate) and the leader may hold one
     // window of credit it was granted before.
-    let slack = RATE / 10 + 4 * (8 << 10);
+    let slack = SLOW_RATE / 10 + 4 * (8 << 10);
     let caught_up = |cl: &Cluster| {
         let st = cl.cores[&lost].core.raft_status(0).expect("held");
         st.applied >= cl.cores[&leader].core.raft_status(0).expect("leads").commit
@@ -897,7 +913,7 @@ fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate(
     while !caught_up(&cl) {
         assert!(cl.now_ms - started < 20_000, "the replica never caught up");
         cl.tick();
-        let allowed = RATE * (cl.now_ms - started) / 1000 + slack;
+        let allowed = SLOW_RATE * (cl.now_ms - started) / 1000 + slack;
         assert!(sent(&cl) - before <= allowed, "{} bytes sent in {} ms", sent(&cl) - before, cl.now_ms - started);
     }
     let shipped = sent(&cl) - before;
@@ -913,19 +929,7 @@ fn a_replica_fed_a_slow_snapshot_under_steady_writes_catches_up_after_one() {
     // rate the snapshot streams, and the snapshot takes ~1 s. A leader that
     // compacted meanwhile would leave the replica needing a newer snapshot each
     // time one arrived.
-    const RATE: u64 = 100_000;
-    let tune = |cfg: &mut NodeCoreConfig| {
-        cfg.move_rate_bytes_per_sec = RATE;
-        cfg.raft.snapshot_chunk_bytes = 8 << 10;
-        cfg.snapshot_log_bytes = 16 << 10;
-        cfg.leader_balance = false;
-    };
-    let map = test_map(3, 1, 1, 3);
-    let mut cl = Cluster::with_config(map.clone(), tune);
-    cl.run_until_led();
-    let leader = cl.leader_core(0).expect("led");
-    let lost = *cl.cores.keys().find(|&&r| r != leader).expect("three cores");
-    cl.cores.remove(&lost);
+    let (mut cl, map, leader, lost) = one_follower_lost();
     let mut seq = 0u64;
     let mut write = |cl: &mut Cluster| {
         seq += 1;
@@ -943,10 +947,7 @@ fn a_replica_fed_a_slow_snapshot_under_steady_writes_catches_up_after_one() {
         write(&mut cl);
         cl.settle();
     }
-    let mut storage = MemStorage::default();
-    let core = NodeCore::open(config(lost.node, lost.core, tune), map, BTreeMap::new(), &mut storage, cl.now_ms)
-        .expect("opens");
-    cl.cores.insert(lost, Core { core, storage, replies: Vec::new() });
+    return_empty(&mut cl, &map, lost);
     let caught_up = |cl: &Cluster| {
         let st = cl.cores[&lost].core.raft_status(0).expect("held");
         st.applied >= cl.cores[&leader].core.raft_status(0).expect("leads").commit
