@@ -849,6 +849,86 @@ fn a_node_joins_under_load_and_a_crash_and_only_replicas_onto_it_move() {
             let after = nodes_of(&c, s as u32);
             assert!(after.difference(before).all(|&n| n == 4), "shard {s}: {before:?} -> {after:?}");
         }
+        // Leaders follow, by transfer: eight shards, two led by each node.
+        until_leaders_balanced(&mut c, 20_000);
+        for node in 1..=4 {
+            assert_eq!((0..8).filter(|&s| c.leader_of(s) == Some(node)).count(), 2, "node {node} leads its share");
+        }
+        finish(c)
+    });
+    auto_moves_counted(&stats);
+}
+
+/// Runs until the rebalance is over (its last step, the leader picks, applied)
+/// and every shard is led by the replica the map puts first, for at most `ms`
+/// simulated milliseconds.
+fn until_leaders_balanced(c: &mut Cluster, ms: u64) {
+    let done = |c: &Cluster| {
+        !c.map().rebalance
+            && (0..c.map().shard_count()).all(|s| c.leader_of(s) == c.map().replicas(s).first().map(|r| r.node))
+    };
+    for _ in 0..ms / 10 {
+        if done(c) {
+            return;
+        }
+        c.run_for(10);
+    }
+    let leaders: Vec<_> = (0..c.map().shard_count()).map(|s| c.leader_of(s)).collect();
+    panic!("leaders not balanced after {ms} ms: {leaders:?}, map {:?}", c.map().shards);
+}
+
+/// The meta group's voters, as its leader's configuration says.
+fn meta_voters(c: &Cluster) -> Option<BTreeSet<NodeId>> {
+    let conf = c.leader_conf(META_SHARD)?;
+    conf.learners.is_empty().then(|| conf.voters.iter().copied().collect())
+}
+
+/// Runs until the meta group's configuration is exactly the map's replicas,
+/// for at most `ms` simulated milliseconds.
+fn until_meta_settled(c: &mut Cluster, ms: u64) -> BTreeSet<NodeId> {
+    for _ in 0..ms / 10 {
+        let wanted: BTreeSet<NodeId> = c.map().replicas(META_SHARD).iter().map(|r| r.node).collect();
+        if c.map().outgoing(META_SHARD).is_empty() && meta_voters(c).as_ref() == Some(&wanted) {
+            return wanted;
+        }
+        c.run_for(10);
+    }
+    panic!("the meta group never matched the map: {:?} vs {:?}", meta_voters(c), c.map().meta);
+}
+
+#[test]
+fn the_meta_group_grows_to_five_when_a_fifth_node_joins_and_shrinks_to_three_when_one_dies() {
+    let stats = seeds("elastic_meta", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = elastic_config(seed, 4, 1);
+        cfg.dead_after_ticks = 600;
+        cfg.faults = NetFaults { drop_prob: 0.02, dup_prob: 0.01, ..NetFaults::reliable() };
+        let mut c = Cluster::new(cfg);
+        c.run_for(300);
+        assert_eq!(c.map().replicas(META_SHARD).len(), 3, "four nodes: three meta replicas");
+        c.join(5);
+        until_map(&mut c, "node 5", |m| m.node(5).is_some());
+        c.run_for(r.random_range(0..300));
+        nemesis_crashes(&mut c, &mut r, 1);
+        until_balanced(&mut c, 30_000);
+        until_map(&mut c, "five meta replicas", |m| m.replicas(META_SHARD).len() == 5);
+        assert_eq!(until_meta_settled(&mut c, 20_000), (1..=5).collect());
+        // A meta node dies for good: four live nodes, three meta replicas, none
+        // on it; its shards are re-created on the others.
+        let victim = 2 + seed % 4;
+        c.crash(victim);
+        for _ in 0..2_000 {
+            if state_of(&c, victim) == Some(NodeState::Dead) {
+                break;
+            }
+            c.run_for(10);
+        }
+        assert_eq!(state_of(&c, victim), Some(NodeState::Dead), "declared dead after its silence");
+        until_balanced(&mut c, 40_000);
+        until_map(&mut c, "three meta replicas", |m| m.replicas(META_SHARD).len() == 3);
+        let voters = until_meta_settled(&mut c, 20_000);
+        assert!(!voters.contains(&victim), "{voters:?}");
+        assert!(c.shards_of(victim).is_empty(), "every replica re-created elsewhere");
         finish(c)
     });
     auto_moves_counted(&stats);

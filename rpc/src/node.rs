@@ -25,7 +25,7 @@ use crate::map::{ClusterMap, CoreIndex};
 use crate::raft::{Index, Message, Term};
 
 /// Bumped whenever a type in this module changes shape.
-pub const WIRE_VERSION: u32 = 5;
+pub const WIRE_VERSION: u32 = 6;
 /// Most calls a client may pipeline on one connection before it waits for replies;
 /// the server answers Busy beyond it.
 pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;
@@ -162,6 +162,24 @@ pub enum MetaEdit {
     /// An operator asks for a rebalance (`on`), or the meta leader finds the
     /// placement balanced (`!on`).
     SetRebalance { on: bool },
+    /// Shards' preferred leaders change (leader balance; no data moves): each
+    /// named node becomes its shard's first replica, and the shard's leader hands
+    /// leadership to it.
+    Lead { picks: Vec<LeaderPick> },
+    /// The meta group gains a replica on core 0 of node `node` (the cluster grew:
+    /// DESIGN §7 sizes it).
+    GrowMeta { node: NodeId },
+    /// The meta group's replica on node `node` leaves it (the cluster shrank, or
+    /// the node leaves and no up node is free to take its place).
+    ShrinkMeta { node: NodeId },
+}
+
+/// One shard's chosen leader, in a [`MetaEdit::Lead`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct LeaderPick {
+    pub shard: ShardId,
+    pub node: NodeId,
 }
 
 /// What shard leaders tell each other to run two-phase commit (DESIGN §8).
@@ -289,6 +307,9 @@ pub struct CoreStats {
     /// Bytes of the snapshots installed (what replica moves and lagging
     /// followers received).
     pub snapshot_bytes_installed: u64,
+    /// The part of those installed by replicas that did not vote yet: the
+    /// targets of replica moves (a move's bytes on the wire, its log tail aside).
+    pub move_snapshot_bytes: u64,
     /// Replicas this core started for shards moved onto it (empty, fed by the leader).
     pub replicas_added: u64,
     /// Replicas this core deleted because their shard moved away.

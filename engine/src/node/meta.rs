@@ -54,6 +54,21 @@ pub fn apply_edit(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap
         MetaEdit::AddNode { node } => nodes::add_node(map, node)?,
         MetaEdit::SetNodeState { node, state, force } => nodes::set_state(map, *node, *state, *force)?,
         MetaEdit::SetRebalance { on } => nodes::set_rebalance(map, *on),
+        MetaEdit::Lead { picks } => moves::lead(map, picks),
+        MetaEdit::GrowMeta { node } => {
+            if map.replicas(META_SHARD).iter().any(|r| r.node == *node) {
+                None
+            } else {
+                Some(moves::grow_meta(map, *node)?)
+            }
+        }
+        MetaEdit::ShrinkMeta { node } => {
+            if map.outgoing(META_SHARD).iter().any(|r| r.node == *node) {
+                None
+            } else {
+                Some(moves::shrink_meta(map, *node)?)
+            }
+        }
         MetaEdit::Begin { .. } | MetaEdit::Revert { .. } | MetaEdit::Settle { .. } => apply_move(edit, map)?,
     })
 }

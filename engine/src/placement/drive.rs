@@ -26,8 +26,9 @@ use std::collections::BTreeSet;
 
 use corekv_rpc::kv::NodeId;
 use corekv_rpc::map::{ClusterMap, META_SHARD, NodeState, Replica};
-use corekv_rpc::node::MetaEdit;
+use corekv_rpc::node::{LeaderPick, MetaEdit};
 
+use super::meta_size;
 use super::plan::{self, PlanInput};
 
 /// A node's state as the planner is to see it: the map's, except that an up node
@@ -83,8 +84,7 @@ pub fn next_edits(
             let st = state(n.id);
             (st.leaves() && holds(n.id)) || (st == NodeState::Up && !holds(n.id))
         });
-        let meta_leaving = map.members(META_SHARD).any(|r| state(r.node).leaves());
-        let wanted = meta_leaving
+        let wanted = meta_step(map, &state).is_some()
             || plan_for(map, unreachable, |_| 0).is_ok_and(|p| p.moves.iter().any(|m| m.from.node != m.to.node));
         if rebalance && changed && wanted {
             edits.push(MetaEdit::SetRebalance { on: true });
@@ -92,14 +92,12 @@ pub fn next_edits(
         return edits;
     }
     let mut budget = moves_max.saturating_sub(moving);
-    if budget > 0 && map.outgoing(META_SHARD).is_empty() {
-        let holders: BTreeSet<NodeId> = map.members(META_SHARD).map(|r| r.node).collect();
-        let leaving = map.replicas(META_SHARD).iter().find(|r| state(r.node).leaves());
-        let spare = map.nodes.iter().find(|n| state(n.id) == NodeState::Up && !holders.contains(&n.id));
-        if let (Some(from), Some(to)) = (leaving, spare) {
-            edits.push(MetaEdit::Begin { shard: META_SHARD, from: from.node, to: Replica { node: to.id, core: 0 } });
-            budget -= 1;
-        }
+    let meta = meta_step(map, &state);
+    if budget > 0
+        && let Some(edit) = meta.clone()
+    {
+        edits.push(edit);
+        budget -= 1;
     }
     let plan = match plan_for(map, unreachable, |_| 0) {
         Ok(plan) => plan,
@@ -115,12 +113,27 @@ pub fn next_edits(
         // one replica of a shard, under its id).
         .filter(|m| m.from.node != m.to.node && map.outgoing(m.shard).is_empty())
         .collect();
+    // Once every replica is where the plan wants it, leaders are balanced by
+    // reordering replicas (the shards' leaders hand leadership to their first).
+    let picks: Vec<LeaderPick> = if planned.is_empty() && moving == 0 {
+        plan.leader_transfers
+            .iter()
+            .filter(|t| t.shard != META_SHARD)
+            .map(|t| LeaderPick { shard: t.shard, node: t.to })
+            .collect()
+    } else {
+        Vec::new()
+    };
     // A meta replica on a leaving node with no up node to take it (every up node
-    // holds one already) keeps the rebalance open: clearing it would only start
-    // it again at the next look, an epoch bump every time.
+    // holds one already, and the group is no larger than the cluster wants) keeps
+    // the rebalance open: clearing it would only start it again at the next
+    // look, an epoch bump every time.
     let meta_stuck = map.members(META_SHARD).any(|r| state(r.node).leaves());
-    if planned.is_empty() && moving == 0 && map.rebalance && !meta_stuck {
+    if planned.is_empty() && moving == 0 && picks.is_empty() && meta.is_none() && !meta_stuck {
         edits.push(MetaEdit::SetRebalance { on: false });
+    }
+    if !picks.is_empty() {
+        edits.push(MetaEdit::Lead { picks });
     }
     edits.extend(planned.into_iter().take(budget).map(|m| MetaEdit::Begin {
         shard: m.shard,
@@ -128,6 +141,53 @@ pub fn next_edits(
         to: m.to,
     }));
     edits
+}
+
+/// How many replicas the meta group should have (DESIGN §7): the largest odd
+/// number ≤ min(5, live nodes), live being up or down (a node briefly unreachable
+/// does not shrink it). It never shrinks below three on its own: with fewer live
+/// nodes it waits under-replicated for a node to come, as a shard does.
+pub fn meta_target(map: &ClusterMap, state: &impl Fn(NodeId) -> NodeState) -> usize {
+    let live = map.nodes.iter().filter(|n| !state(n.id).leaves()).count();
+    meta_size(live).max(map.replicas(META_SHARD).len().min(3))
+}
+
+/// The next change to the meta group's replicas, one at a time, while none is
+/// under way: a replica on a leaving node is replaced by core 0 of the lowest-id
+/// up node without one, or just dropped when the group is larger than
+/// [`meta_target`]; then the group grows onto the lowest-id free up node, or
+/// sheds a replica (an unreachable one first, else the highest id) to reach it.
+fn meta_step(map: &ClusterMap, state: &impl Fn(NodeId) -> NodeState) -> Option<MetaEdit> {
+    if !map.outgoing(META_SHARD).is_empty() {
+        return None;
+    }
+    let replicas = map.replicas(META_SHARD);
+    let target = meta_target(map, state);
+    let spare = map
+        .nodes
+        .iter()
+        .find(|n| state(n.id) == NodeState::Up && !replicas.iter().any(|r| r.node == n.id))
+        .map(|n| n.id);
+    if let Some(leaving) = replicas.iter().find(|r| state(r.node).leaves()) {
+        return match spare {
+            _ if replicas.len() > target => Some(MetaEdit::ShrinkMeta { node: leaving.node }),
+            Some(to) => {
+                Some(MetaEdit::Begin { shard: META_SHARD, from: leaving.node, to: Replica { node: to, core: 0 } })
+            }
+            None => None,
+        };
+    }
+    if replicas.len() < target {
+        return spare.map(|node| MetaEdit::GrowMeta { node });
+    }
+    if replicas.len() > target {
+        let shed = replicas
+            .iter()
+            .find(|r| state(r.node) == NodeState::Down)
+            .or_else(|| replicas.iter().max_by_key(|r| r.node))?;
+        return Some(MetaEdit::ShrinkMeta { node: shed.node });
+    }
+    None
 }
 
 #[cfg(test)]
@@ -231,16 +291,57 @@ mod tests {
 
     #[test]
     fn a_dead_meta_replica_with_nowhere_to_go_does_not_flap_the_rebalance_flag() {
-        // Five nodes, five meta replicas: when one dies, every up node already
-        // holds one. Its shards are re-created; the flag then stays set (no edit
-        // at all), rather than being cleared and set again at every look.
-        let founding = initial_map(9, &(1..=5).map(info).collect::<Vec<_>>(), 10, 3).unwrap();
-        assert_eq!(founding.meta.replicas.len(), 5);
-        let dead = nodes::set_state(&founding, 5, NodeState::Dead, false).unwrap().unwrap();
-        let (after, _) = run(dead, &BTreeSet::new(), 4);
-        assert_eq!(held(&after, 5), 0);
+        // Three nodes, three meta replicas: when one dies, no up node is free and
+        // the group does not shrink below three. Nothing can move, so no
+        // rebalance starts; one an operator asks for stays set (no edit at all),
+        // rather than being cleared and set again at every look.
+        let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 6, 3).unwrap();
+        let dead = nodes::set_state(&founding, 3, NodeState::Dead, false).unwrap().unwrap();
+        assert!(next_edits(&dead, &BTreeSet::new(), true, 4).is_empty());
+        let asked = nodes::set_rebalance(&dead, true).unwrap();
+        let (after, _) = run(asked, &BTreeSet::new(), 4);
+        assert_eq!(after.meta.replicas.len(), 3);
         assert!(after.rebalance);
         assert!(next_edits(&after, &BTreeSet::new(), true, 4).is_empty());
+    }
+
+    #[test]
+    fn the_meta_group_follows_the_cluster_size_one_replica_at_a_time() {
+        let meta_nodes = |m: &ClusterMap| m.meta.replicas.iter().map(|r| r.node).collect::<BTreeSet<_>>();
+        // Four nodes hold three meta replicas; a fifth joins: five.
+        let founding = initial_map(9, &(1..=4).map(info).collect::<Vec<_>>(), 10, 3).unwrap();
+        assert_eq!(meta_nodes(&founding), BTreeSet::from([1, 2, 3]));
+        let joined = nodes::add_node(&founding, &info(5)).unwrap().unwrap();
+        let (grown, _) = run(joined, &BTreeSet::new(), 4);
+        assert_eq!(meta_nodes(&grown), BTreeSet::from([1, 2, 3, 4, 5]));
+        assert!(!grown.rebalance);
+        // One of the five dies: four live nodes want three, and the dead one's
+        // replica is the first to go.
+        let dead = nodes::set_state(&grown, 2, NodeState::Dead, false).unwrap().unwrap();
+        let edits = next_edits(&nodes::set_rebalance(&dead, true).unwrap(), &BTreeSet::new(), true, 4);
+        assert_eq!(edits.first(), Some(&MetaEdit::ShrinkMeta { node: 2 }), "{edits:?}");
+        let (shrunk, _) = run(dead, &BTreeSet::new(), 4);
+        assert_eq!(meta_nodes(&shrunk), BTreeSet::from([1, 3, 4]));
+        assert!(!shrunk.rebalance);
+        assert_eq!(held(&shrunk, 2), 0);
+        // A node unreachable for a while counts as live: nothing shrinks.
+        let unreachable = BTreeSet::from([5]);
+        assert!(next_edits(&grown, &unreachable, true, 4).is_empty());
+    }
+
+    #[test]
+    fn leaders_are_balanced_by_reordering_replicas_once_the_moves_are_done() {
+        let leaders = |m: &ClusterMap, node: NodeId| m.shards.iter().filter(|s| s.replicas[0].node == node).count();
+        let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 24, 3).unwrap();
+        let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
+        let (after, _) = run(joined, &BTreeSet::new(), 4);
+        for node in 1..=4 {
+            assert_eq!(leaders(&after, node), 6, "24 leaders over four equal nodes: {:?}", after.shards);
+        }
+        assert!(plan_for(&after, &BTreeSet::new(), |_| 0).unwrap().leader_transfers.is_empty());
+        // A rebalance asked of a balanced cluster picks no leaders: nothing flips.
+        let asked = nodes::set_rebalance(&after, true).unwrap();
+        assert_eq!(next_edits(&asked, &BTreeSet::new(), true, 4), vec![MetaEdit::SetRebalance { on: false }]);
     }
 
     #[test]

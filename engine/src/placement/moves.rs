@@ -16,6 +16,7 @@
 
 use corekv_rpc::kv::{NodeId, ShardId};
 use corekv_rpc::map::{ClusterMap, META_SHARD, NodeState, Replica};
+use corekv_rpc::node::LeaderPick;
 use corekv_rpc::raft::ConfState;
 use thiserror::Error;
 
@@ -115,6 +116,70 @@ pub fn revert(map: &ClusterMap, shard: ShardId, target: NodeId) -> Result<Cluste
     Ok(next)
 }
 
+/// The map with each picked shard's preferred leader (its first wanted replica)
+/// set to the picked node: leader balance, which moves no data. A pick that no
+/// longer fits the map (the shard is moving, or the node holds no wanted replica
+/// of it) is skipped; None when nothing changes.
+pub fn lead(map: &ClusterMap, picks: &[LeaderPick]) -> Option<ClusterMap> {
+    let mut next = map.clone();
+    let mut changed = false;
+    for pick in picks {
+        let Some(s) = next.group_mut(pick.shard).filter(|s| pick.shard != META_SHARD && s.outgoing.is_empty()) else {
+            continue;
+        };
+        if let Some(at) = s.replicas.iter().position(|r| r.node == pick.node).filter(|&at| at > 0) {
+            let first = s.replicas.remove(at);
+            s.replicas.insert(0, first);
+            changed = true;
+        }
+    }
+    changed.then(|| {
+        next.epoch += 1;
+        next
+    })
+}
+
+/// The map with the meta group grown by a replica on core 0 of `to`. Nothing
+/// leaves: the meta group's leader adds it as a learner, streams it the map and
+/// promotes it, as for any move.
+pub fn grow_meta(map: &ClusterMap, to: NodeId) -> Result<ClusterMap, MoveError> {
+    let state = map.node(to).ok_or(MoveError::UnknownTarget { node: to, core: 0 })?.state;
+    if state != NodeState::Up {
+        return Err(MoveError::TargetNotUp { node: to, state: state.name() });
+    }
+    if !map.meta.outgoing.is_empty() {
+        return Err(MoveError::AlreadyMoving { shard: META_SHARD });
+    }
+    if map.meta.members().any(|r| r.node == to) {
+        return Err(MoveError::TargetHoldsShard { shard: META_SHARD, node: to });
+    }
+    let mut next = map.clone();
+    next.meta.replicas.push(Replica { node: to, core: 0 });
+    next.epoch += 1;
+    Ok(next)
+}
+
+/// The map with the meta group's replica on `node` leaving it, without a
+/// replacement: it is outgoing until the group's configuration drops it
+/// ([`settle`]). The last replica never leaves.
+pub fn shrink_meta(map: &ClusterMap, node: NodeId) -> Result<ClusterMap, MoveError> {
+    if !map.meta.outgoing.is_empty() {
+        return Err(MoveError::AlreadyMoving { shard: META_SHARD });
+    }
+    let at = map
+        .meta
+        .replicas
+        .iter()
+        .position(|r| r.node == node)
+        .filter(|_| map.meta.replicas.len() > 1)
+        .ok_or(MoveError::NotAReplica { shard: META_SHARD, node })?;
+    let mut next = map.clone();
+    let leaving = next.meta.replicas.remove(at);
+    next.meta.outgoing.push(leaving);
+    next.epoch += 1;
+    Ok(next)
+}
+
 /// The map with shard `shard`'s move over, when `conf` (the shard leader's
 /// configuration) is exactly the wanted set: the outgoing replicas are no longer
 /// members and may delete their copies. None while the move is under way.
@@ -189,6 +254,36 @@ mod tests {
         assert_eq!(settle(&back, 0, &conf(&[1, 2, 3], &[4])), None, "the target is still a learner");
         assert!(settle(&back, 0, &conf(&[1, 2, 3], &[])).is_some());
         assert_eq!(revert(&map(), 0, 4), Err(MoveError::NotMoving { shard: 0 }));
+    }
+
+    #[test]
+    fn a_leader_pick_reorders_the_wanted_replicas_and_skips_what_no_longer_fits() {
+        let m = map();
+        let led = lead(&m, &[LeaderPick { shard: 0, node: 3 }]).unwrap();
+        assert_eq!(led.replicas(0), &[r(3), r(1), r(2)]);
+        assert_eq!(led.epoch, m.epoch + 1);
+        assert_eq!(lead(&led, &[LeaderPick { shard: 0, node: 3 }]), None, "already first");
+        assert_eq!(lead(&m, &[LeaderPick { shard: 0, node: 4 }]), None, "node 4 holds no replica");
+        assert_eq!(lead(&m, &[LeaderPick { shard: 7, node: 2 }]), None, "no such shard");
+        let moving = begin(&m, 0, 2, r(4)).unwrap();
+        assert_eq!(lead(&moving, &[LeaderPick { shard: 0, node: 4 }]), None, "a moving shard keeps its order");
+    }
+
+    #[test]
+    fn the_meta_group_grows_onto_an_up_node_and_shrinks_through_outgoing() {
+        let m = map();
+        let grown = grow_meta(&m, 3).unwrap();
+        assert_eq!(grown.replicas(META_SHARD), &[r(1), r(3)]);
+        assert!(grown.outgoing(META_SHARD).is_empty());
+        assert_eq!(grow_meta(&grown, 3), Err(MoveError::TargetHoldsShard { shard: META_SHARD, node: 3 }));
+        assert_eq!(grow_meta(&m, 9), Err(MoveError::UnknownTarget { node: 9, core: 0 }));
+        let shrunk = shrink_meta(&grown, 1).unwrap();
+        assert_eq!(shrunk.replicas(META_SHARD), &[r(3)]);
+        assert_eq!(shrunk.outgoing(META_SHARD), &[r(1)]);
+        assert_eq!(shrink_meta(&shrunk, 3), Err(MoveError::AlreadyMoving { shard: META_SHARD }));
+        assert_eq!(grow_meta(&shrunk, 2), Err(MoveError::AlreadyMoving { shard: META_SHARD }));
+        let done = settle(&shrunk, META_SHARD, &conf(&[3], &[])).unwrap();
+        assert_eq!(shrink_meta(&done, 3), Err(MoveError::NotAReplica { shard: META_SHARD, node: 3 }), "the last stays");
     }
 
     #[test]

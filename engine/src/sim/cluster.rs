@@ -564,7 +564,12 @@ impl Cluster {
             MetaEdit::Begin { shard, to, .. } => !map.replicas(*shard).contains(to),
             MetaEdit::Revert { shard, target } => map.replicas(*shard).iter().any(|r| r.node == *target),
             MetaEdit::Settle { .. } => false,
-            MetaEdit::AddNode { .. } | MetaEdit::SetNodeState { .. } | MetaEdit::SetRebalance { .. } => {
+            MetaEdit::AddNode { .. }
+            | MetaEdit::SetNodeState { .. }
+            | MetaEdit::SetRebalance { .. }
+            | MetaEdit::Lead { .. }
+            | MetaEdit::GrowMeta { .. }
+            | MetaEdit::ShrinkMeta { .. } => {
                 matches!(crate::node::meta::apply_edit(edit, &map), Ok(Some(_)))
             }
         });
@@ -576,6 +581,14 @@ impl Cluster {
             self.core_mut(at).expect("running").submit_meta(edit);
         }
         self.drive(at);
+    }
+
+    /// Group `shard`'s configuration as its leader has it (None: no leader runs
+    /// now).
+    pub fn leader_conf(&self, shard: ShardId) -> Option<corekv_rpc::raft::ConfState> {
+        let leader = self.leader_of(shard)?;
+        let core = self.map.core_of(shard, leader)?;
+        Some(self.core(Replica { node: leader, core })?.raft_status(shard)?.conf)
     }
 
     /// How far shard `shard`'s move to node `target` got, as its leader's
