@@ -65,8 +65,12 @@ pub struct JoinReport {
     pub join_second: usize,
     /// Seconds from the join to a balanced placement (None: not within the run).
     pub time_to_balance: Option<f64>,
-    /// Snapshot bytes the cluster installed during the run.
+    /// Snapshot bytes the moves' targets installed during the run (before they
+    /// voted).
     pub bytes_moved: u64,
+    /// Snapshot bytes every replica installed during the run: the moves' and
+    /// those of voters that fell behind a compacted log under the load.
+    pub snapshot_bytes: u64,
     /// The planner's minimal bytes for the join.
     pub minimal_bytes: u64,
     /// The planner's bytes for its plan.
@@ -123,6 +127,10 @@ impl JoinReport {
             "bytes moved {} / minimal {} = {moved_ratio:.3} (goal <= 1.05); the plan: {} moves, {} bytes",
             self.bytes_moved, self.minimal_bytes, self.planned_moves, self.planned_bytes
         ));
+        lines.push(format!(
+            "snapshots installed by all replicas, lagging voters included: {} bytes",
+            self.snapshot_bytes
+        ));
         lines.push(format!("client errors: {}", self.errors));
         lines
     }
@@ -132,8 +140,9 @@ fn mean(xs: &[u64]) -> f64 {
     if xs.is_empty() { 0.0 } else { xs.iter().sum::<u64>() as f64 / xs.len() as f64 }
 }
 
-fn installed(stats: &[CoreStats]) -> u64 {
-    stats.iter().map(|s| s.snapshot_bytes_installed).sum()
+/// Snapshot bytes installed: by moves' targets, and by every replica.
+fn installed(stats: &[CoreStats]) -> (u64, u64) {
+    stats.iter().fold((0, 0), |(moved, all), s| (moved + s.move_snapshot_bytes, all + s.snapshot_bytes_installed))
 }
 
 fn all_stats(client: &mut Client) -> Vec<CoreStats> {
@@ -272,13 +281,16 @@ pub fn run(opts: &JoinOptions) -> Result<JoinReport, String> {
     for w in workers {
         w.join().map_err(|_| "a client panicked".to_string())??;
     }
-    let bytes_moved = installed(&all_stats(&mut admin)).saturating_sub(installed_before);
+    let installed_after = installed(&all_stats(&mut admin));
+    let bytes_moved = installed_after.0.saturating_sub(installed_before.0);
+    let snapshot_bytes = installed_after.1.saturating_sub(installed_before.1);
     let (minimal_bytes, planned_bytes, planned_moves) = plan_figures.unwrap_or((0, 0, 0));
     let report = JoinReport {
         join_second: join_second.unwrap_or(per_second.len()),
         per_second,
         time_to_balance,
         bytes_moved,
+        snapshot_bytes,
         minimal_bytes,
         planned_bytes,
         planned_moves,
@@ -305,6 +317,7 @@ mod tests {
             join_second: 4,
             time_to_balance: Some(1.2),
             bytes_moved: 1050,
+            snapshot_bytes: 2000,
             minimal_bytes: 1000,
             planned_bytes: 1000,
             planned_moves: 3,
@@ -316,5 +329,6 @@ mod tests {
         assert!(lines[2].contains("mean 80 ops/s (0.80 of steady), lowest second 60 (0.60)"), "{}", lines[2]);
         assert!(lines[3].contains("1.20 s (goal <= 1.5 x minimal bytes / move rate = 1.50 s)"), "{}", lines[3]);
         assert!(lines[4].starts_with("bytes moved 1050 / minimal 1000 = 1.050"), "{}", lines[4]);
+        assert!(lines[5].ends_with("lagging voters included: 2000 bytes"), "{}", lines[5]);
     }
 }

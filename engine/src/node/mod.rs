@@ -1179,8 +1179,15 @@ impl NodeCore {
             }
         }
         if let Some((sm, bytes)) = installed {
+            // A replica that does not vote yet is a move's target (its learner
+            // stage): what it receives is what the move transfers. A voter that
+            // fell behind the leader's log is not moving.
+            let voter = self.groups[&shard].raft.status().conf.voters.contains(&self.cfg.node);
             self.install(shard, sm);
             self.stats.snapshot_bytes_installed += bytes;
+            if !voter {
+                self.stats.move_snapshot_bytes += bytes;
+            }
         }
         for e in &rd.committed_entries {
             self.apply(shard, e)?;
