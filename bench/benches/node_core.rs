@@ -37,6 +37,9 @@ impl CoreStorage for NullStorage {
     fn save_snapshot(&mut self, _group_id: u64, _snapshot: &Snapshot) -> Result<(), StorageError> {
         Ok(())
     }
+    fn pinning_groups(&self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 /// Every shard on core 0 of every node, node 1 preferred leader of all.

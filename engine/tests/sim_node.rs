@@ -934,6 +934,49 @@ fn the_meta_group_grows_to_five_when_a_fifth_node_joins_and_shrinks_to_three_whe
     auto_moves_counted(&stats);
 }
 
+/// Every running core's WAL holds at most two segments above its target (the
+/// snapshots it asks for land one batch later; the current segment fills
+/// meanwhile); answers the most live segments seen.
+fn wal_within_target(c: &Cluster) -> usize {
+    let mut most = 0;
+    for (core, live, target) in c.wal_segments() {
+        assert!(live <= target + 2, "{core:?}: {live} live WAL segments, target {target}");
+        most = most.max(live);
+    }
+    most
+}
+
+#[test]
+fn every_wal_stays_within_its_segment_target_through_load_and_a_join_however_quiet_its_groups() {
+    let stats = seeds("wal_bounded", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = elastic_config(seed, 3, 1);
+        // No group ever reaches its size threshold: only the WAL's own target
+        // makes groups snapshot, and so let segments go.
+        cfg.snapshot_log_bytes = 1 << 40;
+        let mut c = Cluster::new(cfg);
+        let mut most = 0;
+        for _ in 0..30 {
+            c.run_for(100);
+            most = most.max(wal_within_target(&c));
+        }
+        c.join(4);
+        until_map(&mut c, "node 4", |m| m.node(4).is_some());
+        nemesis_crashes(&mut c, &mut r, 1);
+        for _ in 0..100 {
+            c.run_for(100);
+            most = most.max(wal_within_target(&c));
+        }
+        until_balanced(&mut c, 30_000);
+        most = most.max(wal_within_target(&c));
+        eprintln!("seed {seed}: at most {most} live WAL segments on a core");
+        finish(c)
+    });
+    if !stats.is_empty() {
+        assert!(sum(&stats, |s| s.snapshots_installed) > 0, "moves ship snapshots");
+    }
+}
+
 #[test]
 fn a_drained_node_ends_empty_through_a_lossy_network_and_is_removed() {
     let stats = seeds("elastic_drain", |seed| {

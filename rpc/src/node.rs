@@ -303,6 +303,9 @@ pub struct CoreStats {
     pub wal_bytes: u64,
     pub wal_fdatasyncs: u64,
     pub snapshots_taken: u64,
+    /// The part of those taken early, because the group's entries kept the WAL
+    /// over its live-segment target.
+    pub snapshots_for_wal: u64,
     pub snapshots_installed: u64,
     /// Bytes of the snapshots installed (what replica moves and lagging
     /// followers received).

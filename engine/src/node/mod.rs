@@ -113,6 +113,9 @@ pub trait CoreStorage {
     /// Bytes the open batch can still take: the core takes no Ready that might not
     /// fit, and refuses writes beyond it (a full batch must never stop a core).
     fn room_bytes(&self) -> u64;
+    /// The groups whose unsnapshotted entries keep the WAL over its live-segment
+    /// target (`WalWriter::pinning_groups`): the core snapshots them early.
+    fn pinning_groups(&self) -> Vec<u64>;
 }
 
 /// The storage failed: the core must stop (fail-stop; nothing acknowledged is lost
@@ -1070,8 +1073,9 @@ impl NodeCore {
                 self.handle_ready(shard, rd, storage)?;
             }
             self.serve_reads(shard);
-            self.maybe_compact(shard, storage)?;
+            self.maybe_compact(shard, storage, false)?;
         }
+        self.compact_pinning(storage)?;
         if worked {
             self.stats.iterations += 1;
         }
@@ -1322,9 +1326,32 @@ impl NodeCore {
         }
     }
 
-    fn maybe_compact(&mut self, shard: ShardId, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+    /// Snapshots the groups whose entries keep the WAL's oldest segment while the
+    /// WAL is over its live-segment target, so that disk use stays bounded: a
+    /// group that wrote a few entries and went quiet (the meta group, a shard
+    /// nobody writes, a replica that moved away and back) would never reach its
+    /// size threshold, and the segments go from the front only.
+    fn compact_pinning(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        for group_id in storage.pinning_groups() {
+            let Some(shard) = ShardId::try_from(group_id).ok().filter(|s| self.groups.contains_key(s)) else {
+                continue;
+            };
+            // Nothing applied past its snapshot: a snapshot would cover no more
+            // (its entries are not committed yet, or its marker is on its way).
+            let st = self.groups[&shard].raft.status();
+            if st.applied > st.snapshot_index {
+                self.stats.snapshots_for_wal += 1;
+                self.maybe_compact(shard, storage, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Snapshots group `shard` when its log since the last snapshot reached
+    /// `snapshot_log_bytes`, or when `force`d (it holds WAL segments back).
+    fn maybe_compact(&mut self, shard: ShardId, storage: &mut dyn CoreStorage, force: bool) -> Result<(), NodeError> {
         let g = self.groups.get_mut(&shard).expect("known group");
-        if g.applied_bytes_since_snapshot < self.cfg.snapshot_log_bytes {
+        if g.applied_bytes_since_snapshot < self.cfg.snapshot_log_bytes && !force {
             return Ok(());
         }
         // A leader streaming its snapshot to a replica keeps the log after it: a

@@ -19,6 +19,8 @@ struct MemStorage {
     snapshots: BTreeMap<u64, Snapshot>,
     /// Bytes an open batch may hold (None: unbounded).
     room_limit: Option<u64>,
+    /// What `pinning_groups` answers (a segmented WAL's view; none here).
+    pinning: Vec<u64>,
 }
 
 impl CoreStorage for MemStorage {
@@ -37,6 +39,9 @@ impl CoreStorage for MemStorage {
     fn save_snapshot(&mut self, group_id: u64, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.snapshots.insert(group_id, snapshot.clone());
         Ok(())
+    }
+    fn pinning_groups(&self) -> Vec<u64> {
+        self.pinning.clone()
     }
 }
 
@@ -963,4 +968,28 @@ fn a_replica_fed_a_slow_snapshot_under_steady_writes_catches_up_after_one() {
     }
     let installed = cl.cores[&lost].core.stats().snapshots_installed;
     assert_eq!(installed, 1, "one snapshot, then the log");
+}
+
+#[test]
+fn a_quiet_group_keeping_the_wal_over_its_segment_target_is_snapshotted_early() {
+    let map = test_map(3, 1, 2, 3);
+    let mut cl = Cluster::new(map.clone());
+    cl.run_until_led();
+    let at = cl.leader_core(0).expect("led");
+    let client = ClientRef { conn: 1, id: 1 };
+    cl.cores.get_mut(&at).unwrap().core.client_request(client, put(&map, 0, 1, b"a few bytes"));
+    cl.settle();
+    assert!(matches!(cl.reply(at, client), Some(Response::Outcome(Outcome::Ok(_)))));
+    let c = cl.cores.get_mut(&at).unwrap();
+    assert!(!c.storage.snapshots.contains_key(&0), "far below its size threshold: no snapshot");
+    // The WAL says shard 0 (and shard 7, unknown here) keep its oldest segment.
+    c.storage.pinning = vec![0, 7];
+    c.core.process(&mut c.storage).expect("process");
+    let snapshot = c.storage.snapshots.get(&0).expect("shard 0 snapshotted early");
+    assert!(snapshot.meta.index >= 2, "it covers the write: {:?}", snapshot.meta);
+    assert_eq!(c.core.stats().snapshots_for_wal, 1);
+    // Its marker is on its way: asked again, it takes no second snapshot.
+    c.core.process(&mut c.storage).expect("process");
+    assert_eq!(c.core.stats().snapshots_for_wal, 1);
+    assert!(c.storage.open.iter().any(|r| matches!(r, Record::SnapshotMarker { group_id: 0, .. })));
 }

@@ -95,6 +95,10 @@ impl CoreStorage for DiskStorage {
     fn room_bytes(&self) -> u64 {
         self.wal.room_bytes()
     }
+
+    fn pinning_groups(&self) -> Vec<u64> {
+        self.wal.pinning_groups()
+    }
 }
 
 /// Reads every snapshot file of a core, checking each belongs to this cluster.

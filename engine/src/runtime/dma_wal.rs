@@ -172,6 +172,11 @@ impl DmaWal {
         self.writer.borrow().room_bytes()
     }
 
+    /// See [`crate::wal::WalWriter::pinning_groups`].
+    pub fn pinning_groups(&self) -> Vec<u64> {
+        self.writer.borrow().pinning_groups()
+    }
+
     /// Bytes of records waiting for the next batch.
     pub fn pending_bytes(&self) -> u64 {
         self.writer.borrow().pending_bytes()

@@ -583,6 +583,20 @@ impl Cluster {
         self.drive(at);
     }
 
+    /// Every running core's live WAL segments, with the WAL's live-segment
+    /// target.
+    pub fn wal_segments(&self) -> Vec<(Replica, usize, usize)> {
+        let mut out = Vec::new();
+        for (&node, sn) in &self.nodes {
+            for (core, sc) in sn.cores.iter().enumerate() {
+                if let Some((live, target)) = sc.disk.wal_segments() {
+                    out.push((Replica { node, core: core as u16 }, live, target));
+                }
+            }
+        }
+        out
+    }
+
     /// Group `shard`'s configuration as its leader has it (None: no leader runs
     /// now).
     pub fn leader_conf(&self, shard: ShardId) -> Option<corekv_rpc::raft::ConfState> {

@@ -48,18 +48,25 @@ pub struct WalConfig {
     /// Covered segments kept for reuse instead of deleted (DESIGN §12: overwriting
     /// a written file syncs faster than filling fresh extents).
     pub recycle_segments_max: usize,
+    /// Live segments a core aims to stay within: beyond it, [`WalWriter::pinning_groups`]
+    /// names the groups whose unsnapshotted entries keep the oldest segment, and
+    /// the core snapshots them so that it can go (an idle group's few entries
+    /// would otherwise keep every later segment too: they go from the front only).
+    pub live_segments_target: usize,
     /// O_DIRECT or buffered writes (file systems such as tmpfs lack O_DIRECT).
     pub io_mode: IoMode,
 }
 
 impl WalConfig {
-    /// Defaults: 64 MiB segments, 8 MiB pending, 2 recycled segments, O_DIRECT.
+    /// Defaults: 64 MiB segments, 8 MiB pending, 2 recycled segments, 4 live
+    /// segments aimed at, O_DIRECT.
     pub fn new(identity: WalIdentity) -> Self {
         WalConfig {
             identity,
             segment_bytes: 64 << 20,
             pending_bytes_max: 8 << 20,
             recycle_segments_max: 2,
+            live_segments_target: 4,
             io_mode: IoMode::Direct,
         }
     }
@@ -530,6 +537,22 @@ impl WalWriter {
         segment.group_max_index.iter().all(|(group_id, &max)| {
             max == 0 || self.durable_snapshot_index.get(group_id).is_some_and(|&index| index >= max)
         })
+    }
+
+    /// The groups whose entries keep the oldest live segment (no durable snapshot
+    /// covers them yet), when more than `live_segments_target` segments are live;
+    /// empty otherwise.
+    pub fn pinning_groups(&self) -> Vec<u64> {
+        if self.segments.len() <= self.config.live_segments_target.max(1) {
+            return Vec::new();
+        }
+        let oldest = &self.segments[0];
+        oldest
+            .group_max_index
+            .iter()
+            .filter(|&(group_id, &max)| max > 0 && self.durable_snapshot_index.get(group_id).is_none_or(|&i| i < max))
+            .map(|(&group_id, _)| group_id)
+            .collect()
     }
 
     /// Deletions waiting for the next batch; an idle driver may run them now.

@@ -193,6 +193,17 @@ impl CoreDisk {
         at_stake
     }
 
+    /// The WAL's live segments and its live-segment target (None: not open).
+    pub fn wal_segments(&self) -> Option<(usize, usize)> {
+        match self.wal.as_ref() {
+            Some(Wal::Open(w)) => {
+                let writer = w.writer_ref();
+                Some((writer.live_segments().len(), writer.config().live_segments_target))
+            }
+            _ => None,
+        }
+    }
+
     /// WAL writes and fdatasyncs issued on this disk so far.
     pub fn io_counts(&self) -> (u64, u64) {
         match self.wal.as_ref() {
@@ -208,6 +219,13 @@ impl CoreStorage for CoreDisk {
         match self.wal.as_ref() {
             Some(Wal::Open(w)) => w.writer_ref().room_bytes(),
             _ => 0,
+        }
+    }
+
+    fn pinning_groups(&self) -> Vec<u64> {
+        match self.wal.as_ref() {
+            Some(Wal::Open(w)) => w.writer_ref().pinning_groups(),
+            _ => Vec::new(),
         }
     }
 

@@ -332,3 +332,32 @@ fn a_drop_group_record_in_a_version_1_segment_is_corruption() {
         other => panic!("a drop-group record in a version 1 segment was accepted: {:?}", other.map(|(_, r)| r)),
     }
 }
+
+#[test]
+fn past_the_live_segment_target_the_groups_keeping_the_oldest_segment_are_named_until_a_snapshot_covers_them() {
+    let segment_bytes = 16 * 1024;
+    let (mut wal, _) = reopen(SimDisk::new(), segment_bytes);
+    // Group 7 writes two entries and goes quiet; group 1 keeps writing and
+    // snapshots after every entry.
+    write_batch(&mut wal, &[Record::Entries { group_id: 7, entries: vec![entry(1, 1, 10), entry(2, 1, 10)] }]);
+    let target = wal.writer_ref().config().live_segments_target;
+    let mut index = 0;
+    while wal.writer_ref().live_segments().len() <= target {
+        assert!(wal.writer_ref().pinning_groups().is_empty(), "within the target nothing is named");
+        index += 1;
+        write_batch(
+            &mut wal,
+            &[
+                Record::Entries { group_id: 1, entries: vec![entry(index, 1, 3000)] },
+                Record::SnapshotMarker { group_id: 1, marker: SnapshotMarker { index, term: 1 } },
+            ],
+        );
+    }
+    assert_eq!(wal.writer_ref().pinning_groups(), vec![7], "only group 7 keeps the oldest segment");
+    // A marker not yet durable does not count; once durable, the segments go.
+    wal.append(&Record::SnapshotMarker { group_id: 7, marker: SnapshotMarker { index: 2, term: 1 } }).unwrap();
+    assert_eq!(wal.writer_ref().pinning_groups(), vec![7]);
+    wal.flush().expect("flush").expect("a batch");
+    assert!(wal.writer_ref().live_segments().len() <= 2, "{:?}", wal.writer_ref().live_segments());
+    assert!(wal.writer_ref().pinning_groups().is_empty());
+}
