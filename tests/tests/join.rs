@@ -89,6 +89,22 @@ fn a_fourth_node_joins_under_load_takes_its_share_and_only_moves_onto_it_happen(
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("the writer never failed");
 
+    // Leaders follow by transfer: eight shards, two led by each of the four.
+    let start = Instant::now();
+    loop {
+        let status = client.status();
+        let leaders_of = |node: NodeId| {
+            let shards = status.nodes.iter().flat_map(|n| &n.cores).flat_map(|c| &c.shards);
+            shards.filter(|s| s.shard < 8 && s.is_leader && s.leader == node).count()
+        };
+        let led: Vec<usize> = (1..=4).map(leaders_of).collect();
+        if led == [2, 2, 2, 2] {
+            break;
+        }
+        assert!(start.elapsed() < BALANCED_WITHIN, "leaders per node 1..=4: {led:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     for s in 0..8u32 {
         let after = holders(&client, s);
         assert!(
