@@ -71,6 +71,10 @@ pub(crate) struct Group {
     pub persists_pending: u32,
     /// Ticks until this leader may try to hand leadership to the preferred replica.
     pub transfer_cooldown_ticks: u64,
+    /// The index of the last snapshot marker this replica appended since the
+    /// core started (0: none): a marker at or past what the WAL needs is on its
+    /// way to disk, and another snapshot would not help.
+    pub marker_index: Index,
     /// The leader's lock table (empty on followers; rebuilt from intents).
     pub locks: LockTable,
     /// Transaction work of this replica (the leader's).
@@ -93,6 +97,7 @@ impl Group {
             next_read_ctx: 1,
             applied_bytes_since_snapshot: 0,
             transfer_cooldown_ticks: 0,
+            marker_index: 0,
             locks: LockTable::new(LockConfig::default()),
             txns: GroupTxns::default(),
             hard_state: HardState::default(),

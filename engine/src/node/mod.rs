@@ -114,8 +114,9 @@ pub trait CoreStorage {
     /// fit, and refuses writes beyond it (a full batch must never stop a core).
     fn room_bytes(&self) -> u64;
     /// The groups whose unsnapshotted entries keep the WAL over its live-segment
-    /// target (`WalWriter::pinning_groups`): the core snapshots them early.
-    fn pinning_groups(&self) -> Vec<u64>;
+    /// target, each with the index a snapshot must reach to let the oldest
+    /// segment go (`WalWriter::pinning_groups`): the core snapshots them early.
+    fn pinning_groups(&self) -> Vec<(u64, u64)>;
 }
 
 /// The storage failed: the core must stop (fail-stop; nothing acknowledged is lost
@@ -1159,6 +1160,7 @@ impl NodeCore {
                 storage.save_snapshot(u64::from(shard), snap)?;
                 let marker = SnapshotMarker { index: snap.meta.index, term: snap.meta.term };
                 storage.append(&Record::SnapshotMarker { group_id: u64::from(shard), marker })?;
+                g_mut(&mut self.groups, shard).marker_index = marker.index;
                 // An installed snapshot replaces the whole log.
                 storage.append(&Record::Truncate { group_id: u64::from(shard), from_index: snap.meta.index + 1 })?;
             }
@@ -1332,14 +1334,18 @@ impl NodeCore {
     /// nobody writes, a replica that moved away and back) would never reach its
     /// size threshold, and the segments go from the front only.
     fn compact_pinning(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
-        for group_id in storage.pinning_groups() {
+        for (group_id, needed) in storage.pinning_groups() {
             let Some(shard) = ShardId::try_from(group_id).ok().filter(|s| self.groups.contains_key(s)) else {
                 continue;
             };
-            // Nothing applied past its snapshot: a snapshot would cover no more
-            // (its entries are not committed yet, or its marker is on its way).
+            // Only a snapshot that reaches `needed` helps: none is taken while the
+            // last marker appended already does (it is on its way to disk), nor
+            // while the group has not applied that far (a follower waiting for
+            // its leader's commit), so a busy group is not snapshotted at every
+            // iteration. A snapshot file restored at startup counts for nothing
+            // here: its marker may have been lost with an unsynced batch.
             let st = self.groups[&shard].raft.status();
-            if st.applied > st.snapshot_index {
+            if self.groups[&shard].marker_index < needed && st.applied >= needed {
                 self.stats.snapshots_for_wal += 1;
                 self.maybe_compact(shard, storage, true)?;
             }
@@ -1375,6 +1381,7 @@ impl NodeCore {
         let marker = SnapshotMarker { index: meta.index, term: meta.term };
         storage.save_snapshot(u64::from(shard), &Snapshot { meta, data })?;
         storage.append(&Record::SnapshotMarker { group_id: u64::from(shard), marker })?;
+        g.marker_index = marker.index;
         self.stats.snapshots_taken += 1;
         Ok(())
     }

@@ -96,7 +96,7 @@ impl CoreStorage for DiskStorage {
         self.wal.room_bytes()
     }
 
-    fn pinning_groups(&self) -> Vec<u64> {
+    fn pinning_groups(&self) -> Vec<(u64, u64)> {
         self.wal.pinning_groups()
     }
 }

@@ -173,7 +173,7 @@ impl DmaWal {
     }
 
     /// See [`crate::wal::WalWriter::pinning_groups`].
-    pub fn pinning_groups(&self) -> Vec<u64> {
+    pub fn pinning_groups(&self) -> Vec<(u64, u64)> {
         self.writer.borrow().pinning_groups()
     }
 

@@ -540,9 +540,9 @@ impl WalWriter {
     }
 
     /// The groups whose entries keep the oldest live segment (no durable snapshot
-    /// covers them yet), when more than `live_segments_target` segments are live;
-    /// empty otherwise.
-    pub fn pinning_groups(&self) -> Vec<u64> {
+    /// covers them yet), each with the index a snapshot must reach to release it,
+    /// when more than `live_segments_target` segments are live; empty otherwise.
+    pub fn pinning_groups(&self) -> Vec<(u64, u64)> {
         if self.segments.len() <= self.config.live_segments_target.max(1) {
             return Vec::new();
         }
@@ -551,7 +551,7 @@ impl WalWriter {
             .group_max_index
             .iter()
             .filter(|&(group_id, &max)| max > 0 && self.durable_snapshot_index.get(group_id).is_none_or(|&i| i < max))
-            .map(|(&group_id, _)| group_id)
+            .map(|(&group_id, &max)| (group_id, max))
             .collect()
     }
 

@@ -222,7 +222,7 @@ impl CoreStorage for CoreDisk {
         }
     }
 
-    fn pinning_groups(&self) -> Vec<u64> {
+    fn pinning_groups(&self) -> Vec<(u64, u64)> {
         match self.wal.as_ref() {
             Some(Wal::Open(w)) => w.writer_ref().pinning_groups(),
             _ => Vec::new(),

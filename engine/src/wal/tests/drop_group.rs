@@ -353,10 +353,10 @@ fn past_the_live_segment_target_the_groups_keeping_the_oldest_segment_are_named_
             ],
         );
     }
-    assert_eq!(wal.writer_ref().pinning_groups(), vec![7], "only group 7 keeps the oldest segment");
+    assert_eq!(wal.writer_ref().pinning_groups(), vec![(7, 2)], "only group 7 keeps the oldest segment");
     // A marker not yet durable does not count; once durable, the segments go.
     wal.append(&Record::SnapshotMarker { group_id: 7, marker: SnapshotMarker { index: 2, term: 1 } }).unwrap();
-    assert_eq!(wal.writer_ref().pinning_groups(), vec![7]);
+    assert_eq!(wal.writer_ref().pinning_groups(), vec![(7, 2)]);
     wal.flush().expect("flush").expect("a batch");
     assert!(wal.writer_ref().live_segments().len() <= 2, "{:?}", wal.writer_ref().live_segments());
     assert!(wal.writer_ref().pinning_groups().is_empty());
