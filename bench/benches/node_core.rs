@@ -37,7 +37,7 @@ impl CoreStorage for NullStorage {
     fn save_snapshot(&mut self, _group_id: u64, _snapshot: &Snapshot) -> Result<(), StorageError> {
         Ok(())
     }
-    fn pinning_groups(&self) -> Vec<(u64, u64)> {
+    fn pinning_groups(&self, _live_max: usize) -> Vec<(u64, u64)> {
         Vec::new()
     }
 }

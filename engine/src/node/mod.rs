@@ -75,6 +75,13 @@ pub fn ready_reserve_bytes(cfg: &NodeCoreConfig) -> u64 {
 /// HLC time (above it: `invalid`).
 const READ_AT_MARGIN_TS: u64 = 1000 << crate::kv::hlc::LOGICAL_BITS;
 
+/// The fewest live WAL segments a core allows before it snapshots the groups
+/// that keep the oldest ([`NodeCore::wal_segments_allowed`]).
+pub const WAL_LIVE_SEGMENTS_MIN: usize = 4;
+/// Most snapshots a core takes in one iteration for its WAL's sake (each is a
+/// whole shard written to a file): the rest wait for the next iterations.
+const FORCED_SNAPSHOTS_PER_ITERATION: usize = 2;
+
 /// `--move-rate`'s default: 64 MiB/s of snapshot chunks per core.
 pub const MOVE_RATE_DEFAULT: u64 = 64 << 20;
 
@@ -114,9 +121,10 @@ pub trait CoreStorage {
     /// fit, and refuses writes beyond it (a full batch must never stop a core).
     fn room_bytes(&self) -> u64;
     /// The groups whose unsnapshotted entries keep the WAL over its live-segment
-    /// target, each with the index a snapshot must reach to let the oldest
-    /// segment go (`WalWriter::pinning_groups`): the core snapshots them early.
-    fn pinning_groups(&self) -> Vec<(u64, u64)>;
+    /// past `live_max` live segments, each with the index a snapshot must reach
+    /// to let the oldest segment go (`WalWriter::pinning_groups`): the core
+    /// snapshots them early.
+    fn pinning_groups(&self, live_max: usize) -> Vec<(u64, u64)>;
 }
 
 /// The storage failed: the core must stop (fail-stop; nothing acknowledged is lost
@@ -173,6 +181,8 @@ pub struct NodeCoreConfig {
     pub shard: ShardConfig,
     /// A group's log is compacted into a snapshot past this many applied bytes.
     pub snapshot_log_bytes: u64,
+    /// The WAL's segment size (what [`NodeCore::wal_segments_allowed`] counts in).
+    pub wal_segment_bytes: u64,
     /// Client requests accepted and not yet answered, on this core; beyond it,
     /// `Busy`.
     pub requests_pending_max: usize,
@@ -240,6 +250,7 @@ impl NodeCoreConfig {
             raft: Config::new(node),
             shard: ShardConfig::default(),
             snapshot_log_bytes: 64 << 20,
+            wal_segment_bytes: 64 << 20,
             requests_pending_max: 65_536,
             leader_balance: true,
             txn_policy: Policy::WoundWait,
@@ -1334,7 +1345,11 @@ impl NodeCore {
     /// nobody writes, a replica that moved away and back) would never reach its
     /// size threshold, and the segments go from the front only.
     fn compact_pinning(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
-        for (group_id, needed) in storage.pinning_groups() {
+        let mut taken = 0;
+        for (group_id, needed) in storage.pinning_groups(self.wal_segments_allowed()) {
+            if taken == FORCED_SNAPSHOTS_PER_ITERATION {
+                break;
+            }
             let Some(shard) = ShardId::try_from(group_id).ok().filter(|s| self.groups.contains_key(s)) else {
                 continue;
             };
@@ -1345,20 +1360,36 @@ impl NodeCore {
             // iteration. A snapshot file restored at startup counts for nothing
             // here: its marker may have been lost with an unsynced batch.
             let st = self.groups[&shard].raft.status();
-            if self.groups[&shard].marker_index < needed && st.applied >= needed {
+            if self.groups[&shard].marker_index < needed
+                && st.applied >= needed
+                && self.maybe_compact(shard, storage, true)?
+            {
                 self.stats.snapshots_for_wal += 1;
-                self.maybe_compact(shard, storage, true)?;
+                taken += 1;
             }
         }
         Ok(())
     }
 
+    /// Live WAL segments this core allows before it snapshots the groups that
+    /// keep the oldest one: room for every group's log to reach its size
+    /// threshold twice over (batch padding and hard states take WAL bytes too),
+    /// plus the segment being filled, and never fewer than
+    /// [`WAL_LIVE_SEGMENTS_MIN`]. So the size threshold decides when a busy group
+    /// snapshots, and the WAL stays bounded whatever the quiet groups do.
+    pub fn wal_segments_allowed(&self) -> usize {
+        let log = (self.groups.len() as u64).saturating_mul(self.cfg.snapshot_log_bytes).saturating_mul(2);
+        let segments = log.div_ceil(self.cfg.wal_segment_bytes.max(1)).saturating_add(1);
+        usize::try_from(segments).unwrap_or(usize::MAX).max(WAL_LIVE_SEGMENTS_MIN)
+    }
+
     /// Snapshots group `shard` when its log since the last snapshot reached
     /// `snapshot_log_bytes`, or when `force`d (it holds WAL segments back).
-    fn maybe_compact(&mut self, shard: ShardId, storage: &mut dyn CoreStorage, force: bool) -> Result<(), NodeError> {
+    /// True when it took one.
+    fn maybe_compact(&mut self, shard: ShardId, storage: &mut dyn CoreStorage, force: bool) -> Result<bool, NodeError> {
         let g = self.groups.get_mut(&shard).expect("known group");
         if g.applied_bytes_since_snapshot < self.cfg.snapshot_log_bytes && !force {
-            return Ok(());
+            return Ok(false);
         }
         // A leader streaming its snapshot to a replica keeps the log after it: a
         // compaction now would leave the replica, once it installed the snapshot,
@@ -1371,7 +1402,7 @@ impl NodeCore {
                 g.raft.progress(id).is_some_and(|p| p.state == crate::raft::progress::ProgressState::Snapshot)
             });
         if streaming && g.applied_bytes_since_snapshot < self.cfg.snapshot_log_bytes.saturating_mul(COMPACT_DEFER_MAX) {
-            return Ok(());
+            return Ok(false);
         }
         g.applied_bytes_since_snapshot = 0;
         let data: Arc<[u8]> = Arc::from(g.sm.snapshot());
@@ -1383,7 +1414,7 @@ impl NodeCore {
         storage.append(&Record::SnapshotMarker { group_id: u64::from(shard), marker })?;
         g.marker_index = marker.index;
         self.stats.snapshots_taken += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// One frame per destination core: everything queued since the last call.

@@ -40,7 +40,7 @@ impl CoreStorage for MemStorage {
         self.snapshots.insert(group_id, snapshot.clone());
         Ok(())
     }
-    fn pinning_groups(&self) -> Vec<(u64, u64)> {
+    fn pinning_groups(&self, _live_max: usize) -> Vec<(u64, u64)> {
         self.pinning.clone()
     }
 }

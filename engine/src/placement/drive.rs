@@ -16,11 +16,15 @@
 //!    change of nodes that needs moves: a join (an up node holding nothing), a
 //!    drain, death or removal (a leaving node holding replicas). An imbalance
 //!    made by hand (`shard move`) starts none, so automatic moves never undo it;
-//! 3. during a rebalance: a meta replica on a leaving node is replaced by core
-//!    0 of the lowest-id up node without one; then the planner's moves, in its
-//!    order (re-replication first), at most one per shard and `moves_max` under
-//!    way in all, never on a shard already moving;
-//! 4. the flag is cleared once the plan has no move left.
+//!    A meta group of the wrong size starts one too, whatever changed;
+//! 3. during a rebalance: one change of the meta group's replicas (see
+//!    [`meta_step`]: a replica on a leaving node replaced or dropped, then a
+//!    grow or a shrink towards [`meta_target`]); then the planner's moves, in
+//!    its order (re-replication first), at most one per shard and `moves_max`
+//!    under way in all, never on a shard already moving;
+//! 4. once no move is left and every node is reachable, the planner's leader
+//!    choice, as one `Lead` edit (no data moves);
+//! 5. the flag is cleared once nothing is left.
 
 use std::collections::BTreeSet;
 
@@ -84,9 +88,11 @@ pub fn next_edits(
             let st = state(n.id);
             (st.leaves() && holds(n.id)) || (st == NodeState::Up && !holds(n.id))
         });
-        let wanted = meta_step(map, &state).is_some()
-            || plan_for(map, unreachable, |_| 0).is_ok_and(|p| p.moves.iter().any(|m| m.from.node != m.to.node));
-        if rebalance && changed && wanted {
+        let replica_moves =
+            plan_for(map, unreachable, |_| 0).is_ok_and(|p| p.moves.iter().any(|m| m.from.node != m.to.node));
+        // A meta group of the wrong size is the cluster's own shape, never an
+        // operator's choice: it starts a rebalance whatever changed.
+        if rebalance && (meta_step(map, &state).is_some() || changed && replica_moves) {
             edits.push(MetaEdit::SetRebalance { on: true });
         }
         return edits;
@@ -115,7 +121,12 @@ pub fn next_edits(
         .collect();
     // Once every replica is where the plan wants it, leaders are balanced by
     // reordering replicas (the shards' leaders hand leadership to their first).
-    let picks: Vec<LeaderPick> = if planned.is_empty() && moving == 0 {
+    // Not while a node is unreachable: the planner would move its leaderships
+    // away for good, though it may be back in a moment; the rebalance stays
+    // open meanwhile, and ends with the picks once it is back (or dead, and
+    // its replicas re-created).
+    let down = map.nodes.iter().any(|n| state(n.id) == NodeState::Down);
+    let picks: Vec<LeaderPick> = if planned.is_empty() && moving == 0 && !down {
         plan.leader_transfers
             .iter()
             .filter(|t| t.shard != META_SHARD)
@@ -129,7 +140,7 @@ pub fn next_edits(
     // the rebalance open: clearing it would only start it again at the next
     // look, an epoch bump every time.
     let meta_stuck = map.members(META_SHARD).any(|r| state(r.node).leaves());
-    if planned.is_empty() && moving == 0 && picks.is_empty() && meta.is_none() && !meta_stuck {
+    if planned.is_empty() && moving == 0 && picks.is_empty() && meta.is_none() && !meta_stuck && !down {
         edits.push(MetaEdit::SetRebalance { on: false });
     }
     if !picks.is_empty() {
@@ -156,18 +167,22 @@ pub fn meta_target(map: &ClusterMap, state: &impl Fn(NodeId) -> NodeState) -> us
 /// under way: a replica on a leaving node is replaced by core 0 of the lowest-id
 /// up node without one, or just dropped when the group is larger than
 /// [`meta_target`]; then the group grows onto the lowest-id free up node, or
-/// sheds a replica (an unreachable one first, else the highest id) to reach it.
+/// sheds a replica (an unreachable one first, else the highest id) to reach it,
+/// or to an odd count when it cannot grow (it grows from an odd count only
+/// with two free up nodes).
 fn meta_step(map: &ClusterMap, state: &impl Fn(NodeId) -> NodeState) -> Option<MetaEdit> {
     if !map.outgoing(META_SHARD).is_empty() {
         return None;
     }
     let replicas = map.replicas(META_SHARD);
     let target = meta_target(map, state);
-    let spare = map
+    let spares: Vec<NodeId> = map
         .nodes
         .iter()
-        .find(|n| state(n.id) == NodeState::Up && !replicas.iter().any(|r| r.node == n.id))
-        .map(|n| n.id);
+        .filter(|n| state(n.id) == NodeState::Up && !replicas.iter().any(|r| r.node == n.id))
+        .map(|n| n.id)
+        .collect();
+    let spare = spares.first().copied();
     if let Some(leaving) = replicas.iter().find(|r| state(r.node).leaves()) {
         return match spare {
             _ if replicas.len() > target => Some(MetaEdit::ShrinkMeta { node: leaving.node }),
@@ -177,10 +192,18 @@ fn meta_step(map: &ClusterMap, state: &impl Fn(NodeId) -> NodeState) -> Option<M
             None => None,
         };
     }
-    if replicas.len() < target {
-        return spare.map(|node| MetaEdit::GrowMeta { node });
+    // Growing from an odd count only when the next odd one is reachable: an
+    // even group would be shed again at once.
+    let can_grow = replicas.len().is_multiple_of(2) || spares.len() >= 2;
+    if replicas.len() < target
+        && can_grow
+        && let Some(node) = spare
+    {
+        return Some(MetaEdit::GrowMeta { node });
     }
-    if replicas.len() > target {
+    // Too many, or an even count with no node to grow onto (an even group
+    // tolerates no more failures than the odd one below it).
+    if replicas.len() > target || (replicas.len() > 3 && replicas.len().is_multiple_of(2)) {
         let shed = replicas
             .iter()
             .find(|r| state(r.node) == NodeState::Down)
@@ -324,9 +347,43 @@ mod tests {
         assert_eq!(meta_nodes(&shrunk), BTreeSet::from([1, 3, 4]));
         assert!(!shrunk.rebalance);
         assert_eq!(held(&shrunk, 2), 0);
-        // A node unreachable for a while counts as live: nothing shrinks.
+        // A node unreachable for a while counts as live: nothing shrinks, even
+        // during a rebalance.
         let unreachable = BTreeSet::from([5]);
-        assert!(next_edits(&grown, &unreachable, true, 4).is_empty());
+        let asked = nodes::set_rebalance(&grown, true).unwrap();
+        let edits = next_edits(&asked, &unreachable, true, 4);
+        assert!(!edits.iter().any(|e| matches!(e, MetaEdit::ShrinkMeta { .. })), "{edits:?}");
+        assert!(!edits.contains(&MetaEdit::SetRebalance { on: false }), "open while node 5 is away: {edits:?}");
+    }
+
+    #[test]
+    fn an_even_meta_group_that_cannot_grow_sheds_a_replica_and_grows_back_later() {
+        let meta_nodes = |m: &ClusterMap| m.meta.replicas.iter().map(|r| r.node).collect::<BTreeSet<_>>();
+        // Five nodes, four meta replicas (node 3 came back after a death while
+        // node 5, the only node free, is unreachable).
+        let mut map = initial_map(9, &(1..=5).map(info).collect::<Vec<_>>(), 10, 3).unwrap();
+        map.meta.replicas.retain(|r| r.node != 5);
+        let unreachable = BTreeSet::from([5]);
+        let (odd, _) = run(map, &unreachable, 4);
+        assert_eq!(meta_nodes(&odd), BTreeSet::from([1, 2, 3]), "four voters tolerate no more than three");
+        // Node 5 is back: five again, without anyone asking.
+        let (five, _) = run(odd, &BTreeSet::new(), 4);
+        assert_eq!(meta_nodes(&five), BTreeSet::from([1, 2, 3, 4, 5]));
+        assert!(!five.rebalance);
+    }
+
+    #[test]
+    fn leaders_are_not_picked_while_a_node_is_unreachable() {
+        let leaders = |m: &ClusterMap, node: NodeId| m.shards.iter().filter(|s| s.replicas[0].node == node).count();
+        let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 24, 3).unwrap();
+        let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
+        // Node 2 is unreachable during the join: it keeps its leaderships.
+        let (during, _) = run(joined, &BTreeSet::from([2]), 4);
+        assert_eq!(leaders(&during, 2), 8, "its founding share");
+        assert!(during.rebalance, "the rebalance waits for node 2");
+        let (after, _) = run(during, &BTreeSet::new(), 4);
+        assert!((1..=4).all(|n| leaders(&after, n) == 6), "{:?}", after.shards);
+        assert!(!after.rebalance);
     }
 
     #[test]

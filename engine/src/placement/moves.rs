@@ -15,7 +15,7 @@
 //! apply exactly the same rules. Every edit bumps the epoch.
 
 use corekv_rpc::kv::{NodeId, ShardId};
-use corekv_rpc::map::{ClusterMap, META_SHARD, NodeState, Replica};
+use corekv_rpc::map::{ClusterMap, META_REPLICAS_MAX, META_SHARD, NodeState, Replica};
 use corekv_rpc::node::LeaderPick;
 use corekv_rpc::raft::ConfState;
 use thiserror::Error;
@@ -66,6 +66,13 @@ pub enum MoveError {
     AlreadyMoving {
         /// The shard.
         shard: ShardId,
+    },
+    /// The meta group grows to at most five replicas and sheds them (without a
+    /// replacement) only above three.
+    #[error("the meta group has {replicas} replicas: it grows to at most 5 and shrinks only above 3")]
+    MetaSize {
+        /// Its replicas now.
+        replicas: usize,
     },
     /// Nothing to revert.
     #[error("shard {shard} is not moving")]
@@ -153,6 +160,9 @@ pub fn grow_meta(map: &ClusterMap, to: NodeId) -> Result<ClusterMap, MoveError> 
     if map.meta.members().any(|r| r.node == to) {
         return Err(MoveError::TargetHoldsShard { shard: META_SHARD, node: to });
     }
+    if map.meta.replicas.len() >= META_REPLICAS_MAX {
+        return Err(MoveError::MetaSize { replicas: map.meta.replicas.len() });
+    }
     let mut next = map.clone();
     next.meta.replicas.push(Replica { node: to, core: 0 });
     next.epoch += 1;
@@ -161,7 +171,9 @@ pub fn grow_meta(map: &ClusterMap, to: NodeId) -> Result<ClusterMap, MoveError> 
 
 /// The map with the meta group's replica on `node` leaving it, without a
 /// replacement: it is outgoing until the group's configuration drops it
-/// ([`settle`]). The last replica never leaves.
+/// ([`settle`]). Only a group of more than three replicas sheds one: below that
+/// a replica is replaced, never just dropped (a retried edit on a newer map
+/// cannot shrink the group past what the driver wanted).
 pub fn shrink_meta(map: &ClusterMap, node: NodeId) -> Result<ClusterMap, MoveError> {
     if !map.meta.outgoing.is_empty() {
         return Err(MoveError::AlreadyMoving { shard: META_SHARD });
@@ -171,8 +183,10 @@ pub fn shrink_meta(map: &ClusterMap, node: NodeId) -> Result<ClusterMap, MoveErr
         .replicas
         .iter()
         .position(|r| r.node == node)
-        .filter(|_| map.meta.replicas.len() > 1)
         .ok_or(MoveError::NotAReplica { shard: META_SHARD, node })?;
+    if map.meta.replicas.len() <= 3 {
+        return Err(MoveError::MetaSize { replicas: map.meta.replicas.len() });
+    }
     let mut next = map.clone();
     let leaving = next.meta.replicas.remove(at);
     next.meta.outgoing.push(leaving);
@@ -277,13 +291,15 @@ mod tests {
         assert!(grown.outgoing(META_SHARD).is_empty());
         assert_eq!(grow_meta(&grown, 3), Err(MoveError::TargetHoldsShard { shard: META_SHARD, node: 3 }));
         assert_eq!(grow_meta(&m, 9), Err(MoveError::UnknownTarget { node: 9, core: 0 }));
-        let shrunk = shrink_meta(&grown, 1).unwrap();
-        assert_eq!(shrunk.replicas(META_SHARD), &[r(3)]);
+        assert_eq!(shrink_meta(&grown, 1), Err(MoveError::MetaSize { replicas: 2 }), "three or fewer: no shedding");
+        let four = grow_meta(&grow_meta(&grown, 2).unwrap(), 4).unwrap();
+        let shrunk = shrink_meta(&four, 1).unwrap();
+        assert_eq!(shrunk.replicas(META_SHARD), &[r(3), r(2), r(4)]);
         assert_eq!(shrunk.outgoing(META_SHARD), &[r(1)]);
         assert_eq!(shrink_meta(&shrunk, 3), Err(MoveError::AlreadyMoving { shard: META_SHARD }));
-        assert_eq!(grow_meta(&shrunk, 2), Err(MoveError::AlreadyMoving { shard: META_SHARD }));
-        let done = settle(&shrunk, META_SHARD, &conf(&[3], &[])).unwrap();
-        assert_eq!(shrink_meta(&done, 3), Err(MoveError::NotAReplica { shard: META_SHARD, node: 3 }), "the last stays");
+        assert_eq!(grow_meta(&shrunk, 1), Err(MoveError::AlreadyMoving { shard: META_SHARD }));
+        let done = settle(&shrunk, META_SHARD, &conf(&[2, 3, 4], &[])).unwrap();
+        assert_eq!(shrink_meta(&done, 3), Err(MoveError::MetaSize { replicas: 3 }));
     }
 
     #[test]

@@ -96,8 +96,8 @@ impl CoreStorage for DiskStorage {
         self.wal.room_bytes()
     }
 
-    fn pinning_groups(&self) -> Vec<(u64, u64)> {
-        self.wal.pinning_groups()
+    fn pinning_groups(&self, live_max: usize) -> Vec<(u64, u64)> {
+        self.wal.pinning_groups(live_max)
     }
 }
 

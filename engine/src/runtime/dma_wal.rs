@@ -173,8 +173,8 @@ impl DmaWal {
     }
 
     /// See [`crate::wal::WalWriter::pinning_groups`].
-    pub fn pinning_groups(&self) -> Vec<(u64, u64)> {
-        self.writer.borrow().pinning_groups()
+    pub fn pinning_groups(&self, live_max: usize) -> Vec<(u64, u64)> {
+        self.writer.borrow().pinning_groups(live_max)
     }
 
     /// Bytes of records waiting for the next batch.

@@ -146,6 +146,7 @@ fn core_setup(
     node_core.raft.validate().map_err(|e| ServerError::Setup(format!("raft timing: {e}")))?;
     node_core.shard = ShardConfig { retention: config.retention(), limits: config.limits(), ..ShardConfig::default() };
     node_core.snapshot_log_bytes = config.snapshot_log_bytes;
+    node_core.wal_segment_bytes = config.wal_segment_bytes;
     node_core.move_rate_bytes_per_sec = config.move_rate;
     node_core.auto_rebalance = config.auto_rebalance;
     node_core.dead_after_ticks = (config.dead_after.as_millis() as u64 / config.tick_ms).max(1);

@@ -583,14 +583,15 @@ impl Cluster {
         self.drive(at);
     }
 
-    /// Every running core's live WAL segments, with the WAL's live-segment
-    /// target.
+    /// Every running core's live WAL segments, with the most it allows before
+    /// it snapshots the groups that keep the oldest.
     pub fn wal_segments(&self) -> Vec<(Replica, usize, usize)> {
         let mut out = Vec::new();
         for (&node, sn) in &self.nodes {
             for (core, sc) in sn.cores.iter().enumerate() {
-                if let Some((live, target)) = sc.disk.wal_segments() {
-                    out.push((Replica { node, core: core as u16 }, live, target));
+                let at = Replica { node, core: core as u16 };
+                if let (Some(live), Some(running)) = (sc.disk.wal_segments(), self.core(at)) {
+                    out.push((at, live, running.wal_segments_allowed()));
                 }
             }
         }
@@ -655,6 +656,7 @@ impl Cluster {
             let mut cfg = NodeCoreConfig::new(id, core);
             cfg.raft = self.cfg.raft.clone();
             cfg.snapshot_log_bytes = self.cfg.snapshot_log_bytes;
+            cfg.wal_segment_bytes = disk::SEGMENT_BYTES;
             cfg.planted_bug = self.cfg.planted_bug;
             cfg.auto_rebalance = self.cfg.auto_rebalance;
             cfg.dead_after_ticks = self.cfg.dead_after_ticks;

@@ -48,25 +48,18 @@ pub struct WalConfig {
     /// Covered segments kept for reuse instead of deleted (DESIGN §12: overwriting
     /// a written file syncs faster than filling fresh extents).
     pub recycle_segments_max: usize,
-    /// Live segments a core aims to stay within: beyond it, [`WalWriter::pinning_groups`]
-    /// names the groups whose unsnapshotted entries keep the oldest segment, and
-    /// the core snapshots them so that it can go (an idle group's few entries
-    /// would otherwise keep every later segment too: they go from the front only).
-    pub live_segments_target: usize,
     /// O_DIRECT or buffered writes (file systems such as tmpfs lack O_DIRECT).
     pub io_mode: IoMode,
 }
 
 impl WalConfig {
-    /// Defaults: 64 MiB segments, 8 MiB pending, 2 recycled segments, 4 live
-    /// segments aimed at, O_DIRECT.
+    /// Defaults: 64 MiB segments, 8 MiB pending, 2 recycled segments, O_DIRECT.
     pub fn new(identity: WalIdentity) -> Self {
         WalConfig {
             identity,
             segment_bytes: 64 << 20,
             pending_bytes_max: 8 << 20,
             recycle_segments_max: 2,
-            live_segments_target: 4,
             io_mode: IoMode::Direct,
         }
     }
@@ -541,9 +534,11 @@ impl WalWriter {
 
     /// The groups whose entries keep the oldest live segment (no durable snapshot
     /// covers them yet), each with the index a snapshot must reach to release it,
-    /// when more than `live_segments_target` segments are live; empty otherwise.
-    pub fn pinning_groups(&self) -> Vec<(u64, u64)> {
-        if self.segments.len() <= self.config.live_segments_target.max(1) {
+    /// when more than `live_max` segments are live; empty otherwise. Segments go
+    /// from the front only, so a quiet group's few entries would otherwise keep
+    /// every later segment on disk: the core snapshots these groups early.
+    pub fn pinning_groups(&self, live_max: usize) -> Vec<(u64, u64)> {
+        if self.segments.len() <= live_max.max(1) {
             return Vec::new();
         }
         let oldest = &self.segments[0];

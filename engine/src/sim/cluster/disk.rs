@@ -22,7 +22,7 @@ use crate::raft::Snapshot;
 use crate::wal::{CrashMode, IoCommand, Record, SegmentStore, SimDisk, SyncWal, WalConfig, WalIdentity};
 
 /// Small segments, so rollover, checkpoints and segment deletion all happen.
-const SEGMENT_BYTES: u64 = 128 << 10;
+pub(super) const SEGMENT_BYTES: u64 = 128 << 10;
 /// Bytes that may wait for the next batch: far above what a simulated core
 /// appends while one fdatasync is out, so back-pressure never stops a run.
 const PENDING_BYTES_MAX: u64 = 64 << 20;
@@ -193,13 +193,10 @@ impl CoreDisk {
         at_stake
     }
 
-    /// The WAL's live segments and its live-segment target (None: not open).
-    pub fn wal_segments(&self) -> Option<(usize, usize)> {
+    /// The WAL's live segments (None: not open).
+    pub fn wal_segments(&self) -> Option<usize> {
         match self.wal.as_ref() {
-            Some(Wal::Open(w)) => {
-                let writer = w.writer_ref();
-                Some((writer.live_segments().len(), writer.config().live_segments_target))
-            }
+            Some(Wal::Open(w)) => Some(w.writer_ref().live_segments().len()),
             _ => None,
         }
     }
@@ -222,9 +219,9 @@ impl CoreStorage for CoreDisk {
         }
     }
 
-    fn pinning_groups(&self) -> Vec<(u64, u64)> {
+    fn pinning_groups(&self, live_max: usize) -> Vec<(u64, u64)> {
         match self.wal.as_ref() {
-            Some(Wal::Open(w)) => w.writer_ref().pinning_groups(),
+            Some(Wal::Open(w)) => w.writer_ref().pinning_groups(live_max),
             _ => Vec::new(),
         }
     }

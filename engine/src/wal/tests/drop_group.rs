@@ -340,10 +340,10 @@ fn past_the_live_segment_target_the_groups_keeping_the_oldest_segment_are_named_
     // Group 7 writes two entries and goes quiet; group 1 keeps writing and
     // snapshots after every entry.
     write_batch(&mut wal, &[Record::Entries { group_id: 7, entries: vec![entry(1, 1, 10), entry(2, 1, 10)] }]);
-    let target = wal.writer_ref().config().live_segments_target;
+    let target = 4;
     let mut index = 0;
     while wal.writer_ref().live_segments().len() <= target {
-        assert!(wal.writer_ref().pinning_groups().is_empty(), "within the target nothing is named");
+        assert!(wal.writer_ref().pinning_groups(target).is_empty(), "within the target nothing is named");
         index += 1;
         write_batch(
             &mut wal,
@@ -353,11 +353,11 @@ fn past_the_live_segment_target_the_groups_keeping_the_oldest_segment_are_named_
             ],
         );
     }
-    assert_eq!(wal.writer_ref().pinning_groups(), vec![(7, 2)], "only group 7 keeps the oldest segment");
+    assert_eq!(wal.writer_ref().pinning_groups(target), vec![(7, 2)], "only group 7 keeps the oldest segment");
     // A marker not yet durable does not count; once durable, the segments go.
     wal.append(&Record::SnapshotMarker { group_id: 7, marker: SnapshotMarker { index: 2, term: 1 } }).unwrap();
-    assert_eq!(wal.writer_ref().pinning_groups(), vec![(7, 2)]);
+    assert_eq!(wal.writer_ref().pinning_groups(target), vec![(7, 2)]);
     wal.flush().expect("flush").expect("a batch");
     assert!(wal.writer_ref().live_segments().len() <= 2, "{:?}", wal.writer_ref().live_segments());
-    assert!(wal.writer_ref().pinning_groups().is_empty());
+    assert!(wal.writer_ref().pinning_groups(target).is_empty());
 }
