@@ -75,6 +75,9 @@ pub(crate) struct Group {
     /// core started (0: none): a marker at or past what the WAL needs is on its
     /// way to disk, and another snapshot would not help.
     pub marker_index: Index,
+    /// Started empty on this core for a move (the map placed it here) and fed
+    /// no snapshot yet: its first snapshot is the move's transfer.
+    pub awaits_first_snapshot: bool,
     /// The leader's lock table (empty on followers; rebuilt from intents).
     pub locks: LockTable,
     /// Transaction work of this replica (the leader's).
@@ -98,6 +101,7 @@ impl Group {
             applied_bytes_since_snapshot: 0,
             transfer_cooldown_ticks: 0,
             marker_index: 0,
+            awaits_first_snapshot: false,
             locks: LockTable::new(LockConfig::default()),
             txns: GroupTxns::default(),
             hard_state: HardState::default(),

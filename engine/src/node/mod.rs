@@ -480,7 +480,8 @@ impl NodeCore {
         // An empty state restores no snapshot, and open() validated the Raft
         // configuration: nothing can fail here.
         let group = new_group(&self.cfg, shard, DurableState::bootstrap(Vec::new()));
-        let group = group.expect("an empty replica starts with the configuration open() validated");
+        let mut group = group.expect("an empty replica starts with the configuration open() validated");
+        group.awaits_first_snapshot = true;
         self.groups.insert(shard, group);
         self.dirty.insert(shard);
         self.stats.replicas_added += 1;
@@ -1196,13 +1197,17 @@ impl NodeCore {
             }
         }
         if let Some((sm, bytes)) = installed {
-            // A replica that does not vote yet is a move's target (its learner
-            // stage): what it receives is what the move transfers. A voter that
-            // fell behind the leader's log is not moving.
-            let voter = self.groups[&shard].raft.status().conf.voters.contains(&self.cfg.node);
+            // A replica started empty for a move, or one that does not vote yet
+            // (a move's target restarted in its learner stage), receives what
+            // the move transfers. A voter that fell behind the leader's log is
+            // not moving. (The snapshot's configuration alone cannot tell: one
+            // taken before this node left the group and came back names it.)
+            let g = g_mut(&mut self.groups, shard);
+            let moving_in =
+                std::mem::take(&mut g.awaits_first_snapshot) || !g.raft.status().conf.voters.contains(&self.cfg.node);
             self.install(shard, sm);
             self.stats.snapshot_bytes_installed += bytes;
-            if !voter {
+            if moving_in {
                 self.stats.move_snapshot_bytes += bytes;
             }
         }

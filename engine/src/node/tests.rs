@@ -925,7 +925,9 @@ fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate(
     // One key's retained history (64 versions of 1000 bytes) went as a snapshot,
     // in more than one bucketful.
     assert!(shipped > 60_000 && shipped > slack, "the data went as a snapshot: {shipped} bytes");
-    assert!(cl.cores[&lost].core.stats().snapshots_installed >= 1);
+    let stats = cl.cores[&lost].core.stats();
+    assert!(stats.snapshots_installed >= 1 && stats.snapshot_bytes_installed > 0);
+    assert_eq!(stats.move_snapshot_bytes, 0, "a voter that lost its disk is not a move's target");
 }
 
 #[test]

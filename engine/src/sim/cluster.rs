@@ -1152,6 +1152,8 @@ fn add_core_stats(stats: &mut ClusterStats, core: &NodeCore) {
     let s = core.stats();
     stats.snapshots_taken += s.snapshots_taken;
     stats.snapshots_installed += s.snapshots_installed;
+    stats.move_snapshot_bytes += s.move_snapshot_bytes;
+    stats.snapshot_bytes_installed += s.snapshot_bytes_installed;
     stats.replicas_added += s.replicas_added;
     stats.replicas_dropped += s.replicas_dropped;
     stats.meta_writes += s.meta_writes;

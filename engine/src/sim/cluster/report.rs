@@ -81,6 +81,9 @@ pub struct ClusterStats {
     pub snapshots_taken: u64,
     /// Snapshots installed from a leader, over every incarnation.
     pub snapshots_installed: u64,
+    /// Bytes of those installed by moves' targets, and by every replica.
+    pub move_snapshot_bytes: u64,
+    pub snapshot_bytes_installed: u64,
     /// WAL fdatasyncs over every core.
     pub wal_fdatasyncs: u64,
     /// Transactional clients' counters (transfers, aborts, unknowns, audits).
