@@ -81,8 +81,9 @@ pub struct ClusterStats {
     pub snapshots_taken: u64,
     /// Snapshots installed from a leader, over every incarnation.
     pub snapshots_installed: u64,
-    /// Bytes of those installed by moves' targets, and by every replica.
+    /// Bytes of those installed by moves' targets.
     pub move_snapshot_bytes: u64,
+    /// Bytes of those installed by every replica.
     pub snapshot_bytes_installed: u64,
     /// WAL fdatasyncs over every core.
     pub wal_fdatasyncs: u64,
