@@ -151,7 +151,7 @@ fn a_fourth_node_joins_under_load_takes_its_share_and_only_moves_onto_it_happen(
     let bin = find_server_binary(true).expect("the server binary");
     let port = pick_base_ports(1, 2).expect("a free port")[0];
     let intruder = cluster.dir().join("intruder");
-    let output = std::process::Command::new(bin)
+    let output = std::process::Command::new(&bin)
         .args(["--id", "2", "--cores", "2", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(&intruder)
@@ -162,4 +162,45 @@ fn a_fourth_node_joins_under_load_takes_its_share_and_only_moves_onto_it_happen(
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("node id 2 is already used"), "{stderr}");
     assert!(!intruder.join("cluster.id").exists(), "a refused join leaves no identity behind");
+
+    // Two servers ask to join as node 5 at once: one is added, the other is
+    // refused with exit code 2 (not left waiting for a map that will never show
+    // it at its address).
+    let ports = pick_base_ports(2, 2).expect("free ports");
+    let racers: Vec<std::process::Child> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            std::process::Command::new(&bin)
+                .args(["--id", "5", "--cores", "2", "--listen", &format!("127.0.0.1:{port}")])
+                .arg("--data-dir")
+                .arg(cluster.dir().join(format!("racer-{i}")))
+                .args(["--join", &cluster.addrs()[0]])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("the server starts")
+        })
+        .collect();
+    let mut racers: Vec<Option<std::process::Child>> = racers.into_iter().map(Some).collect();
+    let start = Instant::now();
+    let loser = loop {
+        if let Some(i) =
+            racers.iter_mut().position(|r| r.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()))
+        {
+            break racers[i].take().expect("exited");
+        }
+        assert!(start.elapsed() < BALANCED_WITHIN, "neither racer was refused");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = loser.wait_with_output().expect("its output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("node id 5"), "{stderr}");
+    let mut winner = racers.into_iter().flatten().next().expect("the other racer");
+    assert!(winner.try_wait().expect("a status").is_none(), "the winner runs");
+    client.refresh_map().expect("a map");
+    assert!(client.map().node(5).is_some(), "the winner is in the map");
+    winner.kill().expect("stop the winner");
+    let _ = winner.wait();
 }
