@@ -803,6 +803,18 @@ fn state_of(c: &Cluster, node: NodeId) -> Option<NodeState> {
     c.map().node(node).map(|n| n.state)
 }
 
+/// Runs until the meta leader declares the silent `node` dead, for at most 20
+/// simulated seconds.
+fn until_dead(c: &mut Cluster, node: NodeId) {
+    for _ in 0..2_000 {
+        if state_of(c, node) == Some(NodeState::Dead) {
+            return;
+        }
+        c.run_for(10);
+    }
+    panic!("node {node} was never declared dead after its silence");
+}
+
 /// The meta leader moved replicas on its own: written, shipped, deleted.
 fn auto_moves_counted(stats: &[ClusterStats]) {
     if stats.is_empty() {
@@ -919,13 +931,7 @@ fn the_meta_group_grows_to_five_when_a_fifth_node_joins_and_shrinks_to_three_whe
         // on it; its shards are re-created on the others.
         let victim = 2 + seed % 4;
         c.crash(victim);
-        for _ in 0..2_000 {
-            if state_of(&c, victim) == Some(NodeState::Dead) {
-                break;
-            }
-            c.run_for(10);
-        }
-        assert_eq!(state_of(&c, victim), Some(NodeState::Dead), "declared dead after its silence");
+        until_dead(&mut c, victim);
         until_balanced(&mut c, 40_000);
         until_map(&mut c, "three meta replicas", |m| m.replicas(META_SHARD).len() == 3);
         let voters = until_meta_settled(&mut c, 20_000);
@@ -1018,13 +1024,7 @@ fn a_node_that_stays_down_is_declared_dead_its_replicas_re_created_then_it_is_re
         c.crash(victim);
         c.run_for(r.random_range(0..200));
         nemesis_crashes_sparing(&mut c, &mut r, victim);
-        for _ in 0..2_000 {
-            if state_of(&c, victim) == Some(NodeState::Dead) {
-                break;
-            }
-            c.run_for(10);
-        }
-        assert_eq!(state_of(&c, victim), Some(NodeState::Dead), "declared dead after its silence");
+        until_dead(&mut c, victim);
         until_balanced(&mut c, 40_000);
         assert!(c.shards_of(victim).is_empty(), "every replica re-created elsewhere");
         assert!((0..8).all(|s| nodes_of(&c, s).len() == 3));
