@@ -120,10 +120,10 @@ pub trait CoreStorage {
     /// Bytes the open batch can still take: the core takes no Ready that might not
     /// fit, and refuses writes beyond it (a full batch must never stop a core).
     fn room_bytes(&self) -> u64;
-    /// The groups whose unsnapshotted entries keep the WAL over its live-segment
-    /// past `live_max` live segments, each with the index a snapshot must reach
-    /// to let the oldest segment go (`WalWriter::pinning_groups`): the core
-    /// snapshots them early.
+    /// When the WAL holds more than `live_max` live segments, the groups whose
+    /// unsnapshotted entries keep the oldest one, each with the index a snapshot
+    /// must reach to let it go (`WalWriter::pinning_groups`): the core snapshots
+    /// them early. Empty otherwise, and always for storage without segments.
     fn pinning_groups(&self, live_max: usize) -> Vec<(u64, u64)>;
 }
 
@@ -1345,7 +1345,8 @@ impl NodeCore {
     }
 
     /// Snapshots the groups whose entries keep the WAL's oldest segment while the
-    /// WAL is over its live-segment target, so that disk use stays bounded: a
+    /// WAL holds more live segments than [`Self::wal_segments_allowed`], so that
+    /// disk use stays bounded: a
     /// group that wrote a few entries and went quiet (the meta group, a shard
     /// nobody writes, a replica that moved away and back) would never reach its
     /// size threshold, and the segments go from the front only.
