@@ -304,14 +304,15 @@ pub struct CoreStats {
     pub wal_fdatasyncs: u64,
     pub snapshots_taken: u64,
     /// The part of those taken early, because the group's entries kept the WAL
-    /// over its live-segment target.
+    /// above the live segments its core allows.
     pub snapshots_for_wal: u64,
     pub snapshots_installed: u64,
     /// Bytes of the snapshots installed (what replica moves and lagging
     /// followers received).
     pub snapshot_bytes_installed: u64,
-    /// The part of those installed by replicas that did not vote yet: the
-    /// targets of replica moves (a move's bytes on the wire, its log tail aside).
+    /// The part of those installed by the targets of replica moves (a replica
+    /// started empty for a move, or one that does not vote yet): a move's bytes
+    /// on the wire, its log tail aside.
     pub move_snapshot_bytes: u64,
     /// Replicas this core started for shards moved onto it (empty, fed by the leader).
     pub replicas_added: u64,
