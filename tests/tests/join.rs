@@ -167,7 +167,7 @@ fn a_fourth_node_joins_under_load_takes_its_share_and_only_moves_onto_it_happen(
     // refused with exit code 2 (not left waiting for a map that will never show
     // it at its address).
     let ports = pick_base_ports(2, 2).expect("free ports");
-    let racers: Vec<std::process::Child> = ports
+    let mut racers: Vec<Option<std::process::Child>> = ports
         .iter()
         .enumerate()
         .map(|(i, port)| {
@@ -179,10 +179,10 @@ fn a_fourth_node_joins_under_load_takes_its_share_and_only_moves_onto_it_happen(
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
+                .map(Some)
                 .expect("the server starts")
         })
         .collect();
-    let mut racers: Vec<Option<std::process::Child>> = racers.into_iter().map(Some).collect();
     let start = Instant::now();
     let loser = loop {
         if let Some(i) =

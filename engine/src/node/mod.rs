@@ -1365,9 +1365,9 @@ impl NodeCore {
             // its leader's commit), so a busy group is not snapshotted at every
             // iteration. A snapshot file restored at startup counts for nothing
             // here: its marker may have been lost with an unsynced batch.
-            let st = self.groups[&shard].raft.status();
-            if self.groups[&shard].marker_index < needed
-                && st.applied >= needed
+            let g = &self.groups[&shard];
+            if g.marker_index < needed
+                && g.raft.log().applied() >= needed
                 && self.maybe_compact(shard, storage, true)?
             {
                 self.stats.snapshots_for_wal += 1;

@@ -256,6 +256,16 @@ mod tests {
         panic!("the driver never finished");
     }
 
+    /// The nodes holding the meta group's wanted replicas.
+    fn meta_nodes(map: &ClusterMap) -> BTreeSet<NodeId> {
+        map.meta.replicas.iter().map(|r| r.node).collect()
+    }
+
+    /// The shards whose preferred leader (first replica) is `node`.
+    fn leaders(map: &ClusterMap, node: NodeId) -> usize {
+        map.shards.iter().filter(|s| s.replicas[0].node == node).count()
+    }
+
     fn held(map: &ClusterMap, node: NodeId) -> usize {
         map.shards.iter().filter(|s| s.replicas.iter().any(|r| r.node == node)).count()
     }
@@ -330,7 +340,6 @@ mod tests {
 
     #[test]
     fn the_meta_group_follows_the_cluster_size_one_replica_at_a_time() {
-        let meta_nodes = |m: &ClusterMap| m.meta.replicas.iter().map(|r| r.node).collect::<BTreeSet<_>>();
         // Four nodes hold three meta replicas; a fifth joins: five.
         let founding = initial_map(9, &(1..=4).map(info).collect::<Vec<_>>(), 10, 3).unwrap();
         assert_eq!(meta_nodes(&founding), BTreeSet::from([1, 2, 3]));
@@ -358,7 +367,6 @@ mod tests {
 
     #[test]
     fn an_even_meta_group_that_cannot_grow_sheds_a_replica_and_grows_back_later() {
-        let meta_nodes = |m: &ClusterMap| m.meta.replicas.iter().map(|r| r.node).collect::<BTreeSet<_>>();
         // Five nodes, four meta replicas (node 3 came back after a death while
         // node 5, the only node free, is unreachable).
         let mut map = initial_map(9, &(1..=5).map(info).collect::<Vec<_>>(), 10, 3).unwrap();
@@ -374,7 +382,6 @@ mod tests {
 
     #[test]
     fn leaders_are_not_picked_while_a_node_is_unreachable() {
-        let leaders = |m: &ClusterMap, node: NodeId| m.shards.iter().filter(|s| s.replicas[0].node == node).count();
         let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 24, 3).unwrap();
         let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
         // Node 2 is unreachable during the join: it keeps its leaderships.
@@ -388,7 +395,6 @@ mod tests {
 
     #[test]
     fn leaders_are_balanced_by_reordering_replicas_once_the_moves_are_done() {
-        let leaders = |m: &ClusterMap, node: NodeId| m.shards.iter().filter(|s| s.replicas[0].node == node).count();
         let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 24, 3).unwrap();
         let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
         let (after, _) = run(joined, &BTreeSet::new(), 4);

@@ -612,9 +612,7 @@ impl Cluster {
         if self.map.outgoing(shard).is_empty() && self.map.replicas(shard).iter().any(|r| r.node == target) {
             return Some(MoveStage::Settled);
         }
-        let leader = self.leader_of(shard)?;
-        let core = self.map.core_of(shard, leader)?;
-        let conf = self.core(Replica { node: leader, core })?.raft_status(shard)?.conf;
+        let conf = self.leader_conf(shard)?;
         let leaving = self.map.outgoing(shard).iter().any(|r| conf.voters.contains(&r.node));
         Some(if conf.learners.contains(&target) {
             MoveStage::Learner
@@ -1152,6 +1150,7 @@ fn add_core_stats(stats: &mut ClusterStats, core: &NodeCore) {
     let s = core.stats();
     stats.snapshots_taken += s.snapshots_taken;
     stats.snapshots_installed += s.snapshots_installed;
+    stats.snapshots_for_wal += s.snapshots_for_wal;
     stats.move_snapshot_bytes += s.move_snapshot_bytes;
     stats.snapshot_bytes_installed += s.snapshot_bytes_installed;
     stats.replicas_added += s.replicas_added;

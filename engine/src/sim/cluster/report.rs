@@ -79,6 +79,8 @@ pub struct ClusterStats {
     pub frames_lost: u64,
     /// Snapshots taken by compaction, over every incarnation.
     pub snapshots_taken: u64,
+    /// The part of `snapshots_taken` taken early for the WAL's sake.
+    pub snapshots_for_wal: u64,
     /// Snapshots installed from a leader, over every incarnation.
     pub snapshots_installed: u64,
     /// Bytes of those installed by moves' targets.
