@@ -25,6 +25,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use corekv_rpc::blocking::BlockingConn;
@@ -245,18 +246,70 @@ fn profile_dir(exe: &Path) -> Option<&Path> {
 
 /// The server binary: the first of [`server_binary_candidates`] that is a file,
 /// else (when `build` is set and the variable is not) one built by cargo.
+///
+/// A test binary (cargo runs it from `target/<profile>/deps/`) with `build` set
+/// also rebuilds a server older than the server's sources: `cargo test -p
+/// corekv-tests` does not build the engine's binaries, and a server an older
+/// build left in `target/` would otherwise be run as it is, failing on a wire
+/// version or testing old code. Once per process.
 pub fn find_server_binary(build: bool) -> Result<PathBuf, LaunchError> {
     let env = std::env::var_os(SERVER_BIN_ENV).filter(|p| !p.is_empty());
     let from_env = env.is_some();
     let exe = std::env::current_exe().map_err(io_error("cannot locate the running executable"))?;
     let candidates = server_binary_candidates(env, &exe);
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+    let found = candidates.iter().find(|p| p.is_file());
+    if build && !from_env && is_test_binary(&exe) {
+        let stale = found.is_none_or(|bin| newer_than(&server_sources(), bin));
+        if stale {
+            static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+            return BUILT
+                .get_or_init(|| {
+                    build_server_binary(&exe).map_err(|e| match e {
+                        LaunchError::Build(reason) => reason,
+                        other => other.to_string(),
+                    })
+                })
+                .clone()
+                .map_err(LaunchError::Build);
+        }
+    }
+    if let Some(found) = found {
         return Ok(found.clone());
     }
     if build && !from_env {
         return build_server_binary(&exe);
     }
     Err(LaunchError::ServerNotFound { searched: candidates.iter().map(|p| p.display().to_string()).collect() })
+}
+
+/// What the server is built from, in this workspace: the engine's and the wire's
+/// crates and the lock file (none of them when this crate is built elsewhere).
+fn server_sources() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    ["engine", "rpc", "Cargo.lock"].iter().map(|p| root.join(p)).filter(|p| p.exists()).collect()
+}
+
+/// Whether a file under `sources` (files or directories, walked) was modified
+/// after `bin`. Unreadable entries count as not newer.
+pub fn newer_than(sources: &[PathBuf], bin: &Path) -> bool {
+    let Ok(built) = fs::metadata(bin).and_then(|m| m.modified()) else { return true };
+    let mut stack: Vec<PathBuf> = sources.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::metadata(&path) else { continue };
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&path) {
+                stack.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+        } else if meta.modified().is_ok_and(|m| m > built) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether `exe` is a test binary cargo built (it lives in `target/<profile>/deps/`).
+pub fn is_test_binary(exe: &Path) -> bool {
+    exe.parent().and_then(Path::file_name).is_some_and(|name| name == "deps")
 }
 
 /// The cargo profile that built `exe` (`target/<dir>/[deps/|examples/]exe`): the `debug`
@@ -905,6 +958,35 @@ mod tests {
             server_binary_candidates(Some(fake.clone().into_os_string()), &exe).into_iter().find(|p| p.is_file());
         assert_eq!(found, Some(fake));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_binary_is_stale_once_a_source_file_is_newer() {
+        let dir = scratch("stale");
+        let src = dir.join("src").join("deep");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a.rs"), "old").unwrap();
+        let bin = dir.join("bin");
+        fs::write(&bin, "binary").unwrap();
+        let at = |path: &Path, secs: u64| {
+            let time = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            File::options().write(true).open(path).unwrap().set_modified(time).unwrap();
+        };
+        at(&src.join("a.rs"), 1_000);
+        at(&bin, 2_000);
+        let sources = [dir.join("src"), dir.join("missing")];
+        assert!(!newer_than(&sources, &bin), "sources older than the binary");
+        at(&src.join("a.rs"), 3_000);
+        assert!(newer_than(&sources, &bin), "a file two directories down is newer");
+        assert!(newer_than(&sources, &dir.join("no-binary")), "no binary is stale");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_binaries_in_deps_are_test_binaries() {
+        assert!(is_test_binary(Path::new("/w/target/debug/deps/join-0123")));
+        assert!(!is_test_binary(Path::new("/w/target/release/corekv-bench")));
+        assert!(!is_test_binary(Path::new("/w/target/release/examples/closed_loop")));
     }
 
     #[test]
