@@ -68,6 +68,12 @@ pub struct JoinReport {
     /// Snapshot bytes the moves' targets installed during the run (before they
     /// voted).
     pub bytes_moved: u64,
+    /// How many snapshots the moves' targets installed (one per move unless a
+    /// target needed another).
+    pub move_snapshots: u64,
+    /// The store sizes those snapshots restored: the moved replicas' sizes when
+    /// they moved (the plan's sizes plus what the load wrote into them since).
+    pub moved_store_bytes: u64,
     /// Snapshot bytes every replica installed during the run: the moves' and
     /// those of voters that fell behind a compacted log under the load.
     pub snapshot_bytes: u64,
@@ -121,11 +127,24 @@ impl JoinReport {
             Some(t) => format!("time to balance: {t:.2} s (goal <= 1.5 x minimal bytes / move rate = {bound:.2} s)"),
             None => "time to balance: not balanced within the run".to_string(),
         });
-        let moved_ratio =
-            if self.minimal_bytes > 0 { self.bytes_moved as f64 / self.minimal_bytes as f64 } else { 0.0 };
+        let over = |n: u64, d: u64| if d > 0 { n as f64 / d as f64 } else { 0.0 };
         lines.push(format!(
-            "bytes moved {} / minimal {} = {moved_ratio:.3} (goal <= 1.05); the plan: {} moves, {} bytes",
-            self.bytes_moved, self.minimal_bytes, self.planned_moves, self.planned_bytes
+            "bytes moved {} / minimal at the plan {} = {:.3}; the plan: {} moves, {} bytes",
+            self.bytes_moved,
+            self.minimal_bytes,
+            over(self.bytes_moved, self.minimal_bytes),
+            self.planned_moves,
+            self.planned_bytes
+        ));
+        lines.push(format!(
+            "bytes moved {} / the moved replicas' sizes when they moved {} = {:.3} (goal <= 1.05); \
+             {} snapshots for {} moves; the load wrote {} bytes into them after the plan",
+            self.bytes_moved,
+            self.moved_store_bytes,
+            over(self.bytes_moved, self.moved_store_bytes),
+            self.move_snapshots,
+            self.planned_moves,
+            self.moved_store_bytes.saturating_sub(self.minimal_bytes)
         ));
         lines.push(format!(
             "snapshots installed by all replicas, lagging voters included: {} bytes",
@@ -140,9 +159,36 @@ fn mean(xs: &[u64]) -> f64 {
     if xs.is_empty() { 0.0 } else { xs.iter().sum::<u64>() as f64 / xs.len() as f64 }
 }
 
-/// Snapshot bytes installed: by moves' targets, and by every replica.
-fn installed(stats: &[CoreStats]) -> (u64, u64) {
-    stats.iter().fold((0, 0), |(moved, all), s| (moved + s.move_snapshot_bytes, all + s.snapshot_bytes_installed))
+/// Snapshots installed, summed over every core.
+#[derive(Debug, Clone, Copy, Default)]
+struct Installed {
+    /// By moves' targets: bytes, count, and the store sizes they restored.
+    move_bytes: u64,
+    moves: u64,
+    move_store_bytes: u64,
+    /// By every replica, bytes.
+    all_bytes: u64,
+}
+
+impl Installed {
+    fn of(stats: &[CoreStats]) -> Installed {
+        stats.iter().fold(Installed::default(), |t, s| Installed {
+            move_bytes: t.move_bytes + s.move_snapshot_bytes,
+            moves: t.moves + s.move_snapshots,
+            move_store_bytes: t.move_store_bytes + s.move_store_bytes,
+            all_bytes: t.all_bytes + s.snapshot_bytes_installed,
+        })
+    }
+
+    /// What was installed since `before`.
+    fn since(self, before: Installed) -> Installed {
+        Installed {
+            move_bytes: self.move_bytes.saturating_sub(before.move_bytes),
+            moves: self.moves.saturating_sub(before.moves),
+            move_store_bytes: self.move_store_bytes.saturating_sub(before.move_store_bytes),
+            all_bytes: self.all_bytes.saturating_sub(before.all_bytes),
+        }
+    }
 }
 
 fn all_stats(client: &mut Client) -> Vec<CoreStats> {
@@ -198,7 +244,7 @@ pub fn run(opts: &JoinOptions) -> Result<JoinReport, String> {
     }
 
     let mut admin = connect(&config)?;
-    let installed_before = installed(&all_stats(&mut admin));
+    let installed_before = Installed::of(&all_stats(&mut admin));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -281,16 +327,16 @@ pub fn run(opts: &JoinOptions) -> Result<JoinReport, String> {
     for w in workers {
         w.join().map_err(|_| "a client panicked".to_string())??;
     }
-    let installed_after = installed(&all_stats(&mut admin));
-    let bytes_moved = installed_after.0.saturating_sub(installed_before.0);
-    let snapshot_bytes = installed_after.1.saturating_sub(installed_before.1);
+    let installed = Installed::of(&all_stats(&mut admin)).since(installed_before);
     let (minimal_bytes, planned_bytes, planned_moves) = plan_figures.unwrap_or((0, 0, 0));
     let report = JoinReport {
         join_second: join_second.unwrap_or(per_second.len()),
         per_second,
         time_to_balance,
-        bytes_moved,
-        snapshot_bytes,
+        bytes_moved: installed.move_bytes,
+        move_snapshots: installed.moves,
+        moved_store_bytes: installed.move_store_bytes,
+        snapshot_bytes: installed.all_bytes,
         minimal_bytes,
         planned_bytes,
         planned_moves,
@@ -316,7 +362,9 @@ mod tests {
             per_second: vec![50, 100, 100, 100, 60, 80, 100],
             join_second: 4,
             time_to_balance: Some(1.2),
-            bytes_moved: 1050,
+            bytes_moved: 1155,
+            move_snapshots: 3,
+            moved_store_bytes: 1100,
             snapshot_bytes: 2000,
             minimal_bytes: 1000,
             planned_bytes: 1000,
@@ -328,7 +376,17 @@ mod tests {
         let lines = report.lines(1000);
         assert!(lines[2].contains("mean 80 ops/s (0.80 of steady), lowest second 60 (0.60)"), "{}", lines[2]);
         assert!(lines[3].contains("1.20 s (goal <= 1.5 x minimal bytes / move rate = 1.50 s)"), "{}", lines[3]);
-        assert!(lines[4].starts_with("bytes moved 1050 / minimal 1000 = 1.050"), "{}", lines[4]);
-        assert!(lines[5].ends_with("lagging voters included: 2000 bytes"), "{}", lines[5]);
+        assert!(lines[4].starts_with("bytes moved 1155 / minimal at the plan 1000 = 1.155"), "{}", lines[4]);
+        assert!(
+            lines[5].starts_with("bytes moved 1155 / the moved replicas' sizes when they moved 1100 = 1.050"),
+            "{}",
+            lines[5]
+        );
+        assert!(
+            lines[5].ends_with("3 snapshots for 3 moves; the load wrote 100 bytes into them after the plan"),
+            "{}",
+            lines[5]
+        );
+        assert!(lines[6].ends_with("lagging voters included: 2000 bytes"), "{}", lines[6]);
     }
 }

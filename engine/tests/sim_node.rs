@@ -824,6 +824,8 @@ fn auto_moves_counted(stats: &[ClusterStats]) {
     assert!(sum(stats, |s| s.snapshots_installed) > 0, "moves ship snapshots");
     let moved = sum(stats, |s| s.move_snapshot_bytes);
     assert!(moved > 0 && moved <= sum(stats, |s| s.snapshot_bytes_installed), "moves' bytes are counted apart");
+    assert!(sum(stats, |s| s.move_snapshots) > 0, "moves' snapshots are counted");
+    assert!(sum(stats, |s| s.move_store_bytes) > 0, "so are the sizes they restored");
     assert!(sum(stats, |s| s.meta_writes) > 2 * stats.len() as u64, "the meta group writes the moves");
 }
 

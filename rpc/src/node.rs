@@ -25,7 +25,7 @@ use crate::map::{ClusterMap, CoreIndex};
 use crate::raft::{Index, Message, Term};
 
 /// Bumped whenever a type in this module changes shape.
-pub const WIRE_VERSION: u32 = 6;
+pub const WIRE_VERSION: u32 = 7;
 /// Most calls a client may pipeline on one connection before it waits for replies;
 /// the server answers Busy beyond it.
 pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;
@@ -314,6 +314,12 @@ pub struct CoreStats {
     /// started empty for a move, or one that does not vote yet): a move's bytes
     /// on the wire, its log tail aside.
     pub move_snapshot_bytes: u64,
+    /// How many snapshots those were: one per move unless a target needed
+    /// another (it fell behind its source's compacted log).
+    pub move_snapshots: u64,
+    /// The store sizes (`ShardStatus.bytes`) those snapshots restored: the sizes
+    /// of the moved replicas when they moved, which the plan estimated earlier.
+    pub move_store_bytes: u64,
     /// Replicas this core started for shards moved onto it (empty, fed by the leader).
     pub replicas_added: u64,
     /// Replicas this core deleted because their shard moved away.

@@ -1209,6 +1209,8 @@ impl NodeCore {
             self.stats.snapshot_bytes_installed += bytes;
             if moving_in {
                 self.stats.move_snapshot_bytes += bytes;
+                self.stats.move_snapshots += 1;
+                self.stats.move_store_bytes += self.groups[&shard].sm.store().bytes();
             }
         }
         for e in &rd.committed_entries {

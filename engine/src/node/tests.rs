@@ -928,6 +928,7 @@ fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate(
     let stats = cl.cores[&lost].core.stats();
     assert!(stats.snapshots_installed >= 1 && stats.snapshot_bytes_installed > 0);
     assert_eq!(stats.move_snapshot_bytes, 0, "a voter that lost its disk is not a move's target");
+    assert_eq!((stats.move_snapshots, stats.move_store_bytes), (0, 0));
 }
 
 #[test]

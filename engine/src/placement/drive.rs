@@ -270,6 +270,20 @@ mod tests {
         map.shards.iter().filter(|s| s.replicas.iter().any(|r| r.node == node)).count()
     }
 
+    /// Every node's replicas per core differ by at most one (DESIGN §7), though
+    /// the driver never moves a replica between two cores of one node: the
+    /// planner picks the cores that moves leave and land on.
+    fn assert_cores_balanced(map: &ClusterMap) {
+        for n in &map.nodes {
+            let mut per_core = vec![0usize; usize::from(n.cores)];
+            for r in map.shards.iter().flat_map(|s| &s.replicas).filter(|r| r.node == n.id) {
+                per_core[usize::from(r.core)] += 1;
+            }
+            let (lo, hi) = (per_core.iter().min().unwrap(), per_core.iter().max().unwrap());
+            assert!(hi - lo <= 1, "node {}: replicas per core {per_core:?}", n.id);
+        }
+    }
+
     #[test]
     fn a_join_moves_replicas_only_onto_the_new_node_a_few_at_a_time() {
         let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 24, 3).unwrap();
@@ -277,6 +291,7 @@ mod tests {
         let (after, begun) = run(joined.clone(), &BTreeSet::new(), 2);
         assert_eq!(held(&after, 4), 18, "the new node holds its share: 72 replicas × 2/8 cores");
         assert_eq!(begun, 18, "only the moves onto the new node");
+        assert_cores_balanced(&after);
         for s in 0..24 {
             let before: BTreeSet<NodeId> = joined.replicas(s).iter().map(|r| r.node).collect();
             let now: BTreeSet<NodeId> = after.replicas(s).iter().map(|r| r.node).collect();
@@ -294,6 +309,7 @@ mod tests {
         assert!(after.meta.replicas.iter().all(|r| r.node != 2), "the meta replica moved: {:?}", after.meta);
         assert_eq!(after.meta.replicas.len(), 3);
         assert!(!after.rebalance, "the drain's request is cleared once done");
+        assert_cores_balanced(&after);
         let removed = nodes::set_state(&after, 2, NodeState::Removed, false).unwrap();
         assert!(removed.is_some(), "a drained node can be removed");
 
@@ -301,6 +317,29 @@ mod tests {
         let (after, _) = run(dead, &BTreeSet::new(), 4);
         assert_eq!(held(&after, 3), 0);
         assert!(after.shards.iter().all(|s| s.replicas.len() == 3));
+        assert_cores_balanced(&after);
+    }
+
+    #[test]
+    fn cores_stay_balanced_through_joins_drains_and_deaths_of_nodes_with_unequal_cores() {
+        let node = |id: NodeId, cores: u16| NodeInfo { cores, ..info(id) };
+        let founding = initial_map(9, &[node(1, 1), node(2, 3), node(3, 4)], 40, 3).unwrap();
+        assert_cores_balanced(&founding);
+        let joined = nodes::add_node(&founding, &node(4, 3)).unwrap().unwrap();
+        let (mut map, _) = run(joined, &BTreeSet::new(), 3);
+        assert_cores_balanced(&map);
+        map = nodes::add_node(&map, &node(5, 2)).unwrap().unwrap();
+        (map, _) = run(map, &BTreeSet::new(), 3);
+        assert_cores_balanced(&map);
+        map = nodes::set_state(&map, 3, NodeState::Draining, false).unwrap().unwrap();
+        (map, _) = run(map, &BTreeSet::new(), 3);
+        assert_eq!(held(&map, 3), 0);
+        assert_cores_balanced(&map);
+        map = nodes::set_state(&map, 2, NodeState::Dead, false).unwrap().unwrap();
+        (map, _) = run(map, &BTreeSet::new(), 3);
+        assert_eq!(held(&map, 2), 0);
+        assert!(map.shards.iter().all(|s| s.replicas.len() == 3));
+        assert_cores_balanced(&map);
     }
 
     #[test]

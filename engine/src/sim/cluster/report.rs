@@ -85,6 +85,10 @@ pub struct ClusterStats {
     pub snapshots_installed: u64,
     /// Bytes of those installed by moves' targets.
     pub move_snapshot_bytes: u64,
+    /// How many those were.
+    pub move_snapshots: u64,
+    /// The store sizes they restored.
+    pub move_store_bytes: u64,
     /// Bytes of those installed by every replica.
     pub snapshot_bytes_installed: u64,
     /// WAL fdatasyncs over every core.
