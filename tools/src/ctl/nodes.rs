@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use corekv_engine::placement::{drive, nodes};
-use corekv_rpc::client::{ClusterStatus, KvError};
+use corekv_rpc::client::ClusterStatus;
 use corekv_rpc::kv::{NodeId, ShardId};
 use corekv_rpc::map::{ClusterMap, NodeState};
 use corekv_rpc::node::MetaEdit;
@@ -122,7 +122,19 @@ fn submit_and_watch<C: MoveCluster + ?Sized>(
         }
         if Instant::now() >= deadline {
             let what = if shown { "the change is under way" } else { "the meta group has not taken the change yet" };
-            return Err(KvError::Unavailable { reason: format!("{what} past the deadline; it goes on") }.into());
+            let mut reason = format!("{what} past the deadline; it goes on");
+            // The driver neither moves replicas onto an unreachable node nor
+            // spreads leaders while one is: say so, rather than leave the
+            // operator guessing why --wait never ends.
+            let down = if shown && wait { unreachable(&map, &cluster.status()) } else { BTreeSet::new() };
+            if !down.is_empty() {
+                let ids: Vec<String> = down.iter().map(u64::to_string).collect();
+                reason.push_str(&format!(
+                    "; unreachable: node {}, and it ends once they are back or declared dead (--dead-after)",
+                    ids.join(", node ")
+                ));
+            }
+            return Err(Failure::goes_on(reason));
         }
         std::thread::sleep(POLL_INTERVAL);
         // Asked again in case the meta leader changed and dropped it (repeats are
@@ -231,7 +243,7 @@ pub fn run_rebalance<C: MoveCluster + ?Sized>(
 #[cfg(test)]
 mod tests {
     use corekv_engine::placement::initial_map;
-    use corekv_rpc::client::{CoreStatus, NodeStatus};
+    use corekv_rpc::client::{CoreStatus, KvError, NodeStatus};
     use corekv_rpc::map::NodeInfo;
     use corekv_rpc::node::ShardStatus;
 
@@ -300,6 +312,49 @@ mod tests {
                 r#"{"id":4,"addr":"10.0.0.4:7000","cores":1,"state":"up","replicas":0,"leaders":0}]}"#
             )
         );
+    }
+
+    /// A cluster whose map never changes and whose nodes in `silent` answer
+    /// nothing.
+    struct Frozen {
+        map: ClusterMap,
+        silent: Vec<NodeId>,
+    }
+
+    impl MoveCluster for Frozen {
+        fn fresh_map(&mut self) -> Result<ClusterMap, KvError> {
+            Ok(self.map.clone())
+        }
+        fn submit(&mut self, _: MetaEdit) -> Result<(), KvError> {
+            Ok(())
+        }
+        fn status(&mut self) -> ClusterStatus {
+            status(&self.map, &self.silent, 10)
+        }
+    }
+
+    #[test]
+    fn a_wait_past_its_deadline_names_the_unreachable_nodes_it_waits_on() {
+        let map = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 3, 3).unwrap();
+        let map = nodes::add_node(&map, &info(4)).unwrap().unwrap();
+        let map = nodes::set_rebalance(&map, true).unwrap();
+        let timeout = Duration::from_millis(120);
+        let mut cluster = Frozen { map, silent: vec![2, 3] };
+        let failure = run_rebalance(&mut cluster, true, timeout, true).unwrap_err();
+        assert_eq!(failure.word, "unavailable");
+        assert!(
+            failure.text.ends_with(
+                "unreachable: node 2, node 3, and it ends once they are back or declared dead (--dead-after)"
+            ),
+            "{}",
+            failure.text
+        );
+        // Every node answering: the plain deadline.
+        cluster.silent.clear();
+        let failure = run_rebalance(&mut cluster, true, timeout, true).unwrap_err();
+        assert!(failure.text.ends_with("the change is under way past the deadline; it goes on"), "{}", failure.text);
+        // Without --wait the change was accepted at once.
+        assert!(run_rebalance(&mut cluster, false, timeout, true).is_ok());
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub trait MoveCluster {
     fn fresh_map(&mut self) -> Result<ClusterMap, KvError>;
     /// Hands `edit` to the meta group.
     fn submit(&mut self, edit: MetaEdit) -> Result<(), KvError>;
+    /// Every node core's status (an unreachable core reports its error).
+    fn status(&mut self) -> ClusterStatus;
 }
 
 /// `shard move`: `{"ok":true}` once the map shows the move (with `wait`, once it
@@ -164,8 +166,7 @@ pub fn run_shard_move<C: MoveCluster + ?Sized>(
         }
         if Instant::now() >= deadline {
             let what = if shown { "the move is under way" } else { "the meta group has not taken the move yet" };
-            let reason = format!("{what} past the deadline; it goes on");
-            return Err(KvError::Unavailable { reason }.into());
+            return Err(Failure::goes_on(format!("{what} past the deadline; it goes on")));
         }
         std::thread::sleep(POLL_INTERVAL);
         // Asked again in case the meta leader changed and dropped it (repeats are

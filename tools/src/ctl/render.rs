@@ -91,6 +91,15 @@ impl Failure {
         Failure::new("invalid", format!("invalid: {message}"), Some(message), EXIT_INVALID)
     }
 
+    /// `unavailable` for a change handed to the meta group that was not seen
+    /// through by the deadline: it may well be applied, and goes on (the
+    /// client library's wording, "certainly not applied", would be wrong).
+    /// Exit 3, the reason on stderr in JSON mode, like any `unavailable`.
+    pub fn goes_on(reason: String) -> Failure {
+        let text = format!("unavailable: {reason}");
+        Failure { log: Some(text.clone()), ..Failure::new("unavailable", text, None, EXIT_UNKNOWN) }
+    }
+
     /// Any failure with a message in JSON.
     pub fn new(word: &'static str, text: String, message: Option<String>, exit: u8) -> Failure {
         Failure { word, version: None, message, reason: None, text, log: None, exit }

@@ -85,6 +85,9 @@ impl MoveCluster for dyn Kv + '_ {
     fn submit(&mut self, edit: MetaEdit) -> Result<(), KvError> {
         self.submit_meta(edit)
     }
+    fn status(&mut self) -> ClusterStatus {
+        Kv::status(self)
+    }
 }
 
 /// How `begin` opens a transaction.
