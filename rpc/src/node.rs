@@ -317,8 +317,10 @@ pub struct CoreStats {
     /// How many snapshots those were: one per move unless a target needed
     /// another (it fell behind its source's compacted log).
     pub move_snapshots: u64,
-    /// The store sizes (`ShardStatus.bytes`) those snapshots restored: the sizes
-    /// of the moved replicas when they moved, which the plan estimated earlier.
+    /// The store sizes (`ShardStatus.bytes`) the first snapshots of replicas
+    /// started empty for a move restored: the sizes of the moved replicas when
+    /// they moved, which the plan estimated earlier (a repeat snapshot adds
+    /// to `move_snapshot_bytes`, not here).
     pub move_store_bytes: u64,
     /// Replicas this core started for shards moved onto it (empty, fed by the leader).
     pub replicas_added: u64,

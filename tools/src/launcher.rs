@@ -16,7 +16,9 @@
 //!   start that loses a port race (a server reports an address in use) is retried
 //!   with new ports, a bounded number of times;
 //! - dropping a cluster stops every process; its data dir is removed unless the
-//!   thread is panicking (a failed test) or `keep` was asked.
+//!   thread is panicking (a failed test) or `keep` was asked;
+//! - a caller cargo runs that allows a build never runs a server older than a
+//!   file it was built from ([`find_server_binary`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -247,31 +249,27 @@ fn profile_dir(exe: &Path) -> Option<&Path> {
 /// The server binary: the first of [`server_binary_candidates`] that is a file,
 /// else (when `build` is set and the variable is not) one built by cargo.
 ///
-/// A test binary (cargo runs it from `target/<profile>/deps/`) with `build` set
-/// also rebuilds a server older than the server's sources: `cargo test -p
-/// corekv-tests` does not build the engine's binaries, and a server an older
-/// build left in `target/` would otherwise be run as it is, failing on a wire
-/// version or testing old code. Once per process.
+/// A caller cargo runs (a test binary, or `cargo run -p corekv-bench`) with
+/// `build` set also asks cargo to build the server when a file it was built
+/// from is newer than it ([`server_is_stale`]): `cargo test -p corekv-tests`
+/// and `cargo run -p corekv-bench` do not build the engine's binaries, and a
+/// server an older build left in `target/` would otherwise run as it is,
+/// failing on a wire version or running old code. Decided once per process.
 pub fn find_server_binary(build: bool) -> Result<PathBuf, LaunchError> {
     let env = std::env::var_os(SERVER_BIN_ENV).filter(|p| !p.is_empty());
     let from_env = env.is_some();
     let exe = std::env::current_exe().map_err(io_error("cannot locate the running executable"))?;
     let candidates = server_binary_candidates(env, &exe);
     let found = candidates.iter().find(|p| p.is_file());
-    if build && !from_env && is_test_binary(&exe) {
-        let stale = found.is_none_or(|bin| newer_than(&server_sources(), bin));
-        if stale {
-            static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-            return BUILT
-                .get_or_init(|| {
-                    build_server_binary(&exe).map_err(|e| match e {
-                        LaunchError::Build(reason) => reason,
-                        other => other.to_string(),
-                    })
-                })
-                .clone()
-                .map_err(LaunchError::Build);
-        }
+    if build && !from_env && run_by_cargo(&exe) {
+        static CHOSEN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+        return CHOSEN
+            .get_or_init(|| match found {
+                Some(bin) if !server_is_stale(bin) => Ok(bin.clone()),
+                _ => build_server_binary(&exe).map_err(|e| e.to_string()),
+            })
+            .clone()
+            .map_err(LaunchError::Build);
     }
     if let Some(found) = found {
         return Ok(found.clone());
@@ -282,34 +280,64 @@ pub fn find_server_binary(build: bool) -> Result<PathBuf, LaunchError> {
     Err(LaunchError::ServerNotFound { searched: candidates.iter().map(|p| p.display().to_string()).collect() })
 }
 
-/// What the server is built from, in this workspace: the engine's and the wire's
-/// crates and the lock file (none of them when this crate is built elsewhere).
-fn server_sources() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    ["engine", "rpc", "Cargo.lock"].iter().map(|p| root.join(p)).filter(|p| p.exists()).collect()
-}
-
-/// Whether a file under `sources` (files or directories, walked) was modified
-/// after `bin`. Unreadable entries count as not newer.
-pub fn newer_than(sources: &[PathBuf], bin: &Path) -> bool {
-    let Ok(built) = fs::metadata(bin).and_then(|m| m.modified()) else { return true };
-    let mut stack: Vec<PathBuf> = sources.to_vec();
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::metadata(&path) else { continue };
-        if meta.is_dir() {
-            if let Ok(entries) = fs::read_dir(&path) {
-                stack.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
-            }
-        } else if meta.modified().is_ok_and(|m| m > built) {
-            return true;
-        }
-    }
-    false
+/// Whether cargo runs this process: a test binary (in `target/<profile>/deps/`),
+/// or anything `cargo run` started (it sets `CARGO_MANIFEST_DIR`).
+fn run_by_cargo(exe: &Path) -> bool {
+    is_test_binary(exe) || std::env::var_os("CARGO_MANIFEST_DIR").is_some()
 }
 
 /// Whether `exe` is a test binary cargo built (it lives in `target/<profile>/deps/`).
-pub fn is_test_binary(exe: &Path) -> bool {
+fn is_test_binary(exe: &Path) -> bool {
     exe.parent().and_then(Path::file_name).is_some_and(|name| name == "deps")
+}
+
+/// The workspace this crate was built in (None when it was built elsewhere).
+fn workspace_root() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf();
+    root.join("Cargo.lock").is_file().then_some(root)
+}
+
+/// Whether a file `bin` was built from is newer than it, or missing: the
+/// sources cargo's dep-info file next to it (`<bin>.d`) lists, and the
+/// manifests and lock file that also decide the build. No dep-info file, or
+/// one that does not parse, counts as stale (cargo decides then).
+fn server_is_stale(bin: &Path) -> bool {
+    let Ok(dep_info) = fs::read_to_string(bin.with_extension("d")) else { return true };
+    let Some(mut inputs) = dep_info_inputs(&dep_info) else { return true };
+    if let Some(root) = workspace_root() {
+        inputs.extend(["Cargo.toml", "Cargo.lock", "engine/Cargo.toml", "rpc/Cargo.toml"].iter().map(|p| root.join(p)));
+    }
+    newer_than(&inputs, bin)
+}
+
+/// The files of a dep-info file's first rule (`target: a b\ c`: spaces in a
+/// name are escaped with a backslash).
+fn dep_info_inputs(dep_info: &str) -> Option<Vec<PathBuf>> {
+    let (_, deps) = dep_info.lines().next()?.split_once(": ")?;
+    let mut inputs = Vec::new();
+    let mut name = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => name.extend(chars.next()),
+            ' ' => {
+                if !name.is_empty() {
+                    inputs.push(PathBuf::from(std::mem::take(&mut name)));
+                }
+            }
+            c => name.push(c),
+        }
+    }
+    if !name.is_empty() {
+        inputs.push(PathBuf::from(name));
+    }
+    Some(inputs)
+}
+
+/// Whether any of `inputs` was modified after `bin`, or is missing.
+fn newer_than(inputs: &[PathBuf], bin: &Path) -> bool {
+    let Ok(built) = fs::metadata(bin).and_then(|m| m.modified()) else { return true };
+    inputs.iter().any(|input| fs::metadata(input).and_then(|m| m.modified()).map_or(true, |m| m > built))
 }
 
 /// The cargo profile that built `exe` (`target/<dir>/[deps/|examples/]exe`): the `debug`
@@ -326,6 +354,10 @@ pub fn cargo_profile_of(exe: &Path) -> String {
 pub fn build_server_binary(exe: &Path) -> Result<PathBuf, LaunchError> {
     let profile = cargo_profile_of(exe);
     let mut build = escargot::CargoBuild::new().package("corekv-engine").bin(SERVER_BIN).arg("--profile").arg(&profile);
+    // The workspace's manifest, whatever the current directory.
+    if let Some(root) = workspace_root() {
+        build = build.manifest_path(root.join("Cargo.toml"));
+    }
     // target/<profile>/[deps/|examples/]exe -> target
     if let Some(target) = profile_dir(exe).and_then(Path::parent) {
         build = build.target_dir(target);
@@ -961,24 +993,32 @@ mod tests {
     }
 
     #[test]
-    fn a_binary_is_stale_once_a_source_file_is_newer() {
+    fn a_binary_is_stale_once_a_file_its_dep_info_lists_is_newer_or_gone() {
         let dir = scratch("stale");
-        let src = dir.join("src").join("deep");
-        fs::create_dir_all(&src).unwrap();
-        fs::write(src.join("a.rs"), "old").unwrap();
-        let bin = dir.join("bin");
+        let (a, b) = (dir.join("a.rs"), dir.join("with space.rs"));
+        fs::write(&a, "a").unwrap();
+        fs::write(&b, "b").unwrap();
+        let bin = dir.join("server");
         fs::write(&bin, "binary").unwrap();
+        let rule = format!("{}: {} {}\n", bin.display(), a.display(), b.display().to_string().replace(' ', "\\ "));
+        fs::write(bin.with_extension("d"), &rule).unwrap();
+        assert_eq!(dep_info_inputs(&rule), Some(vec![a.clone(), b.clone()]));
         let at = |path: &Path, secs: u64| {
             let time = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
             File::options().write(true).open(path).unwrap().set_modified(time).unwrap();
         };
-        at(&src.join("a.rs"), 1_000);
+        at(&a, 1_000);
+        at(&b, 1_000);
         at(&bin, 2_000);
-        let sources = [dir.join("src"), dir.join("missing")];
-        assert!(!newer_than(&sources, &bin), "sources older than the binary");
-        at(&src.join("a.rs"), 3_000);
-        assert!(newer_than(&sources, &bin), "a file two directories down is newer");
-        assert!(newer_than(&sources, &dir.join("no-binary")), "no binary is stale");
+        assert!(!newer_than(&[a.clone(), b.clone()], &bin), "inputs older than the binary");
+        at(&b, 3_000);
+        assert!(newer_than(&[a.clone(), b.clone()], &bin), "a newer input, its name escaped");
+        at(&b, 1_000);
+        assert!(newer_than(&[a.clone(), dir.join("gone.rs")], &bin), "a missing input");
+        assert!(newer_than(std::slice::from_ref(&a), &dir.join("no-binary")), "no binary");
+        fs::remove_file(bin.with_extension("d")).unwrap();
+        assert!(server_is_stale(&bin), "no dep-info file: cargo decides");
+        assert!(workspace_root().is_some_and(|root| root.join("engine").is_dir()), "the workspace is found");
         fs::remove_dir_all(&dir).unwrap();
     }
 

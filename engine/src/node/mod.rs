@@ -1203,13 +1203,17 @@ impl NodeCore {
             // not moving. (The snapshot's configuration alone cannot tell: one
             // taken before this node left the group and came back names it.)
             let g = g_mut(&mut self.groups, shard);
-            let moving_in =
-                std::mem::take(&mut g.awaits_first_snapshot) || !g.raft.status().conf.voters.contains(&self.cfg.node);
+            let first = std::mem::take(&mut g.awaits_first_snapshot);
+            let moving_in = first || !g.raft.status().conf.voters.contains(&self.cfg.node);
             self.install(shard, sm);
             self.stats.snapshot_bytes_installed += bytes;
             if moving_in {
                 self.stats.move_snapshot_bytes += bytes;
                 self.stats.move_snapshots += 1;
+            }
+            // The size of what moved, once per move: a second snapshot to the
+            // same target adds bytes moved, not size.
+            if first {
                 self.stats.move_store_bytes += self.groups[&shard].sm.store().bytes();
             }
         }
