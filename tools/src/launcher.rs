@@ -266,7 +266,10 @@ pub fn find_server_binary(build: bool) -> Result<PathBuf, LaunchError> {
         return CHOSEN
             .get_or_init(|| match found {
                 Some(bin) if !server_is_stale(bin) => Ok(bin.clone()),
-                _ => build_server_binary(&exe).map_err(|e| e.to_string()),
+                _ => build_server_binary(&exe).map_err(|e| match e {
+                    LaunchError::Build(reason) => reason,
+                    other => other.to_string(),
+                }),
             })
             .clone()
             .map_err(LaunchError::Build);

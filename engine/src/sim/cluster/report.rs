@@ -87,7 +87,8 @@ pub struct ClusterStats {
     pub move_snapshot_bytes: u64,
     /// How many those were.
     pub move_snapshots: u64,
-    /// The store sizes they restored.
+    /// The store sizes restored by the first snapshots of replicas started
+    /// empty for a move.
     pub move_store_bytes: u64,
     /// Bytes of those installed by every replica.
     pub snapshot_bytes_installed: u64,
