@@ -26,10 +26,10 @@
 //!    choice, as one `Lead` edit (no data moves);
 //! 5. the flag is cleared once nothing is left.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use corekv_rpc::kv::NodeId;
-use corekv_rpc::map::{ClusterMap, META_SHARD, NodeState, Replica};
+use corekv_rpc::map::{ClusterMap, CoreIndex, META_SHARD, NodeState, Replica};
 use corekv_rpc::node::{LeaderPick, MetaEdit};
 
 use super::meta_size;
@@ -146,12 +146,34 @@ pub fn next_edits(
     if !picks.is_empty() {
         edits.push(MetaEdit::Lead { picks });
     }
-    edits.extend(planned.into_iter().take(budget).map(|m| MetaEdit::Begin {
-        shard: m.shard,
-        from: m.from.node,
-        to: m.to,
-    }));
+    // The plan deals cores for all its moves at once; the moves run a few at a
+    // time and each look plans again, so a target's core is chosen now: the one
+    // of its node holding the fewest replicas, moves under way included. That
+    // keeps a node's cores even through any batching.
+    let mut load: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+    for m in planned.into_iter().take(budget) {
+        let cores = load.entry(m.to.node).or_insert_with(|| core_load(map, m.to.node));
+        let core = (0..cores.len()).min_by_key(|&c| (cores[c], c)).unwrap_or(0);
+        if let Some(n) = cores.get_mut(core) {
+            *n += 1;
+        }
+        let to = Replica { node: m.to.node, core: core as CoreIndex };
+        edits.push(MetaEdit::Begin { shard: m.shard, from: m.from.node, to });
+    }
     edits
+}
+
+/// Replicas per core of `node` in `map` (targets of moves under way included;
+/// the meta group apart).
+fn core_load(map: &ClusterMap, node: NodeId) -> Vec<u64> {
+    let cores = map.node(node).map_or(1, |n| usize::from(n.cores.max(1)));
+    let mut load = vec![0u64; cores];
+    for r in map.shards.iter().flat_map(|s| &s.replicas).filter(|r| r.node == node) {
+        if let Some(n) = load.get_mut(usize::from(r.core)) {
+            *n += 1;
+        }
+    }
+    load
 }
 
 /// How many replicas the meta group should have (DESIGN §7): the largest odd
@@ -340,6 +362,19 @@ mod tests {
         assert_eq!(held(&map, 2), 0);
         assert!(map.shards.iter().all(|s| s.replicas.len() == 3));
         assert_cores_balanced(&map);
+    }
+
+    /// A join of a 4-core node to 3, 3, 4 and 4-core nodes: before the planner
+    /// chose which replicas leave a node with its cores in mind, node 4 ended
+    /// at [3, 3, 2, 1] (a case a property test found).
+    #[test]
+    fn a_join_leaves_the_givers_cores_even() {
+        let node = |id: NodeId, cores: u16| NodeInfo { cores, ..info(id) };
+        let founders: Vec<NodeInfo> = [3, 3, 4, 4].iter().zip(1..).map(|(&c, id)| node(id, c)).collect();
+        let founding = initial_map(9, &founders, 14, 3).unwrap();
+        let joined = nodes::add_node(&founding, &node(5, 4)).unwrap().unwrap();
+        let (after, _) = run(joined, &BTreeSet::new(), 3);
+        assert_cores_balanced(&after);
     }
 
     #[test]

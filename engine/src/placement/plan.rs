@@ -44,9 +44,13 @@
 //! sink`; a unit is a replica; keeping a replica where it is costs nothing, moving
 //! it costs one move and its bytes; each node's edge to the sink is cut in tiers
 //! below, within and above its target range) with lexicographic costs
-//! ([`super::flow`]), which makes the move count exact, not a heuristic. Cores are
-//! then dealt within each node (arrivals to the least loaded core, then moves
-//! between cores if departures left a spread above one), and leaders are chosen by
+//! ([`super::flow`]), which makes the move count exact, not a heuristic. Then the
+//! replicas a node gives up are swapped for others going to the same node where
+//! that evens its cores (`even_out_departures`: same counts, same moves, only
+//! bytes may differ). Cores are then dealt within each node (arrivals to the
+//! least loaded core, then moves between cores if a spread above one is left:
+//! rare, when the receiving node ends with every shard of the giver's fuller
+//! cores; the driver does not carry those out), and leaders are chosen by
 //! a second flow over the final replicas. Time: about (moves + nodes) shortest-path
 //! searches over `shards × up nodes` edges; a join to 1024 shards × 16 nodes
 //! (3 replicas) plans in about 0.35 s in the test build. The largest maps the
@@ -362,7 +366,8 @@ impl Sorted {
 /// The plan that balances `input` with the fewest moves (see the module header).
 pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
     let sorted = sort_and_check(input)?;
-    let placed = place_replicas(&sorted)?;
+    let mut placed = place_replicas(&sorted)?;
+    even_out_departures(&sorted, &mut placed.members);
     let (moves, arrivals) = pair_moves(&sorted, &placed.members);
     let cores = deal_cores(&sorted, &placed.members, &arrivals);
     let mut moves: Vec<ReplicaMove> = moves
@@ -705,6 +710,73 @@ struct Pending {
     shard_index: usize,
     /// The move, its target core not dealt yet.
     moved: ReplicaMove,
+}
+
+/// Chooses which of a node's replicas leave it so that its cores stay even
+/// without moves between them. The flow decides how many replicas a node gives
+/// to which node, but its core tier only caps each core, so a node can keep
+/// three on one core and one on another. While that is so, a replica leaving
+/// from an emptier core stays, and one on the fullest core goes in its place,
+/// to the same node (one that does not hold that shard). Node counts, move
+/// counts and the nodes each move touches are the flow's; only the bytes can
+/// change, the last of the costs. What no swap can even out, `deal_cores`
+/// evens with moves between cores.
+fn even_out_departures(sorted: &Sorted, members: &mut [Vec<usize>]) {
+    let shard_count = sorted.shards.len();
+    let core_of = |j: usize, i: usize| sorted.holders[j].iter().find(|&&(h, _)| h == i).map(|&(_, c)| usize::from(c));
+    let manual_touches = |j: usize, i: usize| sorted.manual[j].is_some_and(|(from, to)| from == i || to == i);
+    for i in (0..sorted.nodes.len()).filter(|&i| sorted.is_up(i) && sorted.nodes[i].cores > 1) {
+        // Each swap lowers the fullest core or the count of cores at its level,
+        // so this ends; the bound only guards that reasoning.
+        for _ in 0..shard_count {
+            let mut kept = vec![0u64; usize::from(sorted.nodes[i].cores)];
+            let mut arriving = 0;
+            for j in (0..shard_count).filter(|&j| members[j].contains(&i)) {
+                match core_of(j, i) {
+                    Some(c) => kept[c] += 1,
+                    None => arriving += 1,
+                }
+            }
+            let mut dealt = kept.clone();
+            for _ in 0..arriving {
+                let core = least_loaded(&dealt);
+                dealt[usize::from(core)] += 1;
+            }
+            let (lo, hi) = (dealt.iter().min().copied().unwrap_or(0), dealt.iter().max().copied().unwrap_or(0));
+            if hi <= lo + 1 {
+                break;
+            }
+            // A departure from a core at least two below some other core, the
+            // emptiest cores first, the node it goes to, and a replica of the
+            // fullest such core that node can take instead.
+            let top = kept.iter().copied().max().unwrap_or(0);
+            let mut leaving: Vec<(u64, usize)> = (0..shard_count)
+                .filter(|&j| !members[j].contains(&i) && !manual_touches(j, i))
+                .filter_map(|j| core_of(j, i).map(|c| (kept[c], j)))
+                .filter(|&(level, _)| level + 2 <= top)
+                .collect();
+            leaving.sort_unstable();
+            let swap = leaving.iter().find_map(|&(level, b)| {
+                let targets = members[b].iter().copied().filter(|&t| core_of(b, t).is_none() && !manual_touches(b, t));
+                targets.into_iter().find_map(|t| {
+                    (0..shard_count)
+                        .filter(|&a| members[a].contains(&i))
+                        .filter_map(|a| core_of(a, i).map(|c| (a, kept[c])))
+                        .filter(|&(a, from)| from >= level + 2 && !members[a].contains(&t) && core_of(a, t).is_none())
+                        .filter(|&(a, _)| !manual_touches(a, i) && !manual_touches(a, t))
+                        .min_by_key(|&(a, from)| (std::cmp::Reverse(from), sorted.shards[a].bytes, a))
+                        .map(|(a, _)| (a, b, t))
+                })
+            });
+            let Some((a, b, t)) = swap else { break };
+            members[b].retain(|&n| n != t);
+            members[b].push(i);
+            members[b].sort_unstable();
+            members[a].retain(|&n| n != i);
+            members[a].push(t);
+            members[a].sort_unstable();
+        }
+    }
 }
 
 /// Pairs each shard's lost replicas with its gained ones into moves: the manual
