@@ -247,6 +247,10 @@ mod tests {
         NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: 2, state: NodeState::Up }
     }
 
+    fn info_cores(id: NodeId, cores: u16) -> NodeInfo {
+        NodeInfo { cores, ..info(id) }
+    }
+
     /// Runs the meta leader's loop with every move finishing at once: applies the
     /// edits, settles every move, until nothing is left to do.
     fn run(mut map: ClusterMap, unreachable: &BTreeSet<NodeId>, moves_max: usize) -> (ClusterMap, usize) {
@@ -344,13 +348,12 @@ mod tests {
 
     #[test]
     fn cores_stay_balanced_through_joins_drains_and_deaths_of_nodes_with_unequal_cores() {
-        let node = |id: NodeId, cores: u16| NodeInfo { cores, ..info(id) };
-        let founding = initial_map(9, &[node(1, 1), node(2, 3), node(3, 4)], 40, 3).unwrap();
+        let founding = initial_map(9, &[info_cores(1, 1), info_cores(2, 3), info_cores(3, 4)], 40, 3).unwrap();
         assert_cores_balanced(&founding);
-        let joined = nodes::add_node(&founding, &node(4, 3)).unwrap().unwrap();
+        let joined = nodes::add_node(&founding, &info_cores(4, 3)).unwrap().unwrap();
         let (mut map, _) = run(joined, &BTreeSet::new(), 3);
         assert_cores_balanced(&map);
-        map = nodes::add_node(&map, &node(5, 2)).unwrap().unwrap();
+        map = nodes::add_node(&map, &info_cores(5, 2)).unwrap().unwrap();
         (map, _) = run(map, &BTreeSet::new(), 3);
         assert_cores_balanced(&map);
         map = nodes::set_state(&map, 3, NodeState::Draining, false).unwrap().unwrap();
@@ -369,10 +372,9 @@ mod tests {
     /// at [3, 3, 2, 1] (a case a property test found).
     #[test]
     fn a_join_leaves_the_givers_cores_even() {
-        let node = |id: NodeId, cores: u16| NodeInfo { cores, ..info(id) };
-        let founders: Vec<NodeInfo> = [3, 3, 4, 4].iter().zip(1..).map(|(&c, id)| node(id, c)).collect();
+        let founders: Vec<NodeInfo> = [3, 3, 4, 4].iter().zip(1..).map(|(&c, id)| info_cores(id, c)).collect();
         let founding = initial_map(9, &founders, 14, 3).unwrap();
-        let joined = nodes::add_node(&founding, &node(5, 4)).unwrap().unwrap();
+        let joined = nodes::add_node(&founding, &info_cores(5, 4)).unwrap().unwrap();
         let (after, _) = run(joined, &BTreeSet::new(), 3);
         assert_cores_balanced(&after);
     }

@@ -716,8 +716,9 @@ struct Pending {
 /// without moves between them. The flow decides how many replicas a node gives
 /// to which node, but its core tier only caps each core, so a node can keep
 /// three on one core and one on another. While that is so, a replica leaving
-/// from an emptier core stays, and one on the fullest core goes in its place,
-/// to the same node (one that does not hold that shard). Node counts, move
+/// from an emptier core stays, and one from a core at least two fuller (the
+/// fullest first) goes in its place, to the same node (one that does not hold
+/// that shard). Node counts, move
 /// counts and the nodes each move touches are the flow's; only the bytes can
 /// change, the last of the costs. What no swap can even out, `deal_cores`
 /// evens with moves between cores.
@@ -726,14 +727,19 @@ fn even_out_departures(sorted: &Sorted, members: &mut [Vec<usize>]) {
     let core_of = |j: usize, i: usize| sorted.holders[j].iter().find(|&&(h, _)| h == i).map(|&(_, c)| usize::from(c));
     let manual_touches = |j: usize, i: usize| sorted.manual[j].is_some_and(|(from, to)| from == i || to == i);
     for i in (0..sorted.nodes.len()).filter(|&i| sorted.is_up(i) && sorted.nodes[i].cores > 1) {
-        // Each swap lowers the fullest core or the count of cores at its level,
-        // so this ends; the bound only guards that reasoning.
+        // Each swap lowers the sum of the squared counts per core by two or
+        // more, so this ends; the bound only guards that reasoning.
         for _ in 0..shard_count {
             let mut kept = vec![0u64; usize::from(sorted.nodes[i].cores)];
+            // The shards node i keeps, with their cores.
+            let mut stays = Vec::new();
             let mut arriving = 0;
             for j in (0..shard_count).filter(|&j| members[j].contains(&i)) {
                 match core_of(j, i) {
-                    Some(c) => kept[c] += 1,
+                    Some(c) => {
+                        kept[c] += 1;
+                        stays.push((j, c));
+                    }
                     None => arriving += 1,
                 }
             }
@@ -759,9 +765,9 @@ fn even_out_departures(sorted: &Sorted, members: &mut [Vec<usize>]) {
             let swap = leaving.iter().find_map(|&(level, b)| {
                 let targets = members[b].iter().copied().filter(|&t| core_of(b, t).is_none() && !manual_touches(b, t));
                 targets.into_iter().find_map(|t| {
-                    (0..shard_count)
-                        .filter(|&a| members[a].contains(&i))
-                        .filter_map(|a| core_of(a, i).map(|c| (a, kept[c])))
+                    stays
+                        .iter()
+                        .map(|&(a, c)| (a, kept[c]))
                         .filter(|&(a, from)| from >= level + 2 && !members[a].contains(&t) && core_of(a, t).is_none())
                         .filter(|&(a, _)| !manual_touches(a, i) && !manual_touches(a, t))
                         .min_by_key(|&(a, from)| (std::cmp::Reverse(from), sorted.shards[a].bytes, a))
