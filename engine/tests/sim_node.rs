@@ -949,8 +949,8 @@ fn the_meta_group_grows_to_five_when_a_fifth_node_joins_and_shrinks_to_three_whe
 /// meanwhile); answers the most live segments seen.
 fn wal_within_target(c: &Cluster) -> usize {
     let mut most = 0;
-    for (core, live, target) in c.wal_segments() {
-        assert!(live <= target + 2, "{core:?}: {live} live WAL segments, {target} allowed");
+    for (core, live, allowed) in c.wal_segments() {
+        assert!(live <= allowed + 2, "{core:?}: {live} live WAL segments, {allowed} allowed");
         most = most.max(live);
     }
     most
