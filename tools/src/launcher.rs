@@ -255,6 +255,8 @@ fn profile_dir(exe: &Path) -> Option<&Path> {
 /// and `cargo run -p corekv-bench` do not build the engine's binaries, and a
 /// server an older build left in `target/` would otherwise run as it is,
 /// failing on a wire version or running old code. Decided once per process.
+/// Any other caller (`target/release/corekv-bench` run by hand) runs the server
+/// it finds, and is warned on stderr when cargo's record shows it out of date.
 pub fn find_server_binary(build: bool) -> Result<PathBuf, LaunchError> {
     let env = std::env::var_os(SERVER_BIN_ENV).filter(|p| !p.is_empty());
     let from_env = env.is_some();
@@ -275,6 +277,9 @@ pub fn find_server_binary(build: bool) -> Result<PathBuf, LaunchError> {
             .map_err(LaunchError::Build);
     }
     if let Some(found) = found {
+        if !from_env {
+            warn_if_out_of_date(found);
+        }
         return Ok(found.clone());
     }
     if build && !from_env {
@@ -311,6 +316,31 @@ fn server_is_stale(bin: &Path) -> bool {
         inputs.extend(["Cargo.toml", "Cargo.lock", "engine/Cargo.toml", "rpc/Cargo.toml"].iter().map(|p| root.join(p)));
     }
     newer_than(&inputs, bin)
+}
+
+/// Warns once on stderr when [`out_of_date_warning`] has something to say: a
+/// user who runs a binary by hand after changing the sources would otherwise
+/// measure old code, or meet a wire version mismatch, unawares.
+fn warn_if_out_of_date(bin: &Path) {
+    static WARNED: OnceLock<()> = OnceLock::new();
+    if let Some(warning) = out_of_date_warning(bin) {
+        WARNED.get_or_init(|| eprintln!("corekv launcher: warning: {warning}"));
+    }
+}
+
+/// Why `bin` is out of date, and the command that rebuilds it, when cargo's
+/// dep-info file next to it lists a file newer than it. A server without
+/// dep-info (installed, copied) is taken as it is.
+fn out_of_date_warning(bin: &Path) -> Option<String> {
+    if !bin.with_extension("d").is_file() || !server_is_stale(bin) {
+        return None;
+    }
+    let how = match profile_dir(bin).and_then(Path::file_name).and_then(|n| n.to_str()) {
+        Some("debug") | None => "cargo build -p corekv-engine".to_string(),
+        Some("release") => "cargo build --release -p corekv-engine".to_string(),
+        Some(other) => format!("cargo build --profile {other} -p corekv-engine"),
+    };
+    Some(format!("{} is older than the sources it was built from; `{how}` rebuilds it", bin.display()))
 }
 
 /// The files of a dep-info file's first rule (`target: a b\ c`: spaces in a
@@ -1019,7 +1049,17 @@ mod tests {
         at(&b, 1_000);
         assert!(newer_than(&[a.clone(), dir.join("gone.rs")], &bin), "a missing input");
         assert!(newer_than(std::slice::from_ref(&a), &dir.join("no-binary")), "no binary");
+        // Run by hand: a warning that names the binary when a source is newer.
+        // (The workspace's manifests count too: the binary is dated now.)
+        fs::write(bin.with_extension("d"), format!("{}: {}\n", bin.display(), a.display())).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        at(&bin, now);
+        assert_eq!(out_of_date_warning(&bin), None, "up to date");
+        at(&a, now + 3_600);
+        let warning = out_of_date_warning(&bin).unwrap_or_default();
+        assert!(warning.contains(&bin.display().to_string()) && warning.contains("cargo build"), "{warning}");
         fs::remove_file(bin.with_extension("d")).unwrap();
+        assert_eq!(out_of_date_warning(&bin), None, "no dep-info file: an installed server, taken as it is");
         assert!(server_is_stale(&bin), "no dep-info file: cargo decides");
         assert!(workspace_root().is_some_and(|root| root.join("engine").is_dir()), "the workspace is found");
         fs::remove_dir_all(&dir).unwrap();
