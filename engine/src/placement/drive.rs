@@ -148,11 +148,21 @@ pub fn next_edits(
     }
     // The plan deals cores for all its moves at once; the moves run a few at a
     // time and each look plans again, so a target's core is chosen now: the one
-    // of its node holding the fewest replicas, moves under way included. That
-    // keeps a node's cores even through any batching.
+    // of its node that will hold the fewest replicas, counting the moves under
+    // way and the departures the plan still has to start (a node can both
+    // receive and give). That keeps a node's cores even through any batching.
     let mut load: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
     for m in planned.into_iter().take(budget) {
-        let cores = load.entry(m.to.node).or_insert_with(|| core_load(map, m.to.node));
+        let cores = load.entry(m.to.node).or_insert_with(|| {
+            let mut cores = core_load(map, m.to.node);
+            let departures = plan.moves.iter().filter(|d| d.from.node == m.to.node && d.to.node != m.to.node);
+            for d in departures {
+                if let Some(n) = cores.get_mut(usize::from(d.from.core)) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            cores
+        });
         let core = (0..cores.len()).min_by_key(|&c| (cores[c], c)).unwrap_or(0);
         if let Some(n) = cores.get_mut(core) {
             *n += 1;
@@ -377,6 +387,38 @@ mod tests {
         let joined = nodes::add_node(&founding, &info_cores(5, 4)).unwrap().unwrap();
         let (after, _) = run(joined, &BTreeSet::new(), 3);
         assert_cores_balanced(&after);
+    }
+
+    /// A join of a 4-core node to 3, 2 and 2-core nodes holding every one of 9
+    /// shards: the new node takes a replica of each, so no replica it does not
+    /// hold is left for a plain swap. Before chains (node 1 keeps one from its
+    /// emptier core and another giver gives that shard instead), node 1 ended
+    /// at [1, 3, 3] (a case a random search found).
+    #[test]
+    fn a_join_that_takes_a_replica_of_every_shard_leaves_the_givers_cores_even() {
+        let founders: Vec<NodeInfo> = [3, 2, 2].iter().zip(1..).map(|(&c, id)| info_cores(id, c)).collect();
+        let founding = initial_map(9, &founders, 9, 3).unwrap();
+        let joined = nodes::add_node(&founding, &info_cores(4, 4)).unwrap().unwrap();
+        let (after, _) = run(joined, &BTreeSet::new(), 2);
+        assert_eq!(held(&after, 4), 9);
+        assert_cores_balanced(&after);
+    }
+
+    /// A drain in which node 1 both receives the draining node's replicas and
+    /// gives one for balance, the giving planned after the receiving: the
+    /// targets' cores must be dealt with that departure counted, or node 1
+    /// ends at [6, 4] (a case a random search found).
+    #[test]
+    fn a_node_that_receives_and_gives_in_one_rebalance_keeps_its_cores_even() {
+        let founders: Vec<NodeInfo> = [2, 2, 3, 1].iter().zip(1..).map(|(&c, id)| info_cores(id, c)).collect();
+        let founding = initial_map(9, &founders, 14, 3).unwrap();
+        let joined = nodes::add_node(&founding, &info_cores(5, 4)).unwrap().unwrap();
+        let (after, _) = run(joined, &BTreeSet::new(), 4);
+        assert_cores_balanced(&after);
+        let draining = nodes::set_state(&after, 2, NodeState::Draining, false).unwrap().unwrap();
+        let (drained, _) = run(draining, &BTreeSet::new(), 4);
+        assert_eq!(held(&drained, 2), 0);
+        assert_cores_balanced(&drained);
     }
 
     #[test]

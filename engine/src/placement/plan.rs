@@ -45,12 +45,13 @@
 //! it costs one move and its bytes; each node's edge to the sink is cut in tiers
 //! below, within and above its target range) with lexicographic costs
 //! ([`super::flow`]), which makes the move count exact, not a heuristic. Then the
-//! replicas a node gives up are swapped for others going to the same node where
-//! that evens its cores (`even_out_departures`: same counts, same moves, only
-//! bytes may differ). Cores are then dealt within each node (arrivals to the
-//! least loaded core, then moves between cores if a spread above one is left:
-//! rare, when the receiving node ends with every shard of the giver's fuller
-//! cores; the driver does not carry those out), and leaders are chosen by
+//! replicas a node gives up are exchanged for others where that evens its
+//! cores: one of a fuller core goes to the same node instead, or, when that
+//! node holds it already, another giver keeps it and gives the first instead
+//! (`even_out_departures`: same counts, same moves, only bytes may differ).
+//! Cores are then dealt within each node (arrivals to the least loaded core,
+//! then moves between cores if a spread above one is left: rare, when no such
+//! exchange exists; the driver does not carry those out), and leaders are chosen by
 //! a second flow over the final replicas. Time: about (moves + nodes) shortest-path
 //! searches over `shards × up nodes` edges; a join to 1024 shards × 16 nodes
 //! (3 replicas) plans in about 0.35 s in the test build. The largest maps the
@@ -716,45 +717,48 @@ struct Pending {
 /// without moves between them. The flow decides how many replicas a node gives
 /// to which node, but its core tier only caps each core, so a node can keep
 /// three on one core and one on another. While that is so, a replica leaving
-/// from an emptier core stays, and one from a core at least two fuller (the
-/// fullest first) goes in its place, to the same node (one that does not hold
-/// that shard). Node counts, move
-/// counts and the nodes each move touches are the flow's; only the bytes can
-/// change, the last of the costs. What no swap can even out, `deal_cores`
-/// evens with moves between cores.
+/// node i from an emptier core (b) stays, and one of a core at least two
+/// fuller (a, the fullest first) goes in its place:
+/// - to the node t that was to receive b, when t does not hold a (a swap;
+///   the bytes moved may change);
+/// - else, when t was to receive a from another up node k that keeps b, k
+///   keeps a and gives b to t instead (a chain; the bytes do not change), if
+///   k's cores stay as even as they were, or within one.
+///
+/// Node counts, move counts and the nodes each move touches are the flow's;
+/// only the bytes can change, the last of the costs. What neither can even
+/// out, `deal_cores` evens with moves between cores.
 fn even_out_departures(sorted: &Sorted, members: &mut [Vec<usize>]) {
     let shard_count = sorted.shards.len();
     let core_of = |j: usize, i: usize| sorted.holders[j].iter().find(|&&(h, _)| h == i).map(|&(_, c)| usize::from(c));
     let manual_touches = |j: usize, i: usize| sorted.manual[j].is_some_and(|(from, to)| from == i || to == i);
+    // Node i's replicas per core that it keeps, and how many arrive on it.
+    let kept_and_arriving = |i: usize, members: &[Vec<usize>]| {
+        let mut kept = vec![0u64; usize::from(sorted.nodes[i].cores)];
+        let mut arriving = 0;
+        for j in (0..shard_count).filter(|&j| members[j].contains(&i)) {
+            match core_of(j, i) {
+                Some(c) => kept[c] += 1,
+                None => arriving += 1,
+            }
+        }
+        (kept, arriving)
+    };
     for i in (0..sorted.nodes.len()).filter(|&i| sorted.is_up(i) && sorted.nodes[i].cores > 1) {
-        // Each swap lowers the sum of the squared counts per core by two or
-        // more, so this ends; the bound only guards that reasoning.
+        // Each swap or chain lowers node i's sum of squared counts per core by
+        // two or more, so this ends; the bound only guards that reasoning.
         for _ in 0..shard_count {
-            let mut kept = vec![0u64; usize::from(sorted.nodes[i].cores)];
-            // The shards node i keeps, with their cores.
-            let mut stays = Vec::new();
-            let mut arriving = 0;
-            for j in (0..shard_count).filter(|&j| members[j].contains(&i)) {
-                match core_of(j, i) {
-                    Some(c) => {
-                        kept[c] += 1;
-                        stays.push((j, c));
-                    }
-                    None => arriving += 1,
-                }
-            }
-            let mut dealt = kept.clone();
-            for _ in 0..arriving {
-                let core = least_loaded(&dealt);
-                dealt[usize::from(core)] += 1;
-            }
-            let (lo, hi) = (dealt.iter().min().copied().unwrap_or(0), dealt.iter().max().copied().unwrap_or(0));
-            if hi <= lo + 1 {
+            let (kept, arriving) = kept_and_arriving(i, members);
+            if spread(&deal_arrivals(kept.clone(), arriving)) <= 1 {
                 break;
             }
+            // The shards node i keeps, with their cores.
+            let stays: Vec<(usize, usize)> = (0..shard_count)
+                .filter(|&j| members[j].contains(&i))
+                .filter_map(|j| core_of(j, i).map(|c| (j, c)))
+                .collect();
             // A departure from a core at least two below some other core, the
-            // emptiest cores first, the node it goes to, and a replica of the
-            // fullest such core that node can take instead.
+            // emptiest cores first.
             let top = kept.iter().copied().max().unwrap_or(0);
             let mut leaving: Vec<(u64, usize)> = (0..shard_count)
                 .filter(|&j| !members[j].contains(&i) && !manual_touches(j, i))
@@ -762,27 +766,78 @@ fn even_out_departures(sorted: &Sorted, members: &mut [Vec<usize>]) {
                 .filter(|&(level, _)| level + 2 <= top)
                 .collect();
             leaving.sort_unstable();
+            // The replicas node i could give instead, fullest core first.
+            let mut instead: Vec<(std::cmp::Reverse<u64>, u64, usize)> = stays
+                .iter()
+                .filter(|&&(a, _)| !manual_touches(a, i))
+                .map(|&(a, c)| (std::cmp::Reverse(kept[c]), sorted.shards[a].bytes, a))
+                .collect();
+            instead.sort_unstable();
+            let arrival_of = |j: usize, t: usize| members[j].contains(&t) && core_of(j, t).is_none();
             let swap = leaving.iter().find_map(|&(level, b)| {
-                let targets = members[b].iter().copied().filter(|&t| core_of(b, t).is_none() && !manual_touches(b, t));
-                targets.into_iter().find_map(|t| {
-                    stays
-                        .iter()
-                        .map(|&(a, c)| (a, kept[c]))
-                        .filter(|&(a, from)| from >= level + 2 && !members[a].contains(&t) && core_of(a, t).is_none())
-                        .filter(|&(a, _)| !manual_touches(a, i) && !manual_touches(a, t))
-                        .min_by_key(|&(a, from)| (std::cmp::Reverse(from), sorted.shards[a].bytes, a))
-                        .map(|(a, _)| (a, b, t))
+                let targets: Vec<usize> =
+                    members[b].iter().copied().filter(|&t| arrival_of(b, t) && !manual_touches(b, t)).collect();
+                let fuller = instead.iter().filter(move |&&(std::cmp::Reverse(from), _, _)| from >= level + 2);
+                targets.iter().find_map(|&t| {
+                    fuller
+                        .clone()
+                        .find(|&&(_, _, a)| {
+                            !members[a].contains(&t) && core_of(a, t).is_none() && !manual_touches(a, t)
+                        })
+                        .map(|&(_, _, a)| (a, b, t))
                 })
             });
-            let Some((a, b, t)) = swap else { break };
-            members[b].retain(|&n| n != t);
+            let chain = || {
+                leaving.iter().find_map(|&(level, b)| {
+                    let fuller = instead.iter().filter(move |&&(std::cmp::Reverse(from), _, _)| from >= level + 2);
+                    let targets = members[b].iter().copied().filter(|&t| arrival_of(b, t));
+                    targets.into_iter().find_map(|t| {
+                        fuller.clone().filter(|&&(_, _, a)| arrival_of(a, t)).find_map(|&(_, _, a)| {
+                            // k gave a (to t) and keeps b: it can give b instead.
+                            let givers = members[b].iter().copied().filter(|&k| {
+                                sorted.is_up(k)
+                                    && !members[a].contains(&k)
+                                    && !manual_touches(a, k)
+                                    && !manual_touches(b, k)
+                            });
+                            givers.into_iter().find_map(|k| {
+                                let (Some(ca), Some(cb)) = (core_of(a, k), core_of(b, k)) else { return None };
+                                let (mut kept_k, arriving_k) = kept_and_arriving(k, members);
+                                let before = spread(&deal_arrivals(kept_k.clone(), arriving_k));
+                                kept_k[cb] -= 1;
+                                kept_k[ca] += 1;
+                                let after = spread(&deal_arrivals(kept_k, arriving_k));
+                                (after <= before.max(1)).then_some((a, b, k))
+                            })
+                        })
+                    })
+                })
+            };
+            // Node i takes b back and gives a; `other` (t for a swap, k for a
+            // chain) gives b up and takes a.
+            let Some((a, b, other)) = swap.or_else(chain) else { break };
+            members[b].retain(|&n| n != other);
             members[b].push(i);
             members[b].sort_unstable();
             members[a].retain(|&n| n != i);
-            members[a].push(t);
+            members[a].push(other);
             members[a].sort_unstable();
         }
     }
+}
+
+/// `kept` with `arriving` more replicas dealt, each to the emptiest core.
+fn deal_arrivals(mut kept: Vec<u64>, arriving: usize) -> Vec<u64> {
+    for _ in 0..arriving {
+        let core = least_loaded(&kept);
+        kept[usize::from(core)] += 1;
+    }
+    kept
+}
+
+/// The difference between the fullest and the emptiest core.
+fn spread(load: &[u64]) -> u64 {
+    load.iter().max().copied().unwrap_or(0) - load.iter().min().copied().unwrap_or(0)
 }
 
 /// Pairs each shard's lost replicas with its gained ones into moves: the manual
