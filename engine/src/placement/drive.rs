@@ -421,6 +421,24 @@ mod tests {
         assert_cores_balanced(&drained);
     }
 
+    /// A death after a join, planned afresh at every look: the flow charged a
+    /// 1-core node's unit above its floor as core excess (its floor fills its
+    /// one core), so a later look had that node give a replica rather than
+    /// node 3, whose arrival had been dealt around its planned departure, and
+    /// node 3 ended at [4, 2] (a case a random search found).
+    #[test]
+    fn a_node_ending_one_above_an_evenly_divided_floor_pays_no_core_excess() {
+        let founders: Vec<NodeInfo> = [4, 2, 2, 1, 4].iter().zip(1..).map(|(&c, id)| info_cores(id, c)).collect();
+        let founding = initial_map(9, &founders, 11, 3).unwrap();
+        let joined = nodes::add_node(&founding, &info_cores(6, 2)).unwrap().unwrap();
+        let (after, _) = run(joined, &BTreeSet::new(), 3);
+        assert_cores_balanced(&after);
+        let dead = nodes::set_state(&after, 2, NodeState::Dead, false).unwrap().unwrap();
+        let (after, _) = run(dead, &BTreeSet::new(), 3);
+        assert_eq!(held(&after, 2), 0);
+        assert_cores_balanced(&after);
+    }
+
     #[test]
     fn a_move_onto_a_node_that_died_is_turned_around_and_an_unreachable_node_gets_nothing() {
         let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 8, 3).unwrap();

@@ -565,21 +565,35 @@ fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
     // Kept replicas pass through a vertex per core of their node, so that of
     // equally good choices the plan keeps a node's cores even and needs no
     // moves between them (arrivals are dealt to the emptiest cores later).
+    // A node that ends above its floor (with a unit of its fill tier) may keep
+    // one more on one core when the floor fills its cores evenly: that unit
+    // passes through the node's spare vertex into its fill vertex.
     let mut core_base = vec![0usize; node_count];
+    let (mut spare, mut fill) = (vec![0usize; node_count], vec![0usize; node_count]);
     let mut vertices = 2 + shard_count + node_count;
     for &i in &up {
         core_base[i] = vertices;
-        vertices += usize::from(sorted.nodes[i].cores);
+        spare[i] = vertices + usize::from(sorted.nodes[i].cores);
+        fill[i] = spare[i] + 1;
+        vertices = fill[i] + 1;
     }
     let mut net = Network::new(vertices);
     let mut core_even_tier = vec![Vec::new(); node_count];
     for (k, &i) in up.iter().enumerate() {
         let cores = u64::from(sorted.nodes[i].cores);
-        let even = bounds[k].0.div_ceil(cores) as i64;
+        let (lo, hi) = bounds[k];
+        let even = lo.div_ceil(cores) as i64;
+        let spare_room = hi > lo && lo % cores == 0;
         for core in 0..usize::from(sorted.nodes[i].cores) {
             let from = core_base[i] + core;
             core_even_tier[i].push(net.add_edge(from, node_vertex(i), even, ZERO));
+            if spare_room {
+                net.add_edge(from, spare[i], 1, ZERO);
+            }
             net.add_edge(from, node_vertex(i), shard_count as i64, flow::unit(CORE_EXCESS, 1));
+        }
+        if spare_room {
+            net.add_edge(spare[i], fill[i], 1, ZERO);
         }
     }
     let touch = |i: usize| if sorted.roles[i] == Role::Unchanged { -1 } else { 0 };
@@ -613,8 +627,15 @@ fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
         let (lo, hi) = bounds[k];
         let tiers = [(lo, ZERO), (hi - lo, flow::unit(FILL, 1)), (up_caps[k] - hi, flow::unit(OVER, 1))];
         for (t, (capacity, cost)) in consume(tiers, fixed_into[i]).into_iter().enumerate() {
-            let edge =
-                net.add_edge(node_vertex(i), sink, capacity as i64, flow::add(cost, flow::unit(TOUCH, touch(i))));
+            let cost = flow::add(cost, flow::unit(TOUCH, touch(i)));
+            // The fill tier is shared with the spare vertex (see above).
+            let from = if t == 1 {
+                net.add_edge(node_vertex(i), fill[i], capacity as i64, ZERO);
+                fill[i]
+            } else {
+                node_vertex(i)
+            };
+            let edge = net.add_edge(from, sink, capacity as i64, cost);
             if t == 0 {
                 floor_tier[i] = Some(edge);
             }
