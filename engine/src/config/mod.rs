@@ -383,7 +383,8 @@ pub struct Cli {
     /// Versions kept per key, tombstones included [default: 64].
     #[arg(long, value_name = "N")]
     pub history_versions_max: Option<usize>,
-    /// Compact a shard's log into a snapshot once it holds this many bytes [default: 64 MiB].
+    /// Compact a shard's log into a snapshot once it holds this many bytes, and
+    /// at least as many as the shard's last snapshot [default: 64 MiB].
     #[arg(long, value_name = "BYTES")]
     pub snapshot_log_bytes: Option<u64>,
     /// Snapshot bytes per second each core may send to new or lagging replicas

@@ -65,6 +65,11 @@ pub(crate) struct Group {
     pub next_read_ctx: u64,
     /// Entry bytes applied since the last snapshot (compaction by size).
     pub applied_bytes_since_snapshot: u64,
+    /// The size of the state machine's last snapshot (taken, installed or
+    /// restored; 0 before any): the log grows to at least this much before
+    /// the next one, so rewriting the state costs no more than the log it
+    /// replaces.
+    pub snapshot_bytes: u64,
     /// The last hard state handed to storage.
     pub hard_state: HardState,
     /// Readys of this group handed to storage and not yet reported persisted.
@@ -99,6 +104,7 @@ impl Group {
             reads_after: Vec::new(),
             next_read_ctx: 1,
             applied_bytes_since_snapshot: 0,
+            snapshot_bytes: 0,
             transfer_cooldown_ticks: 0,
             marker_index: 0,
             awaits_first_snapshot: false,

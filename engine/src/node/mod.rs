@@ -100,7 +100,7 @@ const MAP_ASK_INTERVAL_TICKS: u64 = 10;
 const MAP_POLL_TICKS: u64 = 100;
 
 /// A leader streaming a snapshot defers compaction until its log holds this many
-/// times `snapshot_log_bytes`.
+/// times its compaction threshold (see [`compaction_threshold`]).
 const COMPACT_DEFER_MAX: u64 = 16;
 
 /// Election timeouts a leader waits before it tries again to hand leadership to
@@ -179,7 +179,8 @@ pub struct NodeCoreConfig {
     pub raft: Config,
     /// Shard state machine settings (identical on every replica).
     pub shard: ShardConfig,
-    /// A group's log is compacted into a snapshot past this many applied bytes.
+    /// A group's log is compacted into a snapshot past this many applied bytes,
+    /// or past its last snapshot's size when that is larger.
     pub snapshot_log_bytes: u64,
     /// The WAL's segment size (what [`NodeCore::wal_segments_allowed`] counts in).
     pub wal_segment_bytes: u64,
@@ -1205,7 +1206,7 @@ impl NodeCore {
             let g = g_mut(&mut self.groups, shard);
             let first = std::mem::take(&mut g.awaits_first_snapshot);
             let moving_in = first || !g.raft.status().conf.voters.contains(&self.cfg.node);
-            self.install(shard, sm);
+            self.install(shard, sm, bytes);
             self.stats.snapshot_bytes_installed += bytes;
             if moving_in {
                 self.stats.move_snapshot_bytes += bytes;
@@ -1289,10 +1290,11 @@ impl NodeCore {
         }
     }
 
-    fn install(&mut self, shard: ShardId, sm: Shard) {
+    fn install(&mut self, shard: ShardId, sm: Shard, bytes: u64) {
         let g = self.groups.get_mut(&shard).expect("known group");
         g.sm = sm;
         g.applied_bytes_since_snapshot = 0;
+        g.snapshot_bytes = bytes;
         self.stats.snapshots_installed += 1;
     }
 
@@ -1384,23 +1386,26 @@ impl NodeCore {
     }
 
     /// Live WAL segments this core allows before it snapshots the groups that
-    /// keep the oldest one: room for every group's log to reach its size
-    /// threshold twice over (batch padding and hard states take WAL bytes too),
-    /// plus the segment being filled, and never fewer than
-    /// [`WAL_LIVE_SEGMENTS_MIN`]. So the size threshold decides when a busy group
-    /// snapshots, and the WAL stays bounded whatever the quiet groups do.
+    /// keep the oldest one: room for every group's log to reach its
+    /// [`compaction_threshold`] twice over (batch padding and hard states take
+    /// WAL bytes too), plus the segment being filled, and never fewer than
+    /// [`WAL_LIVE_SEGMENTS_MIN`]. So the threshold decides when a busy group
+    /// snapshots, and the WAL stays bounded (by twice the core's data plus the
+    /// configured log sizes) whatever the quiet groups do.
     pub fn wal_segments_allowed(&self) -> usize {
-        let log = (self.groups.len() as u64).saturating_mul(self.cfg.snapshot_log_bytes).saturating_mul(2);
+        let threshold = |g: &Group| compaction_threshold(self.cfg.snapshot_log_bytes, g);
+        let log = self.groups.values().fold(0u64, |sum, g| sum.saturating_add(threshold(g))).saturating_mul(2);
         let segments = log.div_ceil(self.cfg.wal_segment_bytes.max(1)).saturating_add(1);
         usize::try_from(segments).unwrap_or(usize::MAX).max(WAL_LIVE_SEGMENTS_MIN)
     }
 
-    /// Snapshots group `shard` when its log since the last snapshot reached
-    /// `snapshot_log_bytes`, or when `force`d (it holds WAL segments back).
+    /// Snapshots group `shard` when its log since the last snapshot reached its
+    /// [`compaction_threshold`], or when `force`d (it holds WAL segments back).
     /// True when it took one.
     fn maybe_compact(&mut self, shard: ShardId, storage: &mut dyn CoreStorage, force: bool) -> Result<bool, NodeError> {
         let g = self.groups.get_mut(&shard).expect("known group");
-        if g.applied_bytes_since_snapshot < self.cfg.snapshot_log_bytes && !force {
+        let threshold = compaction_threshold(self.cfg.snapshot_log_bytes, g);
+        if g.applied_bytes_since_snapshot < threshold && !force {
             return Ok(false);
         }
         // A leader streaming its snapshot to a replica keeps the log after it: a
@@ -1413,11 +1418,12 @@ impl NodeCore {
             && st.conf.voters.iter().chain(&st.conf.learners).any(|&id| {
                 g.raft.progress(id).is_some_and(|p| p.state == crate::raft::progress::ProgressState::Snapshot)
             });
-        if streaming && g.applied_bytes_since_snapshot < self.cfg.snapshot_log_bytes.saturating_mul(COMPACT_DEFER_MAX) {
+        if streaming && g.applied_bytes_since_snapshot < threshold.saturating_mul(COMPACT_DEFER_MAX) {
             return Ok(false);
         }
         g.applied_bytes_since_snapshot = 0;
         let data: Arc<[u8]> = Arc::from(g.sm.snapshot());
+        g.snapshot_bytes = data.len() as u64;
         g.raft.compact(data.clone());
         let st = g.raft.status();
         let meta = SnapshotMeta { index: st.snapshot_index, term: g.raft.log().snapshot_term(), conf: st.conf };
@@ -1573,15 +1579,26 @@ fn reconcile(map: &ClusterMap, me: NodeId, g: &mut Group) -> Reconciled {
 /// A replica of `shard` on this core, from its durable state.
 fn new_group(cfg: &NodeCoreConfig, shard: ShardId, durable: DurableState) -> Result<Group, NodeError> {
     let sm = restore_shard(cfg.shard, shard, &durable.snapshot)?;
+    let snapshot_bytes = durable.snapshot.data.len() as u64;
     let seed = cfg.seed ^ u64::from(shard).wrapping_mul(0x2545_f491_4f6c_dd1d);
     let mut raft = RawNode::new(cfg.raft.clone(), durable, seed)?;
     if cfg.move_rate_bytes_per_sec > 0 {
         raft.limit_snapshot_sending();
     }
     let mut group = Group::new(shard, raft, sm);
+    group.snapshot_bytes = snapshot_bytes;
     let st = group.raft.status();
     group.hard_state = HardState { term: st.term, vote: st.vote, commit: st.commit };
     Ok(group)
+}
+
+/// The applied log bytes past which group `g` snapshots on its own: the
+/// configured `snapshot_log_bytes`, or the size of its last snapshot when that is
+/// larger. A snapshot rewrites the whole state, so a large shard snapshotting at
+/// a small log size would write many times the bytes its clients wrote; this way
+/// the snapshots cost at most as many bytes as the log they replace.
+fn compaction_threshold(snapshot_log_bytes: u64, g: &Group) -> u64 {
+    snapshot_log_bytes.max(g.snapshot_bytes)
 }
 
 /// The replica `preferred` has everything the leader has: leadership can move there

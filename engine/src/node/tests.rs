@@ -1001,3 +1001,26 @@ fn a_quiet_group_keeping_the_wal_over_its_segment_target_is_snapshotted_early() 
     assert_eq!(c.core.stats().snapshots_for_wal, 1);
     assert!(c.storage.open.iter().any(|r| matches!(r, Record::SnapshotMarker { group_id: 0, .. })));
 }
+
+#[test]
+fn a_shard_snapshots_no_more_often_than_its_log_grows_by_its_own_size() {
+    // One key of 1000-byte values, compaction configured at 16 KiB of log: the
+    // key keeps 64 versions, so the state grows to about 64 KB. Snapshotting
+    // at every 16 KiB would rewrite 64 KB per 16 KiB written (about 25 times in
+    // 400 writes); with the threshold at the last snapshot's size once that is
+    // larger, it stays at about one snapshot per 64 KB of log (9 in all).
+    let map = test_map(3, 1, 1, 3);
+    let mut cl = Cluster::with_config(map.clone(), slow_snapshots);
+    cl.run_until_led();
+    let leader = cl.leader_core(0).expect("led");
+    for seq in 1..=400u64 {
+        let client = ClientRef { conn: 1, id: seq };
+        cl.cores.get_mut(&leader).unwrap().core.client_request(client, put(&map, 0, seq, &[seq as u8; 1000]));
+        cl.settle();
+        assert!(matches!(cl.reply(leader, client), Some(Response::Outcome(Outcome::Ok(_)))));
+    }
+    for core in cl.cores.values() {
+        let taken = core.core.stats().snapshots_taken;
+        assert!((3..=12).contains(&taken), "{taken} snapshots for 400 KB of log over a 64 KB state");
+    }
+}
