@@ -826,6 +826,7 @@ fn auto_moves_counted(stats: &[ClusterStats]) {
     assert!(moved > 0 && moved <= sum(stats, |s| s.snapshot_bytes_installed), "moves' bytes are counted apart");
     assert!(sum(stats, |s| s.move_snapshots) > 0, "moves' snapshots are counted");
     assert!(sum(stats, |s| s.move_store_bytes) > 0, "so are the sizes they restored");
+    assert!(sum(stats, |s| s.move_log_bytes) > 0, "and the log the targets caught up from");
     assert!(sum(stats, |s| s.meta_writes) > 2 * stats.len() as u64, "the meta group writes the moves");
 }
 

@@ -25,7 +25,7 @@ use crate::map::{ClusterMap, CoreIndex};
 use crate::raft::{Index, Message, Term};
 
 /// Bumped whenever a type in this module changes shape.
-pub const WIRE_VERSION: u32 = 7;
+pub const WIRE_VERSION: u32 = 8;
 /// Most calls a client may pipeline on one connection before it waits for replies;
 /// the server answers Busy beyond it.
 pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;
@@ -322,6 +322,11 @@ pub struct CoreStats {
     /// they moved, which the plan estimated earlier (a repeat snapshot adds
     /// to `move_snapshot_bytes`, not here).
     pub move_store_bytes: u64,
+    /// Log entry bytes replicas appended while they did not vote yet: the
+    /// targets of replica moves catching up after their snapshot (the source
+    /// ships its last compaction snapshot and the log after it). With
+    /// `move_snapshot_bytes`, what the moves shipped.
+    pub move_log_bytes: u64,
     /// Replicas this core started for shards moved onto it (empty, fed by the leader).
     pub replicas_added: u64,
     /// Replicas this core deleted because their shard moved away.

@@ -1180,6 +1180,11 @@ impl NodeCore {
             if !rd.entries.is_empty() {
                 storage.append_entries(u64::from(shard), &rd.entries)?;
                 self.stats.raft_entries_persisted += rd.entries.len() as u64;
+                // Entries a replica that does not vote yet appends come from its
+                // leader: a move's catch-up after the snapshot.
+                if !self.groups[&shard].raft.conf().voters.contains(&self.cfg.node) {
+                    self.stats.move_log_bytes += rd.entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
+                }
             }
             if let Some(hard_state) = rd.hard_state {
                 storage.append(&Record::HardState { group_id: u64::from(shard), hard_state })?;

@@ -1154,6 +1154,7 @@ fn add_core_stats(stats: &mut ClusterStats, core: &NodeCore) {
     stats.move_snapshot_bytes += s.move_snapshot_bytes;
     stats.move_snapshots += s.move_snapshots;
     stats.move_store_bytes += s.move_store_bytes;
+    stats.move_log_bytes += s.move_log_bytes;
     stats.snapshot_bytes_installed += s.snapshot_bytes_installed;
     stats.replicas_added += s.replicas_added;
     stats.replicas_dropped += s.replicas_dropped;

@@ -316,6 +316,11 @@ impl RawNode {
         }
     }
 
+    /// The configuration in force (the last one appended).
+    pub fn conf(&self) -> &ConfState {
+        &self.conf
+    }
+
     /// The leader's progress record of `peer` (leaders only; for tests and status).
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.progress.get(&peer)

@@ -90,6 +90,9 @@ pub struct ClusterStats {
     /// The store sizes restored by the first snapshots of replicas started
     /// empty for a move.
     pub move_store_bytes: u64,
+    /// Log entry bytes appended by replicas that did not vote yet (moves'
+    /// catch-up after their snapshots).
+    pub move_log_bytes: u64,
     /// Bytes of those installed by every replica.
     pub snapshot_bytes_installed: u64,
     /// WAL fdatasyncs over every core.
