@@ -103,6 +103,10 @@ const MAP_POLL_TICKS: u64 = 100;
 /// times its compaction threshold (see [`compaction_threshold`]).
 const COMPACT_DEFER_MAX: u64 = 16;
 
+/// A leader about to stream a snapshot takes a fresh one first when its log
+/// since the last one holds this many bytes (see `offer_fresh_snapshot`).
+const FRESH_SNAPSHOT_LOG_MIN: u64 = 64 << 10;
+
 /// Election timeouts a leader waits before it tries again to hand leadership to
 /// the shard's preferred replica.
 const TRANSFER_RETRY_TIMEOUTS: u64 = 5;
@@ -772,7 +776,7 @@ impl NodeCore {
                 }
             }
             g.raft.tick();
-            if g.raft.has_ready() {
+            if g.raft.has_ready() || g.raft.snapshot_wanted() {
                 self.dirty.insert(g.shard);
             }
         }
@@ -1078,6 +1082,7 @@ impl NodeCore {
             self.propose_batched(shard);
             self.ask_reads(shard);
             loop {
+                self.offer_fresh_snapshot(shard, storage)?;
                 let g = self.groups.get_mut(&shard).expect("dirty groups exist");
                 if !g.raft.has_ready() {
                     break;
@@ -1418,11 +1423,7 @@ impl NodeCore {
         // short of entries it needs, and it would need a newer snapshot, again and
         // again under a steady write load (a new replica that never catches up).
         // Bounded: past COMPACT_DEFER_MAX times the threshold it compacts anyway.
-        let st = g.raft.status();
-        let streaming = g.is_leader
-            && st.conf.voters.iter().chain(&st.conf.learners).any(|&id| {
-                g.raft.progress(id).is_some_and(|p| p.state == crate::raft::progress::ProgressState::Snapshot)
-            });
+        let streaming = g.is_leader && g.raft.snapshot_streaming();
         if streaming && g.applied_bytes_since_snapshot < threshold.saturating_mul(COMPACT_DEFER_MAX) {
             return Ok(false);
         }
@@ -1430,6 +1431,11 @@ impl NodeCore {
         let data: Arc<[u8]> = Arc::from(g.sm.snapshot());
         g.snapshot_bytes = data.len() as u64;
         g.raft.compact(data.clone());
+        if g.raft.has_ready() {
+            // Transfers that waited for this snapshot started: their chunks go
+            // out with the group's next Ready.
+            self.dirty.insert(shard);
+        }
         let st = g.raft.status();
         let meta = SnapshotMeta { index: st.snapshot_index, term: g.raft.log().snapshot_term(), conf: st.conf };
         let marker = SnapshotMarker { index: meta.index, term: meta.term };
@@ -1438,6 +1444,27 @@ impl NodeCore {
         g.marker_index = marker.index;
         self.stats.snapshots_taken += 1;
         Ok(true)
+    }
+
+    /// Answers a leader waiting to stream a snapshot to a replica (a move's new
+    /// replica, one back from a long absence): with a fresh snapshot when the log
+    /// since the last one holds [`FRESH_SNAPSHOT_LOG_MIN`] bytes or more, so the
+    /// replica receives the state as it is instead of an old state and the log
+    /// after it; with the latest one otherwise, or while another transfer streams
+    /// it (a compaction would cut the log that replica needs after it).
+    fn offer_fresh_snapshot(&mut self, shard: ShardId, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        let g = self.groups.get_mut(&shard).expect("known group");
+        if !g.raft.snapshot_wanted() {
+            return Ok(());
+        }
+        if g.raft.snapshot_streaming()
+            || g.applied_bytes_since_snapshot < FRESH_SNAPSHOT_LOG_MIN
+            || !self.maybe_compact(shard, storage, true)?
+        {
+            let g = self.groups.get_mut(&shard).expect("known group");
+            g.raft.send_latest_snapshot();
+        }
+        Ok(())
     }
 
     /// One frame per destination core: everything queued since the last call.
@@ -1590,6 +1617,7 @@ fn new_group(cfg: &NodeCoreConfig, shard: ShardId, durable: DurableState) -> Res
     if cfg.move_rate_bytes_per_sec > 0 {
         raft.limit_snapshot_sending();
     }
+    raft.want_fresh_snapshots();
     let mut group = Group::new(shard, raft, sm);
     group.snapshot_bytes = snapshot_bytes;
     let st = group.raft.status();

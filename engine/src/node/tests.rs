@@ -1024,3 +1024,43 @@ fn a_shard_snapshots_no_more_often_than_its_log_grows_by_its_own_size() {
         assert!((3..=12).contains(&taken), "{taken} snapshots for 400 KB of log over a 64 KB state");
     }
 }
+
+#[test]
+fn a_replica_needing_a_snapshot_gets_a_fresh_one_not_an_old_one_and_the_log_after_it() {
+    // Distinct keys: the state grows past 200 KB, so the leader's compaction
+    // threshold (the last snapshot's size) lets its log grow well past
+    // FRESH_SNAPSHOT_LOG_MIN since the last snapshot. Streaming that old snapshot
+    // would send all of that log after it too.
+    let (mut cl, map, leader, lost) = one_follower_lost();
+    let mut seq = 0u64;
+    let since_snapshot = |cl: &Cluster| cl.cores[&leader].core.groups[&0].applied_bytes_since_snapshot;
+    while seq < 200 || since_snapshot(&cl) < 2 * FRESH_SNAPSHOT_LOG_MIN {
+        assert!(seq < 3000, "the log never grew past the threshold");
+        seq += 1;
+        let tag = WriteTag { client: ClientId::from_u128(1), seq, acked: seq - 1 };
+        let op = WriteOp::Put { key: format!("k{seq}").into_bytes(), value: vec![3; 1000] };
+        let request = Request { shard: 0, epoch: 1, body: RequestBody::Write { tag, op } };
+        cl.cores.get_mut(&leader).unwrap().core.client_request(ClientRef { conn: 1, id: seq }, request);
+        cl.settle();
+    }
+    let old = cl.cores[&leader].core.raft_status(0).expect("leads");
+    assert!(old.snapshot_index > 0 && old.snapshot_index < old.applied, "an old snapshot: {old:?}");
+    return_empty(&mut cl, &map, lost);
+    let started = cl.now_ms;
+    loop {
+        let st = cl.cores[&lost].core.raft_status(0).expect("held");
+        if st.applied >= old.applied {
+            break;
+        }
+        assert!(cl.now_ms - started < 30_000, "the replica never caught up");
+        cl.tick();
+    }
+    let installed = cl.cores[&lost].storage.snapshots.get(&0).expect("it installed a snapshot");
+    assert!(
+        installed.meta.index >= old.applied,
+        "the snapshot it got covers everything applied when it came back ({} < {})",
+        installed.meta.index,
+        old.applied
+    );
+    assert_eq!(cl.cores[&lost].core.stats().snapshots_installed, 1);
+}

@@ -202,7 +202,8 @@ pub struct Progress {
     pub probe_sent: bool,
     /// Appends in flight (used in `Replicate`).
     pub inflights: Inflights,
-    /// In `Snapshot`: the transfer.
+    /// In `Snapshot`: the transfer (none while the leader waits for a fresh
+    /// snapshot, see `RawNode::want_fresh_snapshots`).
     pub snapshot: Option<SnapshotTransfer>,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
@@ -273,6 +274,15 @@ impl Progress {
         self.snapshot = None;
         self.inflights.reset();
         self.stalled_heartbeats = 0;
+    }
+
+    /// Switches to `Snapshot` with no transfer yet: the leader waits for the
+    /// application's fresh snapshot.
+    pub fn await_snapshot(&mut self) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.snapshot = None;
     }
 
     /// Switches to sending `transfer`.

@@ -8,6 +8,7 @@ use corekv_rpc::raft::{ConfChange, EntryKind, Index, Message, MessageBody, NodeI
 
 use super::*;
 
+mod fresh_snapshots;
 mod snapshot_sending;
 
 fn config(id: NodeId) -> Config {

@@ -30,6 +30,7 @@ use super::progress::{Progress, ProgressState, SnapshotTransfer};
 use super::quorum::{VoteResult, majority, majority_value, vote_result};
 use super::ready::{PendingPersist, ReadState, Ready, Role, Snapshot, SoftState};
 
+mod fresh_snapshots;
 mod output;
 mod reads;
 mod replication;
@@ -232,6 +233,9 @@ pub struct RawNode {
     /// default). See `snapshot_credit.rs`.
     snapshot_credit_bytes: Option<u64>,
     snapshot_bytes_sent: u64,
+    /// A transfer whose latest snapshot is older than the applied index waits for
+    /// the application to take a fresh one (or to decline). See `fresh_snapshots.rs`.
+    fresh_snapshots: bool,
 
     msgs: Vec<Message>,
     msgs_after_persist: Vec<Message>,
@@ -282,6 +286,7 @@ impl RawNode {
             latest_snapshot: snapshot,
             snapshot_credit_bytes: None,
             snapshot_bytes_sent: 0,
+            fresh_snapshots: false,
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             prev_hard_state: hard_state,
@@ -507,14 +512,18 @@ impl RawNode {
 
     /// Replaces the log up to the applied index with `data`, the application's
     /// state as of that index. Lagging followers will be sent this snapshot.
+    /// Transfers waiting for a fresh snapshot (see [`RawNode::want_fresh_snapshots`])
+    /// start with this one, or with the latest when there is nothing new to compact.
     pub fn compact(&mut self, data: Arc<[u8]>) {
         let index = self.log.applied();
         if index <= self.log.snapshot_index() {
+            self.start_waiting_transfers();
             return;
         }
         let term = self.log.term(index).expect("the applied index is in the log");
         self.log.compact_to(index);
         self.latest_snapshot = Snapshot { meta: SnapshotMeta { index, term, conf: self.conf.clone() }, data };
+        self.start_waiting_transfers();
     }
 
     /// Storage made Ready number `number` durable. Readys must be reported in the

@@ -273,6 +273,16 @@ impl RawNode {
     }
 
     pub(super) fn start_snapshot_transfer(&mut self, to: NodeId) {
+        if self.fresh_snapshots && self.latest_snapshot.meta.index < self.log.applied() {
+            // Wait for the application's fresh snapshot (see `fresh_snapshots.rs`).
+            self.progress.get_mut(&to).expect("caller checked").await_snapshot();
+            return;
+        }
+        self.stream_latest_snapshot(to);
+    }
+
+    /// Starts streaming the latest snapshot to `to`.
+    pub(super) fn stream_latest_snapshot(&mut self, to: NodeId) {
         let snap = &self.latest_snapshot;
         let transfer = SnapshotTransfer::new(snap.meta.clone(), snap.data.clone());
         self.progress.get_mut(&to).expect("caller checked").become_snapshot(transfer);
