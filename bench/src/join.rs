@@ -5,7 +5,8 @@
 //! before the join, the time from the join to a balanced placement against the
 //! bound the move rate sets, and the bytes the moves shipped (snapshots and the
 //! log after them) against the minimal bytes the planner computed (the sizes of
-//! the replicas that had to move). Measured here, never asserted in a test.
+//! the replicas that had to move, at the plan) and against those replicas' sizes
+//! when they moved. Measured here, never asserted in a test.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -144,11 +145,13 @@ impl JoinReport {
             self.planned_bytes
         ));
         lines.push(format!(
-            "{} snapshots for {} planned moves: {snapshot_bytes} bytes restoring stores of {} bytes = {:.3}",
+            "{} snapshots for {} planned moves: {snapshot_bytes} bytes restoring stores of {} bytes = {:.3}; \
+             bytes moved / those stores (the replicas' sizes when they moved) = {:.3}",
             self.move_snapshots,
             self.planned_moves,
             self.move_store_bytes,
             over(snapshot_bytes, self.move_store_bytes),
+            over(self.bytes_moved, self.move_store_bytes),
         ));
         lines.push(format!(
             "snapshots installed by all replicas, lagging voters included: {} bytes",
@@ -408,7 +411,9 @@ mod tests {
             lines[4]
         );
         assert!(
-            lines[5] == "3 snapshots for 3 planned moves: 1100 bytes restoring stores of 1000 bytes = 1.100",
+            lines[5]
+                == "3 snapshots for 3 planned moves: 1100 bytes restoring stores of 1000 bytes = 1.100; \
+                    bytes moved / those stores (the replicas' sizes when they moved) = 1.155",
             "{}",
             lines[5]
         );
