@@ -157,7 +157,8 @@ pub const MOVES_AT_ONCE: usize = 4;
 /// heard from several times within it.
 pub const DOWN_AFTER_TICKS: u64 = 300;
 
-/// Ticks between two looks of the meta leader at nodes and placement.
+/// Ticks between two looks of the meta leader at nodes and placement (it also
+/// looks at the tick after each newer map it installs).
 pub const DRIVE_EVERY_TICKS: u64 = 50;
 
 /// What the meta leader knows of the nodes beyond the map: when it last heard

@@ -324,6 +324,10 @@ pub struct NodeCore {
     meta: MetaQueue,
     /// The meta leader's view of the nodes and its last plan.
     meta_driver: MetaDriver,
+    /// The meta leader installed a newer map: it looks at the placement again at
+    /// the next tick instead of the next [`meta::DRIVE_EVERY_TICKS`] boundary, so
+    /// a finished move is followed by the next one at once.
+    drive_due: bool,
     /// The write tag client id of this core's meta writes.
     meta_client: ClientId,
     /// Snapshot bytes this core's leaders may still send (`--move-rate`'s bucket).
@@ -411,6 +415,7 @@ impl NodeCore {
             map_asks: BTreeMap::new(),
             meta: MetaQueue::default(),
             meta_driver: MetaDriver::default(),
+            drive_due: false,
             meta_client: ClientId(meta_client),
             move_credit: 0,
             move_credit_at_ms: now_ms,
@@ -622,6 +627,7 @@ impl NodeCore {
         self.map_asks.clear();
         self.stats.maps_installed += 1;
         if self.groups.get(&META_SHARD).is_some_and(|g| g.is_leader) {
+            self.drive_due = true;
             let me = Replica { node: self.cfg.node, core: self.cfg.core };
             let cores: Vec<Replica> = self
                 .map
@@ -792,7 +798,7 @@ impl NodeCore {
                 self.outbox.push_other(r, PeerMessage::MapRequest { epoch: self.map.epoch });
             }
         }
-        if self.ticks.is_multiple_of(meta::DRIVE_EVERY_TICKS) {
+        if std::mem::take(&mut self.drive_due) || self.ticks.is_multiple_of(meta::DRIVE_EVERY_TICKS) {
             self.drive_meta();
         }
         self.txn_tick();
