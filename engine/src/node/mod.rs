@@ -104,7 +104,8 @@ const MAP_POLL_TICKS: u64 = 100;
 const COMPACT_DEFER_MAX: u64 = 16;
 
 /// A leader about to stream a snapshot takes a fresh one first when its log
-/// since the last one holds this many bytes (see `offer_fresh_snapshot`).
+/// since the last one holds at least this many bytes, and a sixteenth of the last
+/// snapshot's size (see [`fresh_snapshot_log_min`]).
 const FRESH_SNAPSHOT_LOG_MIN: u64 = 64 << 10;
 
 /// Election timeouts a leader waits before it tries again to hand leadership to
@@ -798,7 +799,11 @@ impl NodeCore {
                 self.outbox.push_other(r, PeerMessage::MapRequest { epoch: self.map.epoch });
             }
         }
-        if std::mem::take(&mut self.drive_due) || self.ticks.is_multiple_of(meta::DRIVE_EVERY_TICKS) {
+        // A look asked for while an edit is pending happens once the queue is
+        // idle, not at the next boundary.
+        let due = self.drive_due && self.meta.is_idle();
+        if due || self.ticks.is_multiple_of(meta::DRIVE_EVERY_TICKS) {
+            self.drive_due &= !due;
             self.drive_meta();
         }
         self.txn_tick();
@@ -1454,17 +1459,18 @@ impl NodeCore {
 
     /// Answers a leader waiting to stream a snapshot to a replica (a move's new
     /// replica, one back from a long absence): with a fresh snapshot when the log
-    /// since the last one holds [`FRESH_SNAPSHOT_LOG_MIN`] bytes or more, so the
+    /// since the last one holds [`fresh_snapshot_log_min`] bytes or more, so the
     /// replica receives the state as it is instead of an old state and the log
-    /// after it; with the latest one otherwise, or while another transfer streams
-    /// it (a compaction would cut the log that replica needs after it).
+    /// after it; with the latest one otherwise, or when the compaction would cut
+    /// log another follower still needs (one streaming the latest snapshot, or
+    /// replaying the log after its own).
     fn offer_fresh_snapshot(&mut self, shard: ShardId, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
         let g = self.groups.get_mut(&shard).expect("known group");
         if !g.raft.snapshot_wanted() {
             return Ok(());
         }
-        if g.raft.snapshot_streaming()
-            || g.applied_bytes_since_snapshot < FRESH_SNAPSHOT_LOG_MIN
+        if !g.raft.compaction_harmless()
+            || g.applied_bytes_since_snapshot < fresh_snapshot_log_min(g)
             || !self.maybe_compact(shard, storage, true)?
         {
             let g = self.groups.get_mut(&shard).expect("known group");
@@ -1629,6 +1635,14 @@ fn new_group(cfg: &NodeCoreConfig, shard: ShardId, durable: DurableState) -> Res
     let st = group.raft.status();
     group.hard_state = HardState { term: st.term, vote: st.vote, commit: st.commit };
     Ok(group)
+}
+
+/// The log bytes applied since group `g`'s last snapshot that make a fresh one
+/// worth taking before a transfer: it rewrites the whole shard on this core (a
+/// serialization and an fsync on the core's thread), so a large shard takes one
+/// only to save a fair share of its size in log, not a few KiB.
+fn fresh_snapshot_log_min(g: &Group) -> u64 {
+    FRESH_SNAPSHOT_LOG_MIN.max(g.snapshot_bytes / 16)
 }
 
 /// The applied log bytes past which group `g` snapshots on its own: the

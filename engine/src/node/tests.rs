@@ -1029,12 +1029,12 @@ fn a_shard_snapshots_no_more_often_than_its_log_grows_by_its_own_size() {
 fn a_replica_needing_a_snapshot_gets_a_fresh_one_not_an_old_one_and_the_log_after_it() {
     // Distinct keys: the state grows past 200 KB, so the leader's compaction
     // threshold (the last snapshot's size) lets its log grow well past
-    // FRESH_SNAPSHOT_LOG_MIN since the last snapshot. Streaming that old snapshot
+    // fresh_snapshot_log_min since the last snapshot. Streaming that old snapshot
     // would send all of that log after it too.
     let (mut cl, map, leader, lost) = one_follower_lost();
     let mut seq = 0u64;
     let since_snapshot = |cl: &Cluster| cl.cores[&leader].core.groups[&0].applied_bytes_since_snapshot;
-    while seq < 200 || since_snapshot(&cl) < 2 * FRESH_SNAPSHOT_LOG_MIN {
+    while seq < 200 || since_snapshot(&cl) < 2 * fresh_snapshot_log_min(&cl.cores[&leader].core.groups[&0]) {
         assert!(seq < 3000, "the log never grew past the threshold");
         seq += 1;
         let tag = WriteTag { client: ClientId::from_u128(1), seq, acked: seq - 1 };

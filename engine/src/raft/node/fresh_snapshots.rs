@@ -16,8 +16,8 @@
 //! - The application answers before it next steps the node: with
 //!   [`RawNode::compact`] (the waiting transfers start from the new snapshot) or
 //!   with [`RawNode::send_latest_snapshot`] (they start from the latest one, e.g.
-//!   because another transfer streams it and a compaction would cut the log that
-//!   follower needs after it).
+//!   because [`RawNode::compaction_harmless`] says another follower still needs
+//!   the log after it: one streaming that snapshot, or replaying the log).
 //! - A waiting follower that answers an append meanwhile goes back to probing, as
 //!   one receiving a snapshot would; a leader that steps down forgets the wait
 //!   with the rest of its progress.
@@ -45,6 +45,27 @@ impl RawNode {
     pub fn snapshot_streaming(&self) -> bool {
         self.role == Role::Leader
             && self.progress.values().any(|p| p.state == ProgressState::Snapshot && p.snapshot.is_some())
+    }
+
+    /// True when compacting the log to the applied index now costs no other
+    /// follower anything: no transfer streams the latest snapshot, and no follower
+    /// still needs entries between the latest snapshot and the applied index (one
+    /// replaying the log after its own snapshot, or back from a short absence):
+    /// those entries would be gone and it would need a whole snapshot too. A
+    /// follower that needs entries from before the latest snapshot needs one
+    /// anyway. False when not leader.
+    pub fn compaction_harmless(&self) -> bool {
+        if self.role != Role::Leader {
+            return false;
+        }
+        let (snap, applied) = (self.log.snapshot_index(), self.log.applied());
+        let cut = |need: Index| need > snap && need <= applied;
+        let me = self.id();
+        self.progress.iter().filter(|&(&id, _)| id != me).all(|(_, p)| match p.state {
+            ProgressState::Snapshot => p.snapshot.is_none(),
+            ProgressState::Replicate => !cut(p.next_index),
+            ProgressState::Probe => !cut(p.match_index + 1),
+        })
     }
 
     /// Starts the waiting transfers from the latest snapshot as it is.

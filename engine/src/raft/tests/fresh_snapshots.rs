@@ -156,3 +156,50 @@ fn without_fresh_snapshots_a_transfer_never_waits() {
     }
     assert!(h.installed.contains_key(&3), "the old snapshot was sent and installed");
 }
+
+#[test]
+fn a_fresh_compaction_is_harmful_while_another_follower_needs_the_log_after_the_latest_snapshot() {
+    // Five nodes: node 3 missed everything up to the compaction (it needs a
+    // snapshot whatever happens); node 2 missed only the entries after it, which a
+    // compaction to the applied index would take from it.
+    let mut h = Harness::new(5, |c| c.snapshot_chunk_bytes = 4);
+    h.elect(1);
+    h.settle();
+    h.cut.insert(3);
+    for i in 0..10u8 {
+        h.node(1).propose(vec![i]).unwrap();
+        h.settle();
+    }
+    h.node(1).compact(Arc::from(vec![7u8; 40]));
+    h.cut.insert(2);
+    for i in 10..15u8 {
+        h.node(1).propose(vec![i]).unwrap();
+        h.settle();
+    }
+    h.node(1).want_fresh_snapshots();
+    let st = h.nodes[&1].status();
+    assert!(st.snapshot_index < st.applied);
+    let node_2 = h.nodes[&1].progress(2).expect("a follower").clone();
+    assert!(node_2.match_index >= st.snapshot_index && node_2.match_index < st.applied, "{node_2:?}");
+    assert!(!h.nodes[&1].compaction_harmless(), "node 2 would lose the entries it needs");
+
+    // Node 2 back (node 3 still away): it replays the log and the compaction
+    // harms nobody; node 3, whose need predates the latest snapshot, does not count.
+    h.cut.remove(&2);
+    for _ in 0..50 {
+        if h.nodes[&2].status().commit >= st.applied {
+            break;
+        }
+        h.node(1).tick();
+        h.settle();
+    }
+    assert!(h.nodes[&2].status().commit >= st.applied, "node 2 caught up");
+    assert!(h.nodes[&1].compaction_harmless());
+
+    // Node 3 back: it waits for a snapshot and does not make it harmful either.
+    h.cut.clear();
+    tick_until_wanted(&mut h);
+    assert!(h.nodes[&1].compaction_harmless());
+    h.node(1).compact(Arc::from(vec![9u8; 8]));
+    assert!(!h.nodes[&1].compaction_harmless(), "a transfer streams the latest snapshot now");
+}
