@@ -61,6 +61,20 @@ fn deliver_all(h: &mut Harness) -> Vec<Message> {
     sent
 }
 
+/// Delivers, ticking the leader, until node 3 installed a snapshot (at most 20
+/// ticks); returns the indexes of the snapshot chunks sent to it.
+fn deliver_until_3_installed(h: &mut Harness) -> Vec<Index> {
+    let mut chunks = chunk_indexes(&deliver_all(h));
+    for _ in 0..20 {
+        if h.installed.contains_key(&3) {
+            break;
+        }
+        h.node(1).tick();
+        chunks.extend(chunk_indexes(&deliver_all(h)));
+    }
+    chunks
+}
+
 #[test]
 fn a_transfer_from_an_old_snapshot_waits_and_streams_the_fresh_one_taken_for_it() {
     let mut h = leader_with_an_old_snapshot(true);
@@ -78,14 +92,7 @@ fn a_transfer_from_an_old_snapshot_waits_and_streams_the_fresh_one_taken_for_it(
     h.node(1).compact(Arc::from(vec![9u8; 24]));
     assert!(!h.nodes[&1].snapshot_wanted());
     assert!(h.nodes[&1].snapshot_streaming());
-    let mut chunks = chunk_indexes(&deliver_all(&mut h));
-    for _ in 0..20 {
-        if h.installed.contains_key(&3) {
-            break;
-        }
-        h.node(1).tick();
-        chunks.extend(chunk_indexes(&deliver_all(&mut h)));
-    }
+    let chunks = deliver_until_3_installed(&mut h);
     assert!(applied > old);
     assert!(!chunks.is_empty() && chunks.iter().all(|&i| i == applied), "only the fresh snapshot streams: {chunks:?}");
     assert_eq!(h.installed[&3], vec![applied], "node 3 installs the fresh snapshot, at the applied index");
@@ -101,14 +108,7 @@ fn a_declined_fresh_snapshot_streams_the_latest_one() {
     tick_until_wanted(&mut h);
     h.node(1).send_latest_snapshot();
     assert!(!h.nodes[&1].snapshot_wanted());
-    let mut chunks = chunk_indexes(&deliver_all(&mut h));
-    for _ in 0..20 {
-        if h.installed.contains_key(&3) {
-            break;
-        }
-        h.node(1).tick();
-        chunks.extend(chunk_indexes(&deliver_all(&mut h)));
-    }
+    let chunks = deliver_until_3_installed(&mut h);
     assert!(!chunks.is_empty() && chunks.iter().all(|&i| i == old), "the latest snapshot streams: {chunks:?}");
     assert_eq!(h.installed[&3], vec![old]);
     h.settle();
@@ -162,15 +162,7 @@ fn a_fresh_compaction_is_harmful_while_another_follower_needs_the_log_after_the_
     // Five nodes: node 3 missed everything up to the compaction (it needs a
     // snapshot whatever happens); node 2 missed only the entries after it, which a
     // compaction to the applied index would take from it.
-    let mut h = Harness::new(5, |c| c.snapshot_chunk_bytes = 4);
-    h.elect(1);
-    h.settle();
-    h.cut.insert(3);
-    for i in 0..10u8 {
-        h.node(1).propose(vec![i]).unwrap();
-        h.settle();
-    }
-    h.node(1).compact(Arc::from(vec![7u8; 40]));
+    let mut h = snapshot_sending::follower_3_of_n_needs_a_snapshot(5, 40, 4);
     h.cut.insert(2);
     for i in 10..15u8 {
         h.node(1).propose(vec![i]).unwrap();

@@ -24,7 +24,12 @@ fn tick_until_installed(h: &mut Harness, ticks: usize) -> Vec<(Index, u64, u64)>
 /// Node 3 missed ten entries the leader then compacted into a snapshot of `bytes`
 /// bytes, sent in chunks of `chunk_bytes`, four in flight.
 pub(super) fn follower_3_needs_a_snapshot(bytes: usize, chunk_bytes: u64) -> Harness {
-    let mut h = Harness::new(3, |c| c.snapshot_chunk_bytes = chunk_bytes);
+    follower_3_of_n_needs_a_snapshot(3, bytes, chunk_bytes)
+}
+
+/// As [`follower_3_needs_a_snapshot`], in a group of `n` nodes.
+pub(super) fn follower_3_of_n_needs_a_snapshot(n: u64, bytes: usize, chunk_bytes: u64) -> Harness {
+    let mut h = Harness::new(n, |c| c.snapshot_chunk_bytes = chunk_bytes);
     h.elect(1);
     h.settle();
     h.cut.insert(3);
