@@ -329,6 +329,8 @@ pub struct NodeCore {
     /// the next tick instead of the next [`meta::DRIVE_EVERY_TICKS`] boundary, so
     /// a finished move is followed by the next one at once.
     drive_due: bool,
+    /// The tick of the meta leader's last look.
+    drive_last: u64,
     /// The write tag client id of this core's meta writes.
     meta_client: ClientId,
     /// Snapshot bytes this core's leaders may still send (`--move-rate`'s bucket).
@@ -417,6 +419,7 @@ impl NodeCore {
             meta: MetaQueue::default(),
             meta_driver: MetaDriver::default(),
             drive_due: false,
+            drive_last: 0,
             meta_client: ClientId(meta_client),
             move_credit: 0,
             move_credit_at_ms: now_ms,
@@ -800,10 +803,13 @@ impl NodeCore {
             }
         }
         // A look asked for while an edit is pending happens once the queue is
-        // idle, not at the next boundary.
-        let due = self.drive_due && self.meta.is_idle();
+        // idle, not at the next boundary; looks are spaced by at least
+        // `meta::drive_gap_ticks` (a plan's cost grows with the shard count).
+        let gap = meta::drive_gap_ticks(self.map.shard_count());
+        let due = self.drive_due && self.meta.is_idle() && self.ticks >= self.drive_last + gap;
         if due || self.ticks.is_multiple_of(meta::DRIVE_EVERY_TICKS) {
             self.drive_due &= !due;
+            self.drive_last = self.ticks;
             self.drive_meta();
         }
         self.txn_tick();

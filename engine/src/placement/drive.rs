@@ -98,6 +98,11 @@ pub fn next_edits(
         return edits;
     }
     let mut budget = moves_max.saturating_sub(moving);
+    if budget == 0 && moving > 0 {
+        // Nothing more can start and the rebalance cannot end while moves run:
+        // no plan is needed (it is the costly part of a look).
+        return edits;
+    }
     let meta = meta_step(map, &state);
     if budget > 0
         && let Some(edit) = meta.clone()
