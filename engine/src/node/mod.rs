@@ -104,7 +104,7 @@ const MAP_POLL_TICKS: u64 = 100;
 const COMPACT_DEFER_MAX: u64 = 16;
 
 /// A leader about to stream a snapshot takes a fresh one first when its log
-/// since the last one holds at least this many bytes, and a sixteenth of the last
+/// since the last one holds at least this many bytes, and 1/64 of the last
 /// snapshot's size (see [`fresh_snapshot_log_min`]).
 const FRESH_SNAPSHOT_LOG_MIN: u64 = 64 << 10;
 
@@ -1646,9 +1646,9 @@ fn new_group(cfg: &NodeCoreConfig, shard: ShardId, durable: DurableState) -> Res
 /// The log bytes applied since group `g`'s last snapshot that make a fresh one
 /// worth taking before a transfer: it rewrites the whole shard on this core (a
 /// serialization and an fsync on the core's thread), so a large shard takes one
-/// only to save a fair share of its size in log, not a few KiB.
+/// only to save at least 1/64 of its size in log, not a few KiB.
 fn fresh_snapshot_log_min(g: &Group) -> u64 {
-    FRESH_SNAPSHOT_LOG_MIN.max(g.snapshot_bytes / 16)
+    FRESH_SNAPSHOT_LOG_MIN.max(g.snapshot_bytes / 64)
 }
 
 /// The applied log bytes past which group `g` snapshots on its own: the
