@@ -318,14 +318,17 @@ fn server_is_stale(bin: &Path) -> bool {
     newer_than(&inputs, bin)
 }
 
-/// Warns once on stderr when [`out_of_date_warning`] has something to say: a
-/// user who runs a binary by hand after changing the sources would otherwise
-/// measure old code, or meet a wire version mismatch, unawares.
+/// Warns on stderr when [`out_of_date_warning`] has something to say, checked
+/// once per process: a user who runs a binary by hand after changing the
+/// sources would otherwise measure old code, or meet a wire version mismatch,
+/// unawares.
 fn warn_if_out_of_date(bin: &Path) {
-    static WARNED: OnceLock<()> = OnceLock::new();
-    if let Some(warning) = out_of_date_warning(bin) {
-        WARNED.get_or_init(|| eprintln!("corekv launcher: warning: {warning}"));
-    }
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    CHECKED.call_once(|| {
+        if let Some(warning) = out_of_date_warning(bin) {
+            eprintln!("corekv launcher: warning: {warning}");
+        }
+    });
 }
 
 /// Why `bin` is out of date, and the command that rebuilds it, when cargo's

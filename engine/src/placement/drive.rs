@@ -415,15 +415,7 @@ mod tests {
     /// ends at [6, 4] (a case a random search found).
     #[test]
     fn a_node_that_receives_and_gives_in_one_rebalance_keeps_its_cores_even() {
-        let founders: Vec<NodeInfo> = [2, 2, 3, 1].iter().zip(1..).map(|(&c, id)| info_cores(id, c)).collect();
-        let founding = initial_map(9, &founders, 14, 3).unwrap();
-        let joined = nodes::add_node(&founding, &info_cores(5, 4)).unwrap().unwrap();
-        let (after, _) = run(joined, &BTreeSet::new(), 4);
-        assert_cores_balanced(&after);
-        let draining = nodes::set_state(&after, 2, NodeState::Draining, false).unwrap().unwrap();
-        let (drained, _) = run(draining, &BTreeSet::new(), 4);
-        assert_eq!(held(&drained, 2), 0);
-        assert_cores_balanced(&drained);
+        join_then_leave(&[2, 2, 3, 1], 14, 4, 4, (2, NodeState::Draining));
     }
 
     /// A death after a join, planned afresh at every look: the flow charged a
@@ -433,14 +425,23 @@ mod tests {
     /// node 3 ended at [4, 2] (a case a random search found).
     #[test]
     fn a_node_ending_one_above_an_evenly_divided_floor_pays_no_core_excess() {
-        let founders: Vec<NodeInfo> = [4, 2, 2, 1, 4].iter().zip(1..).map(|(&c, id)| info_cores(id, c)).collect();
-        let founding = initial_map(9, &founders, 11, 3).unwrap();
-        let joined = nodes::add_node(&founding, &info_cores(6, 2)).unwrap().unwrap();
-        let (after, _) = run(joined, &BTreeSet::new(), 3);
+        join_then_leave(&[4, 2, 2, 1, 4], 11, 2, 3, (2, NodeState::Dead));
+    }
+
+    /// Founders with `cores` (ids from 1) holding `shards` shards; a node with
+    /// `joiner_cores` joins, then `leave.0` drains or dies, each carried out
+    /// `moves_max` moves at a time: every node's cores are even after each, and
+    /// the leaver ends holding nothing.
+    fn join_then_leave(cores: &[u16], shards: u32, joiner_cores: u16, moves_max: usize, leave: (NodeId, NodeState)) {
+        let founders: Vec<NodeInfo> = cores.iter().zip(1..).map(|(&c, id)| info_cores(id, c)).collect();
+        let founding = initial_map(9, &founders, shards, 3).unwrap();
+        let joiner = info_cores(founders.len() as NodeId + 1, joiner_cores);
+        let joined = nodes::add_node(&founding, &joiner).unwrap().unwrap();
+        let (after, _) = run(joined, &BTreeSet::new(), moves_max);
         assert_cores_balanced(&after);
-        let dead = nodes::set_state(&after, 2, NodeState::Dead, false).unwrap().unwrap();
-        let (after, _) = run(dead, &BTreeSet::new(), 3);
-        assert_eq!(held(&after, 2), 0);
+        let leaving = nodes::set_state(&after, leave.0, leave.1, false).unwrap().unwrap();
+        let (after, _) = run(leaving, &BTreeSet::new(), moves_max);
+        assert_eq!(held(&after, leave.0), 0);
         assert_cores_balanced(&after);
     }
 

@@ -276,6 +276,17 @@ impl Progress {
         self.stalled_heartbeats = 0;
     }
 
+    /// In `Snapshot` with no transfer yet: waiting for the application's fresh
+    /// snapshot (see [`Progress::await_snapshot`]).
+    pub fn awaits_snapshot(&self) -> bool {
+        self.state == ProgressState::Snapshot && self.snapshot.is_none()
+    }
+
+    /// In `Snapshot` with a transfer under way.
+    pub fn streams_snapshot(&self) -> bool {
+        self.state == ProgressState::Snapshot && self.snapshot.is_some()
+    }
+
     /// Switches to `Snapshot` with no transfer yet: the leader waits for the
     /// application's fresh snapshot.
     pub fn await_snapshot(&mut self) {

@@ -36,15 +36,13 @@ impl RawNode {
     /// True when a leader's follower waits for a snapshot the application is to
     /// take now (or decline with [`RawNode::send_latest_snapshot`]).
     pub fn snapshot_wanted(&self) -> bool {
-        self.role == Role::Leader
-            && self.progress.values().any(|p| p.state == ProgressState::Snapshot && p.snapshot.is_none())
+        self.role == Role::Leader && self.progress.values().any(Progress::awaits_snapshot)
     }
 
     /// True while a transfer streams the latest snapshot to a follower: a
     /// compaction now would leave that follower short of the entries after it.
     pub fn snapshot_streaming(&self) -> bool {
-        self.role == Role::Leader
-            && self.progress.values().any(|p| p.state == ProgressState::Snapshot && p.snapshot.is_some())
+        self.role == Role::Leader && self.progress.values().any(Progress::streams_snapshot)
     }
 
     /// True when compacting the log to the applied index now costs no other
@@ -78,12 +76,8 @@ impl RawNode {
         if self.role != Role::Leader {
             return;
         }
-        let waiting: Vec<NodeId> = self
-            .progress
-            .iter()
-            .filter(|(_, p)| p.state == ProgressState::Snapshot && p.snapshot.is_none())
-            .map(|(&id, _)| id)
-            .collect();
+        let waiting: Vec<NodeId> =
+            self.progress.iter().filter(|(_, p)| p.awaits_snapshot()).map(|(&id, _)| id).collect();
         for to in waiting {
             self.stream_latest_snapshot(to);
         }

@@ -517,6 +517,9 @@ impl RawNode {
     pub fn compact(&mut self, data: Arc<[u8]>) {
         let index = self.log.applied();
         if index <= self.log.snapshot_index() {
+            // Not reached with a transfer waiting (it waits only while the latest
+            // snapshot is older than the applied index); kept so that none can
+            // ever be left waiting by a compaction.
             self.start_waiting_transfers();
             return;
         }

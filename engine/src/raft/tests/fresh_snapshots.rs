@@ -116,18 +116,6 @@ fn a_declined_fresh_snapshot_streams_the_latest_one() {
 }
 
 #[test]
-fn a_compaction_with_nothing_new_applied_still_starts_the_waiting_transfer() {
-    let mut h = leader_with_an_old_snapshot(true);
-    tick_until_wanted(&mut h);
-    // The application compacts, but a compaction already covered everything
-    // applied by the time it answers: the waiting transfer must not stay stuck.
-    h.node(1).compact(Arc::from(vec![1u8; 8]));
-    h.node(1).compact(Arc::from(vec![2u8; 8]));
-    assert!(!h.nodes[&1].snapshot_wanted());
-    assert!(h.nodes[&1].snapshot_streaming());
-}
-
-#[test]
 fn a_transfer_from_a_snapshot_at_the_applied_index_starts_at_once() {
     let mut h = snapshot_sending::follower_3_needs_a_snapshot(40, 4);
     h.node(1).want_fresh_snapshots();
