@@ -366,7 +366,13 @@ impl Inbound for CoreInbound {
                 let n = core.next_call.get();
                 core.next_call.set(n + 1);
                 core.senders.borrow_mut().insert(n, (replies.clone(), call.id));
-                core.node.borrow_mut().client_request(ClientRef { conn: n, id: call.id }, request);
+                let mut node = core.node.borrow_mut();
+                // The clock a request is judged by (a read at a version beyond it
+                // is refused) is now, not the last tick: a core that was paused
+                // or starved of CPU serves its queued requests before its timer.
+                node.set_now_ms(now_ms());
+                node.client_request(ClientRef { conn: n, id: call.id }, request);
+                drop(node);
                 core.wake.notify();
             }
         }
