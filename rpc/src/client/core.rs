@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::{ClientConfig, KvError};
 use crate::kv::{ClientId, KEY_BYTES_MAX, NodeId, Outcome, Response, SCAN_ITEMS_MAX, Seq, ShardId, WriteTag};
-use crate::map::{ClusterMap, CoreIndex};
+use crate::map::{ClusterMap, CoreIndex, Replica};
 
 /// First pause before retrying a busy or leaderless shard; it doubles per retry.
 pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -113,9 +113,7 @@ impl Router {
         if map.epoch < self.map.epoch || (map.epoch == self.map.epoch && map == self.map) {
             return;
         }
-        self.leaders.retain(|&shard, node| {
-            map.shards.get(shard as usize).is_some_and(|s| s.replicas.iter().any(|r| r.node == *node))
-        });
+        self.leaders.retain(|&shard, node| map.members(shard).any(|r| r.node == *node));
         self.map = map;
     }
 
@@ -125,15 +123,17 @@ impl Router {
     }
 
     /// The replica to ask for `shard`: the `rotation`-th after the best guess at its
-    /// leader (the leader last learned, else the preferred replica).
+    /// leader (the leader last learned, else the preferred replica). Replicas on
+    /// their way out count: a move's source is a voter, and often the leader,
+    /// until its replacement has caught up.
     pub fn target(&self, shard: ShardId, rotation: usize) -> Option<Target> {
-        let replicas = self.map.replicas(shard);
-        if replicas.is_empty() {
+        let members: Vec<Replica> = self.map.members(shard).copied().collect();
+        if members.is_empty() {
             return None;
         }
         let first =
-            self.leaders.get(&shard).and_then(|leader| replicas.iter().position(|r| r.node == *leader)).unwrap_or(0);
-        let replica = replicas[(first + rotation) % replicas.len()];
+            self.leaders.get(&shard).and_then(|leader| members.iter().position(|r| r.node == *leader)).unwrap_or(0);
+        let replica = members[(first + rotation) % members.len()];
         let addr = self.map.core_addr(replica.node, replica.core)?;
         Some(Target { node: replica.node, core: replica.core, addr })
     }
@@ -405,7 +405,7 @@ pub fn check_scan(start: &[u8], end: &[u8], limit: u32) -> Result<(), KvError> {
 mod tests {
     use super::*;
     use crate::kv::OkReply;
-    use crate::map::{NodeInfo, Replica, ShardReplicas};
+    use crate::map::{NodeInfo, ShardReplicas};
 
     fn map(epoch: u64) -> ClusterMap {
         ClusterMap {
@@ -465,6 +465,29 @@ mod tests {
         assert!(!r.learn_leader(1, 2), "node 2 holds no replica of shard 1");
         r.forget_leader(1, 1);
         assert_eq!(r.target(1, 0).unwrap().node, 3);
+    }
+
+    #[test]
+    fn a_leader_on_its_way_out_is_asked_until_it_hands_over() {
+        // Shard 1 moves from node 3 (its leader) to node 2: the map lists node 2
+        // as wanted and node 3 as outgoing while the new replica catches up.
+        let mut moving = map(2);
+        moving.shards[1] = ShardReplicas::new(vec![Replica { node: 2, core: 0 }, Replica { node: 1, core: 1 }]);
+        moving.shards[1].outgoing = vec![Replica { node: 3, core: 1 }];
+        let mut r = Router::new(map(1));
+        assert!(r.learn_leader(1, 3));
+        r.update_map(moving);
+        assert_eq!(r.target(1, 0).unwrap().node, 3, "the leader learned before the move is kept");
+        r.forget_leader(1, 3);
+        let now = Instant::now();
+        let mut a = Attempt::new(1, true, now + Duration::from_secs(5));
+        let t = a.target(&r).unwrap();
+        assert_eq!(t.node, 2, "the preferred replica first");
+        assert_eq!(a.on_response(&mut r, &t, Response::NotLeader { hint: 3 }, now), Next::Send);
+        let t = a.target(&r).unwrap();
+        assert_eq!((t.node, t.core), (3, 1), "then the leader it names, though it is leaving");
+        let members: Vec<NodeId> = (0..3).map(|k| r.target(1, k).unwrap().node).collect();
+        assert_eq!(members, [3, 2, 1], "rotation covers every member");
     }
 
     #[test]
