@@ -76,6 +76,9 @@ pub(crate) struct Group {
     pub persists_pending: u32,
     /// Ticks until this leader may try to hand leadership to the preferred replica.
     pub transfer_cooldown_ticks: u64,
+    /// The tick this leader last reported its shard's move settled to the meta
+    /// group (0: never): the report repeats once a heartbeat interval.
+    pub settle_reported_at: u64,
     /// The index of the last snapshot marker this replica appended since the
     /// core started (0: none): a marker at or past what the WAL needs is on its
     /// way to disk, and another snapshot would not help.
@@ -106,6 +109,7 @@ impl Group {
             applied_bytes_since_snapshot: 0,
             snapshot_bytes: 0,
             transfer_cooldown_ticks: 0,
+            settle_reported_at: 0,
             marker_index: 0,
             awaits_first_snapshot: false,
             locks: LockTable::new(LockConfig::default()),

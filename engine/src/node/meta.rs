@@ -93,12 +93,13 @@ fn apply_move(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap>, M
     }
 }
 
-/// The meta leader's queue of edits and the one in flight.
+/// The meta leader's queue of edits and the batch in flight.
 #[derive(Debug, Default)]
 pub(crate) struct MetaQueue {
     queue: VecDeque<MetaEdit>,
-    /// The edit whose compare-and-set is proposed, not yet answered.
-    pub inflight: Option<MetaEdit>,
+    /// The edits whose map, one compare-and-set, is proposed and not yet
+    /// answered (empty: none in flight).
+    pub inflight: Vec<MetaEdit>,
     /// Sequence number of this core's meta writes (the write tag's).
     pub next_seq: u64,
 }
@@ -106,10 +107,7 @@ pub(crate) struct MetaQueue {
 impl MetaQueue {
     /// Queues `edit` unless an equal one waits already or the queue is full.
     pub fn push(&mut self, edit: MetaEdit) -> bool {
-        if self.queue.len() >= META_EDITS_QUEUED_MAX
-            || self.queue.contains(&edit)
-            || self.inflight.as_ref() == Some(&edit)
-        {
+        if self.queue.len() >= META_EDITS_QUEUED_MAX || self.queue.contains(&edit) || self.inflight.contains(&edit) {
             return false;
         }
         self.queue.push_back(edit);
@@ -118,24 +116,25 @@ impl MetaQueue {
 
     /// Nothing waits and nothing is in flight.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.inflight.is_none()
+        self.queue.is_empty() && self.inflight.is_empty()
     }
 
-    /// The next edit to propose, when none is in flight.
-    pub fn next(&mut self) -> Option<MetaEdit> {
-        if self.inflight.is_some() {
-            return None;
+    /// The edits to fold into the next write, in order, when none is in flight.
+    pub fn take_waiting(&mut self) -> Vec<MetaEdit> {
+        if !self.inflight.is_empty() {
+            return Vec::new();
         }
-        self.queue.pop_front()
+        self.queue.drain(..).collect()
     }
 
-    /// The in-flight edit's write was answered: done, or to be tried again (first)
-    /// on the newer map.
+    /// The write in flight was answered: done, or its edits are to be tried
+    /// again (first, in their order) on the newer map.
     pub fn answered(&mut self, retry: bool) {
-        if let Some(edit) = self.inflight.take()
-            && retry
-        {
-            self.queue.push_front(edit);
+        let edits = std::mem::take(&mut self.inflight);
+        if retry {
+            for edit in edits.into_iter().rev() {
+                self.queue.push_front(edit);
+            }
         }
     }
 
@@ -143,7 +142,7 @@ impl MetaQueue {
     /// ask again; shard leaders report again at their next heartbeat).
     pub fn clear(&mut self) {
         self.queue.clear();
-        self.inflight = None;
+        self.inflight.clear();
     }
 }
 
@@ -161,12 +160,13 @@ pub const DOWN_AFTER_TICKS: u64 = 300;
 /// looks at the tick after each newer map it installs).
 pub const DRIVE_EVERY_TICKS: u64 = 50;
 
-/// The fewest ticks between a look and one a newer map asks for: 10, or one per
+/// The fewest ticks between a look and one a newer map asks for: 2, or one per
 /// 16 shards when that is more. A look plans the whole map (about 0.8 ms for 64
 /// shards on 3 nodes of 2 cores, 190 ms for 1024 shards on 16 nodes of 8 cores in
-/// the `placement` criterion bench), on a core that also serves shards.
+/// the `placement` criterion bench), on a core that also serves shards; a move
+/// ends every few ticks during a rebalance, and the next should begin soon.
 pub fn drive_gap_ticks(shards: u32) -> u64 {
-    (u64::from(shards) / 16).max(10)
+    (u64::from(shards) / 16).max(2)
 }
 
 /// What the meta leader knows of the nodes beyond the map: when it last heard
@@ -184,9 +184,17 @@ pub(crate) struct MetaDriver {
 }
 
 impl MetaDriver {
-    /// A frame from `node` arrived at tick `now`.
-    pub fn heard(&mut self, node: NodeId, now: u64) {
-        self.heard.insert(node, now);
+    /// A frame from `node` arrived at tick `now`. True when this leader counted
+    /// it unreachable until now (silent past [`DOWN_AFTER_TICKS`], or never heard
+    /// from: a node that has just joined): the placement should be looked at
+    /// again now rather than at the next periodic look.
+    pub fn heard(&mut self, node: NodeId, now: u64) -> bool {
+        let Some(since) = self.lead_since else {
+            self.heard.insert(node, now);
+            return false;
+        };
+        let last = self.heard.insert(node, now).unwrap_or(0).max(since);
+        now.saturating_sub(last) > DOWN_AFTER_TICKS
     }
 
     /// This core no longer leads the meta group.
@@ -241,5 +249,48 @@ pub(crate) fn stored_map(read: Outcome, founding: Option<&ClusterMap>) -> Result
             None => Err("the meta group holds no map and this core does not know the founding one".into()),
         },
         other => Err(format!("reading the map: {}", other.word())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rebalance(on: bool) -> MetaEdit {
+        MetaEdit::SetRebalance { on }
+    }
+
+    fn grow(node: NodeId) -> MetaEdit {
+        MetaEdit::GrowMeta { node }
+    }
+
+    #[test]
+    fn every_waiting_edit_goes_in_one_write_and_a_lost_race_retries_them_first_in_order() {
+        let mut q = MetaQueue::default();
+        assert!(q.push(rebalance(true)) && q.push(grow(4)) && q.push(grow(5)));
+        assert!(!q.push(grow(4)), "an equal edit waits already");
+        let batch = q.take_waiting();
+        assert_eq!(batch, vec![rebalance(true), grow(4), grow(5)]);
+        q.inflight = batch;
+        assert!(q.take_waiting().is_empty(), "one write in flight at a time");
+        assert!(!q.push(grow(5)), "an equal edit is in flight");
+        assert!(q.push(grow(6)));
+        q.answered(true);
+        assert_eq!(q.take_waiting(), vec![rebalance(true), grow(4), grow(5), grow(6)]);
+        assert!(q.is_idle());
+        q.inflight = vec![grow(7)];
+        q.answered(false);
+        assert!(q.is_idle(), "a done write leaves nothing behind");
+    }
+
+    #[test]
+    fn hearing_from_a_node_the_leader_counted_unreachable_asks_for_a_look() {
+        let mut d = MetaDriver::default();
+        assert!(!d.heard(4, 5), "a core that does not lead looks at nothing");
+        d.lead_since = Some(100);
+        assert!(!d.heard(2, 150), "heard within the down threshold of taking the lead");
+        assert!(d.heard(4, 100 + DOWN_AFTER_TICKS + 1), "a node never heard from since the lead began");
+        assert!(!d.heard(4, 100 + DOWN_AFTER_TICKS + 2), "then only when it falls silent again");
+        assert!(d.heard(2, 150 + DOWN_AFTER_TICKS + 1));
     }
 }

@@ -474,6 +474,7 @@ impl NodeCore {
         let (node, core) = (self.cfg.node, self.cfg.core);
         let before: BTreeSet<ShardId> = self.map.shards_on(node, core).collect();
         let after: BTreeSet<ShardId> = map.shards_on(node, core).collect();
+        tracing::debug!(epoch = map.epoch, "map installed");
         self.map = map;
         for &shard in before.difference(&after) {
             self.drop_group(shard, storage)?;
@@ -561,8 +562,9 @@ impl NodeCore {
         }
     }
 
-    /// At the meta leader: proposes the next queued edit as a compare-and-set of
-    /// the map, one at a time.
+    /// At the meta leader: folds every queued edit that applies into one map and
+    /// proposes it as one compare-and-set, one write at a time (a join's first
+    /// moves begin together, not one meta commit after another).
     fn meta_step(&mut self) {
         let Some(g) = self.groups.get(&META_SHARD) else { return self.meta.clear() };
         if !g.is_leader {
@@ -572,30 +574,37 @@ impl NodeCore {
         if st.applied < st.commit {
             return; // its state machine lags its log: edits would only lose the race
         }
-        while let Some(edit) = self.meta.next() {
-            let g = &self.groups[&META_SHARD];
-            let (current, version) = match stored_map(g.sm.get(MAP_KEY, None), self.founding.as_deref()) {
-                Ok(read) => read,
-                Err(e) => {
-                    tracing::error!(error = %e, "the meta group's map cannot be read");
-                    return self.meta.clear();
-                }
-            };
-            let next = match apply_edit(&edit, &current) {
-                Ok(Some(next)) => next,
-                // Nothing to do, or refused (the asker sees the map unchanged).
-                Ok(None) | Err(_) => continue,
-            };
-            self.meta.next_seq += 1;
-            let seq = self.meta.next_seq;
-            let tag = WriteTag { client: self.meta_client, seq, acked: seq - 1 };
-            let op =
-                WriteOp::Cas { key: MAP_KEY.to_vec(), expected: version, value: corekv_rpc::node::to_bytes(&next) };
-            self.meta.inflight = Some(edit);
-            self.stats.meta_writes += 1;
-            self.propose_write(META_WRITER, META_SHARD, tag, op, None);
+        let waiting = self.meta.take_waiting();
+        if waiting.is_empty() {
             return;
         }
+        let (current, version) = match stored_map(g.sm.get(MAP_KEY, None), self.founding.as_deref()) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(error = %e, "the meta group's map cannot be read");
+                return self.meta.clear();
+            }
+        };
+        let mut next = None;
+        let mut batch = Vec::new();
+        for edit in waiting {
+            match apply_edit(&edit, next.as_ref().unwrap_or(&current)) {
+                Ok(Some(map)) => {
+                    next = Some(map);
+                    batch.push(edit);
+                }
+                // Nothing to do, or refused (the asker sees the map unchanged).
+                Ok(None) | Err(_) => {}
+            }
+        }
+        let Some(next) = next else { return };
+        self.meta.next_seq += 1;
+        let seq = self.meta.next_seq;
+        let tag = WriteTag { client: self.meta_client, seq, acked: seq - 1 };
+        let op = WriteOp::Cas { key: MAP_KEY.to_vec(), expected: version, value: corekv_rpc::node::to_bytes(&next) };
+        self.meta.inflight = batch;
+        self.stats.meta_writes += 1;
+        self.propose_write(META_WRITER, META_SHARD, tag, op, None);
     }
 
     /// At the meta leader, with no edit pending: the deaths, returns and moves the
@@ -611,6 +620,7 @@ impl NodeCore {
         let Ok((map, _)) = stored_map(g.sm.get(MAP_KEY, None), self.founding.as_deref()) else { return };
         let (me, now) = (self.cfg.node, self.ticks);
         for edit in self.meta_driver.next(&map, me, now, self.cfg.dead_after_ticks, self.cfg.auto_rebalance) {
+            tracing::debug!(?edit, "meta leader: edit queued");
             self.meta.push(edit);
         }
     }
@@ -758,12 +768,23 @@ impl NodeCore {
         let mut reports = Vec::new();
         for g in self.groups.values_mut() {
             g.transfer_cooldown_ticks = g.transfer_cooldown_ticks.saturating_sub(1);
-            if g.is_leader && self.heartbeat_boundary {
-                // A move whose configuration is done: the meta group ends it (this
-                // repeats until the map shows it).
-                if !self.map.outgoing(g.shard).is_empty() {
+            // A leader steps its shard's configuration towards the map at every
+            // heartbeat boundary, and while a move of the shard is under way at
+            // every tick: each step of a move (learner, promotion, handover,
+            // removal, settling) waits for the one before, so waiting for a
+            // boundary at each would make a move last several intervals.
+            let moving = !self.map.outgoing(g.shard).is_empty();
+            if g.is_leader && (self.heartbeat_boundary || moving) {
+                // A move whose configuration is done and applied (a removal still
+                // in the uncommitted tail could be lost with this leader, and the
+                // replica it removes deletes its copy once the move ends): the
+                // meta group ends it (this repeats, once an interval, until the
+                // map shows it).
+                if moving && !g.raft.conf_change_pending() && self.ticks >= g.settle_reported_at + interval {
                     let conf = g.raft.status().conf;
                     if crate::placement::moves::settle(&self.map, g.shard, &conf).is_some() {
+                        tracing::debug!(shard = g.shard, "move settled: reported to the meta group");
+                        g.settle_reported_at = self.ticks;
                         reports.push(MetaEdit::Settle { shard: g.shard, conf });
                     }
                 }
@@ -794,8 +815,10 @@ impl NodeCore {
             self.submit_meta(edit);
         }
         // Now and then, ask the meta replicas whether there is a newer map (which
-        // also tells the meta leader this node is alive).
-        if self.ticks.is_multiple_of(MAP_POLL_TICKS) {
+        // also tells the meta leader this node is alive), and at once on the
+        // first tick: the meta leader gives a node it has not heard from (one
+        // that has just joined or come back) no replicas.
+        if self.ticks == 1 || self.ticks.is_multiple_of(MAP_POLL_TICKS) {
             let me = Replica { node: self.cfg.node, core: self.cfg.core };
             let meta: Vec<Replica> = self.map.members(META_SHARD).copied().filter(|&r| r != me).collect();
             for r in meta {
@@ -857,8 +880,8 @@ impl NodeCore {
         self.stats.peer_frames_received += 1;
         // Only a core holding a meta replica may lead the meta group and need to
         // know who is alive.
-        if self.groups.contains_key(&META_SHARD) {
-            self.meta_driver.heard(from, self.ticks);
+        if self.groups.contains_key(&META_SHARD) && self.meta_driver.heard(from, self.ticks) {
+            self.drive_due = true;
         }
         let sender = Replica { node: from, core: batch.from_core };
         if batch.epoch > self.map.epoch {
@@ -1157,6 +1180,9 @@ impl NodeCore {
         // reads wait for its first commit).
         let urgent = !g.reads_confirming.is_empty();
         if let Some(soft) = rd.soft_state {
+            if soft.leader != g.leader {
+                tracing::debug!(shard, leader = soft.leader, role = ?soft.role, "leader changed");
+            }
             g.leader = soft.leader;
             let was_leader = g.is_leader;
             g.is_leader = soft.role == Role::Leader;
@@ -1323,6 +1349,7 @@ impl NodeCore {
         g.applied_bytes_since_snapshot = 0;
         g.snapshot_bytes = bytes;
         self.stats.snapshots_installed += 1;
+        tracing::debug!(shard, bytes, "snapshot installed");
     }
 
     fn apply(&mut self, shard: ShardId, e: &Entry) -> Result<(), NodeError> {
@@ -1475,6 +1502,7 @@ impl NodeCore {
         if !g.raft.snapshot_wanted() {
             return Ok(());
         }
+        tracing::debug!(shard, "a transfer asks for a snapshot");
         if !g.raft.compaction_harmless()
             || g.applied_bytes_since_snapshot < fresh_snapshot_log_min(g)
             || !self.maybe_compact(shard, storage, true)?
@@ -1610,9 +1638,13 @@ fn reconcile(map: &ClusterMap, me: NodeId, g: &mut Group) -> Reconciled {
     } else if wanted.iter().all(|n| conf.voters.contains(n)) {
         match conf.voters.iter().copied().find(|v| !wanted.contains(v) && *v != me) {
             Some(leaving) => Some(ConfChange::Remove(leaving)),
+            // A handover under way is left to finish (or time out): a second one
+            // to another voter could start two elections.
+            None if !wanted.contains(&me) && g.raft.transferee().is_some() => return Reconciled::Transferring,
             None if !wanted.contains(&me) => {
                 let to = wanted.iter().copied().find(|&n| caught_up(&g.raft, n)).unwrap_or(wanted[0]);
                 let _ = g.raft.transfer_leader(to);
+                tracing::debug!(shard = g.shard, to, "move: leadership handed over before leaving");
                 return Reconciled::Transferring;
             }
             None => None,
@@ -1621,7 +1653,10 @@ fn reconcile(map: &ClusterMap, me: NodeId, g: &mut Group) -> Reconciled {
         None
     };
     match change {
-        Some(cc) if g.raft.propose_conf_change(cc).is_ok() => Reconciled::Proposed,
+        Some(cc) if g.raft.propose_conf_change(cc).is_ok() => {
+            tracing::debug!(shard = g.shard, change = ?cc, "move: configuration change proposed");
+            Reconciled::Proposed
+        }
         _ => Reconciled::Nothing,
     }
 }

@@ -1064,3 +1064,45 @@ fn a_replica_needing_a_snapshot_gets_a_fresh_one_not_an_old_one_and_the_log_afte
     );
     assert_eq!(cl.cores[&lost].core.stats().snapshots_installed, 1);
 }
+
+#[test]
+fn a_shard_keeps_answering_writes_while_its_leader_streams_a_slow_snapshot() {
+    let (mut cl, map, leader, lost) = one_follower_lost();
+    for seq in 1..=100u64 {
+        let client = ClientRef { conn: 1, id: seq };
+        cl.cores.get_mut(&leader).unwrap().core.client_request(client, put(&map, 0, seq, &[seq as u8; 1000]));
+        cl.settle();
+        assert!(matches!(cl.reply(leader, client), Some(Response::Outcome(Outcome::Ok(_)))));
+    }
+    return_empty(&mut cl, &map, lost);
+    let streaming = |cl: &Cluster| {
+        let st = cl.cores[&lost].core.raft_status(0).expect("held");
+        st.applied < cl.cores[&leader].core.raft_status(0).expect("leads").commit
+    };
+    // The transfer takes about a second at the test's rate; a write asked at
+    // every tick meanwhile is answered within a few ticks, not at its end.
+    let mut seq = 100u64;
+    let mut waiting: Vec<(ClientRef, u64)> = Vec::new();
+    let mut answered = 0;
+    let started = cl.ticks;
+    while streaming(&cl) {
+        assert!(cl.ticks - started < 3_000, "the replica never caught up");
+        seq += 1;
+        let client = ClientRef { conn: 1, id: seq };
+        cl.cores.get_mut(&leader).unwrap().core.client_request(client, put(&map, 0, seq, &[1; 100]));
+        waiting.push((client, cl.ticks));
+        cl.tick();
+        waiting.retain(|&(client, asked)| match cl.reply(leader, client) {
+            Some(r) => {
+                assert!(matches!(r, Response::Outcome(Outcome::Ok(_))), "{r:?}");
+                answered += 1;
+                false
+            }
+            None => {
+                assert!(cl.ticks - asked <= 5, "a write waited {} ticks during the transfer", cl.ticks - asked);
+                true
+            }
+        });
+    }
+    assert!(cl.ticks - started > 20 && answered > 20, "the transfer was not slow: {} ticks", cl.ticks - started);
+}

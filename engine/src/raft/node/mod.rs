@@ -326,6 +326,13 @@ impl RawNode {
         &self.conf
     }
 
+    /// Whether the configuration in force may still be lost: a membership change
+    /// (or, on a new leader, any entry of the tail it inherited) is not applied
+    /// yet. Only a settled configuration may be reported as the group's truth.
+    pub fn conf_change_pending(&self) -> bool {
+        self.pending_conf_index > self.log.applied()
+    }
+
     /// The leader's progress record of `peer` (leaders only; for tests and status).
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.progress.get(&peer)
@@ -459,6 +466,11 @@ impl RawNode {
         let at = self.append_entry(EntryKind::ConfChange, cc.encode());
         self.pending_conf_index = at.0;
         Ok(at)
+    }
+
+    /// The voter this leader is handing leadership to, if a transfer is under way.
+    pub fn transferee(&self) -> Option<NodeId> {
+        (self.lead_transferee != NO_NODE).then_some(self.lead_transferee)
     }
 
     /// Hands leadership to voter `to` (TimeoutNow once it has caught up). Proposals
