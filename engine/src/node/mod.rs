@@ -502,6 +502,12 @@ impl NodeCore {
         self.stats.replicas_added += 1;
     }
 
+    /// A replica dropped here whose snapshot file is not deleted yet (its drop
+    /// is not durable, or `take_dropped` has not been called since).
+    pub fn drops_pending(&self) -> bool {
+        !self.drops_unsealed.is_empty() || !self.drops_sealed.is_empty() || !self.drops_durable.is_empty()
+    }
+
     fn dropping(&self, shard: ShardId) -> bool {
         self.drops_unsealed.contains(&shard) || self.drops_sealed.iter().any(|(_, d)| d.contains(&shard))
     }
@@ -602,8 +608,9 @@ impl NodeCore {
         let seq = self.meta.next_seq;
         let tag = WriteTag { client: self.meta_client, seq, acked: seq - 1 };
         let op = WriteOp::Cas { key: MAP_KEY.to_vec(), expected: version, value: corekv_rpc::node::to_bytes(&next) };
+        // Counted in edits, as before they shared a write.
+        self.stats.meta_writes += batch.len() as u64;
         self.meta.inflight = batch;
-        self.stats.meta_writes += 1;
         self.propose_write(META_WRITER, META_SHARD, tag, op, None);
     }
 

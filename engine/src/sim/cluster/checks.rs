@@ -68,14 +68,14 @@ impl Cluster {
     }
 
     /// Every shard has one leader, whose whole log is committed, and every replica
-    /// has applied all of it in the leader's term.
+    /// has applied all of it in the leader's term; every running core has the
+    /// newest map and has deleted the files of the replicas it dropped.
     pub(super) fn settled(&self) -> bool {
-        // Every running core has the newest map.
         let maps_current = self
             .nodes
             .values()
             .flat_map(|n| &n.cores)
-            .all(|sc| sc.core.as_ref().is_none_or(|c| c.map().epoch == self.map.epoch));
+            .all(|sc| sc.core.as_ref().is_none_or(|c| c.map().epoch == self.map.epoch && !c.drops_pending()));
         maps_current
             && self.map.groups().all(|shard| {
                 let statuses: Option<Vec<_>> =
