@@ -594,13 +594,11 @@ impl NodeCore {
         let mut next = None;
         let mut batch = Vec::new();
         for edit in waiting {
-            match apply_edit(&edit, next.as_ref().unwrap_or(&current)) {
-                Ok(Some(map)) => {
-                    next = Some(map);
-                    batch.push(edit);
-                }
-                // Nothing to do, or refused (the asker sees the map unchanged).
-                Ok(None) | Err(_) => {}
+            // An edit that changes nothing, or is refused, is dropped (the asker
+            // sees the map unchanged).
+            if let Ok(Some(map)) = apply_edit(&edit, next.as_ref().unwrap_or(&current)) {
+                next = Some(map);
+                batch.push(edit);
             }
         }
         let Some(next) = next else { return };
