@@ -885,6 +885,16 @@ fn one_follower_lost() -> (Cluster, Arc<ClusterMap>, Replica, Replica) {
     (cl, map, leader, lost)
 }
 
+/// `count` writes of 1000 bytes to shard 0 at `leader`, each answered before the next.
+fn write_while_lost(cl: &mut Cluster, map: &ClusterMap, leader: Replica, count: u64) {
+    for seq in 1..=count {
+        let client = ClientRef { conn: 1, id: seq };
+        cl.cores.get_mut(&leader).unwrap().core.client_request(client, put(map, 0, seq, &[seq as u8; 1000]));
+        cl.settle();
+        assert!(matches!(cl.reply(leader, client), Some(Response::Outcome(Outcome::Ok(_)))));
+    }
+}
+
 /// The lost core comes back with an empty disk.
 fn return_empty(cl: &mut Cluster, map: &Arc<ClusterMap>, lost: Replica) {
     let mut storage = MemStorage::default();
@@ -897,12 +907,7 @@ fn return_empty(cl: &mut Cluster, map: &Arc<ClusterMap>, lost: Replica) {
 fn a_snapshot_to_a_replica_that_lost_its_disk_goes_no_faster_than_the_move_rate() {
     let (mut cl, map, leader, lost) = one_follower_lost();
     // 200 writes of 1000 bytes, compacted away while it is gone.
-    for seq in 1..=200u64 {
-        let client = ClientRef { conn: 1, id: seq };
-        cl.cores.get_mut(&leader).unwrap().core.client_request(client, put(&map, 0, seq, &[seq as u8; 1000]));
-        cl.settle();
-        assert!(matches!(cl.reply(leader, client), Some(Response::Outcome(Outcome::Ok(_)))));
-    }
+    write_while_lost(&mut cl, &map, leader, 200);
     let sent = |cl: &Cluster| cl.cores[&leader].core.raft_status(0).expect("leads").snapshot_bytes_sent;
     let before = sent(&cl);
     // It comes back empty: only a snapshot can catch it up.
@@ -1068,12 +1073,7 @@ fn a_replica_needing_a_snapshot_gets_a_fresh_one_not_an_old_one_and_the_log_afte
 #[test]
 fn a_shard_keeps_answering_writes_while_its_leader_streams_a_slow_snapshot() {
     let (mut cl, map, leader, lost) = one_follower_lost();
-    for seq in 1..=100u64 {
-        let client = ClientRef { conn: 1, id: seq };
-        cl.cores.get_mut(&leader).unwrap().core.client_request(client, put(&map, 0, seq, &[seq as u8; 1000]));
-        cl.settle();
-        assert!(matches!(cl.reply(leader, client), Some(Response::Outcome(Outcome::Ok(_)))));
-    }
+    write_while_lost(&mut cl, &map, leader, 100);
     return_empty(&mut cl, &map, lost);
     let streaming = |cl: &Cluster| {
         let st = cl.cores[&lost].core.raft_status(0).expect("held");
