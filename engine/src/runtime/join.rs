@@ -24,8 +24,12 @@ use crate::placement::nodes;
 
 /// How long a joining node waits for the cluster's map to show it.
 const JOIN_WITHIN: Duration = Duration::from_secs(60);
-/// How often it looks.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often it reads the map: the meta group adds a node in about one commit,
+/// and the node's start waits for it.
+const LOOK_INTERVAL: Duration = Duration::from_millis(10);
+/// How often it asks again while the map does not show it (repeats are
+/// harmless; a new meta leader may have dropped the request).
+const ASK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Why a node that did not found its cluster cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +104,7 @@ fn join(config: &mut ServerConfig) -> Result<ClusterMap, JoinError> {
     // before the identity file was written, changes nothing and goes on.)
     nodes::add_node(client.map(), &me).map_err(|e| JoinError::Refused(format!("the cluster refuses the join: {e}")))?;
     let deadline = Instant::now() + JOIN_WITHIN;
+    let mut asked: Option<Instant> = None;
     loop {
         if let Some(known) = client.map().node(me.id) {
             if known.addr != me.addr || known.cores != me.cores {
@@ -116,12 +121,13 @@ fn join(config: &mut ServerConfig) -> Result<ClusterMap, JoinError> {
                 me.id
             )));
         }
-        // Asked again each time: repeats are harmless, and a new meta leader may
-        // have dropped the request.
-        if let Err(e) = client.submit_meta(MetaEdit::AddNode { node: me.clone() }) {
-            tracing::warn!(error = %e, "the join request did not reach the meta group; trying again");
+        if asked.is_none_or(|at| at.elapsed() >= ASK_INTERVAL) {
+            asked = Some(Instant::now());
+            if let Err(e) = client.submit_meta(MetaEdit::AddNode { node: me.clone() }) {
+                tracing::warn!(error = %e, "the join request did not reach the meta group; trying again");
+            }
         }
-        std::thread::sleep(POLL_INTERVAL);
+        std::thread::sleep(LOOK_INTERVAL);
         if let Err(e) = client.refresh_map() {
             tracing::warn!(error = %e, "cannot read the cluster's map; trying again");
         }
