@@ -6,11 +6,13 @@
 //! bound the move rate sets, and the bytes the moves shipped (snapshots and the
 //! log after them) against the minimal bytes the planner computed (the sizes of
 //! the replicas that had to move, at the plan) and against those replicas' sizes
-//! when they moved. Measured here, never asserted in a test.
+//! when they moved, and the request latency before, during and after the
+//! rebalance (a shard its clients cannot reach shows there even when the
+//! throughput hides it). Measured here, never asserted in a test.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use corekv_engine::placement::drive;
@@ -19,6 +21,7 @@ use corekv_rpc::client::blocking::Client;
 use corekv_rpc::map::ClusterMap;
 use corekv_rpc::node::CoreStats;
 use corekv_tools::launcher::{LaunchOptions, LocalCluster};
+use hdrhistogram::Histogram;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -90,6 +93,44 @@ pub struct JoinReport {
     pub planned_moves: usize,
     /// Errors the clients saw.
     pub errors: u64,
+    /// Latency of the requests that succeeded, by the phase they started in:
+    /// before the join, during the rebalance, after it.
+    pub latency: [Latency; 3],
+}
+
+/// Latency figures of one phase, in microseconds (all 0: no request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// The slowest request.
+    pub max_us: u64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency { p50_us: h.value_at_quantile(0.5), p99_us: h.value_at_quantile(0.99), max_us: h.max() }
+    }
+
+    fn text(&self) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        format!("{:.1}/{:.1}/{:.1}", ms(self.p50_us), ms(self.p99_us), ms(self.max_us))
+    }
+}
+
+/// The phases of a run, as the clients' latency is kept.
+const BEFORE: usize = 0;
+const DURING: usize = 1;
+const AFTER: usize = 2;
+
+/// 1 µs to a minute: a request slower than that records as a minute.
+fn latency_histograms() -> [Histogram<u64>; 3] {
+    std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid"))
 }
 
 impl JoinReport {
@@ -156,6 +197,13 @@ impl JoinReport {
         lines.push(format!(
             "snapshots installed by all replicas, lagging voters included: {} bytes",
             self.snapshot_bytes
+        ));
+        let [before, during, after] = &self.latency;
+        lines.push(format!(
+            "request latency p50/p99/max (ms): before the join {}, during the rebalance {}, after {}",
+            before.text(),
+            during.text(),
+            after.text()
         ));
         lines.push(format!("client errors: {}", self.errors));
         lines
@@ -259,25 +307,31 @@ pub fn run(opts: &JoinOptions) -> Result<JoinReport, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let phase = Arc::new(AtomicUsize::new(BEFORE));
     let workers: Vec<_> = (0..opts.clients)
         .map(|c| {
-            let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
+            let (stop, done, errors, phase) = (stop.clone(), done.clone(), errors.clone(), phase.clone());
             let (config, value, records) = (config.clone(), value.clone(), opts.records.max(1));
             let seed = opts.seed ^ (c as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            std::thread::spawn(move || -> Result<(), String> {
+            std::thread::spawn(move || -> Result<[Histogram<u64>; 3], String> {
                 let mut client = Client::connect(config).map_err(|e| format!("cannot connect: {e}"))?;
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let mut latency = latency_histograms();
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("user{:010}", rng.random_range(0..records));
+                    let (started, at) = (phase.load(Ordering::Relaxed), Instant::now());
                     let ok = if rng.random_bool(0.5) {
                         client.get(key.as_bytes(), None).is_ok()
                     } else {
                         client.put(key.as_bytes(), &value).is_ok()
                     };
+                    if ok {
+                        latency[started].saturating_record(at.elapsed().as_micros() as u64);
+                    }
                     let counter = if ok { &done } else { &errors };
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(())
+                Ok(latency)
             })
         })
         .collect();
@@ -311,6 +365,7 @@ pub fn run(opts: &JoinOptions) -> Result<JoinReport, String> {
         if joined_at.is_none() && start.elapsed() >= opts.join_at {
             // The seconds wholly before the join.
             join_second = Some(start.elapsed().as_secs() as usize);
+            phase.store(DURING, Ordering::Relaxed);
             joined_id = cluster.join_node().map_err(|e| format!("cannot start the joining node: {e}"))?;
             joined_at = Some(Instant::now());
         }
@@ -343,13 +398,18 @@ pub fn run(opts: &JoinOptions) -> Result<JoinReport, String> {
             let held = map.shards.iter().filter(|s| s.replicas.iter().any(|r| r.node == joined_id)).count();
             if held > 0 || plan_figures.is_some_and(|p| p.2 == 0) {
                 time_to_balance = Some(at.elapsed().as_secs_f64());
+                phase.store(AFTER, Ordering::Relaxed);
             }
         }
     }
     let per_second = sampler.join().map_err(|_| "the sampler panicked".to_string())?;
     stop.store(true, Ordering::Relaxed);
+    let mut latency = latency_histograms();
     for w in workers {
-        w.join().map_err(|_| "a client panicked".to_string())??;
+        let mine = w.join().map_err(|_| "a client panicked".to_string())??;
+        for (all, one) in latency.iter_mut().zip(&mine) {
+            all.add(one).map_err(|e| format!("latency histograms: {e}"))?;
+        }
     }
     let installed = Installed::of(&all_stats(&mut admin)).since(installed_before);
     let (minimal_bytes, planned_bytes, planned_moves) = plan_figures.unwrap_or((0, 0, 0));
@@ -366,6 +426,7 @@ pub fn run(opts: &JoinOptions) -> Result<JoinReport, String> {
         planned_bytes,
         planned_moves,
         errors: errors.load(Ordering::Relaxed),
+        latency: latency.each_ref().map(Latency::of),
     };
     if let Some(path) = &opts.plot {
         let points = report.per_second.iter().enumerate().map(|(i, &n)| (i as f64 + 1.0, n.max(1) as f64)).collect();
@@ -396,6 +457,11 @@ mod tests {
             planned_bytes: 1000,
             planned_moves: 3,
             errors: 0,
+            latency: [
+                Latency { p50_us: 1200, p99_us: 4500, max_us: 9000 },
+                Latency { p50_us: 2000, p99_us: 9100, max_us: 1_950_000 },
+                Latency::default(),
+            ],
         };
         assert_eq!(report.steady_rate(), 100.0, "the ramp-up second is left out");
         assert_eq!(report.during(), &[60, 80, 100]);
@@ -423,5 +489,22 @@ mod tests {
         assert!(lines[4].contains("= 1.595 (goal <= 1.05)"), "{}", lines[4]);
         assert!(lines[5].starts_with("4 snapshots for 3 planned moves: 1540 bytes"), "{}", lines[5]);
         assert!(lines[6].ends_with("lagging voters included: 2000 bytes"), "{}", lines[6]);
+        assert_eq!(
+            lines[7],
+            "request latency p50/p99/max (ms): before the join 1.2/4.5/9.0, during the rebalance 2.0/9.1/1950.0, \
+             after 0.0/0.0/0.0"
+        );
+    }
+
+    #[test]
+    fn latency_figures_come_from_the_recorded_requests() {
+        let mut h = latency_histograms();
+        for us in 1..=100 {
+            h[DURING].record(us * 10).expect("in range");
+        }
+        let during = Latency::of(&h[DURING]);
+        assert_eq!((during.p50_us, during.max_us), (500, 1000));
+        assert!((990..=1000).contains(&during.p99_us), "{during:?}");
+        assert_eq!(Latency::of(&h[BEFORE]), Latency::default(), "no request: zeros");
     }
 }
