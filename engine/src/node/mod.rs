@@ -785,13 +785,14 @@ impl NodeCore {
                 // replica it removes deletes its copy once the move ends): the
                 // meta group ends it (this repeats, once an interval, until the
                 // map shows it).
-                if moving && !g.raft.conf_change_pending() && self.ticks >= g.settle_reported_at + interval {
-                    let conf = g.raft.status().conf;
-                    if crate::placement::moves::settle(&self.map, g.shard, &conf).is_some() {
-                        tracing::debug!(shard = g.shard, "move settled: reported to the meta group");
-                        g.settle_reported_at = self.ticks;
-                        reports.push(MetaEdit::Settle { shard: g.shard, conf });
-                    }
+                if moving
+                    && !g.raft.conf_change_pending()
+                    && self.ticks >= g.settle_reported_at + interval
+                    && crate::placement::moves::settles(&self.map, g.shard, g.raft.conf())
+                {
+                    tracing::debug!(shard = g.shard, "move settled: reported to the meta group");
+                    g.settle_reported_at = self.ticks;
+                    reports.push(MetaEdit::Settle { shard: g.shard, conf: g.raft.conf().clone() });
                 }
                 match reconcile(&self.map, self.cfg.node, g) {
                     Reconciled::Nothing => {}

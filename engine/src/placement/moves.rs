@@ -198,21 +198,27 @@ pub fn shrink_meta(map: &ClusterMap, node: NodeId) -> Result<ClusterMap, MoveErr
 /// configuration) is exactly the wanted set: the outgoing replicas are no longer
 /// members and may delete their copies. None while the move is under way.
 pub fn settle(map: &ClusterMap, shard: ShardId, conf: &ConfState) -> Option<ClusterMap> {
-    let s = map.group(shard)?;
-    if s.outgoing.is_empty() || !conf.learners.is_empty() {
-        return None;
-    }
-    let mut wanted: Vec<NodeId> = s.replicas.iter().map(|r| r.node).collect();
-    wanted.sort_unstable();
-    let mut voters = conf.voters.clone();
-    voters.sort_unstable();
-    if voters != wanted {
+    if !settles(map, shard, conf) {
         return None;
     }
     let mut next = map.clone();
     next.group_mut(shard).expect("checked above").outgoing.clear();
     next.epoch += 1;
     Some(next)
+}
+
+/// Whether [`settle`] would end shard `shard`'s move with `conf`, without
+/// making the map (a shard leader asks at every tick of a move).
+pub fn settles(map: &ClusterMap, shard: ShardId, conf: &ConfState) -> bool {
+    let Some(s) = map.group(shard) else { return false };
+    if s.outgoing.is_empty() || !conf.learners.is_empty() || conf.voters.len() != s.replicas.len() {
+        return false;
+    }
+    // Replicas are on distinct nodes; a reported configuration comes off the
+    // wire, so its voters are checked both ways: with the counts equal, that
+    // makes them the same set.
+    conf.voters.iter().all(|v| s.replicas.iter().any(|r| r.node == *v))
+        && s.replicas.iter().all(|r| conf.voters.contains(&r.node))
 }
 
 #[cfg(test)]
@@ -252,6 +258,9 @@ mod tests {
         // Under way: a learner, or the source still voting, keeps the move open.
         assert_eq!(settle(&m, 0, &conf(&[1, 2, 3], &[4])), None);
         assert_eq!(settle(&m, 0, &conf(&[1, 2, 3, 4], &[])), None);
+        assert_eq!(settle(&m, 0, &conf(&[2, 2, 4], &[])), None, "a malformed report settles nothing");
+        assert!(!settles(&m, 0, &conf(&[2, 3, 1], &[])));
+        assert!(settles(&m, 0, &conf(&[3, 4, 2], &[])), "voters in any order");
         let done = settle(&m, 0, &conf(&[2, 3, 4], &[])).unwrap();
         assert_eq!(done.epoch, 5);
         assert!(done.outgoing(0).is_empty());
