@@ -1,7 +1,8 @@
 //! The meta leader's look at the placement (`drive::next_edits`): it plans the
 //! whole map with the minimal-transfer planner and picks the next moves. It runs
-//! on a core that also serves shards, every 50 ticks and at the tick after each
-//! newer map, so its cost is paid once per map change while a rebalance runs.
+//! on a core that also serves shards, every 50 ticks and soon after each newer
+//! map (`meta::drive_gap_ticks` apart), so its cost is paid about once per map
+//! change while a rebalance runs.
 //! Measured right after a node joins and right after one dies, on a small
 //! cluster (3 nodes of 2 cores, 64 shards) and a large one (16 nodes of 8 cores,
 //! 1024 shards), 3 replicas each.

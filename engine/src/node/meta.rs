@@ -161,12 +161,12 @@ pub const DOWN_AFTER_TICKS: u64 = 300;
 pub const DRIVE_EVERY_TICKS: u64 = 50;
 
 /// The fewest ticks between a look and one a newer map asks for: 2, or one per
-/// 16 shards when that is more. A look plans the whole map (about 0.8 ms for 64
-/// shards on 3 nodes of 2 cores, 190 ms for 1024 shards on 16 nodes of 8 cores in
-/// the `placement` criterion bench), on a core that also serves shards; a move
-/// ends every few ticks during a rebalance, and the next should begin soon.
+/// 128 shards when that is more. A look plans the whole map (about 0.13 ms for
+/// 64 shards on 3 nodes of 2 cores, 6 ms for 1024 shards on 16 nodes of 8 cores
+/// in the `placement` criterion bench), on a core that also serves shards; a
+/// move ends every few ticks during a rebalance, and the next should begin soon.
 pub fn drive_gap_ticks(shards: u32) -> u64 {
-    (u64::from(shards) / 16).max(2)
+    (u64::from(shards) / 128).max(2)
 }
 
 /// What the meta leader knows of the nodes beyond the map: when it last heard
