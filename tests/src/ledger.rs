@@ -52,6 +52,19 @@ pub fn write_until(
     stop: &AtomicBool,
     ledger: &mut Ledger,
 ) -> Result<(), String> {
+    write_padded_until(client, writer, keys, 0, stop, ledger)
+}
+
+/// [`write_until`] with each value padded by `pad` bytes (more bytes per write:
+/// logs that fill, shards that compact).
+pub fn write_padded_until(
+    client: &mut Client,
+    writer: usize,
+    keys: usize,
+    pad: usize,
+    stop: &AtomicBool,
+    ledger: &mut Ledger,
+) -> Result<(), String> {
     const DELETE_EVERY: u64 = 7;
     while !stop.load(Ordering::Relaxed) {
         let n = ledger.writes;
@@ -61,7 +74,8 @@ pub fn write_until(
         let (value, result) = if delete {
             (None, client.delete(&key))
         } else {
-            let value = format!("w{writer}-n{n}").into_bytes();
+            let mut value = format!("w{writer}-n{n}").into_bytes();
+            value.resize(value.len() + pad, b'.');
             let result = client.put(&key, &value);
             (Some(value), result)
         };

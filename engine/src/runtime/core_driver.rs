@@ -2,13 +2,15 @@
 //! ([`DmaWal`]), the snapshot files and the TCP transport.
 //!
 //! Runs inside the core's own executor; everything here is `Rc`/`RefCell`, never
-//! shared with another core. Three tasks:
+//! shared with another core. Four tasks:
 //! - the loop: woken by any input (a frame, a client call, a tick, a finished
 //!   batch), it runs [`NodeCore::process`] once for everything that arrived, sends
 //!   one frame per destination core and the replies, and asks for a flush;
 //! - the flusher: seals the WAL's open batch, writes and fdatasyncs it (one batch
 //!   in flight; records appended meanwhile form the next), reports it durable;
-//! - the ticker: one Raft tick per `tick_ms` for every group.
+//! - the ticker: one Raft tick per `tick_ms` for every group;
+//! - the snapshot writer ([`SnapshotFiles`]): snapshot files, off the core's
+//!   thread, each durable before the flusher starts a batch after it.
 //!
 //! No busy-polling: every task parks on a channel or a timer.
 
@@ -36,13 +38,11 @@ use rkyv::rancor;
 
 use super::dma_wal::DmaWal;
 use super::map_file;
+use super::snap_files::SnapshotFiles;
 use crate::node::{ClientRef, CoreStorage, GroupRecovery, NodeCore, NodeCoreConfig, NodeError, StorageError};
 use crate::raft::Snapshot;
-use crate::snap::{SnapshotHeader, SnapshotReader, SnapshotWriter, list_snapshots, remove_snapshot, remove_temp_files};
+use crate::snap::{SnapshotHeader, SnapshotReader, list_snapshots, remove_snapshot, remove_temp_files};
 use crate::wal::{Record, WalConfig};
-
-/// Bytes per chunk of a snapshot file.
-const SNAPSHOT_FILE_CHUNK_BYTES: usize = 1 << 20;
 
 /// What one core needs to start.
 #[derive(Debug, Clone)]
@@ -65,10 +65,12 @@ pub struct CoreSetup {
     pub shutdown: Arc<AtomicBool>,
 }
 
-/// The core's durable side: the WAL's open batch and the snapshot files.
+/// The core's durable side: the WAL's open batch and the snapshot files (written
+/// off the core's thread, each durable before the next WAL batch: see
+/// [`SnapshotFiles`]).
 struct DiskStorage {
     wal: Rc<DmaWal>,
-    snap_dir: PathBuf,
+    snapshots: Rc<SnapshotFiles>,
     cluster_id: u64,
 }
 
@@ -83,12 +85,7 @@ impl CoreStorage for DiskStorage {
 
     fn save_snapshot(&mut self, group_id: u64, snapshot: &Snapshot) -> Result<(), StorageError> {
         let header = SnapshotHeader { cluster_id: self.cluster_id, group_id, meta: snapshot.meta.clone() };
-        let err = |e: crate::snap::SnapError| StorageError(e.to_string());
-        let mut writer = SnapshotWriter::create(&self.snap_dir, &header).map_err(err)?;
-        for chunk in snapshot.data.chunks(SNAPSHOT_FILE_CHUNK_BYTES) {
-            writer.write_chunk(chunk).map_err(err)?;
-        }
-        writer.finish().map_err(err)?;
+        self.snapshots.write(header, snapshot.data.clone());
         Ok(())
     }
 
@@ -399,7 +396,9 @@ pub async fn run_core(setup: CoreSetup) -> Result<(), String> {
         let shard = ShardId::try_from(id).map_err(|_| format!("core {core_index}: group {id} is not a shard"))?;
         groups.insert(shard, GroupRecovery { log: logs.remove(&id), snapshot: snapshots.remove(&id) });
     }
-    let mut storage = DiskStorage { wal: wal.clone(), snap_dir, cluster_id };
+    let snapshot_files = SnapshotFiles::new(snap_dir);
+    let snapshot_writer = glommio::spawn_local(snapshot_files.clone().run());
+    let mut storage = DiskStorage { wal: wal.clone(), snapshots: snapshot_files.clone(), cluster_id };
     let map = match map_file::load(&setup.core_dir)? {
         Some(saved) if saved.cluster_id != cluster_id || saved.shard_count() != setup.map.shard_count() => {
             return Err(format!(
@@ -416,6 +415,7 @@ pub async fn run_core(setup: CoreSetup) -> Result<(), String> {
     let node =
         NodeCore::open(setup.node_core.clone(), map, groups, &mut storage, now_ms()).map_err(|e| e.to_string())?;
     // Bootstrap records are durable before this core says anything.
+    snapshot_files.settled().await?;
     wal.flush().await.map_err(|e| e.to_string())?;
     tracing::info!(core = core_index, shards = node.shards().len(), "core recovered");
     let (wake, wake_rx) = Wake::new();
@@ -464,8 +464,11 @@ pub async fn run_core(setup: CoreSetup) -> Result<(), String> {
         return Err(failure);
     }
     // Records that waited for a batch of their own (commit indexes, compaction
-    // markers) are written before the WAL closes.
+    // markers) are written before the WAL closes, after their files.
+    snapshot_files.settled().await?;
     core.wal.flush().await.map_err(|e| e.to_string())?;
+    snapshot_files.close();
+    snapshot_writer.await;
     drop(core);
     match Rc::try_unwrap(wal) {
         Ok(wal) => wal.close().await.map_err(|e| e.to_string())?,
@@ -479,12 +482,19 @@ async fn flusher(core: Rc<Core>, signal: LocalReceiver<()>) {
     loop {
         while core.node.borrow().has_unsealed() {
             let token = core.node.borrow_mut().seal();
+            // The batch may hold snapshot markers: their files first (no yield
+            // between this and the batch's start when none is pending).
+            let snapshots = core.storage.borrow().snapshots.clone();
+            if let Err(e) = snapshots.settled().await {
+                core.fail(e);
+                return;
+            }
             match core.wal.flush().await {
                 Ok(_) => {
                     core.node.borrow_mut().on_durable(token);
                     let dropped = core.node.borrow_mut().take_dropped();
                     for shard in dropped {
-                        if let Err(e) = remove_snapshot(&core.storage.borrow().snap_dir, u64::from(shard)) {
+                        if let Err(e) = remove_snapshot(snapshots.dir(), u64::from(shard)) {
                             core.fail(format!("deleting the snapshot of moved shard {shard}: {e}"));
                             return;
                         }

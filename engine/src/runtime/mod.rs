@@ -13,6 +13,7 @@ pub mod dma_wal;
 pub mod join;
 pub mod map_file;
 pub mod server;
+mod snap_files;
 
 use std::future::Future;
 
