@@ -98,9 +98,11 @@ pub struct JoinReport {
     pub latency: [Latency; 3],
 }
 
-/// Latency figures of one phase, in microseconds (all 0: no request).
+/// Latency figures of one phase, in microseconds (all 0 when no request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Latency {
+    /// Requests that succeeded in the phase.
+    pub requests: u64,
     /// Median.
     pub p50_us: u64,
     /// 99th percentile.
@@ -114,10 +116,20 @@ impl Latency {
         if h.is_empty() {
             return Latency::default();
         }
-        Latency { p50_us: h.value_at_quantile(0.5), p99_us: h.value_at_quantile(0.99), max_us: h.max() }
+        Latency {
+            requests: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+        }
     }
 
+    /// "p50/p99/max" in ms, or "no request" (a run that never balanced has no
+    /// "after").
     fn text(&self) -> String {
+        if self.requests == 0 {
+            return "no request".to_string();
+        }
         let ms = |us: u64| us as f64 / 1000.0;
         format!("{:.1}/{:.1}/{:.1}", ms(self.p50_us), ms(self.p99_us), ms(self.max_us))
     }
@@ -458,8 +470,8 @@ mod tests {
             planned_moves: 3,
             errors: 0,
             latency: [
-                Latency { p50_us: 1200, p99_us: 4500, max_us: 9000 },
-                Latency { p50_us: 2000, p99_us: 9100, max_us: 1_950_000 },
+                Latency { requests: 10, p50_us: 1200, p99_us: 4500, max_us: 9000 },
+                Latency { requests: 20, p50_us: 2000, p99_us: 9100, max_us: 1_950_000 },
                 Latency::default(),
             ],
         };
@@ -492,7 +504,7 @@ mod tests {
         assert_eq!(
             lines[7],
             "request latency p50/p99/max (ms): before the join 1.2/4.5/9.0, during the rebalance 2.0/9.1/1950.0, \
-             after 0.0/0.0/0.0"
+             after no request"
         );
     }
 
@@ -503,7 +515,7 @@ mod tests {
             h[DURING].record(us * 10).expect("in range");
         }
         let during = Latency::of(&h[DURING]);
-        assert_eq!((during.p50_us, during.max_us), (500, 1000));
+        assert_eq!((during.requests, during.p50_us, during.max_us), (100, 500, 1000));
         assert!((990..=1000).contains(&during.p99_us), "{during:?}");
         assert_eq!(Latency::of(&h[BEFORE]), Latency::default(), "no request: zeros");
     }
