@@ -25,7 +25,7 @@ use crate::map::{ClusterMap, CoreIndex};
 use crate::raft::{Index, Message, Term};
 
 /// Bumped whenever a type in this module changes shape.
-pub const WIRE_VERSION: u32 = 8;
+pub const WIRE_VERSION: u32 = 9;
 /// Most calls a client may pipeline on one connection before it waits for replies;
 /// the server answers Busy beyond it.
 pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;
@@ -135,8 +135,10 @@ pub enum PeerMessage {
     Map { map: ClusterMap },
     /// "Send me your map if it is newer than `epoch`": the sender saw a newer
     /// epoch in this core's frame, or polls a meta replica (a core that was down
-    /// when a map was pushed, or that nobody talks to, learns it so).
-    MapRequest { epoch: Epoch },
+    /// when a map was pushed, or that nobody talks to, learns it so). A poll
+    /// carries the sizes of the shards the sending core leads: the meta leader
+    /// plans with them, so of equally few moves the smallest replicas move.
+    MapRequest { epoch: Epoch, sizes: Vec<ShardSize> },
     /// A change to the cluster map, for the meta group's leader (every meta
     /// replica gets it, only the leader acts; senders repeat until the map shows
     /// it).
@@ -172,6 +174,15 @@ pub enum MetaEdit {
     /// The meta group's replica on node `node` leaves it (the cluster shrank, or
     /// the node leaves and no up node is free to take its place).
     ShrinkMeta { node: NodeId },
+}
+
+/// A shard's size as its leader estimates it (keys and retained versions: about
+/// what moving a replica ships), in a [`PeerMessage::MapRequest`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ShardSize {
+    pub shard: ShardId,
+    pub bytes: u64,
 }
 
 /// One shard's chosen leader, in a [`MetaEdit::Lead`].

@@ -20,11 +20,11 @@
 
 use std::collections::VecDeque;
 
-use corekv_rpc::kv::NodeId;
-use corekv_rpc::kv::{OkReply, Outcome};
+use corekv_rpc::kv::{NodeId, OkReply, Outcome, ShardId};
 pub use corekv_rpc::map::META_SHARD;
 use corekv_rpc::map::{ClusterMap, NodeState};
 pub use corekv_rpc::node::MetaEdit;
+use corekv_rpc::node::ShardSize;
 
 use crate::placement::moves::{self, MoveError};
 use crate::placement::nodes::{self, NodeEditError};
@@ -161,16 +161,17 @@ pub const DOWN_AFTER_TICKS: u64 = 300;
 pub const DRIVE_EVERY_TICKS: u64 = 50;
 
 /// The fewest ticks between a look and one a newer map asks for: 2, or one per
-/// 128 shards when that is more. A look plans the whole map (about 0.13 ms for
-/// 64 shards on 3 nodes of 2 cores, 6 ms for 1024 shards on 16 nodes of 8 cores
-/// in the `placement` criterion bench), on a core that also serves shards; a
-/// move ends every few ticks during a rebalance, and the next should begin soon.
+/// 128 shards when that is more. A look plans the whole map (about 0.4 ms for
+/// 64 shards on 3 nodes of 2 cores, 11-13 ms for 1024 shards on 16 nodes of 8
+/// cores in the `placement` criterion bench), on a core that also serves shards;
+/// a move ends every few ticks during a rebalance, and the next should begin
+/// soon.
 pub fn drive_gap_ticks(shards: u32) -> u64 {
     (u64::from(shards) / 128).max(2)
 }
 
 /// What the meta leader knows of the nodes beyond the map: when it last heard
-/// from each, and what it planned last.
+/// from each, how large the shards are, and what it planned last.
 #[derive(Debug, Default)]
 pub(crate) struct MetaDriver {
     /// Tick of the last frame from each node, on this core.
@@ -181,6 +182,11 @@ pub(crate) struct MetaDriver {
     /// The map epoch and unreachable nodes of the last plan: the same facts give
     /// the same plan, which need not be made again.
     planned: Option<(u64, Vec<NodeId>)>,
+    /// Each shard's size as its leader last reported it (its core's map poll):
+    /// the plan moves the smallest replicas of equally few moves. A shard not
+    /// heard of counts 0. Sizes change all the time, so a change alone does not
+    /// make a new plan; the next change of facts plans with them.
+    sizes: std::collections::HashMap<ShardId, u64>,
 }
 
 impl MetaDriver {
@@ -195,6 +201,14 @@ impl MetaDriver {
         };
         let last = self.heard.insert(node, now).unwrap_or(0).max(since);
         now.saturating_sub(last) > DOWN_AFTER_TICKS
+    }
+
+    /// Shard sizes a core reported with its map poll (every meta replica keeps
+    /// them, so a new meta leader plans with them at once).
+    pub fn sized(&mut self, sizes: &[ShardSize]) {
+        for s in sizes {
+            self.sizes.insert(s.shard, s.bytes);
+        }
     }
 
     /// This core no longer leads the meta group.
@@ -232,7 +246,8 @@ impl MetaDriver {
             return Vec::new();
         }
         self.planned = Some(facts);
-        crate::placement::drive::next_edits(map, &unreachable, auto, MOVES_AT_ONCE)
+        let bytes_of = |shard: ShardId| self.sizes.get(&shard).copied().unwrap_or(0);
+        crate::placement::drive::next_edits(map, &unreachable, auto, MOVES_AT_ONCE, bytes_of)
     }
 }
 
@@ -281,6 +296,39 @@ mod tests {
         q.inflight = vec![grow(7)];
         q.answered(false);
         assert!(q.is_idle(), "a done write leaves nothing behind");
+    }
+
+    /// The meta leader plans with the sizes the shard leaders reported: a node
+    /// joining 3 nodes that hold 8 shards twice over takes 4 of them, the 4
+    /// smallest (here the highest ids, which ties on size would not pick).
+    #[test]
+    fn the_plan_moves_the_smallest_shards_the_leaders_reported() {
+        use corekv_rpc::map::NodeInfo;
+        let info = |id: NodeId| NodeInfo { id, addr: format!("10.0.0.{id}:7000"), cores: 1, state: NodeState::Up };
+        let founding = crate::placement::initial_map(1, &[info(1), info(2), info(3)], 8, 2).unwrap();
+        let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
+        let map = nodes::set_rebalance(&joined, true).unwrap();
+        let moved = |d: &mut MetaDriver| -> Vec<ShardId> {
+            let edits = d.next(&map, 1, 10, 1_000_000, true);
+            let mut shards: Vec<ShardId> = edits
+                .iter()
+                .filter_map(|e| match e {
+                    MetaEdit::Begin { shard, .. } => Some(*shard),
+                    _ => None,
+                })
+                .collect();
+            shards.sort_unstable();
+            shards
+        };
+        let unsized_plan = moved(&mut MetaDriver::default());
+        assert_eq!(unsized_plan.len(), 4, "{unsized_plan:?}");
+        assert!(unsized_plan.iter().any(|&s| s < 4), "without sizes ties pick low ids: {unsized_plan:?}");
+        let mut d = MetaDriver::default();
+        let sizes: Vec<ShardSize> =
+            (0..8).map(|shard| ShardSize { shard, bytes: if shard < 4 { 100 << 20 } else { 1 << 20 } }).collect();
+        d.sized(&sizes[..4]);
+        d.sized(&sizes[4..]);
+        assert_eq!(moved(&mut d), vec![4, 5, 6, 7]);
     }
 
     #[test]

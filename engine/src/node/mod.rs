@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use corekv_rpc::kv::{ClientId, OkReply, Outcome, ReadOp, Request, RequestBody, Response, ShardId, WriteOp, WriteTag};
 use corekv_rpc::map::{ClusterMap, CoreIndex, FOUNDING_EPOCH, Replica};
-use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardStatus};
+use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardSize, ShardStatus};
 use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
 use corekv_rpc::txn::{Policy, TxnId};
 use thiserror::Error;
@@ -824,11 +824,22 @@ impl NodeCore {
         // also tells the meta leader this node is alive), and at once on the
         // first tick: the meta leader gives a node it has not heard from (one
         // that has just joined or come back) no replicas.
+        // The poll carries the sizes of the shards this core leads, for the
+        // meta leader's plans.
         if self.ticks == 1 || self.ticks.is_multiple_of(MAP_POLL_TICKS) {
             let me = Replica { node: self.cfg.node, core: self.cfg.core };
+            let sizes: Vec<ShardSize> = self
+                .groups
+                .values()
+                .filter(|g| g.is_leader && g.shard != META_SHARD)
+                .map(|g| ShardSize { shard: g.shard, bytes: g.sm.store().bytes() })
+                .collect();
+            if self.groups.contains_key(&META_SHARD) {
+                self.meta_driver.sized(&sizes);
+            }
             let meta: Vec<Replica> = self.map.members(META_SHARD).copied().filter(|&r| r != me).collect();
             for r in meta {
-                self.outbox.push_other(r, PeerMessage::MapRequest { epoch: self.map.epoch });
+                self.outbox.push_other(r, PeerMessage::MapRequest { epoch: self.map.epoch, sizes: sizes.clone() });
             }
         }
         // A look asked for while an edit is pending happens once the queue is
@@ -928,7 +939,10 @@ impl NodeCore {
                     self.on_txn_message(from_shard, to_shard, message);
                 }
                 PeerMessage::Map { map } => self.offer_map(map),
-                PeerMessage::MapRequest { epoch } => {
+                PeerMessage::MapRequest { epoch, sizes } => {
+                    if self.groups.contains_key(&META_SHARD) {
+                        self.meta_driver.sized(&sizes);
+                    }
                     if self.map.epoch > epoch {
                         self.outbox.push_other(sender, PeerMessage::Map { map: (*self.map).clone() });
                     }
@@ -1533,7 +1547,7 @@ impl NodeCore {
             .collect();
         let epoch = self.map.epoch;
         for r in asks {
-            self.outbox.push_other(r, PeerMessage::MapRequest { epoch });
+            self.outbox.push_other(r, PeerMessage::MapRequest { epoch, sizes: Vec::new() });
         }
         let boundary = std::mem::take(&mut self.heartbeat_boundary);
         let (mut batches, taken) = self.outbox.take(self.cfg.node, self.hlc.last(), boundary);

@@ -54,13 +54,27 @@ pub fn plan_for(
     plan::plan(&input)
 }
 
+/// The fewest bytes between nodes of a plan for `map` as it is, sizes exact
+/// ([`plan::minimal_bytes_exact`]).
+pub fn minimal_bytes_for(
+    map: &ClusterMap,
+    unreachable: &BTreeSet<NodeId>,
+    bytes_of: impl Fn(u32) -> u64,
+) -> Result<u64, plan::PlanError> {
+    let input = PlanInput::from_map(map, |n| effective_state(map, n, unreachable), bytes_of);
+    plan::minimal_bytes_exact(&input)
+}
+
 /// The edits to make next (see the module header). `rebalance` is the meta
-/// leader's `--auto-rebalance`; `moves_max` bounds the moves under way.
+/// leader's `--auto-rebalance`; `moves_max` bounds the moves under way;
+/// `bytes_of` gives the shards' sizes the plan weighs (of equally few moves, the
+/// smallest replicas move).
 pub fn next_edits(
     map: &ClusterMap,
     unreachable: &BTreeSet<NodeId>,
     rebalance: bool,
     moves_max: usize,
+    bytes_of: impl Fn(u32) -> u64,
 ) -> Vec<MetaEdit> {
     let state = |n: NodeId| effective_state(map, n, unreachable);
     let mut edits = Vec::new();
@@ -110,7 +124,7 @@ pub fn next_edits(
         edits.push(edit);
         budget -= 1;
     }
-    let plan = match plan_for(map, unreachable, |_| 0) {
+    let plan = match plan_for(map, unreachable, bytes_of) {
         Ok(plan) => plan,
         Err(e) => {
             tracing::warn!(error = %e, "no rebalancing plan for this map");
@@ -271,7 +285,7 @@ mod tests {
     fn run(mut map: ClusterMap, unreachable: &BTreeSet<NodeId>, moves_max: usize) -> (ClusterMap, usize) {
         let mut begun = 0;
         for _ in 0..10_000 {
-            let edits = next_edits(&map, unreachable, true, moves_max);
+            let edits = next_edits(&map, unreachable, true, moves_max, |_| 0);
             let moving = map.groups().filter(|&s| !map.outgoing(s).is_empty()).count();
             assert!(
                 moving + edits.iter().filter(|e| matches!(e, MetaEdit::Begin { .. })).count() <= moves_max,
@@ -504,18 +518,18 @@ mod tests {
     fn a_move_onto_a_node_that_died_is_turned_around_and_an_unreachable_node_gets_nothing() {
         let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 8, 3).unwrap();
         let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
-        assert_eq!(next_edits(&joined, &BTreeSet::new(), true, 1), vec![MetaEdit::SetRebalance { on: true }]);
+        assert_eq!(next_edits(&joined, &BTreeSet::new(), true, 1, |_| 0), vec![MetaEdit::SetRebalance { on: true }]);
         let joined = nodes::set_rebalance(&joined, true).unwrap();
-        let edits = next_edits(&joined, &BTreeSet::new(), true, 1);
+        let edits = next_edits(&joined, &BTreeSet::new(), true, 1, |_| 0);
         let [MetaEdit::Begin { shard, from, .. }] = edits[..] else { panic!("one move: {edits:?}") };
         let moving = apply_edit(&edits[0], &joined).unwrap().unwrap();
         let dead = nodes::set_state(&moving, 4, NodeState::Dead, false).unwrap().unwrap();
-        assert_eq!(next_edits(&dead, &BTreeSet::new(), true, 1), vec![MetaEdit::Revert { shard, target: 4 }]);
+        assert_eq!(next_edits(&dead, &BTreeSet::new(), true, 1, |_| 0), vec![MetaEdit::Revert { shard, target: 4 }]);
         let reverted = apply_edit(&MetaEdit::Revert { shard, target: 4 }, &dead).unwrap().unwrap();
         assert!(reverted.replicas(shard).iter().any(|r| r.node == from));
         // Node 4 unreachable (down): it keeps what it has and receives nothing.
         let unreachable = BTreeSet::from([4]);
-        let edits = next_edits(&joined, &unreachable, true, 4);
+        let edits = next_edits(&joined, &unreachable, true, 4, |_| 0);
         assert!(edits.iter().all(|e| !matches!(e, MetaEdit::Begin { to, .. } if to.node == 4)), "{edits:?}");
     }
 
@@ -527,12 +541,12 @@ mod tests {
         // rather than being cleared and set again at every look.
         let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 6, 3).unwrap();
         let dead = nodes::set_state(&founding, 3, NodeState::Dead, false).unwrap().unwrap();
-        assert!(next_edits(&dead, &BTreeSet::new(), true, 4).is_empty());
+        assert!(next_edits(&dead, &BTreeSet::new(), true, 4, |_| 0).is_empty());
         let asked = nodes::set_rebalance(&dead, true).unwrap();
         let (after, _) = run(asked, &BTreeSet::new(), 4);
         assert_eq!(after.meta.replicas.len(), 3);
         assert!(after.rebalance);
-        assert!(next_edits(&after, &BTreeSet::new(), true, 4).is_empty());
+        assert!(next_edits(&after, &BTreeSet::new(), true, 4, |_| 0).is_empty());
     }
 
     #[test]
@@ -547,7 +561,7 @@ mod tests {
         // One of the five dies: four live nodes want three, and the dead one's
         // replica is the first to go.
         let dead = nodes::set_state(&grown, 2, NodeState::Dead, false).unwrap().unwrap();
-        let edits = next_edits(&nodes::set_rebalance(&dead, true).unwrap(), &BTreeSet::new(), true, 4);
+        let edits = next_edits(&nodes::set_rebalance(&dead, true).unwrap(), &BTreeSet::new(), true, 4, |_| 0);
         assert_eq!(edits.first(), Some(&MetaEdit::ShrinkMeta { node: 2 }), "{edits:?}");
         let (shrunk, _) = run(dead, &BTreeSet::new(), 4);
         assert_eq!(meta_nodes(&shrunk), BTreeSet::from([1, 3, 4]));
@@ -557,7 +571,7 @@ mod tests {
         // during a rebalance.
         let unreachable = BTreeSet::from([5]);
         let asked = nodes::set_rebalance(&grown, true).unwrap();
-        let edits = next_edits(&asked, &unreachable, true, 4);
+        let edits = next_edits(&asked, &unreachable, true, 4, |_| 0);
         assert!(!edits.iter().any(|e| matches!(e, MetaEdit::ShrinkMeta { .. })), "{edits:?}");
         assert!(!edits.contains(&MetaEdit::SetRebalance { on: false }), "open while node 5 is away: {edits:?}");
     }
@@ -601,7 +615,7 @@ mod tests {
         assert!(plan_for(&after, &BTreeSet::new(), |_| 0).unwrap().leader_transfers.is_empty());
         // A rebalance asked of a balanced cluster picks no leaders: nothing flips.
         let asked = nodes::set_rebalance(&after, true).unwrap();
-        assert_eq!(next_edits(&asked, &BTreeSet::new(), true, 4), vec![MetaEdit::SetRebalance { on: false }]);
+        assert_eq!(next_edits(&asked, &BTreeSet::new(), true, 4, |_| 0), vec![MetaEdit::SetRebalance { on: false }]);
     }
 
     #[test]
@@ -613,8 +627,8 @@ mod tests {
         let mut settled = moved.clone();
         settled.group_mut(0).unwrap().outgoing.clear();
         assert!(drive_plan_moves(&settled) > 0, "the planner alone would undo it");
-        assert!(next_edits(&moved, &BTreeSet::new(), true, 4).is_empty());
-        assert!(next_edits(&settled, &BTreeSet::new(), true, 4).is_empty());
+        assert!(next_edits(&moved, &BTreeSet::new(), true, 4, |_| 0).is_empty());
+        assert!(next_edits(&settled, &BTreeSet::new(), true, 4, |_| 0).is_empty());
     }
 
     fn drive_plan_moves(map: &ClusterMap) -> usize {
@@ -625,10 +639,13 @@ mod tests {
     fn without_auto_rebalance_only_an_operators_request_moves_replicas() {
         let founding = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 8, 3).unwrap();
         let joined = nodes::add_node(&founding, &info(4)).unwrap().unwrap();
-        assert!(next_edits(&joined, &BTreeSet::new(), false, 4).is_empty());
+        assert!(next_edits(&joined, &BTreeSet::new(), false, 4, |_| 0).is_empty());
         let asked = nodes::set_rebalance(&joined, true).unwrap();
-        assert_eq!(next_edits(&asked, &BTreeSet::new(), false, 4).len(), 4);
+        assert_eq!(next_edits(&asked, &BTreeSet::new(), false, 4, |_| 0).len(), 4);
         let balanced = ClusterMap { rebalance: true, ..founding.clone() };
-        assert_eq!(next_edits(&balanced, &BTreeSet::new(), false, 4), vec![MetaEdit::SetRebalance { on: false }]);
+        assert_eq!(
+            next_edits(&balanced, &BTreeSet::new(), false, 4, |_| 0),
+            vec![MetaEdit::SetRebalance { on: false }]
+        );
     }
 }

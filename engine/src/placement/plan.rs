@@ -52,9 +52,11 @@
 //! Cores are then dealt within each node (arrivals to the least loaded core,
 //! then moves between cores if a spread above one is left: rare, when no such
 //! exchange exists; the driver does not carry those out), and leaders are chosen by
-//! a second flow over the final replicas. Time: about (moves + nodes) shortest-path
-//! searches over `shards × up nodes` edges; a join to 1024 shards × 16 nodes
-//! (3 replicas) plans in about 0.35 s in the test build. The largest maps the
+//! a second flow over the final replicas. Time: one shortest-path search over
+//! `shards × up nodes` edges per distinct path cost (blocking flows send every
+//! unit of one cost), which is why sizes weigh in steps of 1/64 of the largest
+//! shard; a join of a node to 16 nodes of 8 cores with 1024 shards (3 replicas)
+//! plans in a few ms (the `placement` criterion bench). The largest maps the
 //! limits allow (65 536 shards × 1024 nodes) would be far slower: not a case
 //! the planner is built for yet.
 
@@ -367,7 +369,7 @@ impl Sorted {
 /// The plan that balances `input` with the fewest moves (see the module header).
 pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
     let sorted = sort_and_check(input)?;
-    let mut placed = place_replicas(&sorted)?;
+    let mut placed = place_replicas(&sorted, BYTES_STEPS)?;
     even_out_departures(&sorted, &mut placed.members);
     let (moves, arrivals) = pair_moves(&sorted, &placed.members);
     let cores = deal_cores(&sorted, &placed.members, &arrivals);
@@ -522,9 +524,32 @@ const MOVES: usize = 2;
 const TOUCH: usize = 3;
 const CORE_EXCESS: usize = 4;
 const BYTES: usize = 5;
+/// How finely the replica flow tells shard sizes apart (see `place_replicas`):
+/// a plan may move up to 1/64 of the largest shard more per move than the
+/// smallest choice, never more moves.
+const BYTES_STEPS: u64 = 64;
 
-/// Chooses which nodes hold each shard: one minimum-cost flow (module header).
-fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
+/// The fewest bytes a plan reaching what [`plan`] reaches (same balance, as few
+/// moves, no more moves between unchanged nodes) sends between nodes, with the
+/// shards' sizes exact rather than in [`plan`]'s steps: the replica flow again,
+/// each arrival counted at its shard's size. At least [`Plan::minimal_bytes`]
+/// (a bound that lets each node give its smallest replicas even when those are
+/// the same shards), at most the plan's bytes between nodes. Costs one search
+/// per distinct size, so it is for reports (`rebalance --dry-run`, the join
+/// bench), not for the meta leader's looks.
+pub fn minimal_bytes_exact(input: &PlanInput) -> Result<u64, PlanError> {
+    let sorted = sort_and_check(input)?;
+    let placed = place_replicas(&sorted, u64::MAX)?;
+    let arrivals = placed.members.iter().enumerate().map(|(j, on)| {
+        let new = on.iter().filter(|&&i| !sorted.holders[j].iter().any(|&(h, _)| h == i)).count() as u64;
+        sorted.shards[j].bytes.saturating_mul(new)
+    });
+    Ok(arrivals.fold(0u64, u64::saturating_add))
+}
+
+/// Chooses which nodes hold each shard: one minimum-cost flow (module header),
+/// sizes counted in steps of the largest shard / `bytes_steps`.
+fn place_replicas(sorted: &Sorted, bytes_steps: u64) -> Result<Placed, PlanError> {
     let (node_count, shard_count) = (sorted.nodes.len(), sorted.shards.len());
     // Per shard: the replicas up nodes must hold between them (down holders stay,
     // a manual target is fixed), and whether node i may take one.
@@ -596,6 +621,11 @@ fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
             net.add_edge(spare[i], fill[i], 1, ZERO);
         }
     }
+    // Bytes count in steps of 1/BYTES_STEPS of the largest shard: the flow
+    // runs one search per distinct path cost, and exact sizes (all different)
+    // made that one per move; shards within a step of each other tie.
+    let largest = sorted.shards.iter().map(|s| s.bytes).max().unwrap_or(0);
+    let bytes_step = (largest / bytes_steps).max(1);
     let touch = |i: usize| if sorted.roles[i] == Role::Unchanged { -1 } else { 0 };
     // Every unit into the sink through an unchanged node earns -1 "touch"; the
     // sink's potential makes those edges' reduced costs non-negative.
@@ -618,7 +648,7 @@ fn place_replicas(sorted: &Sorted) -> Result<Placed, PlanError> {
             // counted (module header).
             let mut cost = flow::unit(MOVES, 1);
             cost[TOUCH] = if sorted.roles[i] == Role::Unchanged { 2 } else { 0 };
-            cost[BYTES] = i128::from(shard.bytes);
+            cost[BYTES] = i128::from(shard.bytes.div_ceil(bytes_step));
             links[j].push((i, net.add_edge(shard_vertex(j), node_vertex(i), 1, cost)));
         }
     }

@@ -309,6 +309,23 @@ fn smaller_shards_move_when_the_count_allows() {
     assert_eq!(plan.bytes, 20 + 40 + 10 + 30);
 }
 
+/// Three nodes hold every one of 8 shards and a fourth joins: it takes 6
+/// distinct shards, so the 6 smallest move. The plan's bound lets each giver
+/// give its own 2 smallest, the same 2 shards thrice (unreachable); the exact
+/// minimal is the plan's bytes.
+#[test]
+fn the_exact_minimal_is_what_a_join_to_full_replication_must_move() {
+    let mut input = founded(&[1, 1, 1], 8, 3);
+    input.shards.iter_mut().for_each(|s| s.bytes = [900, 10, 20, 800, 700, 30, 40, 600][s.id as usize]);
+    join(&mut input, 4, 1);
+    let plan = plan(&input).unwrap();
+    assert_balanced(&input, &plan);
+    assert_eq!(plan.node_moves(), 6);
+    assert_eq!(plan.bytes, 10 + 20 + 30 + 40 + 600 + 700);
+    assert_eq!(plan.minimal_bytes, 3 * (10 + 20));
+    assert_eq!(minimal_bytes_exact(&input), Ok(plan.bytes));
+}
+
 #[test]
 fn too_few_nodes_for_the_replication_factor_is_an_error() {
     let mut input = founded(&[1, 1, 1], 8, 3);
@@ -569,6 +586,20 @@ proptest! {
                 }
             }
             (planned, brute) => prop_assert!(false, "planner {:?} but brute force {:?}", planned, brute),
+        }
+    }
+
+    /// The exact minimal bytes lie between the plan's lower bound and the bytes
+    /// the plan moves between nodes.
+    #[test]
+    fn exact_minimal_bytes_lie_between_the_bound_and_the_plan(change in small_change()) {
+        let input = &change.input;
+        if let (Ok(plan), Ok(exact)) = (plan(input), minimal_bytes_exact(input)) {
+            let between = |m: &&ReplicaMove| m.from.node != m.to.node;
+            let core_bytes: u64 = plan.moves.iter().filter(|m| !between(m)).map(|m| m.bytes).sum();
+            let node_bytes: u64 = plan.moves.iter().filter(between).map(|m| m.bytes).sum();
+            prop_assert!(plan.minimal_bytes - core_bytes <= exact, "bound {} exact {exact}", plan.minimal_bytes);
+            prop_assert!(exact <= node_bytes, "exact {exact} plan {node_bytes}: {:?}", plan.moves);
         }
     }
 
