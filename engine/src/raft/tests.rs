@@ -447,6 +447,46 @@ fn leader_transfer_hands_over_after_catching_the_target_up() {
     assert_eq!(h.node(3).status().commit, h.node(3).status().last_index);
 }
 
+/// A replica promoted a moment ago holds the promotion but has not learned it
+/// is committed (the commit index travels with the next append or heartbeat),
+/// so it ignores a TimeoutNow: it does not vote yet. The leader sends it again
+/// with each heartbeat answer while the transfer is open, and the handover
+/// takes a heartbeat interval, not the election timeout the transfer waits
+/// before it gives up (found timing replica moves: one in a dozen handed over
+/// a second late).
+#[test]
+fn a_handover_to_a_voter_that_does_not_know_it_votes_yet_completes_within_heartbeats() {
+    let mut h = Harness::new(3, |_| {});
+    h.elect(1);
+    let learner = RawNode::new(config(4), DurableState::bootstrap(vec![]), 4).unwrap();
+    h.nodes.insert(4, learner);
+    h.node(1).propose_conf_change(ConfChange::AddLearner(4)).unwrap();
+    h.tick_all(12);
+    h.node(1).propose_conf_change(ConfChange::Promote(4)).unwrap();
+    // One round out (the promotion), one back (the acknowledgements): the leader
+    // commits it, and its next messages to node 4 carry that commit index.
+    for _ in 0..2 {
+        h.collect();
+        for m in std::mem::take(&mut h.queue) {
+            h.nodes.get_mut(&m.to).unwrap().step(m).unwrap();
+        }
+    }
+    assert_eq!(h.node(1).status().commit, h.node(1).status().last_index);
+    // The leader applies the promotion (its messages wait in the queue) and
+    // starts the handover at once (node 4 holds the whole log): the TimeoutNow
+    // reaches node 4 right behind the commit index, before node 4 applied it.
+    h.collect();
+    assert_eq!(h.node(1).status().conf.voters, vec![1, 2, 3, 4]);
+    assert!(!h.node(4).status().conf.voters.contains(&4));
+    h.node(1).transfer_leader(4).unwrap();
+    h.settle();
+    assert_eq!(h.leader(), Some(1), "the TimeoutNow came too early and was ignored");
+    let heartbeat = config(1).heartbeat_interval_ticks;
+    assert!(heartbeat * 3 < config(1).election_timeout_ticks);
+    h.tick_all(heartbeat * 3);
+    assert_eq!(h.leader(), Some(4), "handed over within a few heartbeats");
+}
+
 #[test]
 fn garbage_from_the_network_is_an_error_not_a_panic() {
     let mut h = Harness::new(3, |_| {});

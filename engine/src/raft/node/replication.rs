@@ -207,6 +207,11 @@ impl RawNode {
         } else if behind {
             self.send_append(from, true); // an empty probe finds the match point
         }
+        // A transferee that holds the whole log yet did not campaign had not
+        // applied its own promotion when the TimeoutNow came (it arrived right
+        // behind the commit index): it has by now, so send it again rather
+        // than wait out the transfer's election timeout.
+        self.maybe_finish_transfer(from);
         self.advance_reads();
     }
 
