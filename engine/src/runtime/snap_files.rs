@@ -77,10 +77,21 @@ impl SnapshotFiles {
         &self.dir
     }
 
-    /// Queues the file of a snapshot (its data is shared, not copied).
+    /// Queues the file of a snapshot (its data is shared, not copied). A file of
+    /// the same group still waiting its turn is replaced: it would be
+    /// overwritten anyway, and a file newer than a marker is what recovery
+    /// expects after a crash between the two. So the queue holds at most one
+    /// file per group of the core, and a group compacting faster than its files
+    /// are written keeps no stale snapshot alive in it.
     pub(super) fn write(&self, header: SnapshotHeader, data: Arc<[u8]>) {
-        self.jobs.borrow_mut().push_back(Job { header, data });
-        self.queued.set(self.queued.get() + 1);
+        let mut jobs = self.jobs.borrow_mut();
+        match jobs.iter_mut().find(|j| j.header.group_id == header.group_id) {
+            Some(waiting) => *waiting = Job { header, data },
+            None => {
+                jobs.push_back(Job { header, data });
+                self.queued.set(self.queued.get() + 1);
+            }
+        }
         let _ = self.work.try_send(()); // full: a wake-up is already pending
     }
 
@@ -174,11 +185,12 @@ mod tests {
         (index, data)
     }
 
-    /// Once `settled` returns, every file queued before is whole on disk, and two
-    /// snapshots of one group land in the order they were queued (the later
-    /// one stays): what lets the flusher start a WAL batch holding their markers.
+    /// Once `settled` returns, every file queued before is whole on disk, and of
+    /// two snapshots of one group the later one stays (the earlier, still
+    /// waiting, was never written): what lets the flusher start a WAL batch
+    /// holding their markers.
     #[test]
-    fn settled_means_every_queued_file_is_on_disk_in_queue_order() {
+    fn settled_means_every_queued_file_is_on_disk_and_a_waiting_one_is_replaced() {
         let dir = temp_dir("order");
         let big: Arc<[u8]> = (0..3 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
         let result = crate::runtime::run_local("snap-files-test", {
@@ -191,6 +203,7 @@ mod tests {
                 files.write(header(2, 5), Arc::from(&b"small"[..]));
                 files.write(header(1, 20), Arc::from(&b"newer"[..]));
                 files.settled().await.expect("the writes succeed");
+                assert_eq!(files.written.get(), 2, "group 1's first file was replaced while it waited");
                 let seen = (on_disk(&dir, 1), on_disk(&dir, 2));
                 files.write(header(3, 1), big.clone());
                 files.settled().await.expect("the write succeeds");
