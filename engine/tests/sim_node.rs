@@ -773,6 +773,58 @@ fn the_meta_group_moves_too_and_survives_its_leader_crashing_mid_move() {
     moves_counted(&stats);
 }
 
+/// Hands shard `shard`'s replica on `node` to that node's other core.
+fn relocate_to_other_core(c: &mut Cluster, shard: u32, node: NodeId) -> Replica {
+    let core = c.map().replicas(shard).iter().find(|r| r.node == node).expect("a replica there").core;
+    let to = Replica { node, core: 1 - core };
+    c.relocate(shard, to).unwrap_or_else(|e| panic!("hand-off of shard {shard}: {e}"));
+    to
+}
+
+#[test]
+fn replicas_change_cores_under_load_through_crashes_at_any_moment() {
+    let stats = seeds("handoff", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = move_config(seed, 3, 0);
+        cfg.faults = NetFaults { drop_prob: 0.02, dup_prob: 0.01, ..NetFaults::reliable() };
+        let mut c = Cluster::new(cfg);
+        c.run_for(400);
+        // Two shards: one handed over by its leader's node (the leader hands
+        // leadership over first), one by a random replica's node.
+        let first = (seed % 8) as u32;
+        let second = (first + 1 + (seed / 8 % 7) as u32) % 8;
+        let leader = c.leader_of(first).unwrap_or(1);
+        let a = relocate_to_other_core(&mut c, first, leader);
+        let other = c.map().replicas(second)[r.random_range(0..3)].node;
+        let b = relocate_to_other_core(&mut c, second, other);
+        // Half the seeds crash one of the two nodes at a random moment of its
+        // hand-off (both of its cores go down: source and target).
+        if seed % 2 == 0 {
+            c.run_for(r.random_range(0..300));
+            let victim = if r.random_bool(0.5) { a.node } else { b.node };
+            c.crash(victim);
+            c.run_for(r.random_range(50..400));
+            c.restart(victim);
+        }
+        let done = |c: &Cluster| {
+            c.moves_settled() && c.map().replicas(first).contains(&a) && c.map().replicas(second).contains(&b)
+        };
+        for _ in 0..4_000 {
+            if done(&c) {
+                break;
+            }
+            c.run_for(1);
+        }
+        assert!(done(&c), "the hand-offs end: {:?}", c.map());
+        c.run_for(300);
+        finish(c)
+    });
+    if !stats.is_empty() {
+        assert!(sum(&stats, |s| s.moves_started) > 0);
+        assert!(sum(&stats, |s| s.replicas_dropped) > 0, "every source deletes its replica");
+    }
+}
+
 // ----- nodes join, drain, die and leave; the meta leader plans the moves -----------
 
 /// `founders` nodes holding the shards and `joining` ones outside the map (the

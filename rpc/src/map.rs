@@ -114,12 +114,22 @@ pub struct ShardReplicas {
     pub replicas: Vec<Replica>,
     /// Replicas being replaced: members until the shard's configuration drops them.
     pub outgoing: Vec<Replica>,
+    /// A replica changing cores within its node: the node's member (in
+    /// `replicas` or `outgoing`, on its old core, the source) hands its Raft
+    /// identity over to core `handoff.core` of that node (the target). From the
+    /// map that names it on, messages for the node go to the target; the source
+    /// stops (it never votes or answers again) and tells the target its term,
+    /// vote and last log index; the target, which starts with that term and vote
+    /// and an empty log, neither votes nor campaigns until its log has committed
+    /// past that index (whatever the source acknowledged is then in it), and the
+    /// meta group then moves the member to the target's core.
+    pub handoff: Option<Replica>,
 }
 
 impl ShardReplicas {
     /// A shard with these wanted voters and nobody leaving.
     pub fn new(replicas: Vec<Replica>) -> ShardReplicas {
-        ShardReplicas { replicas, outgoing: Vec::new() }
+        ShardReplicas { replicas, outgoing: Vec::new(), handoff: None }
     }
 
     /// Every replica that may be a member now: the wanted ones, then the outgoing.
@@ -188,9 +198,30 @@ impl ClusterMap {
     }
 
     /// The groups (shards and the meta group) with a replica on core `core` of
-    /// node `node`.
+    /// node `node`: both cores of a hand-off hold one (the source its stopped
+    /// replica, the target the one taking over).
     pub fn shards_on(&self, node: NodeId, core: CoreIndex) -> impl Iterator<Item = ShardId> + '_ {
-        self.groups().filter(move |&s| self.core_of(s, node) == Some(core))
+        self.groups().filter(move |&s| self.core_of(s, node) == Some(core) || self.holder_core(s, node) == Some(core))
+    }
+
+    /// The hand-off of group `shard`'s replica on `node` to another core of that
+    /// node, if one is under way: (the source core, the target core).
+    pub fn handoff(&self, shard: ShardId, node: NodeId) -> Option<(CoreIndex, CoreIndex)> {
+        let group = self.group(shard)?;
+        let to = group.handoff.filter(|h| h.node == node)?;
+        let from = group.members().find(|r| r.node == node)?;
+        Some((from.core, to.core))
+    }
+
+    /// The replica taking over in group `shard`'s hand-off, if one is under way.
+    pub fn handoff_of(&self, shard: ShardId) -> Option<Replica> {
+        self.group(shard)?.handoff
+    }
+
+    /// The core `node`'s member of group `shard` is listed on (during a hand-off,
+    /// the source core), if that node holds it.
+    pub fn holder_core(&self, shard: ShardId, node: NodeId) -> Option<CoreIndex> {
+        self.group(shard)?.members().find(|r| r.node == node).map(|r| r.core)
     }
 
     /// The replicas leaving group `shard` (empty for an unknown one).
@@ -198,10 +229,13 @@ impl ClusterMap {
         self.group(shard).map_or(&[], |s| &s.outgoing)
     }
 
-    /// The core of `node` holding group `shard`, if that node holds it (as a
-    /// wanted replica or as one on its way out).
+    /// The core of `node` that serves group `shard`, if that node holds it (as a
+    /// wanted replica or as one on its way out): where its messages go. During a
+    /// hand-off, the target core.
     pub fn core_of(&self, shard: ShardId, node: NodeId) -> Option<CoreIndex> {
-        self.group(shard)?.members().find(|r| r.node == node).map(|r| r.core)
+        let group = self.group(shard)?;
+        let core = group.members().find(|r| r.node == node)?.core;
+        Some(group.handoff.filter(|h| h.node == node).map_or(core, |h| h.core))
     }
 
     /// The shard owning `key`.

@@ -25,7 +25,7 @@ use crate::map::{ClusterMap, CoreIndex};
 use crate::raft::{Index, Message, Term};
 
 /// Bumped whenever a type in this module changes shape.
-pub const WIRE_VERSION: u32 = 9;
+pub const WIRE_VERSION: u32 = 10;
 /// Most calls a client may pipeline on one connection before it waits for replies;
 /// the server answers Busy beyond it.
 pub const CLIENT_CALLS_INFLIGHT_MAX: usize = 4096;
@@ -143,6 +143,14 @@ pub enum PeerMessage {
     /// replica gets it, only the leader acts; senders repeat until the map shows
     /// it).
     MetaEdit { edit: MetaEdit },
+    /// Between two cores of one node, during a hand-off of group `shard`'s
+    /// replica (see [`crate::map::ShardReplicas::handoff`]): the stopped source's
+    /// term, vote and last log index, for the target. Sent when the source stops
+    /// and again for each [`PeerMessage::HandoffAsk`].
+    Handoff { shard: ShardId, term: Term, vote: NodeId, last_index: Index },
+    /// Target -> source core of a hand-off: "send me your [`PeerMessage::Handoff`]"
+    /// (the target restarted, or the first one was lost).
+    HandoffAsk { shard: ShardId },
 }
 
 /// A change to the cluster map (DESIGN §7), applied by the meta group's leader.
@@ -174,6 +182,12 @@ pub enum MetaEdit {
     /// The meta group's replica on node `node` leaves it (the cluster shrank, or
     /// the node leaves and no up node is free to take its place).
     ShrinkMeta { node: NodeId },
+    /// Group `shard`'s replica on node `to.node` moves to core `to.core` of that
+    /// node: a hand-off begins (the planner evens a node's cores).
+    Relocate { shard: ShardId, to: crate::map::Replica },
+    /// The target of group `shard`'s hand-off to `to` reports that it holds
+    /// everything the source acknowledged, durably: the member moves to its core.
+    Relocated { shard: ShardId, to: crate::map::Replica },
 }
 
 /// A shard's size as its leader estimates it (keys and retained versions: about

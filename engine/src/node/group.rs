@@ -86,6 +86,18 @@ pub(crate) struct Group {
     /// Started empty on this core for a move (the map placed it here) and fed
     /// no snapshot yet: its first snapshot is the move's transfer.
     pub awaits_first_snapshot: bool,
+    /// The source of a hand-off to another core of this node: stopped for good
+    /// (no tick, no message in), unless the hand-off is called off.
+    pub frozen: bool,
+    /// The target of a hand-off: the source's last log index. Until this
+    /// replica's commit index reaches it, it neither votes nor campaigns (its log
+    /// may lack entries the source acknowledged).
+    pub fence: Option<Index>,
+    /// The seal token of the WAL batch holding a hand-off target's first records
+    /// (the term and vote it took over).
+    pub written_in: u64,
+    /// The tick a hand-off target last reported itself ready to the meta group.
+    pub relocated_reported_at: u64,
     /// The leader's lock table (empty on followers; rebuilt from intents).
     pub locks: LockTable,
     /// Transaction work of this replica (the leader's).
@@ -112,6 +124,10 @@ impl Group {
             settle_reported_at: 0,
             marker_index: 0,
             awaits_first_snapshot: false,
+            frozen: false,
+            fence: None,
+            written_in: 0,
+            relocated_reported_at: 0,
             locks: LockTable::new(LockConfig::default()),
             txns: GroupTxns::default(),
             hard_state: HardState::default(),

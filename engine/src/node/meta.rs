@@ -50,6 +50,11 @@ pub enum EditError {
 /// The map after `edit`; `Ok(None)` when it changes nothing (a repeated report or
 /// request: every sender repeats until the map shows its edit).
 pub fn apply_edit(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap>, EditError> {
+    // A hand-off ends with its node's membership (epoch bumped by the edit).
+    Ok(apply_one(edit, map)?.map(moves::drop_stale_handoffs))
+}
+
+fn apply_one(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap>, EditError> {
     Ok(match edit {
         MetaEdit::AddNode { node } => nodes::add_node(map, node)?,
         MetaEdit::SetNodeState { node, state, force } => nodes::set_state(map, *node, *state, *force)?,
@@ -69,6 +74,14 @@ pub fn apply_edit(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap
                 Some(moves::shrink_meta(map, *node)?)
             }
         }
+        MetaEdit::Relocate { shard, to } => {
+            if map.group(*shard).is_some_and(|s| s.handoff == Some(*to)) {
+                None
+            } else {
+                Some(moves::relocate(map, *shard, *to)?)
+            }
+        }
+        MetaEdit::Relocated { shard, to } => moves::relocated(map, *shard, *to),
         MetaEdit::Begin { .. } | MetaEdit::Revert { .. } | MetaEdit::Settle { .. } => apply_move(edit, map)?,
     })
 }

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use corekv_rpc::kv::{ClientId, OkReply, Outcome, ReadOp, Request, RequestBody, Response, ShardId, WriteOp, WriteTag};
 use corekv_rpc::map::{ClusterMap, CoreIndex, FOUNDING_EPOCH, Replica};
 use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardSize, ShardStatus};
-use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
+use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, SnapshotMeta};
 use corekv_rpc::txn::{Policy, TxnId};
 use thiserror::Error;
 
@@ -310,6 +310,15 @@ pub struct NodeCore {
     drops_sealed: VecDeque<(u64, Vec<ShardId>)>,
     /// Drops that became durable: their snapshot files may be deleted now.
     drops_durable: Vec<ShardId>,
+    /// Hand-offs to this core whose source has not told its term, vote and last
+    /// index yet, with the state this core recovered of the group (a restart
+    /// during the hand-off), if any.
+    handoff_waiting: BTreeMap<ShardId, Option<DurableState>>,
+    /// What hand-off sources told this core since the last `process`: (shard,
+    /// term, vote, last index).
+    handoff_inbox: Vec<(ShardId, u64, NodeId, Index)>,
+    /// The token of the last sealed batch that became durable.
+    durable_seal: u64,
     /// The founding map (epoch 1), when this core started with it: the meta
     /// group's map until its first write.
     founding: Option<Arc<ClusterMap>>,
@@ -371,11 +380,23 @@ impl NodeCore {
         let mut hlc = Hlc::new();
         let mut groups = BTreeMap::new();
         let founding = map.epoch == FOUNDING_EPOCH;
+        let mut handoff_waiting = BTreeMap::new();
         for shard in map.shards_on(cfg.node, cfg.core) {
             let voters: Vec<NodeId> =
                 if founding { map.replicas(shard).iter().map(|r| r.node).collect() } else { Vec::new() };
             let rec = recovered.remove(&shard).unwrap_or_default();
+            let handoff = map.handoff(shard, cfg.node);
+            if handoff.is_some_and(|(from, to)| to == cfg.core && from != cfg.core) {
+                // The target of a hand-off starts once its source has told it
+                // its term and vote again (what it recovered may predate them).
+                let kept = rec.log.is_some() || rec.snapshot.is_some();
+                let durable = if kept { Some(durable_state(shard, voters, rec, storage)?) } else { None };
+                handoff_waiting.insert(shard, durable);
+                continue;
+            }
             let durable = durable_state(shard, voters, rec, storage)?;
+            // The source of a hand-off stops again (and tells its target again)
+            // in `sync_handoffs` below.
             let group = new_group(&cfg, shard, durable)?;
             let _ = hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
             groups.insert(shard, group);
@@ -412,6 +433,9 @@ impl NodeCore {
             drops_unsealed,
             drops_sealed: VecDeque::new(),
             drops_durable: Vec::new(),
+            handoff_waiting,
+            handoff_inbox: Vec::new(),
+            durable_seal: 0,
             founding,
             map_inbox: None,
             meta_map_version: 0,
@@ -433,6 +457,7 @@ impl NodeCore {
         };
         // A meta replica may hold a newer map than the one it was given.
         core.meta_applied();
+        core.sync_handoffs(storage)?;
         Ok(core)
     }
 
@@ -480,9 +505,155 @@ impl NodeCore {
             self.drop_group(shard, storage)?;
         }
         for &shard in after.difference(&before) {
-            self.add_replica(shard);
+            if self.handoff_target(shard) {
+                self.handoff_waiting.entry(shard).or_insert(None);
+            } else {
+                self.add_replica(shard);
+            }
         }
+        self.sync_handoffs(storage)?;
         Ok(true)
+    }
+
+    /// This core is the target of a hand-off of `shard` (see
+    /// [`corekv_rpc::map::ShardReplicas::handoff`]).
+    fn handoff_target(&self, shard: ShardId) -> bool {
+        self.map.handoff(shard, self.cfg.node).is_some_and(|(from, to)| to == self.cfg.core && from != self.cfg.core)
+    }
+
+    /// This core is the source of a hand-off of `shard`.
+    fn handoff_source(&self, shard: ShardId) -> Option<CoreIndex> {
+        self.map
+            .handoff(shard, self.cfg.node)
+            .filter(|&(from, to)| from == self.cfg.core && to != self.cfg.core)
+            .map(|(_, to)| to)
+    }
+
+    /// Brings this core's hand-offs in line with the map: a source stops (after
+    /// handing leadership over, when it leads) and tells its target its term,
+    /// vote and last index; a source whose hand-off was called off runs again;
+    /// a target whose hand-off is done drops its fence, and one that was
+    /// waiting for its source's word when it ended starts from what it kept.
+    fn sync_handoffs(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        let shards: Vec<ShardId> = self.groups.keys().copied().collect();
+        for shard in shards {
+            let source_of = self.handoff_source(shard);
+            let target = self.handoff_target(shard);
+            let g = g_mut(&mut self.groups, shard);
+            match source_of {
+                Some(to) if !g.frozen => self.freeze(shard, to),
+                None if g.frozen => {
+                    tracing::info!(shard, "hand-off called off: the source replica runs again");
+                    g.frozen = false;
+                    self.dirty.insert(shard);
+                }
+                _ => {}
+            }
+            let g = g_mut(&mut self.groups, shard);
+            if !target && g.fence.take().is_some() {
+                tracing::info!(shard, "hand-off done: this core serves the replica");
+            }
+        }
+        let waiting: Vec<ShardId> = self.handoff_waiting.keys().copied().collect();
+        for shard in waiting {
+            if self.handoff_target(shard) {
+                continue;
+            }
+            let kept = self.handoff_waiting.remove(&shard).flatten();
+            let here = self.map.shards_on(self.cfg.node, self.cfg.core).any(|s| s == shard);
+            match kept {
+                Some(durable) if here => {
+                    // Done while this core was down: what it kept holds everything
+                    // the source acknowledged (it reported so before the map changed).
+                    let group = new_group(&self.cfg, shard, durable)?;
+                    self.groups.insert(shard, group);
+                    self.dirty.insert(shard);
+                }
+                Some(_) => {
+                    // Called off: what this core kept of it goes.
+                    storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
+                    self.drops_unsealed.push(shard);
+                    self.stats.replicas_dropped += 1;
+                }
+                None if here => {
+                    // Cannot happen (the target reports only what is durable): a
+                    // replica that never votes is the safe side.
+                    tracing::error!(shard, "a hand-off ended with nothing kept at its target");
+                    self.add_replica(shard);
+                    if let Some(g) = self.groups.get_mut(&shard) {
+                        g.fence = Some(Index::MAX);
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the source replica of a hand-off to core `to` of this node: a
+    /// leader first hands leadership to a caught-up voter (its TimeoutNow still
+    /// leaves with this iteration's Ready); then the replica never ticks, votes
+    /// or answers again, and tells the target what it must not forget.
+    fn freeze(&mut self, shard: ShardId, to: CoreIndex) {
+        let me = self.cfg.node;
+        let g = g_mut(&mut self.groups, shard);
+        if g.is_leader {
+            let voters: Vec<NodeId> = g.raft.conf().voters.iter().copied().filter(|&v| v != me).collect();
+            if let Some(&next) = voters.iter().find(|&&v| caught_up(&g.raft, v)).or(voters.first()) {
+                let _ = g.raft.transfer_leader(next);
+            }
+            g.is_leader = false;
+            self.txn_stepped_down(shard);
+        }
+        self.stepped_down(shard);
+        let g = g_mut(&mut self.groups, shard);
+        g.frozen = true;
+        self.dirty.insert(shard);
+        tracing::info!(shard, to, "hand-off: the source replica stops");
+        self.send_handoff(shard, to);
+    }
+
+    /// Tells the target core `to` of a hand-off this stopped source's term, vote
+    /// and last index.
+    fn send_handoff(&mut self, shard: ShardId, to: CoreIndex) {
+        let st = self.groups[&shard].raft.status();
+        let message = PeerMessage::Handoff { shard, term: st.term, vote: st.vote, last_index: st.last_index };
+        self.outbox.push_other(Replica { node: self.cfg.node, core: to }, message);
+    }
+
+    /// The source of a hand-off to this core told its term, vote and last
+    /// index: the replica starts here, fenced until its log commits past that
+    /// index; its first records (the term and vote) go to the open batch.
+    fn start_handoff_target(
+        &mut self,
+        shard: ShardId,
+        term: u64,
+        vote: NodeId,
+        last_index: Index,
+        storage: &mut dyn CoreStorage,
+    ) -> Result<(), NodeError> {
+        let Some(kept) = self.handoff_waiting.remove(&shard) else { return Ok(()) };
+        let fresh = kept.is_none();
+        let mut durable = kept.unwrap_or_else(|| DurableState::bootstrap(Vec::new()));
+        let hs = &mut durable.hard_state;
+        // A restarted target may have voted in a later term than the source's.
+        if term > hs.term {
+            *hs = HardState { term, vote, commit: hs.commit };
+        } else if term == hs.term && hs.vote == corekv_rpc::raft::NO_NODE {
+            hs.vote = vote;
+        }
+        let hard_state = *hs;
+        let mut group = new_group(&self.cfg, shard, durable)?;
+        group.fence = Some(last_index);
+        group.awaits_first_snapshot = fresh;
+        group.written_in = self.next_seal;
+        group.hard_state = hard_state;
+        storage.append(&Record::HardState { group_id: u64::from(shard), hard_state })?;
+        tracing::info!(shard, term, last_index, "hand-off: the target replica starts");
+        self.groups.insert(shard, group);
+        self.dirty.insert(shard);
+        self.stats.replicas_added += 1;
+        Ok(())
     }
 
     /// Starts an empty replica of `shard`, unless the drop of its previous replica
@@ -772,6 +943,9 @@ impl NodeCore {
         let balance_every = u64::from(self.cfg.raft.election_timeout_ticks);
         let mut reports = Vec::new();
         for g in self.groups.values_mut() {
+            if g.frozen {
+                continue;
+            }
             g.transfer_cooldown_ticks = g.transfer_cooldown_ticks.saturating_sub(1);
             // A leader steps its shard's configuration towards the map at every
             // heartbeat boundary, and while a move of the shard is under way at
@@ -812,13 +986,42 @@ impl NodeCore {
                     g.transfer_cooldown_ticks = balance_every * TRANSFER_RETRY_TIMEOUTS;
                 }
             }
-            g.raft.tick();
+            // A fenced hand-off target must not campaign: its election timer
+            // stays still.
+            if !fenced(g) {
+                g.raft.tick();
+            }
             if g.raft.has_ready() || g.raft.snapshot_wanted() {
                 self.dirty.insert(g.shard);
+            }
+            // A hand-off target whose log committed past the source's last index,
+            // all of it durable, asks the meta group to end the hand-off (once an
+            // interval, until the map shows it).
+            if let Some(fence) = g.fence
+                && self.heartbeat_boundary
+                && self.ticks >= g.relocated_reported_at + interval
+                && g.raft.status().commit >= fence
+                && g.raft.status().persisted >= fence
+                && self.durable_seal >= g.written_in
+            {
+                g.relocated_reported_at = self.ticks;
+                let to = Replica { node: self.cfg.node, core: self.cfg.core };
+                reports.push(MetaEdit::Relocated { shard: g.shard, to });
             }
         }
         for edit in reports {
             self.submit_meta(edit);
+        }
+        // A hand-off target still without its source's word asks for it.
+        if self.heartbeat_boundary {
+            let asks: Vec<(ShardId, CoreIndex)> = self
+                .handoff_waiting
+                .keys()
+                .filter_map(|&s| self.map.handoff(s, self.cfg.node).map(|(from, _)| (s, from)))
+                .collect();
+            for (shard, from) in asks {
+                self.outbox.push_other(Replica { node: self.cfg.node, core: from }, PeerMessage::HandoffAsk { shard });
+            }
         }
         // Now and then, ask the meta replicas whether there is a newer map (which
         // also tells the meta leader this node is alive), and at once on the
@@ -952,12 +1155,32 @@ impl NodeCore {
                         self.meta.push(edit);
                     }
                 }
+                // Hand-offs are between two cores of this node, as the map has them.
+                PeerMessage::Handoff { shard, term, vote, last_index } => {
+                    let from_source =
+                        self.map.handoff(shard, self.cfg.node).is_some_and(|(source, _)| source == sender.core);
+                    if from == self.cfg.node && from_source && self.handoff_waiting.contains_key(&shard) {
+                        self.handoff_inbox.push((shard, term, vote, last_index));
+                    }
+                }
+                PeerMessage::HandoffAsk { shard } => {
+                    let to_target = self.handoff_source(shard) == Some(sender.core);
+                    if from == self.cfg.node && to_target && self.groups.get(&shard).is_some_and(|g| g.frozen) {
+                        self.send_handoff(shard, sender.core);
+                    }
+                }
             }
         }
     }
 
     fn step_group(&mut self, shard: ShardId, message: Message) {
         let Some(g) = self.groups.get_mut(&shard) else { return };
+        // A stopped hand-off source hears nothing; a fenced target neither votes
+        // nor campaigns (its log may lack what the source acknowledged).
+        let campaign = matches!(message.body, MessageBody::Vote { .. } | MessageBody::TimeoutNow);
+        if g.frozen || (campaign && fenced(g)) {
+            return;
+        }
         // A malformed or misaddressed message from a peer is dropped; Raft retries.
         if g.raft.step(message).is_ok() {
             self.dirty.insert(shard);
@@ -1128,6 +1351,9 @@ impl NodeCore {
     /// Handles every group's Ready: messages to the outbox, durable parts to
     /// `storage`'s open batch, committed entries applied, reads served.
     pub fn process(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        for (shard, term, vote, last_index) in std::mem::take(&mut self.handoff_inbox) {
+            self.start_handoff_target(shard, term, vote, last_index, storage)?;
+        }
         let dirty = std::mem::take(&mut self.dirty);
         let reserve = ready_reserve_bytes(&self.cfg);
         let mut worked = false;
@@ -1584,6 +1810,7 @@ impl NodeCore {
     pub fn on_durable(&mut self, token: u64) {
         let (sealed, waits) = self.sealed.pop_front().expect("on_durable without a sealed batch");
         assert_eq!(sealed, token, "WAL batches must become durable in the order they were sealed");
+        self.durable_seal = token;
         if self.drops_sealed.front().is_some_and(|(t, _)| *t == token) {
             let (_, drops) = self.drops_sealed.pop_front().expect("front exists");
             for shard in drops {
@@ -1608,6 +1835,12 @@ impl NodeCore {
 
 fn g_mut(groups: &mut BTreeMap<ShardId, Group>, shard: ShardId) -> &mut Group {
     groups.get_mut(&shard).expect("known group")
+}
+
+/// A hand-off target whose log has not committed past its source's last index
+/// yet: it must not vote or campaign.
+fn fenced(g: &Group) -> bool {
+    g.fence.is_some_and(|fence| g.raft.status().commit < fence)
 }
 
 /// What [`reconcile`] did.

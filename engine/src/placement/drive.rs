@@ -81,6 +81,9 @@ pub fn next_edits(
     let mut moving = 0;
     for shard in map.groups() {
         let outgoing = map.outgoing(shard);
+        if map.handoff_of(shard).is_some() && outgoing.is_empty() {
+            moving += 1;
+        }
         if outgoing.is_empty() {
             continue;
         }
@@ -131,12 +134,24 @@ pub fn next_edits(
             return edits;
         }
     };
+    // One move or hand-off per shard at a time; a hand-off waits only for
+    // itself, unless its node leaves (a dead node's never ends: its replicas
+    // move off all the same).
+    let free =
+        |shard: u32| map.outgoing(shard).is_empty() && map.handoff_of(shard).is_none_or(|h| state(h.node).leaves());
     let planned: Vec<_> = plan
         .next_moves(usize::MAX)
         .into_iter()
-        // Moves between two cores of one node are not carried out (a node holds
-        // one replica of a shard, under its id).
-        .filter(|m| m.from.node != m.to.node && map.outgoing(m.shard).is_empty())
+        .filter(|m| free(m.shard))
+        .filter(|m| {
+            // A move between two cores of one node is a hand-off of the node's
+            // replica: only on an up node, and never of a shard's only replica
+            // (its target would wait for a log nobody else can send).
+            m.from.node != m.to.node
+                || (map.handoff_of(m.shard).is_none()
+                    && state(m.to.node) == NodeState::Up
+                    && map.replicas(m.shard).len() >= 2)
+        })
         .collect();
     // Once every replica is where the plan wants it, leaders are balanced by
     // reordering replicas (the shards' leaders hand leadership to their first).
@@ -172,6 +187,10 @@ pub fn next_edits(
     // receive and give). That keeps a node's cores even through any batching.
     let mut load: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
     for m in planned.into_iter().take(budget) {
+        if m.from.node == m.to.node {
+            edits.push(MetaEdit::Relocate { shard: m.shard, to: m.to });
+            continue;
+        }
         let cores = load.entry(m.to.node).or_insert_with(|| {
             let mut cores = core_load(map, m.to.node);
             let departures = plan.moves.iter().filter(|d| d.from.node == m.to.node && d.to.node != m.to.node);
@@ -197,8 +216,11 @@ pub fn next_edits(
 fn core_load(map: &ClusterMap, node: NodeId) -> Vec<u64> {
     let cores = map.node(node).map_or(1, |n| usize::from(n.cores.max(1)));
     let mut load = vec![0u64; cores];
-    for r in map.shards.iter().flat_map(|s| &s.replicas).filter(|r| r.node == node) {
-        if let Some(n) = load.get_mut(usize::from(r.core)) {
+    for s in &map.shards {
+        let Some(r) = s.replicas.iter().find(|r| r.node == node) else { continue };
+        // A replica being handed over counts on its new core.
+        let core = s.handoff.filter(|h| h.node == node).map_or(r.core, |h| h.core);
+        if let Some(n) = load.get_mut(usize::from(core)) {
             *n += 1;
         }
     }
@@ -286,11 +308,10 @@ mod tests {
         let mut begun = 0;
         for _ in 0..10_000 {
             let edits = next_edits(&map, unreachable, true, moves_max, |_| 0);
-            let moving = map.groups().filter(|&s| !map.outgoing(s).is_empty()).count();
-            assert!(
-                moving + edits.iter().filter(|e| matches!(e, MetaEdit::Begin { .. })).count() <= moves_max,
-                "no more than {moves_max} moves under way"
-            );
+            let moving = map.groups().filter(|&s| !map.outgoing(s).is_empty() || map.handoff_of(s).is_some()).count();
+            let starting =
+                edits.iter().filter(|e| matches!(e, MetaEdit::Begin { .. } | MetaEdit::Relocate { .. })).count();
+            assert!(moving + starting <= moves_max, "no more than {moves_max} moves under way");
             if edits.is_empty() && moving == 0 {
                 return (map, begun);
             }
@@ -300,11 +321,14 @@ mod tests {
                     map = next;
                 }
             }
-            // Every move under way finishes.
+            // Every move and hand-off under way finishes.
             for shard in map.groups().collect::<Vec<_>>() {
                 if !map.outgoing(shard).is_empty() {
                     map.group_mut(shard).unwrap().outgoing.clear();
                     map.epoch += 1;
+                }
+                if let Some(to) = map.handoff_of(shard) {
+                    map = crate::placement::moves::relocated(&map, shard, to).expect("a hand-off under way ends");
                 }
             }
         }
@@ -325,9 +349,9 @@ mod tests {
         map.shards.iter().filter(|s| s.replicas.iter().any(|r| r.node == node)).count()
     }
 
-    /// Every node's replicas per core differ by at most one (DESIGN §7), though
-    /// the driver never moves a replica between two cores of one node: the
-    /// planner picks the cores that moves leave and land on.
+    /// Every node's replicas per core differ by at most one (DESIGN §7): the
+    /// planner picks the cores that moves leave and land on, and hands a
+    /// replica to another core of its node where that is not enough.
     fn assert_cores_balanced(map: &ClusterMap) {
         for n in &map.nodes {
             let mut per_core = vec![0usize; usize::from(n.cores)];
@@ -394,6 +418,50 @@ mod tests {
         assert_eq!(held(&map, 2), 0);
         assert!(map.shards.iter().all(|s| s.replicas.len() == 3));
         assert_cores_balanced(&map);
+    }
+
+    /// A node whose replicas all sit on one of its two cores (as a restart with
+    /// more cores, or moves by hand, could leave it): a rebalance hands half of
+    /// them to the other core, moving no replica between nodes, never two
+    /// hand-offs of one shard at once, and only on up nodes.
+    #[test]
+    fn a_rebalance_evens_a_nodes_cores_by_hand_offs() {
+        let mut map = initial_map(9, &(1..=3).map(info).collect::<Vec<_>>(), 8, 3).unwrap();
+        for s in &mut map.shards {
+            for r in s.replicas.iter_mut().filter(|r| r.node == 1) {
+                r.core = 0;
+            }
+        }
+        map.rebalance = true;
+        let edits = next_edits(&map, &BTreeSet::new(), true, 3, |_| 0);
+        assert!(!edits.iter().any(|e| matches!(e, MetaEdit::Begin { .. })), "{edits:?}");
+        let relocations: Vec<_> = edits.iter().filter(|e| matches!(e, MetaEdit::Relocate { .. })).collect();
+        assert_eq!(relocations.len(), 3, "as many as may run at once: {edits:?}");
+        assert!(
+            relocations
+                .iter()
+                .all(|e| matches!(e, MetaEdit::Relocate { to, .. } if *to == Replica { node: 1, core: 1 }))
+        );
+        // While they run, none of their shards is handed off again.
+        let mut during = map.clone();
+        for edit in &edits {
+            if let Some(next) = apply_edit(edit, &during).unwrap() {
+                during = next;
+            }
+        }
+        let again = next_edits(&during, &BTreeSet::new(), true, 8, |_| 0);
+        for e in &again {
+            if let MetaEdit::Relocate { shard, .. } = e {
+                assert!(during.handoff_of(*shard).is_none(), "{e:?} twice");
+            }
+        }
+        let (after, begun) = run(map.clone(), &BTreeSet::new(), 3);
+        assert_eq!(begun, 0, "no replica moves between nodes");
+        assert_cores_balanced(&after);
+        // An unreachable node's cores are left alone.
+        let unreachable = BTreeSet::from([1]);
+        let edits = next_edits(&map, &unreachable, true, 3, |_| 0);
+        assert!(!edits.iter().any(|e| matches!(e, MetaEdit::Relocate { .. })), "{edits:?}");
     }
 
     /// A join of a 4-core node to 3, 3, 4 and 4-core nodes: before the planner

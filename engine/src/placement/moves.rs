@@ -108,6 +108,63 @@ pub fn begin(map: &ClusterMap, shard: ShardId, from: NodeId, to: Replica) -> Res
     Ok(next)
 }
 
+/// The map with shard `shard`'s replica on node `to.node` being handed to core
+/// `to.core` of that node (see [`corekv_rpc::map::ShardReplicas::handoff`]).
+/// Refused for the meta group (it stays on core 0), for a shard already moving
+/// or handing off, and for a replica already on that core.
+pub fn relocate(map: &ClusterMap, shard: ShardId, to: Replica) -> Result<ClusterMap, MoveError> {
+    let s = map.group(shard).ok_or(MoveError::UnknownShard { shard })?;
+    if map.node(to.node).is_none_or(|n| to.core >= n.cores) || shard == META_SHARD {
+        return Err(MoveError::UnknownTarget { node: to.node, core: to.core });
+    }
+    let state = map.node(to.node).map_or(NodeState::Up, |n| n.state);
+    if state != NodeState::Up {
+        return Err(MoveError::TargetNotUp { node: to.node, state: state.name() });
+    }
+    if !s.outgoing.is_empty() || s.handoff.is_some() {
+        return Err(MoveError::AlreadyMoving { shard });
+    }
+    let at =
+        s.replicas.iter().position(|r| r.node == to.node).ok_or(MoveError::NotAReplica { shard, node: to.node })?;
+    if s.replicas[at].core == to.core {
+        return Err(MoveError::TargetHoldsShard { shard, node: to.node });
+    }
+    let mut next = map.clone();
+    next.group_mut(shard).expect("checked above").handoff = Some(to);
+    next.epoch += 1;
+    Ok(next)
+}
+
+/// The map with shard `shard`'s hand-off to `to` done: the node's member is
+/// listed on the target core. None when no such hand-off is under way.
+pub fn relocated(map: &ClusterMap, shard: ShardId, to: Replica) -> Option<ClusterMap> {
+    if map.group(shard)?.handoff != Some(to) {
+        return None;
+    }
+    let mut next = map.clone();
+    let s = next.group_mut(shard).expect("checked above");
+    s.handoff = None;
+    for r in s.replicas.iter_mut().chain(s.outgoing.iter_mut()).filter(|r| r.node == to.node) {
+        r.core = to.core;
+    }
+    next.epoch += 1;
+    Some(next)
+}
+
+/// `map` without the hand-offs whose node no longer holds the shard (it left
+/// the group by a move, or was removed): nothing is left to hand over.
+pub fn drop_stale_handoffs(mut map: ClusterMap) -> ClusterMap {
+    for shard in map.groups().collect::<Vec<_>>() {
+        let s = map.group_mut(shard).expect("listed");
+        if let Some(h) = s.handoff
+            && !s.members().any(|r| r.node == h.node)
+        {
+            s.handoff = None;
+        }
+    }
+    map
+}
+
 /// The map with shard `shard`'s move to node `target` turned around (the target
 /// died, or an operator cancelled): the replica that was leaving is wanted again,
 /// in the target's place, and the target leaves the same way a source does.

@@ -129,7 +129,11 @@ impl PlanInput {
         let nodes = map.nodes.iter().map(|n| PlanNode { id: n.id, cores: n.cores, state: state_of(n.id) }).collect();
         let shards = (0..map.shard_count())
             .map(|id| {
-                let replicas = map.replicas(id).to_vec();
+                // A replica being handed to another core of its node is planned
+                // on that core.
+                let handoff = map.handoff_of(id);
+                let replicas: Vec<Replica> =
+                    map.replicas(id).iter().map(|&r| handoff.filter(|h| h.node == r.node).unwrap_or(r)).collect();
                 PlanShard { id, leader: replicas.first().map(|r| r.node), replicas, bytes: bytes_of(id) }
             })
             .collect();

@@ -12,9 +12,12 @@ use std::path::{Path, PathBuf};
 
 use corekv_rpc::map::ClusterMap;
 
-const MAGIC: &[u8; 8] = b"CKVMAP02";
+const MAGIC: &[u8; 8] = b"CKVMAP03";
 /// The magic of the map files of corekv before node states (wire version 4).
 const MAGIC_V1: &[u8; 8] = b"CKVMAP01";
+/// The magic of the map files of corekv before hand-offs between cores (wire
+/// version 9).
+const MAGIC_V2: &[u8; 8] = b"CKVMAP02";
 const HEADER_BYTES: usize = 8 + 4 + 8;
 /// A map file larger than this is refused before it is read whole.
 const MAP_FILE_BYTES_MAX: u64 = 64 << 20;
@@ -61,6 +64,9 @@ pub fn load(core_dir: &Path) -> Result<Option<ClusterMap>, String> {
 fn decode(bytes: &[u8]) -> Result<ClusterMap, String> {
     if bytes.len() >= 8 && &bytes[..8] == MAGIC_V1 {
         return Err("a map file of an older corekv (before node states), which this version does not read".into());
+    }
+    if bytes.len() >= 8 && &bytes[..8] == MAGIC_V2 {
+        return Err("a map file of an older corekv (before hand-offs), which this version does not read".into());
     }
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return Err("not a map file (bad magic or short header)".into());

@@ -502,6 +502,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// Asks the meta group to hand group `shard`'s replica on node `to.node`
+    /// over to core `to.core` of that node.
+    pub fn relocate(&mut self, shard: ShardId, to: Replica) -> Result<(), MoveError> {
+        moves::relocate(&self.map, shard, to)?;
+        self.record(&[45, u64::from(shard), to.node, u64::from(to.core)]);
+        self.stats.moves_started += 1;
+        self.submit(MetaEdit::Relocate { shard, to });
+        Ok(())
+    }
+
     /// Asks the meta group to turn group `shard`'s move to `target` around.
     pub fn revert_move(&mut self, shard: ShardId, target: NodeId) -> Result<(), MoveError> {
         moves::revert(&self.map, shard, target)?;
@@ -563,7 +573,10 @@ impl Cluster {
         self.edits.retain(|edit| match edit {
             MetaEdit::Begin { shard, to, .. } => !map.replicas(*shard).contains(to),
             MetaEdit::Revert { shard, target } => map.replicas(*shard).iter().any(|r| r.node == *target),
-            MetaEdit::Settle { .. } => false,
+            MetaEdit::Relocate { shard, to } => {
+                !map.replicas(*shard).contains(to) && map.group(*shard).is_some_and(|s| s.handoff != Some(*to))
+            }
+            MetaEdit::Settle { .. } | MetaEdit::Relocated { .. } => false,
             MetaEdit::AddNode { .. }
             | MetaEdit::SetNodeState { .. }
             | MetaEdit::SetRebalance { .. }
@@ -627,7 +640,7 @@ impl Cluster {
 
     /// True when no move is under way.
     pub fn moves_settled(&self) -> bool {
-        self.map.groups().all(|s| self.map.outgoing(s).is_empty())
+        self.map.groups().all(|s| self.map.outgoing(s).is_empty() && self.map.handoff_of(s).is_none())
     }
 
     /// The shards whose replica on `node` the newest map wants.
