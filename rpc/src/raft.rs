@@ -238,16 +238,6 @@ pub enum MessageBody {
     },
     /// Leader -> transfer target: start an election now (leader transfer).
     TimeoutNow,
-    /// Follower -> leader: a heartbeat said this follower holds entries up to
-    /// `commit`, but its log ends at `last_index`: the node's replica was handed
-    /// to another core of the node (issue 12), which starts with an empty log.
-    /// The leader forgets what the node acknowledged and probes it again.
-    LogLost {
-        /// The heartbeat's commit index.
-        commit: Index,
-        /// The follower's last index.
-        last_index: Index,
-    },
 }
 
 /// Where a rejecting follower's log may diverge, so the leader skips whole terms
@@ -278,7 +268,6 @@ impl MessageBody {
             MessageBody::Snapshot { .. } => "snapshot",
             MessageBody::SnapshotResponse { .. } => "snapshot_resp",
             MessageBody::TimeoutNow => "timeout_now",
-            MessageBody::LogLost { .. } => "log_lost",
         }
     }
 }

@@ -251,16 +251,6 @@ impl Progress {
         }
     }
 
-    /// The follower no longer holds what it acknowledged (its log ends at
-    /// `last_index`): nothing is known to match; probe from its last index.
-    pub fn forget(&mut self, last_index: Index) {
-        self.snapshot = None;
-        self.match_index = 0;
-        self.state = ProgressState::Replicate;
-        self.become_probe();
-        self.next_index = last_index + 1;
-    }
-
     /// Switches to probing from `match_index + 1`.
     pub fn become_probe(&mut self) {
         if self.state == ProgressState::Snapshot {

@@ -621,14 +621,8 @@ impl RawNode {
             }
             MessageBody::Heartbeat { commit, read_round } => {
                 self.follow(from);
-                let last_index = self.log.last_index();
-                self.log.commit_to(commit.min(last_index));
+                self.log.commit_to(commit.min(self.log.last_index()));
                 self.send(from, MessageBody::HeartbeatResponse { read_round });
-                // A heartbeat's commit is never past what this node acknowledged
-                // holding: a log that ends before it was handed over empty.
-                if commit > last_index {
-                    self.send(from, MessageBody::LogLost { commit, last_index });
-                }
             }
             MessageBody::Snapshot { meta, total_bytes, offset, chunk, chunk_crc } => {
                 self.follow(from);
@@ -644,7 +638,6 @@ impl RawNode {
                     self.campaign(false, true);
                 }
             }
-            MessageBody::LogLost { commit, last_index } => self.handle_log_lost(from, commit, last_index),
         }
         Ok(())
     }

@@ -163,25 +163,6 @@ impl RawNode {
         }
     }
 
-    /// A follower's log ends before what it acknowledged (its node handed the
-    /// replica to another core): what it acknowledged is forgotten and it is
-    /// probed from its last index. Answers a heartbeat whose commit index was at
-    /// most the follower's match index then: one answering an older heartbeat
-    /// (the match index has moved since) is stale and ignored.
-    pub(super) fn handle_log_lost(&mut self, from: NodeId, commit: Index, last_index: Index) {
-        if self.role != Role::Leader {
-            return;
-        }
-        let Some(pr) = self.progress.get_mut(&from) else {
-            return;
-        };
-        if last_index >= pr.match_index || commit > pr.match_index {
-            return;
-        }
-        pr.forget(last_index);
-        self.send_append(from, true);
-    }
-
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
         if self.role != Role::Leader {
             return;
