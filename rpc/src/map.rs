@@ -116,14 +116,24 @@ pub struct ShardReplicas {
     pub outgoing: Vec<Replica>,
     /// A replica changing cores within its node: the node's member (in
     /// `replicas` or `outgoing`, on its old core, the source) hands its Raft
-    /// identity over to core `handoff.core` of that node (the target). From the
-    /// map that names it on, messages for the node go to the target; the source
-    /// stops (it never votes or answers again) and tells the target its term,
-    /// vote and last log index; the target, which starts with that term and vote
-    /// and an empty log, neither votes nor campaigns until its log has committed
-    /// past that index (whatever the source acknowledged is then in it), and the
-    /// meta group then moves the member to the target's core.
-    pub handoff: Option<Replica>,
+    /// identity over to another core of that node (the target). From the map
+    /// that names it on, messages for the node go to the target; the source,
+    /// once it does not lead, stops for good and gives the target its whole
+    /// state (snapshot, log tail, term and vote), which the target makes durable
+    /// before it acts; then the meta group moves the member to the target's
+    /// core.
+    pub handoff: Option<Handoff>,
+}
+
+/// A hand-off under way (see [`ShardReplicas::handoff`]).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Handoff {
+    /// The target: the node and its core that takes the replica over.
+    pub to: Replica,
+    /// The epoch of the map that began it: names this hand-off among all of the
+    /// shard's, in the messages that carry it out.
+    pub since: Epoch,
 }
 
 impl ShardReplicas {
@@ -205,16 +215,17 @@ impl ClusterMap {
     }
 
     /// The hand-off of group `shard`'s replica on `node` to another core of that
-    /// node, if one is under way: (the source core, the target core).
-    pub fn handoff(&self, shard: ShardId, node: NodeId) -> Option<(CoreIndex, CoreIndex)> {
+    /// node, if one is under way: (the source core, the target core, the epoch
+    /// that began it).
+    pub fn handoff(&self, shard: ShardId, node: NodeId) -> Option<(CoreIndex, CoreIndex, Epoch)> {
         let group = self.group(shard)?;
-        let to = group.handoff.filter(|h| h.node == node)?;
+        let h = group.handoff.filter(|h| h.to.node == node)?;
         let from = group.members().find(|r| r.node == node)?;
-        Some((from.core, to.core))
+        Some((from.core, h.to.core, h.since))
     }
 
-    /// The replica taking over in group `shard`'s hand-off, if one is under way.
-    pub fn handoff_of(&self, shard: ShardId) -> Option<Replica> {
+    /// Group `shard`'s hand-off, if one is under way.
+    pub fn handoff_of(&self, shard: ShardId) -> Option<Handoff> {
         self.group(shard)?.handoff
     }
 
@@ -235,7 +246,7 @@ impl ClusterMap {
     pub fn core_of(&self, shard: ShardId, node: NodeId) -> Option<CoreIndex> {
         let group = self.group(shard)?;
         let core = group.members().find(|r| r.node == node)?.core;
-        Some(group.handoff.filter(|h| h.node == node).map_or(core, |h| h.core))
+        Some(group.handoff.filter(|h| h.to.node == node).map_or(core, |h| h.to.core))
     }
 
     /// The shard owning `key`.

@@ -143,14 +143,11 @@ pub enum PeerMessage {
     /// replica gets it, only the leader acts; senders repeat until the map shows
     /// it).
     MetaEdit { edit: MetaEdit },
-    /// Between two cores of one node, during a hand-off of group `shard`'s
-    /// replica (see [`crate::map::ShardReplicas::handoff`]): the stopped source's
-    /// term, vote and last log index, for the target. Sent when the source stops
-    /// and again for each [`PeerMessage::HandoffAsk`].
-    Handoff { shard: ShardId, term: Term, vote: NodeId, last_index: Index },
-    /// Target -> source core of a hand-off: "send me your [`PeerMessage::Handoff`]"
-    /// (the target restarted, or the first one was lost).
-    HandoffAsk { shard: ShardId },
+    /// Target -> source core of group `shard`'s hand-off begun at epoch `since`
+    /// (see [`crate::map::ShardReplicas::handoff`]): "give me your state" (the
+    /// target restarted before it was durable, or it started after the source
+    /// stopped). The state itself goes from core to core inside the process.
+    HandoffAsk { shard: ShardId, since: Epoch },
 }
 
 /// A change to the cluster map (DESIGN §7), applied by the meta group's leader.
@@ -185,9 +182,9 @@ pub enum MetaEdit {
     /// Group `shard`'s replica on node `to.node` moves to core `to.core` of that
     /// node: a hand-off begins (the planner evens a node's cores).
     Relocate { shard: ShardId, to: crate::map::Replica },
-    /// The target of group `shard`'s hand-off to `to` reports that it holds
-    /// everything the source acknowledged, durably: the member moves to its core.
-    Relocated { shard: ShardId, to: crate::map::Replica },
+    /// The target of group `shard`'s hand-off to `to`, begun at epoch `since`,
+    /// holds the source's state durably: the member moves to its core.
+    Relocated { shard: ShardId, to: crate::map::Replica, since: Epoch },
 }
 
 /// A shard's size as its leader estimates it (keys and retained versions: about

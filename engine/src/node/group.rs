@@ -89,12 +89,10 @@ pub(crate) struct Group {
     /// The source of a hand-off to another core of this node: stopped for good
     /// (no tick, no message in), unless the hand-off is called off.
     pub frozen: bool,
-    /// The target of a hand-off: the source's last log index. Until this
-    /// replica's commit index reaches it, it neither votes nor campaigns (its log
-    /// may lack entries the source acknowledged).
-    pub fence: Option<Index>,
-    /// The seal token of the WAL batch holding a hand-off target's first records
-    /// (the term and vote it took over).
+    /// A stopped hand-off source owes its target its state.
+    pub package_due: bool,
+    /// The seal token of the WAL batch holding a hand-off target's state (0:
+    /// durable from the start): it acts once that batch is durable.
     pub written_in: u64,
     /// The tick a hand-off target last reported itself ready to the meta group.
     pub relocated_reported_at: u64,
@@ -125,7 +123,7 @@ impl Group {
             marker_index: 0,
             awaits_first_snapshot: false,
             frozen: false,
-            fence: None,
+            package_due: false,
             written_in: 0,
             relocated_reported_at: 0,
             locks: LockTable::new(LockConfig::default()),

@@ -75,13 +75,13 @@ fn apply_one(edit: &MetaEdit, map: &ClusterMap) -> Result<Option<ClusterMap>, Ed
             }
         }
         MetaEdit::Relocate { shard, to } => {
-            if map.group(*shard).is_some_and(|s| s.handoff == Some(*to)) {
+            if map.group(*shard).is_some_and(|s| s.handoff.is_some_and(|h| h.to == *to)) {
                 None
             } else {
                 Some(moves::relocate(map, *shard, *to)?)
             }
         }
-        MetaEdit::Relocated { shard, to } => moves::relocated(map, *shard, *to),
+        MetaEdit::Relocated { shard, to, since } => moves::relocated(map, *shard, *to, *since),
         MetaEdit::Begin { .. } | MetaEdit::Revert { .. } | MetaEdit::Settle { .. } => apply_move(edit, map)?,
     })
 }

@@ -42,10 +42,12 @@ mod txn;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use corekv_rpc::kv::{ClientId, OkReply, Outcome, ReadOp, Request, RequestBody, Response, ShardId, WriteOp, WriteTag};
+use corekv_rpc::kv::{
+    ClientId, Epoch, OkReply, Outcome, ReadOp, Request, RequestBody, Response, ShardId, WriteOp, WriteTag,
+};
 use corekv_rpc::map::{ClusterMap, CoreIndex, FOUNDING_EPOCH, Replica};
 use corekv_rpc::node::{CoreStats, PeerBatch, PeerMessage, ShardSize, ShardStatus};
-use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, SnapshotMeta};
+use corekv_rpc::raft::{ConfChange, Entry, EntryKind, HardState, Message, MessageBody, NodeId, SnapshotMeta};
 use corekv_rpc::txn::{Policy, TxnId};
 use thiserror::Error;
 
@@ -245,6 +247,9 @@ pub enum PlantedBug {
     /// A replica that moved away is forgotten but its snapshot file is never
     /// deleted: the disk never gets its space back.
     KeepMovedReplicaData,
+    /// The source of a hand-off gives the target its snapshot without the log
+    /// after it: entries it acknowledged are gone from the node.
+    HandoffWithoutLogTail,
 }
 
 impl NodeCoreConfig {
@@ -279,6 +284,23 @@ pub struct GroupRecovery {
     pub snapshot: Option<Snapshot>,
 }
 
+/// A stopped hand-off source's whole state, given to the target core of the
+/// same node ([`NodeCore::take_handoffs`], [`NodeCore::receive_handoff`]; the
+/// driver moves it in memory).
+#[derive(Debug)]
+pub struct Handoff {
+    shard: ShardId,
+    since: Epoch,
+    state: DurableState,
+}
+
+impl Handoff {
+    /// The shard handed over.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+}
+
 /// A Ready waiting for its WAL batch.
 #[derive(Debug)]
 struct Wait {
@@ -310,13 +332,16 @@ pub struct NodeCore {
     drops_sealed: VecDeque<(u64, Vec<ShardId>)>,
     /// Drops that became durable: their snapshot files may be deleted now.
     drops_durable: Vec<ShardId>,
-    /// Hand-offs to this core whose source has not told its term, vote and last
-    /// index yet, with the state this core recovered of the group (a restart
-    /// during the hand-off), if any.
-    handoff_waiting: BTreeMap<ShardId, Option<DurableState>>,
-    /// What hand-off sources told this core since the last `process`: (shard,
-    /// term, vote, last index).
-    handoff_inbox: Vec<(ShardId, u64, NodeId, Index)>,
+    /// Hand-offs to this core waiting for their source's state (nothing of
+    /// them is durable here).
+    handoff_waiting: BTreeSet<ShardId>,
+    /// Sources' states handed to this core, installed by the next `process`.
+    handoff_inbox: Vec<Handoff>,
+    /// States this core's stopped sources hand to other cores of this node.
+    handoff_out: Vec<(CoreIndex, Handoff)>,
+    /// Records appended outside a Ready (a hand-off's state) wait in the open
+    /// batch: it must be sealed.
+    records_unsealed: bool,
     /// The token of the last sealed batch that became durable.
     durable_seal: u64,
     /// The founding map (epoch 1), when this core started with it: the meta
@@ -380,22 +405,22 @@ impl NodeCore {
         let mut hlc = Hlc::new();
         let mut groups = BTreeMap::new();
         let founding = map.epoch == FOUNDING_EPOCH;
-        let mut handoff_waiting = BTreeMap::new();
+        let mut handoff_waiting = BTreeSet::new();
         for shard in map.shards_on(cfg.node, cfg.core) {
             let voters: Vec<NodeId> =
                 if founding { map.replicas(shard).iter().map(|r| r.node).collect() } else { Vec::new() };
             let rec = recovered.remove(&shard).unwrap_or_default();
-            let handoff = map.handoff(shard, cfg.node);
-            if handoff.is_some_and(|(from, to)| to == cfg.core && from != cfg.core) {
-                // The target of a hand-off starts once its source has told it
-                // its term and vote again (what it recovered may predate them).
-                let kept = rec.log.is_some() || rec.snapshot.is_some();
-                let durable = if kept { Some(durable_state(shard, voters, rec, storage)?) } else { None };
-                handoff_waiting.insert(shard, durable);
+            // The target of a hand-off with nothing of it in its WAL waits for the
+            // source's state (a snapshot file alone is the start of an install
+            // whose batch never became durable). With WAL records, the whole
+            // state is there (one batch): it runs.
+            let target = map.handoff(shard, cfg.node).is_some_and(|(from, to, _)| to == cfg.core && from != cfg.core);
+            if target && rec.log.is_none() {
+                handoff_waiting.insert(shard);
                 continue;
             }
             let durable = durable_state(shard, voters, rec, storage)?;
-            // The source of a hand-off stops again (and tells its target again)
+            // The source of a hand-off stops again (and gives its state again)
             // in `sync_handoffs` below.
             let group = new_group(&cfg, shard, durable)?;
             let _ = hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
@@ -435,6 +460,8 @@ impl NodeCore {
             drops_durable: Vec::new(),
             handoff_waiting,
             handoff_inbox: Vec::new(),
+            handoff_out: Vec::new(),
+            records_unsealed: false,
             durable_seal: 0,
             founding,
             map_inbox: None,
@@ -506,7 +533,7 @@ impl NodeCore {
         }
         for &shard in after.difference(&before) {
             if self.handoff_target(shard) {
-                self.handoff_waiting.entry(shard).or_insert(None);
+                self.handoff_waiting.insert(shard);
             } else {
                 self.add_replica(shard);
             }
@@ -518,141 +545,175 @@ impl NodeCore {
     /// This core is the target of a hand-off of `shard` (see
     /// [`corekv_rpc::map::ShardReplicas::handoff`]).
     fn handoff_target(&self, shard: ShardId) -> bool {
-        self.map.handoff(shard, self.cfg.node).is_some_and(|(from, to)| to == self.cfg.core && from != self.cfg.core)
+        self.map.handoff(shard, self.cfg.node).is_some_and(|(from, to, _)| to == self.cfg.core && from != self.cfg.core)
     }
 
-    /// This core is the source of a hand-off of `shard`.
-    fn handoff_source(&self, shard: ShardId) -> Option<CoreIndex> {
+    /// This core is the source of a hand-off of `shard`: the target core and
+    /// the epoch that began it.
+    fn handoff_source(&self, shard: ShardId) -> Option<(CoreIndex, Epoch)> {
         self.map
             .handoff(shard, self.cfg.node)
-            .filter(|&(from, to)| from == self.cfg.core && to != self.cfg.core)
-            .map(|(_, to)| to)
+            .filter(|&(from, to, _)| from == self.cfg.core && to != self.cfg.core)
+            .map(|(_, to, since)| (to, since))
     }
 
-    /// Brings this core's hand-offs in line with the map: a source stops (after
-    /// handing leadership over, when it leads) and tells its target its term,
-    /// vote and last index; a source whose hand-off was called off runs again;
-    /// a target whose hand-off is done drops its fence, and one that was
-    /// waiting for its source's word when it ended starts from what it kept.
+    /// Brings this core's hand-offs in line with the map (after every new map):
+    /// sources stop once they do not lead; a stopped source whose map skipped
+    /// ahead to one that makes this core the target drops its stale copy and
+    /// waits for the state like any target; waits that ended go.
     fn sync_handoffs(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
-        let shards: Vec<ShardId> = self.groups.keys().copied().collect();
-        for shard in shards {
-            let source_of = self.handoff_source(shard);
-            let target = self.handoff_target(shard);
-            let g = g_mut(&mut self.groups, shard);
-            match source_of {
-                Some(to) if !g.frozen => self.freeze(shard, to),
-                None if g.frozen => {
-                    tracing::info!(shard, "hand-off called off: the source replica runs again");
-                    g.frozen = false;
-                    self.dirty.insert(shard);
-                }
-                _ => {}
-            }
-            let g = g_mut(&mut self.groups, shard);
-            if !target && g.fence.take().is_some() {
-                tracing::info!(shard, "hand-off done: this core serves the replica");
+        let frozen: Vec<ShardId> = self.groups.iter().filter(|(_, g)| g.frozen).map(|(&s, _)| s).collect();
+        for shard in frozen {
+            if self.handoff_target(shard) {
+                self.drop_group(shard, storage)?;
+                self.handoff_waiting.insert(shard);
+            } else if self.handoff_source(shard).is_none() {
+                // No map ends a hand-off with the source still placed here: a
+                // stopped replica that ran again could vote twice in a term.
+                tracing::error!(shard, "a stopped hand-off source is placed here again; it stays stopped");
             }
         }
-        let waiting: Vec<ShardId> = self.handoff_waiting.keys().copied().collect();
-        for shard in waiting {
-            if self.handoff_target(shard) {
-                continue;
-            }
-            let kept = self.handoff_waiting.remove(&shard).flatten();
-            let here = self.map.shards_on(self.cfg.node, self.cfg.core).any(|s| s == shard);
-            match kept {
-                Some(durable) if here => {
-                    // Done while this core was down: what it kept holds everything
-                    // the source acknowledged (it reported so before the map changed).
-                    let group = new_group(&self.cfg, shard, durable)?;
-                    self.groups.insert(shard, group);
-                    self.dirty.insert(shard);
-                }
-                Some(_) => {
-                    // Called off: what this core kept of it goes.
-                    storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
-                    self.drops_unsealed.push(shard);
-                    self.stats.replicas_dropped += 1;
-                }
-                None if here => {
-                    // Cannot happen (the target reports only what is durable): a
-                    // replica that never votes is the safe side.
-                    tracing::error!(shard, "a hand-off ended with nothing kept at its target");
-                    self.add_replica(shard);
-                    if let Some(g) = self.groups.get_mut(&shard) {
-                        g.fence = Some(Index::MAX);
-                    }
-                }
-                None => {}
+        self.step_handoff_sources();
+        let ended: Vec<ShardId> = self.handoff_waiting.iter().copied().filter(|&s| !self.handoff_target(s)).collect();
+        for shard in ended {
+            self.handoff_waiting.remove(&shard);
+            if self.map.shards_on(self.cfg.node, self.cfg.core).any(|s| s == shard) {
+                // Cannot happen (a target reports only once its state is durable):
+                // no replica starts empty under the node's identity.
+                tracing::error!(shard, "a hand-off ended with nothing of it at its target; the replica stays out");
             }
         }
         Ok(())
     }
 
-    /// Stops the source replica of a hand-off to core `to` of this node: a
-    /// leader first hands leadership to a caught-up voter (its TimeoutNow still
-    /// leaves with this iteration's Ready); then the replica never ticks, votes
-    /// or answers again, and tells the target what it must not forget.
-    fn freeze(&mut self, shard: ShardId, to: CoreIndex) {
+    /// Every hand-off source on this core that does not lead stops; one that
+    /// leads hands leadership to another voter first (retried each election
+    /// timeout), or, as the group's only voter, stops as it is.
+    fn step_handoff_sources(&mut self) {
         let me = self.cfg.node;
-        let g = g_mut(&mut self.groups, shard);
-        if g.is_leader {
-            let voters: Vec<NodeId> = g.raft.conf().voters.iter().copied().filter(|&v| v != me).collect();
-            if let Some(&next) = voters.iter().find(|&&v| caught_up(&g.raft, v)).or(voters.first()) {
-                let _ = g.raft.transfer_leader(next);
+        let sources: Vec<ShardId> = self
+            .groups
+            .iter()
+            .filter(|&(&s, g)| !g.frozen && self.handoff_source(s).is_some())
+            .map(|(&s, _)| s)
+            .collect();
+        for shard in sources {
+            let g = g_mut(&mut self.groups, shard);
+            let others: Vec<NodeId> = g.raft.conf().voters.iter().copied().filter(|&v| v != me).collect();
+            if g.raft.status().role == Role::Leader && !others.is_empty() {
+                if g.raft.transferee().is_none() && g.transfer_cooldown_ticks == 0 {
+                    let to = others.iter().copied().find(|&v| caught_up(&g.raft, v)).unwrap_or(others[0]);
+                    let _ = g.raft.transfer_leader(to);
+                    g.transfer_cooldown_ticks = u64::from(self.cfg.raft.election_timeout_ticks);
+                    self.dirty.insert(shard);
+                    tracing::debug!(shard, to, "hand-off: leadership handed over first");
+                }
+                continue;
             }
-            g.is_leader = false;
+            self.freeze(shard);
+        }
+    }
+
+    /// Stops the source replica of a hand-off for good: it never ticks, steps
+    /// or serves again; its waiting requests are answered; its state goes to
+    /// the target with the next `process`.
+    fn freeze(&mut self, shard: ShardId) {
+        let g = g_mut(&mut self.groups, shard);
+        let was_leader = g.is_leader;
+        g.is_leader = false;
+        g.frozen = true;
+        g.package_due = true;
+        if was_leader {
             self.txn_stepped_down(shard);
         }
         self.stepped_down(shard);
-        let g = g_mut(&mut self.groups, shard);
-        g.frozen = true;
         self.dirty.insert(shard);
-        tracing::info!(shard, to, "hand-off: the source replica stops");
-        self.send_handoff(shard, to);
+        tracing::info!(shard, "hand-off: the source replica stops");
     }
 
-    /// Tells the target core `to` of a hand-off this stopped source's term, vote
-    /// and last index.
-    fn send_handoff(&mut self, shard: ShardId, to: CoreIndex) {
-        let st = self.groups[&shard].raft.status();
-        let message = PeerMessage::Handoff { shard, term: st.term, vote: st.vote, last_index: st.last_index };
-        self.outbox.push_other(Replica { node: self.cfg.node, core: to }, message);
-    }
-
-    /// The source of a hand-off to this core told its term, vote and last
-    /// index: the replica starts here, fenced until its log commits past that
-    /// index; its first records (the term and vote) go to the open batch.
-    fn start_handoff_target(
-        &mut self,
-        shard: ShardId,
-        term: u64,
-        vote: NodeId,
-        last_index: Index,
-        storage: &mut dyn CoreStorage,
-    ) -> Result<(), NodeError> {
-        let Some(kept) = self.handoff_waiting.remove(&shard) else { return Ok(()) };
-        let fresh = kept.is_none();
-        let mut durable = kept.unwrap_or_else(|| DurableState::bootstrap(Vec::new()));
-        let hs = &mut durable.hard_state;
-        // A restarted target may have voted in a later term than the source's.
-        if term > hs.term {
-            *hs = HardState { term, vote, commit: hs.commit };
-        } else if term == hs.term && hs.vote == corekv_rpc::raft::NO_NODE {
-            hs.vote = vote;
+    /// The stopped sources' states, for the targets: taken after each group's
+    /// Readys (entries received before it stopped are in its log), right after
+    /// a snapshot at the applied index, so that the target's first WAL batch
+    /// carries only the unapplied tail of the log.
+    fn give_handoff_states(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        let due: Vec<ShardId> =
+            self.groups.iter().filter(|(_, g)| g.frozen && g.package_due).map(|(&s, _)| s).collect();
+        for shard in due {
+            let Some((to, since)) = self.handoff_source(shard) else { continue };
+            self.maybe_compact(shard, storage, true)?;
+            let g = g_mut(&mut self.groups, shard);
+            g.package_due = false;
+            let mut state = g.raft.durable_copy();
+            if self.cfg.planted_bug == PlantedBug::HandoffWithoutLogTail {
+                state.entries.clear();
+                state.hard_state.commit = state.snapshot.meta.index;
+            }
+            tracing::info!(
+                shard,
+                to,
+                index = state.snapshot.meta.index,
+                tail = state.entries.len(),
+                "hand-off: state given"
+            );
+            self.handoff_out.push((to, Handoff { shard, since, state }));
         }
-        let hard_state = *hs;
-        let mut group = new_group(&self.cfg, shard, durable)?;
-        group.fence = Some(last_index);
-        group.awaits_first_snapshot = fresh;
-        group.written_in = self.next_seal;
-        group.hard_state = hard_state;
-        storage.append(&Record::HardState { group_id: u64::from(shard), hard_state })?;
-        tracing::info!(shard, term, last_index, "hand-off: the target replica starts");
-        self.groups.insert(shard, group);
-        self.dirty.insert(shard);
-        self.stats.replicas_added += 1;
+        Ok(())
+    }
+
+    /// States this core's stopped hand-off sources give to other cores of this
+    /// node: the driver hands each to [`Self::receive_handoff`] of its core.
+    pub fn take_handoffs(&mut self) -> Vec<(CoreIndex, Handoff)> {
+        std::mem::take(&mut self.handoff_out)
+    }
+
+    /// A hand-off source on another core of this node gave its state: installed
+    /// by the next `process` if this core waits for it.
+    pub fn receive_handoff(&mut self, handoff: Handoff) {
+        if self.handoff_waiting.contains(&handoff.shard) {
+            self.dirty.insert(handoff.shard);
+            self.handoff_inbox.push(handoff);
+        }
+    }
+
+    /// Installs the states sources gave: each whose hand-off this core still
+    /// waits for (same epoch) becomes a replica here, its snapshot, log tail and
+    /// hard state in the open batch; it acts only once that batch is durable.
+    /// A state waits while an earlier replica's drop here is not durable (its
+    /// snapshot file is about to be deleted) or while the batch is nearly full.
+    fn install_handoffs(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        let reserve = ready_reserve_bytes(&self.cfg);
+        for h in std::mem::take(&mut self.handoff_inbox) {
+            let current = self
+                .map
+                .handoff(h.shard, self.cfg.node)
+                .is_some_and(|(_, to, since)| to == self.cfg.core && since == h.since);
+            if !current || !self.handoff_waiting.contains(&h.shard) {
+                continue;
+            }
+            if self.dropping(h.shard) || (storage.room_bytes() < reserve && !self.unsealed.is_empty()) {
+                self.handoff_inbox.push(h);
+                continue;
+            }
+            let Handoff { shard, state, .. } = h;
+            let group_id = u64::from(shard);
+            let snap = &state.snapshot;
+            storage.save_snapshot(group_id, snap)?;
+            let marker = SnapshotMarker { index: snap.meta.index, term: snap.meta.term };
+            storage.append(&Record::SnapshotMarker { group_id, marker })?;
+            if !state.entries.is_empty() {
+                storage.append_entries(group_id, &state.entries)?;
+            }
+            storage.append(&Record::HardState { group_id, hard_state: state.hard_state })?;
+            self.records_unsealed = true;
+            let mut group = new_group(&self.cfg, shard, state)?;
+            group.marker_index = marker.index;
+            group.written_in = self.next_seal;
+            let _ = self.hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
+            tracing::info!(shard, index = marker.index, "hand-off: the target replica is written");
+            self.handoff_waiting.remove(&shard);
+            self.groups.insert(shard, group);
+            self.stats.replicas_added += 1;
+        }
         Ok(())
     }
 
@@ -660,7 +721,8 @@ impl NodeCore {
     /// here is not durable yet: then it starts once it is (a restart in between
     /// must not mix the two replicas' records or snapshot files).
     fn add_replica(&mut self, shard: ShardId) {
-        if self.groups.contains_key(&shard) || self.dropping(shard) {
+        // A hand-off target starts from its source's state, never empty.
+        if self.groups.contains_key(&shard) || self.dropping(shard) || self.handoff_target(shard) {
             return;
         }
         // An empty state restores no snapshot, and open() validated the Raft
@@ -926,7 +988,7 @@ impl NodeCore {
     /// the driver should make it durable. Records appended without a waiting Ready
     /// (commit-index-only hard states, compaction markers) ride with the next batch.
     pub fn has_unsealed(&self) -> bool {
-        !self.unsealed.is_empty() || !self.drops_unsealed.is_empty()
+        !self.unsealed.is_empty() || !self.drops_unsealed.is_empty() || self.records_unsealed
     }
 
     // ----- inputs ----------------------------------------------------------------
@@ -943,7 +1005,7 @@ impl NodeCore {
         let balance_every = u64::from(self.cfg.raft.election_timeout_ticks);
         let mut reports = Vec::new();
         for g in self.groups.values_mut() {
-            if g.frozen {
+            if g.frozen || g.written_in > self.durable_seal {
                 continue;
             }
             g.transfer_cooldown_ticks = g.transfer_cooldown_ticks.saturating_sub(1);
@@ -986,42 +1048,39 @@ impl NodeCore {
                     g.transfer_cooldown_ticks = balance_every * TRANSFER_RETRY_TIMEOUTS;
                 }
             }
-            // A fenced hand-off target must not campaign: its election timer
-            // stays still.
-            if !fenced(g) {
-                g.raft.tick();
-            }
+            g.raft.tick();
             if g.raft.has_ready() || g.raft.snapshot_wanted() {
                 self.dirty.insert(g.shard);
             }
-            // A hand-off target whose log committed past the source's last index,
-            // all of it durable, asks the meta group to end the hand-off (once an
-            // interval, until the map shows it).
-            if let Some(fence) = g.fence
+            // A hand-off target whose state is durable asks the meta group to
+            // end the hand-off (once an interval, until the map shows it).
+            if let Some((from, to, since)) = self.map.handoff(g.shard, self.cfg.node)
+                && to == self.cfg.core
+                && from != self.cfg.core
                 && self.heartbeat_boundary
                 && self.ticks >= g.relocated_reported_at + interval
-                && g.raft.status().commit >= fence
-                && g.raft.status().persisted >= fence
-                && self.durable_seal >= g.written_in
             {
                 g.relocated_reported_at = self.ticks;
                 let to = Replica { node: self.cfg.node, core: self.cfg.core };
-                reports.push(MetaEdit::Relocated { shard: g.shard, to });
+                reports.push(MetaEdit::Relocated { shard: g.shard, to, since });
             }
         }
         for edit in reports {
             self.submit_meta(edit);
         }
-        // A hand-off target still without its source's word asks for it.
+        // A hand-off target still without its source's state asks for it; a
+        // source that led tries again to hand leadership over and stop.
         if self.heartbeat_boundary {
-            let asks: Vec<(ShardId, CoreIndex)> = self
+            let asks: Vec<(ShardId, CoreIndex, Epoch)> = self
                 .handoff_waiting
-                .keys()
-                .filter_map(|&s| self.map.handoff(s, self.cfg.node).map(|(from, _)| (s, from)))
+                .iter()
+                .filter_map(|&s| self.map.handoff(s, self.cfg.node).map(|(from, _, since)| (s, from, since)))
                 .collect();
-            for (shard, from) in asks {
-                self.outbox.push_other(Replica { node: self.cfg.node, core: from }, PeerMessage::HandoffAsk { shard });
+            for (shard, from, since) in asks {
+                let source = Replica { node: self.cfg.node, core: from };
+                self.outbox.push_other(source, PeerMessage::HandoffAsk { shard, since });
             }
+            self.step_handoff_sources();
         }
         // Now and then, ask the meta replicas whether there is a newer map (which
         // also tells the meta leader this node is alive), and at once on the
@@ -1156,17 +1215,15 @@ impl NodeCore {
                     }
                 }
                 // Hand-offs are between two cores of this node, as the map has them.
-                PeerMessage::Handoff { shard, term, vote, last_index } => {
-                    let from_source =
-                        self.map.handoff(shard, self.cfg.node).is_some_and(|(source, _)| source == sender.core);
-                    if from == self.cfg.node && from_source && self.handoff_waiting.contains_key(&shard) {
-                        self.handoff_inbox.push((shard, term, vote, last_index));
-                    }
-                }
-                PeerMessage::HandoffAsk { shard } => {
-                    let to_target = self.handoff_source(shard) == Some(sender.core);
-                    if from == self.cfg.node && to_target && self.groups.get(&shard).is_some_and(|g| g.frozen) {
-                        self.send_handoff(shard, sender.core);
+                PeerMessage::HandoffAsk { shard, since } => {
+                    let asked = self.handoff_source(shard) == Some((sender.core, since));
+                    if let Some(g) = self.groups.get_mut(&shard)
+                        && from == self.cfg.node
+                        && asked
+                        && g.frozen
+                    {
+                        g.package_due = true;
+                        self.dirty.insert(shard);
                     }
                 }
             }
@@ -1175,10 +1232,9 @@ impl NodeCore {
 
     fn step_group(&mut self, shard: ShardId, message: Message) {
         let Some(g) = self.groups.get_mut(&shard) else { return };
-        // A stopped hand-off source hears nothing; a fenced target neither votes
-        // nor campaigns (its log may lack what the source acknowledged).
-        let campaign = matches!(message.body, MessageBody::Vote { .. } | MessageBody::TimeoutNow);
-        if g.frozen || (campaign && fenced(g)) {
+        // A stopped hand-off source hears nothing; a target acts only once the
+        // state it took over is durable.
+        if g.frozen || g.written_in > self.durable_seal {
             return;
         }
         // A malformed or misaddressed message from a peer is dropped; Raft retries.
@@ -1195,7 +1251,8 @@ impl NodeCore {
         if let Err(invalid) = request.validate(&self.cfg.shard.limits) {
             return self.answer(client, Response::Outcome(invalid));
         }
-        if !self.groups.contains_key(&shard) || !key_in_shard(&self.map, &request) {
+        let stopped = self.groups.get(&shard).is_none_or(|g| g.frozen);
+        if stopped || !key_in_shard(&self.map, &request) {
             self.stats.redirects += 1;
             let hint = self.map.replicas(shard).first().map_or(0, |r| r.node);
             return self.answer(client, Response::WrongShard { hint, epoch: self.map.epoch });
@@ -1351,9 +1408,7 @@ impl NodeCore {
     /// Handles every group's Ready: messages to the outbox, durable parts to
     /// `storage`'s open batch, committed entries applied, reads served.
     pub fn process(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
-        for (shard, term, vote, last_index) in std::mem::take(&mut self.handoff_inbox) {
-            self.start_handoff_target(shard, term, vote, last_index, storage)?;
-        }
+        self.install_handoffs(storage)?;
         let dirty = std::mem::take(&mut self.dirty);
         let reserve = ready_reserve_bytes(&self.cfg);
         let mut worked = false;
@@ -1380,6 +1435,7 @@ impl NodeCore {
             self.serve_reads(shard);
             self.maybe_compact(shard, storage, false)?;
         }
+        self.give_handoff_states(storage)?;
         self.compact_pinning(storage)?;
         if worked {
             self.stats.iterations += 1;
@@ -1431,7 +1487,8 @@ impl NodeCore {
             }
             g.leader = soft.leader;
             let was_leader = g.is_leader;
-            g.is_leader = soft.role == Role::Leader;
+            // A stopped hand-off source never serves again.
+            g.is_leader = soft.role == Role::Leader && !g.frozen;
             if g.is_leader && !was_leader {
                 let _ = self.hlc.observe(g.sm.last_applied_version().max(g.sm.log_clock_ts()));
                 g.transfer_cooldown_ticks = u64::from(self.cfg.raft.election_timeout_ticks);
@@ -1798,6 +1855,7 @@ impl NodeCore {
     pub fn seal(&mut self) -> u64 {
         let token = self.next_seal;
         self.next_seal += 1;
+        self.records_unsealed = false;
         self.sealed.push_back((token, std::mem::take(&mut self.unsealed)));
         if !self.drops_unsealed.is_empty() {
             self.drops_sealed.push_back((token, std::mem::take(&mut self.drops_unsealed)));
@@ -1811,6 +1869,10 @@ impl NodeCore {
         let (sealed, waits) = self.sealed.pop_front().expect("on_durable without a sealed batch");
         assert_eq!(sealed, token, "WAL batches must become durable in the order they were sealed");
         self.durable_seal = token;
+        // Hand-off targets whose state became durable start acting.
+        for g in self.groups.values().filter(|g| g.written_in == token) {
+            self.dirty.insert(g.shard);
+        }
         if self.drops_sealed.front().is_some_and(|(t, _)| *t == token) {
             let (_, drops) = self.drops_sealed.pop_front().expect("front exists");
             for shard in drops {
@@ -1818,6 +1880,10 @@ impl NodeCore {
                 // Placed here again meanwhile: the new replica starts now.
                 if self.map.core_of(shard, self.cfg.node) == Some(self.cfg.core) {
                     self.add_replica(shard);
+                }
+                // A hand-off's state waiting for this drop is installed now.
+                if self.handoff_inbox.iter().any(|h| h.shard == shard) {
+                    self.dirty.insert(shard);
                 }
             }
         }
@@ -1835,12 +1901,6 @@ impl NodeCore {
 
 fn g_mut(groups: &mut BTreeMap<ShardId, Group>, shard: ShardId) -> &mut Group {
     groups.get_mut(&shard).expect("known group")
-}
-
-/// A hand-off target whose log has not committed past its source's last index
-/// yet: it must not vote or campaign.
-fn fenced(g: &Group) -> bool {
-    g.fence.is_some_and(|fence| g.raft.status().commit < fence)
 }
 
 /// What [`reconcile`] did.

@@ -138,19 +138,15 @@ pub fn next_edits(
     // itself, unless its node leaves (a dead node's never ends: its replicas
     // move off all the same).
     let free =
-        |shard: u32| map.outgoing(shard).is_empty() && map.handoff_of(shard).is_none_or(|h| state(h.node).leaves());
+        |shard: u32| map.outgoing(shard).is_empty() && map.handoff_of(shard).is_none_or(|h| state(h.to.node).leaves());
     let planned: Vec<_> = plan
         .next_moves(usize::MAX)
         .into_iter()
         .filter(|m| free(m.shard))
         .filter(|m| {
             // A move between two cores of one node is a hand-off of the node's
-            // replica: only on an up node, and never of a shard's only replica
-            // (its target would wait for a log nobody else can send).
-            m.from.node != m.to.node
-                || (map.handoff_of(m.shard).is_none()
-                    && state(m.to.node) == NodeState::Up
-                    && map.replicas(m.shard).len() >= 2)
+            // replica: only on an up node.
+            m.from.node != m.to.node || (map.handoff_of(m.shard).is_none() && state(m.to.node) == NodeState::Up)
         })
         .collect();
     // Once every replica is where the plan wants it, leaders are balanced by
@@ -219,7 +215,7 @@ fn core_load(map: &ClusterMap, node: NodeId) -> Vec<u64> {
     for s in &map.shards {
         let Some(r) = s.replicas.iter().find(|r| r.node == node) else { continue };
         // A replica being handed over counts on its new core.
-        let core = s.handoff.filter(|h| h.node == node).map_or(r.core, |h| h.core);
+        let core = s.handoff.filter(|h| h.to.node == node).map_or(r.core, |h| h.to.core);
         if let Some(n) = load.get_mut(usize::from(core)) {
             *n += 1;
         }
@@ -327,8 +323,9 @@ mod tests {
                     map.group_mut(shard).unwrap().outgoing.clear();
                     map.epoch += 1;
                 }
-                if let Some(to) = map.handoff_of(shard) {
-                    map = crate::placement::moves::relocated(&map, shard, to).expect("a hand-off under way ends");
+                if let Some(h) = map.handoff_of(shard) {
+                    map = crate::placement::moves::relocated(&map, shard, h.to, h.since)
+                        .expect("a hand-off under way ends");
                 }
             }
         }

@@ -14,8 +14,8 @@
 //! Pure functions of a map, so the meta group and the simulator's stand-in for it
 //! apply exactly the same rules. Every edit bumps the epoch.
 
-use corekv_rpc::kv::{NodeId, ShardId};
-use corekv_rpc::map::{ClusterMap, META_REPLICAS_MAX, META_SHARD, NodeState, Replica};
+use corekv_rpc::kv::{Epoch, NodeId, ShardId};
+use corekv_rpc::map::{ClusterMap, Handoff, META_REPLICAS_MAX, META_SHARD, NodeState, Replica};
 use corekv_rpc::node::LeaderPick;
 use corekv_rpc::raft::ConfState;
 use thiserror::Error;
@@ -130,15 +130,16 @@ pub fn relocate(map: &ClusterMap, shard: ShardId, to: Replica) -> Result<Cluster
         return Err(MoveError::TargetHoldsShard { shard, node: to.node });
     }
     let mut next = map.clone();
-    next.group_mut(shard).expect("checked above").handoff = Some(to);
     next.epoch += 1;
+    next.group_mut(shard).expect("checked above").handoff = Some(Handoff { to, since: next.epoch });
     Ok(next)
 }
 
-/// The map with shard `shard`'s hand-off to `to` done: the node's member is
-/// listed on the target core. None when no such hand-off is under way.
-pub fn relocated(map: &ClusterMap, shard: ShardId, to: Replica) -> Option<ClusterMap> {
-    if map.group(shard)?.handoff != Some(to) {
+/// The map with shard `shard`'s hand-off to `to`, begun at epoch `since`, done:
+/// the node's member is listed on the target core. None when no such hand-off
+/// is under way (a late report of an earlier one changes nothing).
+pub fn relocated(map: &ClusterMap, shard: ShardId, to: Replica, since: Epoch) -> Option<ClusterMap> {
+    if map.group(shard)?.handoff != Some(Handoff { to, since }) {
         return None;
     }
     let mut next = map.clone();
@@ -157,7 +158,7 @@ pub fn drop_stale_handoffs(mut map: ClusterMap) -> ClusterMap {
     for shard in map.groups().collect::<Vec<_>>() {
         let s = map.group_mut(shard).expect("listed");
         if let Some(h) = s.handoff
-            && !s.members().any(|r| r.node == h.node)
+            && !s.members().any(|r| r.node == h.to.node)
         {
             s.handoff = None;
         }

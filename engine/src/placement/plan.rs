@@ -132,8 +132,11 @@ impl PlanInput {
                 // A replica being handed to another core of its node is planned
                 // on that core.
                 let handoff = map.handoff_of(id);
-                let replicas: Vec<Replica> =
-                    map.replicas(id).iter().map(|&r| handoff.filter(|h| h.node == r.node).unwrap_or(r)).collect();
+                let replicas: Vec<Replica> = map
+                    .replicas(id)
+                    .iter()
+                    .map(|&r| handoff.filter(|h| h.to.node == r.node).map_or(r, |h| h.to))
+                    .collect();
                 PlanShard { id, leader: replicas.first().map(|r| r.node), replicas, bytes: bytes_of(id) }
             })
             .collect();

@@ -63,6 +63,8 @@ pub struct CoreSetup {
     pub tick: Duration,
     /// Set by SIGTERM / SIGINT: stop cleanly.
     pub shutdown: Arc<AtomicBool>,
+    /// Hand-off states between this process's cores.
+    pub handoffs: Arc<super::handoff_board::HandoffBoard>,
 }
 
 /// The core's durable side: the WAL's open batch and the snapshot files (written
@@ -229,10 +231,10 @@ impl Core {
 
     /// One iteration: process everything that arrived, send, ask for a flush.
     fn iterate(&self) -> Result<(), NodeError> {
-        let (frames, replies, map) = {
+        let (frames, replies, map, handoffs) = {
             let mut node = self.node.borrow_mut();
             node.process(&mut *self.storage.borrow_mut())?;
-            (node.take_frames(), node.take_replies(), node.map().clone())
+            (node.take_frames(), node.take_replies(), node.map().clone(), node.take_handoffs())
         };
         // A newer map is kept before anything it caused leaves this core (a restart
         // must not route or place by an older one).
@@ -242,6 +244,9 @@ impl Core {
         }
         for (dest, batch) in frames {
             self.send(dest, batch);
+        }
+        for (core, state) in handoffs {
+            self.setup.handoffs.post(core, state);
         }
         self.report_broken_links();
         let mut senders = self.senders.borrow_mut();
@@ -529,7 +534,13 @@ async fn ticker(core: Rc<Core>) {
             core.flush.notify();
             return;
         }
-        core.node.borrow_mut().tick(now_ms());
+        {
+            let mut node = core.node.borrow_mut();
+            for state in core.setup.handoffs.take(core.setup.node_core.core) {
+                node.receive_handoff(state);
+            }
+            node.tick(now_ms());
+        }
         core.wake.notify();
     }
 }

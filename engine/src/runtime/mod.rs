@@ -10,6 +10,7 @@
 
 pub mod core_driver;
 pub mod dma_wal;
+pub mod handoff_board;
 pub mod join;
 pub mod map_file;
 pub mod server;

@@ -48,8 +48,9 @@ pub fn run(config: ServerConfig, joined: Option<ClusterMap>) -> Result<(), Serve
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
+    let handoffs = Arc::new(super::handoff_board::HandoffBoard::new(config.cores));
     for core in 0..config.cores {
-        let setup = core_setup(&config, map.clone(), core, shutdown.clone())?;
+        let setup = core_setup(&config, map.clone(), core, shutdown.clone(), handoffs.clone())?;
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(usize::from(core) % cpus))
             .name(&format!("corekv-core-{core}"))
             .io_memory(config.io_memory_bytes);
@@ -140,6 +141,7 @@ fn core_setup(
     map: Arc<corekv_rpc::map::ClusterMap>,
     core: u16,
     shutdown: Arc<AtomicBool>,
+    handoffs: Arc<super::handoff_board::HandoffBoard>,
 ) -> Result<CoreSetup, ServerError> {
     let mut node_core = NodeCoreConfig::new(config.id, core);
     node_core.raft = config.raft_config();
@@ -161,5 +163,6 @@ fn core_setup(
         wal,
         tick: Duration::from_millis(config.tick_ms),
         shutdown,
+        handoffs,
     })
 }

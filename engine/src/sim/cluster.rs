@@ -574,7 +574,7 @@ impl Cluster {
             MetaEdit::Begin { shard, to, .. } => !map.replicas(*shard).contains(to),
             MetaEdit::Revert { shard, target } => map.replicas(*shard).iter().any(|r| r.node == *target),
             MetaEdit::Relocate { shard, to } => {
-                !map.replicas(*shard).contains(to) && map.group(*shard).is_some_and(|s| s.handoff != Some(*to))
+                !map.replicas(*shard).contains(to) && map.handoff_of(*shard).is_none_or(|h| h.to != *to)
             }
             MetaEdit::Settle { .. } | MetaEdit::Relocated { .. } => false,
             MetaEdit::AddNode { .. }
@@ -848,6 +848,7 @@ impl Cluster {
             }
             let frames = core.take_frames();
             let replies = core.take_replies();
+            let handoffs = core.take_handoffs();
             // The driver keeps the newest map the core installed (durable at once,
             // as a server writes it before it acts on it).
             let core_map = core.map().clone();
@@ -882,6 +883,14 @@ impl Cluster {
             }
             for (client, response) in replies {
                 self.send_reply(at.node, incarnation, client, response);
+            }
+            // A hand-off's state goes to the other core in memory, as in a
+            // server (lost with the node if it crashes first).
+            for (to, handoff) in handoffs {
+                let sibling = self.nodes.get_mut(&at.node).and_then(|n| n.cores.get_mut(usize::from(to)));
+                if let Some(core) = sibling.and_then(|sc| sc.core.as_mut()) {
+                    core.receive_handoff(handoff);
+                }
             }
             if started == BatchStart::Started {
                 self.schedule(fsync_us, Event::FsyncDone { at, incarnation });

@@ -343,6 +343,17 @@ impl RawNode {
         &self.log
     }
 
+    /// Everything this replica holds, as a state another replica of the same
+    /// node can start from (a hand-off between two cores, issue 12): the latest
+    /// snapshot, every entry after it, the term, vote and commit index. A
+    /// superset of what it made durable.
+    pub fn durable_copy(&self) -> DurableState {
+        let from = self.log.snapshot_index() + 1;
+        let entries = if self.log.last_index() >= from { self.log.entries_from(from, u64::MAX) } else { Vec::new() };
+        let hard_state = HardState { term: self.term, vote: self.vote, commit: self.log.committed() };
+        DurableState { hard_state, snapshot: self.latest_snapshot.clone(), entries }
+    }
+
     /// True when this node may campaign: it is a voter.
     fn promotable(&self) -> bool {
         self.conf.voters.contains(&self.id())
