@@ -1,5 +1,5 @@
 //! Replica moves between real `corekv-server` processes (4 nodes × 2 cores,
-//! issue 12): `corekv-ctl shard move` hands the move to the meta group, the
+//! issue 12; a move between two cores of one node is a hand-off, last test): `corekv-ctl shard move` hands the move to the meta group, the
 //! shard's leader adds the target as a learner, streams it the snapshot, promotes
 //! it, hands leadership over (the source led) and removes the source, which
 //! deletes its copy; a writer keeps writing throughout and nothing acknowledged
@@ -137,6 +137,95 @@ fn a_replica_moves_between_running_nodes_under_load_and_its_source_deletes_its_c
     });
     assert!(listed, "shard list shows the new configuration");
     // Nothing acknowledged is lost.
+    for (key, (version, value)) in acked.lock().unwrap().iter() {
+        let got = client.get(key.as_bytes(), None).expect("reads are served");
+        assert_eq!((got.version, &got.value), (*version, value), "{key}");
+    }
+}
+
+/// `shard move S --from N --to N --core C`: node N's replica moves to its other
+/// core (a hand-off: the old core stops, gives the new one its whole state, and
+/// deletes its copy once the map lists the new core), led or not, while a
+/// writer writes; nothing acknowledged is lost and no other replica moves.
+#[test]
+fn a_replica_changes_cores_under_load_and_its_old_core_deletes_its_copy() {
+    let options = LaunchOptions {
+        nodes: 3,
+        shards: 8,
+        extra_args: vec!["--snapshot-log-bytes".into(), "65536".into()],
+        ..LaunchOptions::default()
+    };
+    let cluster = local::start_with(options);
+    let mut client = local::connect(&cluster, DEADLINE);
+    let acked: Acked = Arc::default();
+    for i in 0..400 {
+        write(&mut client, &acked, format!("key-{i:04}"), vec![b'a' + (i % 26) as u8; 2000]);
+    }
+    let shard: ShardId = 5;
+    let before = client.map().clone();
+    // The shard's leader's node: its replica hands leadership over first.
+    let start = Instant::now();
+    let node = loop {
+        if let Some(&leader) = local::leaders(&client.status()).get(&shard) {
+            break leader;
+        }
+        assert!(start.elapsed() < DEADLINE, "the shard has a leader");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let from_core = before.core_of(shard, node).expect("the leader holds it");
+    let to_core = 1 - from_core;
+    let source_file = snapshot_path(&cluster, node, from_core, shard);
+    assert!(source_file.exists(), "the source compacted into {}", source_file.display());
+
+    // Refused: no core named, or the core that holds it already.
+    for core in [None, Some(from_core)] {
+        let refused = ShardCommand::Move { shard: shard.to_string(), from: node, to: node, core, wait: false };
+        let (line, exit) = ctl(&cluster, Command::Shard(refused));
+        assert_eq!(exit, 2, "{line}");
+        assert!(line.starts_with(r#"{"ok":false,"error":"invalid""#), "{line}");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let mut client = local::connect(&cluster, DEADLINE);
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                write(&mut client, &acked, format!("during-{i:05}"), format!("{i}").into_bytes());
+                i += 1;
+            }
+            i
+        })
+    };
+    let started = Instant::now();
+    let command =
+        ShardCommand::Move { shard: shard.to_string(), from: node, to: node, core: Some(to_core), wait: true };
+    let (line, exit) = ctl(&cluster, Command::Shard(command));
+    assert_eq!((line.as_str(), exit), (r#"{"ok":true}"#, 0), "the hand-off ends");
+    eprintln!("shard {shard} went from core {from_core} to core {to_core} of node {node} in {:?}", started.elapsed());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.join().expect("the writer never fails") > 0, "writes went on during the hand-off");
+
+    client.refresh_map().expect("the map is served");
+    let map = client.map().clone();
+    assert_eq!(map.core_of(shard, node), Some(to_core), "{:?}", map.group(shard));
+    assert!(map.handoff_of(shard).is_none() && map.outgoing(shard).is_empty());
+    for other in (0..8).filter(|&s| s != shard) {
+        assert_eq!(map.replicas(other), before.replicas(other), "shard {other} stayed put");
+    }
+    let nodes = |m: &corekv_rpc::map::ClusterMap| m.replicas(shard).iter().map(|r| r.node).collect::<Vec<_>>();
+    assert_eq!(nodes(&map), nodes(&before), "the same nodes hold the shard");
+    assert!(snapshot_path(&cluster, node, to_core, shard).exists(), "the new core wrote the state it took over");
+    let gone = (0..200).any(|_| {
+        let gone = !source_file.exists();
+        if !gone {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        gone
+    });
+    assert!(gone, "{} is deleted", source_file.display());
     for (key, (version, value)) in acked.lock().unwrap().iter() {
         let got = client.get(key.as_bytes(), None).expect("reads are served");
         assert_eq!((got.version, &got.value), (*version, value), "{key}");

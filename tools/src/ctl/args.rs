@@ -241,16 +241,18 @@ pub enum ShardCommand {
     List,
     /// Move shard SHARD's replica off node FROM onto node TO: TO joins as a learner,
     /// is sent a snapshot and the log, votes, and FROM leaves and deletes its copy;
-    /// the shard serves throughout. Answers once the map shows the move (with
-    /// --wait: once it is done); past --timeout it answers `unavailable` and the
-    /// move goes on.
+    /// the shard serves throughout. With TO = FROM and --core, the replica moves
+    /// to that core of its node (a hand-off: the old core stops and gives the new
+    /// one its whole state). Answers once the map shows the move (with --wait:
+    /// once it is done); past --timeout it answers `unavailable` and the move goes
+    /// on.
     Move {
         /// The shard (`meta` for the meta group).
         shard: String,
         /// The node giving its replica up.
         #[arg(long, value_name = "NODE")]
         from: u64,
-        /// The node taking it.
+        /// The node taking it (FROM itself with --core: another core of FROM).
         #[arg(long, value_name = "NODE")]
         to: u64,
         /// TO's core that takes it [default: the one holding the fewest replicas; 0 for the meta group].

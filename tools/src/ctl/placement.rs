@@ -142,6 +142,15 @@ pub fn run_shard_move<C: MoveCluster + ?Sized>(
 ) -> Result<Rendered, Failure> {
     let deadline = Instant::now() + timeout;
     let map = cluster.fresh_map()?;
+    if from == to {
+        let Some(core) = core else {
+            return Err(Failure::invalid(format!(
+                "node {to} already holds shard {}: name another node, or --core to move it to another core of node {to}",
+                group_name(shard)
+            )));
+        };
+        return run_handoff(cluster, shard, Replica { node: to, core }, wait, deadline, json);
+    }
     let target = Replica { node: to, core: core.unwrap_or_else(|| default_core(&map, shard, to)) };
     moves::begin(&map, shard, from, target).map_err(|e| Failure::invalid(e.to_string()))?;
     cluster.submit(MetaEdit::Begin { shard, from, to: target })?;
@@ -173,6 +182,48 @@ pub fn run_shard_move<C: MoveCluster + ?Sized>(
         // harmless: the meta group applies a move once).
         if !shown {
             cluster.submit(MetaEdit::Begin { shard, from, to: target })?;
+        }
+    }
+}
+
+/// `shard move S --from N --to N --core C`: a hand-off of node N's replica to
+/// its core C, answered like a move.
+fn run_handoff<C: MoveCluster + ?Sized>(
+    cluster: &mut C,
+    shard: ShardId,
+    target: Replica,
+    wait: bool,
+    deadline: Instant,
+    json: bool,
+) -> Result<Rendered, Failure> {
+    let map = cluster.fresh_map()?;
+    moves::relocate(&map, shard, target).map_err(|e| Failure::invalid(e.to_string()))?;
+    cluster.submit(MetaEdit::Relocate { shard, to: target })?;
+    let (node, core) = (target.node, target.core);
+    let mut shown = false;
+    loop {
+        let map = cluster.fresh_map()?;
+        let under_way = map.handoff_of(shard).is_some_and(|h| h.to == target);
+        let done = !under_way && map.replicas(shard).contains(&target);
+        if shown && !under_way && !done {
+            let reason = "the hand-off ended with the node's membership (the node left the shard)";
+            let failure = Failure::new("aborted", format!("aborted: {reason}"), None, EXIT_NEGATIVE);
+            return Err(Failure { message: Some(reason.into()), ..failure });
+        }
+        shown |= under_way || done;
+        if (shown && !wait) || done {
+            let verb = if done { "moved" } else { "moving" };
+            let human = format!("shard {} {verb} to core {core} of node {node}", group_name(shard));
+            return Ok(Rendered::ok_line(json, &OkJson { ok: true }, human));
+        }
+        if Instant::now() >= deadline {
+            let what =
+                if shown { "the hand-off is under way" } else { "the meta group has not taken the hand-off yet" };
+            return Err(Failure::goes_on(format!("{what} past the deadline; it goes on")));
+        }
+        std::thread::sleep(POLL_INTERVAL);
+        if !shown {
+            cluster.submit(MetaEdit::Relocate { shard, to: target })?;
         }
     }
 }
