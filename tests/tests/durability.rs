@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corekv_rpc::kv::NodeId;
 use corekv_tests::ledger::{self, Ledger};
@@ -35,6 +35,8 @@ const VERIFY_DEADLINE: Duration = Duration::from_secs(20);
 const COMPACTING_PAD: usize = 2048;
 /// Load before each fault.
 const LOAD: Duration = Duration::from_secs(3);
+/// How long the writers may take to make every shard compact (a liveness bound).
+const COMPACT_WITHIN: Duration = Duration::from_secs(60);
 
 /// Writer threads that keep their ledgers across rounds.
 struct Writers {
@@ -119,12 +121,21 @@ fn acknowledged_writes_survive_kill_9_while_every_shard_compacts() {
     let mut ledgers = vec![Ledger::default(); WRITERS];
     for round in 1..=2 {
         let writers = Writers::start_padded(&cluster, ledgers, COMPACTING_PAD);
-        std::thread::sleep(LOAD);
-        let snapshots: u64 = {
-            let mut client = local::connect(&cluster, VERIFY_DEADLINE);
+        // At least LOAD of writing, and on until the shards have compacted: a
+        // slow machine writes less per second, and a shard's threshold grows
+        // with its snapshot (a liveness bound, not a speed claim).
+        let started = Instant::now();
+        let mut client = local::connect(&cluster, VERIFY_DEADLINE);
+        let snapshots = loop {
+            std::thread::sleep(Duration::from_millis(500));
             let status = client.status();
-            status.nodes.iter().flat_map(|n| &n.cores).filter_map(|c| c.stats).map(|s| s.snapshots_taken).sum()
+            let snapshots: u64 =
+                status.nodes.iter().flat_map(|n| &n.cores).filter_map(|c| c.stats).map(|s| s.snapshots_taken).sum();
+            if (snapshots >= 16 && started.elapsed() >= LOAD) || started.elapsed() >= COMPACT_WITHIN {
+                break snapshots;
+            }
         };
+        drop(client);
         local::kill_all(&mut cluster).expect("kill -9 of every node");
         ledgers = writers.stop();
         assert!(snapshots >= 16, "the shards compacted while the writers ran: {snapshots} snapshots");
