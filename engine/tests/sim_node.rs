@@ -826,6 +826,40 @@ fn replicas_change_cores_under_load_through_crashes_at_any_moment() {
     }
 }
 
+/// A replica handed back and forth between its node's cores, the node
+/// crashing at random moments: a core may restart holding an older copy, or
+/// the state it installed for a hand-off the meta group has ended already.
+#[test]
+fn a_replica_handed_back_and_forth_through_crashes_keeps_its_data() {
+    let stats = seeds("handoff_back_and_forth", |seed| {
+        let mut r = rng(seed);
+        let mut cfg = move_config(seed, 3, 0);
+        cfg.faults = NetFaults { drop_prob: 0.02, ..NetFaults::reliable() };
+        let mut c = Cluster::new(cfg);
+        c.run_for(300);
+        let shard = (seed % 8) as u32;
+        let node = c.map().replicas(shard)[r.random_range(0..3)].node;
+        for _ in 0..4 {
+            let to = relocate_to_other_core(&mut c, shard, node);
+            if r.random_bool(0.6) {
+                c.run_for(r.random_range(0..40));
+                c.crash(node);
+                c.run_for(r.random_range(20..200));
+                c.restart(node);
+            }
+            until_map(&mut c, "the hand-off done", |m| {
+                m.replicas(shard).contains(&to) && m.handoff_of(shard).is_none()
+            });
+            c.run_for(r.random_range(0..100));
+        }
+        c.run_for(500);
+        finish(c)
+    });
+    if !stats.is_empty() {
+        assert!(sum(&stats, |s| s.replicas_dropped) > 0, "the sources delete their replicas");
+    }
+}
+
 #[test]
 fn a_single_replica_shard_changes_cores_and_keeps_its_data() {
     let stats = seeds("handoff_single", |seed| {

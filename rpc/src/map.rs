@@ -116,12 +116,12 @@ pub struct ShardReplicas {
     pub outgoing: Vec<Replica>,
     /// A replica changing cores within its node: the node's member (in
     /// `replicas` or `outgoing`, on its old core, the source) hands its Raft
-    /// identity over to another core of that node (the target). From the map
-    /// that names it on, messages for the node go to the target; the source,
-    /// once it does not lead, stops for good and gives the target its whole
-    /// state (snapshot, log tail, term and vote), which the target makes durable
-    /// before it acts; then the meta group moves the member to the target's
-    /// core.
+    /// identity over to another core of that node (the target). Both cores hold
+    /// the group meanwhile; messages still go to the source, which, once it does
+    /// not lead, stops for good and gives the target its whole state (snapshot,
+    /// log tail, term and vote). The target makes it durable, then the meta
+    /// group moves the member to the target's core, and the target acts from
+    /// the map that says so.
     pub handoff: Option<Handoff>,
 }
 
@@ -208,10 +208,12 @@ impl ClusterMap {
     }
 
     /// The groups (shards and the meta group) with a replica on core `core` of
-    /// node `node`: both cores of a hand-off hold one (the source its stopped
-    /// replica, the target the one taking over).
+    /// node `node`: both cores of a hand-off hold one (the source its replica,
+    /// the target the one taking over).
     pub fn shards_on(&self, node: NodeId, core: CoreIndex) -> impl Iterator<Item = ShardId> + '_ {
-        self.groups().filter(move |&s| self.core_of(s, node) == Some(core) || self.holder_core(s, node) == Some(core))
+        self.groups().filter(move |&s| {
+            self.core_of(s, node) == Some(core) || self.handoff(s, node).is_some_and(|(_, to, _)| to == core)
+        })
     }
 
     /// The hand-off of group `shard`'s replica on `node` to another core of that
@@ -229,24 +231,16 @@ impl ClusterMap {
         self.group(shard)?.handoff
     }
 
-    /// The core `node`'s member of group `shard` is listed on (during a hand-off,
-    /// the source core), if that node holds it.
-    pub fn holder_core(&self, shard: ShardId, node: NodeId) -> Option<CoreIndex> {
-        self.group(shard)?.members().find(|r| r.node == node).map(|r| r.core)
-    }
-
     /// The replicas leaving group `shard` (empty for an unknown one).
     pub fn outgoing(&self, shard: ShardId) -> &[Replica] {
         self.group(shard).map_or(&[], |s| &s.outgoing)
     }
 
-    /// The core of `node` that serves group `shard`, if that node holds it (as a
-    /// wanted replica or as one on its way out): where its messages go. During a
-    /// hand-off, the target core.
+    /// The core of `node` holding group `shard`, if that node holds it (as a
+    /// wanted replica or as one on its way out): where its messages go (during
+    /// a hand-off, the source's core, until the map lists the target's).
     pub fn core_of(&self, shard: ShardId, node: NodeId) -> Option<CoreIndex> {
-        let group = self.group(shard)?;
-        let core = group.members().find(|r| r.node == node)?.core;
-        Some(group.handoff.filter(|h| h.to.node == node).map_or(core, |h| h.to.core))
+        self.group(shard)?.members().find(|r| r.node == node).map(|r| r.core)
     }
 
     /// The shard owning `key`.

@@ -91,6 +91,13 @@ pub(crate) struct Group {
     pub frozen: bool,
     /// A stopped hand-off source owes its target its state.
     pub package_due: bool,
+    /// A hand-off target holding the source's state: it neither ticks nor
+    /// steps until the map lists the node's member on this core (messages go
+    /// to the source's core until then).
+    pub parked: bool,
+    /// The tick a leading hand-off source last handed leadership over (0:
+    /// never): it tries again each election timeout until it does not lead.
+    pub handoff_transfer_at: u64,
     /// The seal token of the WAL batch holding a hand-off target's state (0:
     /// durable from the start): it acts once that batch is durable.
     pub written_in: u64,
@@ -124,6 +131,8 @@ impl Group {
             awaits_first_snapshot: false,
             frozen: false,
             package_due: false,
+            parked: false,
+            handoff_transfer_at: 0,
             written_in: 0,
             relocated_reported_at: 0,
             locks: LockTable::new(LockConfig::default()),

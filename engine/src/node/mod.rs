@@ -332,9 +332,10 @@ pub struct NodeCore {
     drops_sealed: VecDeque<(u64, Vec<ShardId>)>,
     /// Drops that became durable: their snapshot files may be deleted now.
     drops_durable: Vec<ShardId>,
-    /// Hand-offs to this core waiting for their source's state (nothing of
-    /// them is durable here).
-    handoff_waiting: BTreeSet<ShardId>,
+    /// Hand-offs to this core waiting for their source's state, with what this
+    /// core recovered of the group if it restarted meanwhile (see
+    /// [`NodeCore::install_handoffs`]).
+    handoff_waiting: BTreeMap<ShardId, Option<DurableState>>,
     /// Sources' states handed to this core, installed by the next `process`.
     handoff_inbox: Vec<Handoff>,
     /// States this core's stopped sources hand to other cores of this node.
@@ -405,18 +406,30 @@ impl NodeCore {
         let mut hlc = Hlc::new();
         let mut groups = BTreeMap::new();
         let founding = map.epoch == FOUNDING_EPOCH;
-        let mut handoff_waiting = BTreeSet::new();
+        let mut handoff_waiting = BTreeMap::new();
+        let mut recovered_dropped = Vec::new();
         for shard in map.shards_on(cfg.node, cfg.core) {
             let voters: Vec<NodeId> =
                 if founding { map.replicas(shard).iter().map(|r| r.node).collect() } else { Vec::new() };
             let rec = recovered.remove(&shard).unwrap_or_default();
-            // The target of a hand-off with nothing of it in its WAL waits for the
-            // source's state (a snapshot file alone is the start of an install
-            // whose batch never became durable). With WAL records, the whole
-            // state is there (one batch): it runs.
+            // The target of a hand-off still under way keeps what it recovered
+            // aside: the state it installed (which the meta group may have moved
+            // the member to already: then it runs from it), or a copy from before
+            // whose drop was not durable (older than the source's state: then the
+            // source's replaces it). A snapshot file alone is an install whose
+            // batch never became durable: it goes.
             let target = map.handoff(shard, cfg.node).is_some_and(|(from, to, _)| to == cfg.core && from != cfg.core);
-            if target && rec.log.is_none() {
-                handoff_waiting.insert(shard);
+            if target {
+                let kept = if rec.log.is_some() {
+                    Some(durable_state(shard, voters, rec, storage)?)
+                } else {
+                    if rec.snapshot.is_some() {
+                        storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
+                        recovered_dropped.push(shard);
+                    }
+                    None
+                };
+                handoff_waiting.insert(shard, kept);
                 continue;
             }
             let durable = durable_state(shard, voters, rec, storage)?;
@@ -426,7 +439,7 @@ impl NodeCore {
             let _ = hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
             groups.insert(shard, group);
         }
-        let mut drops_unsealed = Vec::new();
+        let mut drops_unsealed = recovered_dropped;
         for &shard in recovered.keys() {
             storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
             drops_unsealed.push(shard);
@@ -533,7 +546,7 @@ impl NodeCore {
         }
         for &shard in after.difference(&before) {
             if self.handoff_target(shard) {
-                self.handoff_waiting.insert(shard);
+                self.handoff_waiting.entry(shard).or_insert(None);
             } else {
                 self.add_replica(shard);
             }
@@ -560,27 +573,58 @@ impl NodeCore {
     /// Brings this core's hand-offs in line with the map (after every new map):
     /// sources stop once they do not lead; a stopped source whose map skipped
     /// ahead to one that makes this core the target drops its stale copy and
-    /// waits for the state like any target; waits that ended go.
+    /// waits for the state like any target; a target the map lists starts
+    /// acting; waits that ended go.
     fn sync_handoffs(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
         let frozen: Vec<ShardId> = self.groups.iter().filter(|(_, g)| g.frozen).map(|(&s, _)| s).collect();
         for shard in frozen {
             if self.handoff_target(shard) {
                 self.drop_group(shard, storage)?;
-                self.handoff_waiting.insert(shard);
+                self.handoff_waiting.insert(shard, None);
             } else if self.handoff_source(shard).is_none() {
                 // No map ends a hand-off with the source still placed here: a
                 // stopped replica that ran again could vote twice in a term.
                 tracing::error!(shard, "a stopped hand-off source is placed here again; it stays stopped");
             }
         }
+        // A target whose hand-off the map ended by listing it here acts now.
+        let done: Vec<ShardId> = self
+            .groups
+            .iter()
+            .filter(|&(&s, g)| g.parked && self.map.handoff(s, self.cfg.node).is_none())
+            .map(|(&s, _)| s)
+            .collect();
+        for shard in done {
+            if self.map.core_of(shard, self.cfg.node) == Some(self.cfg.core) {
+                tracing::info!(shard, "hand-off done: this core serves the replica");
+                g_mut(&mut self.groups, shard).parked = false;
+                self.dirty.insert(shard);
+            }
+        }
         self.step_handoff_sources();
-        let ended: Vec<ShardId> = self.handoff_waiting.iter().copied().filter(|&s| !self.handoff_target(s)).collect();
+        let ended: Vec<ShardId> = self.handoff_waiting.keys().copied().filter(|&s| !self.handoff_target(s)).collect();
         for shard in ended {
-            self.handoff_waiting.remove(&shard);
-            if self.map.shards_on(self.cfg.node, self.cfg.core).any(|s| s == shard) {
-                // Cannot happen (a target reports only once its state is durable):
-                // no replica starts empty under the node's identity.
-                tracing::error!(shard, "a hand-off ended with nothing of it at its target; the replica stays out");
+            let kept = self.handoff_waiting.remove(&shard).flatten();
+            let here = self.map.shards_on(self.cfg.node, self.cfg.core).any(|s| s == shard);
+            match kept {
+                // Ended while this core was down: what it kept is the state it
+                // installed (the target reports only once that is durable).
+                Some(durable) if here => {
+                    tracing::info!(shard, "hand-off done while this core was down: it serves the replica");
+                    let group = new_group(&self.cfg, shard, durable)?;
+                    self.groups.insert(shard, group);
+                    self.dirty.insert(shard);
+                }
+                Some(_) => {
+                    storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
+                    self.drops_unsealed.push(shard);
+                    self.stats.replicas_dropped += 1;
+                }
+                // Cannot happen: no replica starts empty under the node's identity.
+                None if here => {
+                    tracing::error!(shard, "a hand-off ended with nothing of it at its target; the replica stays out");
+                }
+                None => {}
             }
         }
         Ok(())
@@ -601,10 +645,12 @@ impl NodeCore {
             let g = g_mut(&mut self.groups, shard);
             let others: Vec<NodeId> = g.raft.conf().voters.iter().copied().filter(|&v| v != me).collect();
             if g.raft.status().role == Role::Leader && !others.is_empty() {
-                if g.raft.transferee().is_none() && g.transfer_cooldown_ticks == 0 {
+                let retry = u64::from(self.cfg.raft.election_timeout_ticks);
+                let due = g.handoff_transfer_at == 0 || self.ticks >= g.handoff_transfer_at + retry;
+                if g.raft.transferee().is_none() && due {
                     let to = others.iter().copied().find(|&v| caught_up(&g.raft, v)).unwrap_or(others[0]);
                     let _ = g.raft.transfer_leader(to);
-                    g.transfer_cooldown_ticks = u64::from(self.cfg.raft.election_timeout_ticks);
+                    g.handoff_transfer_at = self.ticks.max(1);
                     self.dirty.insert(shard);
                     tracing::debug!(shard, to, "hand-off: leadership handed over first");
                 }
@@ -640,7 +686,12 @@ impl NodeCore {
             self.groups.iter().filter(|(_, g)| g.frozen && g.package_due).map(|(&s, _)| s).collect();
         for shard in due {
             let Some((to, since)) = self.handoff_source(shard) else { continue };
-            self.maybe_compact(shard, storage, true)?;
+            // A snapshot at the applied index keeps the tail short; asked again
+            // with nothing applied since, the last one serves.
+            let st = self.groups[&shard].raft.status();
+            if st.applied > st.snapshot_index {
+                self.maybe_compact(shard, storage, true)?;
+            }
             let g = g_mut(&mut self.groups, shard);
             g.package_due = false;
             let mut state = g.raft.durable_copy();
@@ -669,8 +720,8 @@ impl NodeCore {
     /// A hand-off source on another core of this node gave its state: installed
     /// by the next `process` if this core waits for it.
     pub fn receive_handoff(&mut self, handoff: Handoff) {
-        if self.handoff_waiting.contains(&handoff.shard) {
-            self.dirty.insert(handoff.shard);
+        if self.handoff_waiting.contains_key(&handoff.shard) {
+            self.handoff_inbox.retain(|h| h.shard != handoff.shard);
             self.handoff_inbox.push(handoff);
         }
     }
@@ -687,10 +738,42 @@ impl NodeCore {
                 .map
                 .handoff(h.shard, self.cfg.node)
                 .is_some_and(|(_, to, since)| to == self.cfg.core && since == h.since);
-            if !current || !self.handoff_waiting.contains(&h.shard) {
+            if !current || !self.handoff_waiting.contains_key(&h.shard) {
                 continue;
             }
-            if self.dropping(h.shard) || (storage.room_bytes() < reserve && !self.unsealed.is_empty()) {
+            // What this core kept from before a restart: the state it installed,
+            // at least as new as what the source holds now (the source gave it
+            // all it held, and may have lost what it had not made durable, which
+            // nobody counted); or an older copy, which the source's state
+            // replaces (a copy the source's state grew from: never newer).
+            if let Some(kept) = self.handoff_waiting.get_mut(&h.shard).and_then(Option::take) {
+                let shard = h.shard;
+                if progress_key(&kept) >= progress_key(&h.state) {
+                    let mut group = new_group(&self.cfg, shard, kept)?;
+                    group.parked = true;
+                    tracing::info!(shard, "hand-off: the target keeps the state it installed before a restart");
+                    self.handoff_waiting.remove(&shard);
+                    self.groups.insert(shard, group);
+                    continue;
+                }
+                storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
+                self.drops_unsealed.push(shard);
+                tracing::info!(shard, "hand-off: an older copy kept here gives way to the source's state");
+                self.handoff_inbox.push(h);
+                continue;
+            }
+            // The whole state goes in one batch (the target's WAL holds all of it
+            // or none): it waits for a batch with room for it.
+            let bytes =
+                h.state.entries.iter().map(|e| e.data.len() as u64 + ENTRY_OVERHEAD_BYTES).sum::<u64>() + (4 << 10);
+            let room = storage.room_bytes();
+            let busy = !self.unsealed.is_empty() || self.records_unsealed;
+            if self.dropping(h.shard) || room < bytes.max(reserve) && busy {
+                self.handoff_inbox.push(h);
+                continue;
+            }
+            if room < bytes {
+                tracing::error!(shard = h.shard, bytes, room, "a hand-off's log tail does not fit a WAL batch");
                 self.handoff_inbox.push(h);
                 continue;
             }
@@ -708,6 +791,7 @@ impl NodeCore {
             let mut group = new_group(&self.cfg, shard, state)?;
             group.marker_index = marker.index;
             group.written_in = self.next_seal;
+            group.parked = true;
             let _ = self.hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
             tracing::info!(shard, index = marker.index, "hand-off: the target replica is written");
             self.handoff_waiting.remove(&shard);
@@ -1005,7 +1089,21 @@ impl NodeCore {
         let balance_every = u64::from(self.cfg.raft.election_timeout_ticks);
         let mut reports = Vec::new();
         for g in self.groups.values_mut() {
-            if g.frozen || g.written_in > self.durable_seal {
+            // A hand-off target whose state is durable asks the meta group to
+            // end the hand-off (once an interval, until the map shows it); it
+            // acts from that map on.
+            if g.parked {
+                if let Some((_, _, since)) = self.map.handoff(g.shard, self.cfg.node)
+                    && self.durable_seal >= g.written_in
+                    && (g.relocated_reported_at == 0 || self.ticks >= g.relocated_reported_at + interval)
+                {
+                    g.relocated_reported_at = self.ticks;
+                    let to = Replica { node: self.cfg.node, core: self.cfg.core };
+                    reports.push(MetaEdit::Relocated { shard: g.shard, to, since });
+                }
+                continue;
+            }
+            if g.frozen {
                 continue;
             }
             g.transfer_cooldown_ticks = g.transfer_cooldown_ticks.saturating_sub(1);
@@ -1041,7 +1139,9 @@ impl NodeCore {
             if self.cfg.leader_balance && g.is_leader && g.transfer_cooldown_ticks == 0 {
                 g.transfer_cooldown_ticks = balance_every;
                 let preferred = self.map.replicas(g.shard).first().map_or(0, |r| r.node);
-                if preferred != 0 && preferred != self.cfg.node && caught_up(&g.raft, preferred) {
+                // Not to a node handing its replica over: nobody there would campaign.
+                let handing = self.map.handoff(g.shard, preferred).is_some();
+                if preferred != 0 && preferred != self.cfg.node && !handing && caught_up(&g.raft, preferred) {
                     let _ = g.raft.transfer_leader(preferred);
                     // A transfer that fails (the node died since) holds proposals for
                     // an election timeout: do not retry it soon.
@@ -1052,18 +1152,6 @@ impl NodeCore {
             if g.raft.has_ready() || g.raft.snapshot_wanted() {
                 self.dirty.insert(g.shard);
             }
-            // A hand-off target whose state is durable asks the meta group to
-            // end the hand-off (once an interval, until the map shows it).
-            if let Some((from, to, since)) = self.map.handoff(g.shard, self.cfg.node)
-                && to == self.cfg.core
-                && from != self.cfg.core
-                && self.heartbeat_boundary
-                && self.ticks >= g.relocated_reported_at + interval
-            {
-                g.relocated_reported_at = self.ticks;
-                let to = Replica { node: self.cfg.node, core: self.cfg.core };
-                reports.push(MetaEdit::Relocated { shard: g.shard, to, since });
-            }
         }
         for edit in reports {
             self.submit_meta(edit);
@@ -1073,7 +1161,8 @@ impl NodeCore {
         if self.heartbeat_boundary {
             let asks: Vec<(ShardId, CoreIndex, Epoch)> = self
                 .handoff_waiting
-                .iter()
+                .keys()
+                .filter(|&&s| !self.handoff_inbox.iter().any(|h| h.shard == s))
                 .filter_map(|&s| self.map.handoff(s, self.cfg.node).map(|(from, _, since)| (s, from, since)))
                 .collect();
             for (shard, from, since) in asks {
@@ -1232,9 +1321,9 @@ impl NodeCore {
 
     fn step_group(&mut self, shard: ShardId, message: Message) {
         let Some(g) = self.groups.get_mut(&shard) else { return };
-        // A stopped hand-off source hears nothing; a target acts only once the
-        // state it took over is durable.
-        if g.frozen || g.written_in > self.durable_seal {
+        // A stopped hand-off source hears nothing, nor does a target before the
+        // map lists it.
+        if g.frozen || g.parked {
             return;
         }
         // A malformed or misaddressed message from a peer is dropped; Raft retries.
@@ -1869,10 +1958,6 @@ impl NodeCore {
         let (sealed, waits) = self.sealed.pop_front().expect("on_durable without a sealed batch");
         assert_eq!(sealed, token, "WAL batches must become durable in the order they were sealed");
         self.durable_seal = token;
-        // Hand-off targets whose state became durable start acting.
-        for g in self.groups.values().filter(|g| g.written_in == token) {
-            self.dirty.insert(g.shard);
-        }
         if self.drops_sealed.front().is_some_and(|(t, _)| *t == token) {
             let (_, drops) = self.drops_sealed.pop_front().expect("front exists");
             for shard in drops {
@@ -1880,10 +1965,6 @@ impl NodeCore {
                 // Placed here again meanwhile: the new replica starts now.
                 if self.map.core_of(shard, self.cfg.node) == Some(self.cfg.core) {
                     self.add_replica(shard);
-                }
-                // A hand-off's state waiting for this drop is installed now.
-                if self.handoff_inbox.iter().any(|h| h.shard == shard) {
-                    self.dirty.insert(shard);
                 }
             }
         }
@@ -1901,6 +1982,17 @@ impl NodeCore {
 
 fn g_mut(groups: &mut BTreeMap<ShardId, Group>, shard: ShardId) -> &mut Group {
     groups.get_mut(&shard).expect("known group")
+}
+
+/// How far a replica's state has come, for a hand-off target choosing between
+/// what it kept and its source's state: term, then the last log entry's term
+/// and index (neither ever goes back for a replica), then whether it voted in
+/// its term.
+fn progress_key(state: &DurableState) -> (u64, u64, u64, bool) {
+    let (last_term, last_index) =
+        state.entries.last().map_or((state.snapshot.meta.term, state.snapshot.meta.index), |e| (e.term, e.index));
+    let hs = state.hard_state;
+    (hs.term, last_term, last_index, hs.vote != corekv_rpc::raft::NO_NODE)
 }
 
 /// What [`reconcile`] did.

@@ -98,14 +98,12 @@ pub fn run(config: ServerConfig, joined: Option<ClusterMap>) -> Result<(), Serve
     first_error.map_or(Ok(()), Err)
 }
 
-/// The map the cores start from: the founding one, or (for a node that joined)
-/// the one the join got, else the newest of the cores' map files. A core then
-/// takes its own map file when it is newer still.
+/// The map the cores start from: the newest of the cores' map files, else the
+/// founding one (or, for a node that joined, the one the join got). Every core
+/// starts from the same newest map: a hand-off between two cores is decided by
+/// it (a core whose own file is older must not act on its older view).
 fn starting_map(config: &ServerConfig, joined: Option<ClusterMap>) -> Result<ClusterMap, ServerError> {
-    if config.is_founding() {
-        return Ok(config.initial_map());
-    }
-    if let Some(map) = joined {
+    if let Some(map) = joined.filter(|_| !config.is_founding()) {
         for core in 0..config.cores {
             let dir = crate::config::core_dir(&config.data_dir, core);
             super::map_file::save(&dir, &map).map_err(ServerError::Setup)?;
@@ -119,6 +117,13 @@ fn starting_map(config: &ServerConfig, joined: Option<ClusterMap>) -> Result<Clu
             && newest.as_ref().is_none_or(|n| map.epoch > n.epoch)
         {
             newest = Some(map);
+        }
+    }
+    if config.is_founding() {
+        let initial = config.initial_map();
+        match newest {
+            Some(map) if map.epoch > initial.epoch && map.cluster_id == initial.cluster_id => return Ok(map),
+            _ => return Ok(initial),
         }
     }
     let map = newest.ok_or_else(|| {

@@ -663,6 +663,13 @@ impl Cluster {
     fn start(&mut self, id: NodeId) {
         let now_us = self.now_us;
         let cores = self.cfg.cores;
+        // Every core starts from the newest map any of the node's cores kept.
+        let newest = self.nodes[&id]
+            .cores
+            .iter()
+            .filter_map(|sc| sc.disk.map.clone())
+            .max_by_key(|m| m.epoch)
+            .unwrap_or_else(|| self.founding.clone());
         for core in 0..cores {
             let mut cfg = NodeCoreConfig::new(id, core);
             cfg.raft = self.cfg.raft.clone();
@@ -679,8 +686,7 @@ impl Cluster {
                 .disk
                 .recover()
                 .and_then(|recovered| {
-                    let map = sc.disk.map.clone().unwrap_or_else(|| self.founding.clone());
-                    NodeCore::open(cfg, map, recovered, &mut sc.disk, local_ms).map_err(|e| e.to_string())
+                    NodeCore::open(cfg, newest.clone(), recovered, &mut sc.disk, local_ms).map_err(|e| e.to_string())
                 })
                 .map(|nc| sc.core = Some(nc));
             if let Err(e) = opened {

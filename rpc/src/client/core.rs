@@ -134,10 +134,8 @@ impl Router {
         let first =
             self.leaders.get(&shard).and_then(|leader| members.iter().position(|r| r.node == *leader)).unwrap_or(0);
         let replica = members[(first + rotation) % members.len()];
-        // A replica being handed to another core of its node is served there.
-        let core = self.map.core_of(shard, replica.node).unwrap_or(replica.core);
-        let addr = self.map.core_addr(replica.node, core)?;
-        Some(Target { node: replica.node, core, addr })
+        let addr = self.map.core_addr(replica.node, replica.core)?;
+        Some(Target { node: replica.node, core: replica.core, addr })
     }
 
     /// `node` answered for `shard` as its leader, or was named leader in a hint.

@@ -204,7 +204,7 @@ fn run_handoff<C: MoveCluster + ?Sized>(
     loop {
         let map = cluster.fresh_map()?;
         let under_way = map.handoff_of(shard).is_some_and(|h| h.to == target);
-        let done = !under_way && map.replicas(shard).contains(&target);
+        let done = !under_way && map.members(shard).any(|r| *r == target);
         if shown && !under_way && !done {
             let reason = "the hand-off ended with the node's membership (the node left the shard)";
             let failure = Failure::new("aborted", format!("aborted: {reason}"), None, EXIT_NEGATIVE);
