@@ -186,8 +186,18 @@ fn ctl_drives_a_local_cluster_end_to_end() {
     assert_eq!((&items[1]["key_b64"], &items[1]["value_b64"]), (&Value::from("a/8="), &Value::from("/g==")));
     assert_eq!(scan["more"], false);
 
-    // status: nodes with their cores' counters, every shard with its leader.
-    let (status, code) = data(&["status"]);
+    // status: nodes with their cores' counters, every shard with its leader (a
+    // status may fall inside an election or a leader transfer: asked again then,
+    // within a liveness bound).
+    let started = std::time::Instant::now();
+    let (status, code) = loop {
+        let (status, code) = data(&["status"]);
+        let led = status["shards"].as_array().is_some_and(|s| s.iter().all(|s| s["leader"].as_u64() > Some(0)));
+        if led || started.elapsed() > std::time::Duration::from_secs(20) {
+            break (status, code);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(code, 0);
     let nodes = status["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3);
