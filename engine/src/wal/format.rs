@@ -20,7 +20,8 @@ use corekv_rpc::raft::{Entry, EntryKind, HardState};
 /// header with batch and segment sequence numbers, one CRC32 per batch).
 /// 2 = adds the drop-group record (kind 5); nothing else changed, so a version 1
 /// segment reads as a version 2 segment that holds no drop-group record.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3 = adds the hand-off record (kind 6); likewise, older segments hold none.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest format version this build still reads. Segments of versions
 /// `FORMAT_VERSION_OLDEST_READ..=FORMAT_VERSION` are accepted; new segments are
@@ -29,6 +30,9 @@ pub const FORMAT_VERSION_OLDEST_READ: u32 = 1;
 
 /// The first format version whose segments may hold a [`Record::DropGroup`].
 pub const FORMAT_VERSION_DROP_GROUP: u32 = 2;
+
+/// The first format version whose segments may hold a [`Record::HandoffInstalled`].
+pub const FORMAT_VERSION_HANDOFF: u32 = 3;
 
 /// I/O unit: segments, headers and batches are aligned to it (O_DIRECT needs it).
 pub const BLOCK_BYTES: u64 = 4096;
@@ -127,6 +131,15 @@ pub enum Record {
         /// The Raft group.
         group_id: u64,
     },
+    /// The group's records before it (in the same batch) are the whole state
+    /// its replica on another core of this node handed over in the hand-off
+    /// begun at map epoch `since` (issue 12): the install is complete.
+    HandoffInstalled {
+        /// The Raft group.
+        group_id: u64,
+        /// The epoch of the map that began the hand-off.
+        since: u64,
+    },
 }
 
 impl Record {
@@ -137,7 +150,8 @@ impl Record {
             | Record::HardState { group_id, .. }
             | Record::Truncate { group_id, .. }
             | Record::SnapshotMarker { group_id, .. }
-            | Record::DropGroup { group_id } => *group_id,
+            | Record::DropGroup { group_id }
+            | Record::HandoffInstalled { group_id, .. } => *group_id,
         }
     }
 
@@ -153,6 +167,7 @@ impl Record {
             Record::Truncate { .. } => 8,
             Record::SnapshotMarker { .. } => 16,
             Record::DropGroup { .. } => 0,
+            Record::HandoffInstalled { .. } => 8,
         }
     }
 
@@ -163,6 +178,7 @@ impl Record {
             Record::Truncate { .. } => KIND_TRUNCATE,
             Record::SnapshotMarker { .. } => KIND_SNAPSHOT_MARKER,
             Record::DropGroup { .. } => KIND_DROP_GROUP,
+            Record::HandoffInstalled { .. } => KIND_HANDOFF_INSTALLED,
         }
     }
 }
@@ -192,6 +208,9 @@ impl fmt::Display for Record {
                 write!(f, "group {group_id} snapshot_marker index {} term {}", marker.index, marker.term)
             }
             Record::DropGroup { group_id } => write!(f, "group {group_id} drop_group"),
+            Record::HandoffInstalled { group_id, since } => {
+                write!(f, "group {group_id} handoff_installed since epoch {since}")
+            }
         }
     }
 }
@@ -202,6 +221,8 @@ const KIND_TRUNCATE: u8 = 3;
 const KIND_SNAPSHOT_MARKER: u8 = 4;
 /// Since [`FORMAT_VERSION_DROP_GROUP`].
 const KIND_DROP_GROUP: u8 = 5;
+/// Since [`FORMAT_VERSION_HANDOFF`].
+const KIND_HANDOFF_INSTALLED: u8 = 6;
 
 /// A decoded batch: one group-commit write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,6 +375,7 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
             out.extend_from_slice(&marker.term.to_le_bytes());
         }
         Record::DropGroup { .. } => {}
+        Record::HandoffInstalled { since, .. } => out.extend_from_slice(&since.to_le_bytes()),
     }
 }
 
@@ -420,7 +442,8 @@ pub fn check_record(record: &Record) -> Result<(), RecordError> {
         Record::HardState { .. }
         | Record::Truncate { .. }
         | Record::SnapshotMarker { .. }
-        | Record::DropGroup { .. } => Ok(()),
+        | Record::DropGroup { .. }
+        | Record::HandoffInstalled { .. } => Ok(()),
     }
 }
 
@@ -576,6 +599,7 @@ fn decode_record(r: &mut Reader<'_>) -> Result<Record, FormatError> {
         }
         // No body: a non-empty one is refused by the length check below.
         KIND_DROP_GROUP => Record::DropGroup { group_id },
+        KIND_HANDOFF_INSTALLED => Record::HandoffInstalled { group_id, since: b.u64()? },
         other => {
             return Err(FormatError::InvalidField {
                 offset: record_offset + 4,

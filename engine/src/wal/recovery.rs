@@ -34,8 +34,8 @@ use corekv_rpc::raft::{Entry, HardState};
 
 use super::WalError;
 use super::format::{
-    BATCH_MAGIC, BLOCK_BYTES, FORMAT_VERSION_DROP_GROUP, FormatError, Record, SnapshotMarker, WalIdentity, check_batch,
-    decode_records, decode_segment_header,
+    BATCH_MAGIC, BLOCK_BYTES, FORMAT_VERSION_DROP_GROUP, FORMAT_VERSION_HANDOFF, FormatError, Record, SnapshotMarker,
+    WalIdentity, check_batch, decode_records, decode_segment_header,
 };
 
 /// One group's state rebuilt from the WAL.
@@ -47,6 +47,9 @@ pub struct GroupLog {
     pub snapshot: Option<SnapshotMarker>,
     /// The log after the snapshot: consecutive indexes, truncations applied.
     pub entries: Vec<Entry>,
+    /// The hand-off (the epoch that began it) whose installed state the group's
+    /// records are, if they are one (issue 12).
+    pub handoff_since: Option<u64>,
 }
 
 impl GroupLog {
@@ -390,6 +393,19 @@ impl Recovery {
                 group.snapshot = Some(marker);
             }
             Record::DropGroup { .. } => unreachable!("handled by apply_drop"),
+            Record::HandoffInstalled { since, .. } => {
+                if self.segment_format_version < FORMAT_VERSION_HANDOFF {
+                    return Err(corrupt(
+                        file,
+                        offset,
+                        &format!(
+                            "group {group_id}: hand-off record in a segment of format version {}",
+                            self.segment_format_version
+                        ),
+                    ));
+                }
+                group.handoff_since = Some(since);
+            }
         }
         Ok(())
     }

@@ -42,6 +42,8 @@ struct ModelGroup {
     hard_state: Option<HardState>,
     snapshot: Option<SnapshotMarker>,
     entries: BTreeMap<u64, Entry>,
+    /// The hand-off whose installed state the group's records are.
+    handoff_since: Option<u64>,
     /// The group's last record is a drop (it holds nothing else then).
     dropped: bool,
 }
@@ -81,6 +83,7 @@ fn model_apply(model: &mut Model, record: &Record) {
             group.snapshot = Some(*marker);
         }
         Record::DropGroup { .. } => unreachable!("applied above"),
+        Record::HandoffInstalled { since, .. } => group.handoff_since = Some(*since),
     }
 }
 
@@ -92,8 +95,9 @@ fn model_of(batches: &[Vec<Record>]) -> Model {
     model
 }
 
-/// Compact view of a group: hard state, marker, and (index, term, data length, data checksum) per entry.
-type GroupView = (Option<HardState>, Option<SnapshotMarker>, Vec<(u64, u64, usize, u32)>);
+/// Compact view of a group: hard state, marker, (index, term, data length, data
+/// checksum) per entry, and the hand-off it was installed by.
+type GroupView = (Option<HardState>, Option<SnapshotMarker>, Vec<(u64, u64, usize, u32)>, Option<u64>);
 
 fn view(entries: &mut dyn Iterator<Item = &Entry>) -> Vec<(u64, u64, usize, u32)> {
     entries.map(|e| (e.index, e.term, e.data.len(), crc32fast::hash(&e.data))).collect()
@@ -104,19 +108,19 @@ fn view(entries: &mut dyn Iterator<Item = &Entry>) -> Vec<(u64, u64, usize, u32)
 /// nothing to keep a segment for, so compaction may drop the segment and the
 /// group with it, while the model lists it empty.)
 fn holds_something(view: &GroupView) -> bool {
-    view.0.is_some() || view.1.is_some() || !view.2.is_empty()
+    view.0.is_some() || view.1.is_some() || !view.2.is_empty() || view.3.is_some()
 }
 
 fn assert_matches_model(recovered: &Recovered, model: &Model) {
     let got: BTreeMap<u64, GroupView> = recovered
         .groups
         .iter()
-        .map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.iter()))))
+        .map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.iter()), g.handoff_since)))
         .filter(|(_, v)| holds_something(v))
         .collect();
     let want: BTreeMap<u64, GroupView> = model
         .iter()
-        .map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.values()))))
+        .map(|(id, g)| (*id, (g.hard_state, g.snapshot, view(&mut g.entries.values()), g.handoff_since)))
         .filter(|(_, v)| holds_something(v))
         .collect();
     assert_eq!(got, want);
@@ -136,7 +140,7 @@ fn random_batch(g: &mut Gen, model: &Model, groups: u64, records_max: u64, data_
         let group_id = g.below(groups) * 1_000_003;
         let state = scratch.get(&group_id).cloned().unwrap_or_default();
         let (snap, last) = (state.snapshot_index(), state.last_index());
-        let record = match g.below(20) {
+        let record = match g.below(21) {
             0..=11 => {
                 let first = snap + 1 + g.below(last - snap + 1);
                 let count = 1 + g.below(4);
@@ -156,6 +160,7 @@ fn random_batch(g: &mut Gen, model: &Model, groups: u64, records_max: u64, data_
             },
             16 => Record::Truncate { group_id, from_index: snap + 1 + g.below(last - snap + 1) },
             17 => Record::DropGroup { group_id },
+            18 => Record::HandoffInstalled { group_id, since: 1 + g.below(1000) },
             _ => Record::SnapshotMarker {
                 group_id,
                 marker: SnapshotMarker { index: snap + g.below(last - snap + 3), term: g.below(50) },
@@ -604,6 +609,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
             Record::SnapshotMarker { group_id, marker: SnapshotMarker { index, term } }
         }),
         any::<u64>().prop_map(|group_id| Record::DropGroup { group_id }),
+        (any::<u64>(), any::<u64>()).prop_map(|(group_id, since)| Record::HandoffInstalled { group_id, since }),
     ]
 }
 

@@ -154,6 +154,7 @@ enum Update {
     Truncate { group_id: u64, from_index: u64 },
     Marker { group_id: u64, marker: SnapshotMarker },
     Drop { group_id: u64 },
+    Handoff { group_id: u64, since: u64 },
 }
 
 /// What a sealed batch reports, or applies, once it is durable.
@@ -196,6 +197,9 @@ pub struct WalWriter {
     /// Hard state and marker per group as of the last sealed batch (checkpoints).
     sealed_hard_states: BTreeMap<u64, HardState>,
     sealed_markers: BTreeMap<u64, SnapshotMarker>,
+    /// Per group, the hand-off its state was installed by (re-emitted in every
+    /// checkpoint, like hard states and markers, until the group is dropped).
+    sealed_handoffs: BTreeMap<u64, u64>,
     /// Snapshot index per group as of the last durable batch (compaction).
     durable_snapshot_index: BTreeMap<u64, u64>,
 }
@@ -243,6 +247,7 @@ impl WalWriter {
             housekeeping: Vec::new(),
             sealed_hard_states: recovered.groups.iter().filter_map(|(id, g)| Some((*id, g.hard_state?))).collect(),
             sealed_markers: recovered.groups.iter().filter_map(|(id, g)| Some((*id, g.snapshot?))).collect(),
+            sealed_handoffs: recovered.groups.iter().filter_map(|(id, g)| Some((*id, g.handoff_since?))).collect(),
             durable_snapshot_index: recovered.groups.iter().map(|(id, g)| (*id, g.snapshot_index())).collect(),
             config,
         };
@@ -313,6 +318,7 @@ impl WalWriter {
             Record::Truncate { from_index, .. } => Update::Truncate { group_id, from_index: *from_index },
             Record::SnapshotMarker { marker, .. } => Update::Marker { group_id, marker: *marker },
             Record::DropGroup { .. } => Update::Drop { group_id },
+            Record::HandoffInstalled { since, .. } => Update::Handoff { group_id, since: *since },
         });
         Ok(())
     }
@@ -339,7 +345,11 @@ impl WalWriter {
     /// [`WalError::Busy`] (the checkpoint a segment roll may add is set aside).
     pub fn room_bytes(&self) -> u64 {
         let checkpoint_bytes_max = CHECKPOINT_RECORD_BYTES_MAX
-            * (self.sealed_hard_states.len() + self.sealed_markers.len() + self.pending_records as usize + 1) as u64;
+            * (self.sealed_hard_states.len()
+                + self.sealed_markers.len()
+                + self.sealed_handoffs.len()
+                + self.pending_records as usize
+                + 1) as u64;
         let batch_bytes_max = self.config.segment_bytes - BLOCK_BYTES;
         let pending_limit = self.config.pending_bytes_max.min(batch_bytes_max);
         pending_limit.saturating_sub(BATCH_HEADER_BYTES as u64 + checkpoint_bytes_max + self.pending_bytes())
@@ -349,7 +359,11 @@ impl WalWriter {
         // The checkpoint a new segment starts with is bounded by one record per
         // known hard state and marker, plus one per pending record.
         let checkpoint_bytes_max = CHECKPOINT_RECORD_BYTES_MAX
-            * (self.sealed_hard_states.len() + self.sealed_markers.len() + self.pending_records as usize + 1) as u64;
+            * (self.sealed_hard_states.len()
+                + self.sealed_markers.len()
+                + self.sealed_handoffs.len()
+                + self.pending_records as usize
+                + 1) as u64;
         let batch_bytes_max = self.config.segment_bytes - BLOCK_BYTES;
         let pending_limit = self.config.pending_bytes_max.min(batch_bytes_max);
         let needed = BATCH_HEADER_BYTES as u64 + checkpoint_bytes_max + self.pending_bytes() + record_bytes;
@@ -416,6 +430,10 @@ impl WalWriter {
             encode_record(&Record::SnapshotMarker { group_id, marker }, &mut checkpoint);
             records += 1;
         }
+        for (&group_id, &since) in &self.sealed_handoffs {
+            encode_record(&Record::HandoffInstalled { group_id, since }, &mut checkpoint);
+            records += 1;
+        }
         self.segments.push_back(SegmentSummary { segment_seq, group_max_index: BTreeMap::new() });
         self.current = Some((segment_seq, BLOCK_BYTES));
         let create = IoCommand::CreateSegment {
@@ -450,6 +468,9 @@ impl WalWriter {
                     sealed.markers.push((group_id, marker));
                 }
                 Update::Drop { group_id } => self.drop_group(group_id, &mut sealed),
+                Update::Handoff { group_id, since } => {
+                    self.sealed_handoffs.insert(group_id, since);
+                }
             }
         }
         sealed
@@ -475,6 +496,7 @@ impl WalWriter {
         self.clamp(group_id, 1);
         self.sealed_hard_states.remove(&group_id);
         self.sealed_markers.remove(&group_id);
+        self.sealed_handoffs.remove(&group_id);
         // Before the batch is durable: compaction only runs once it is (in
         // `complete`), and then the drop is durable too.
         self.durable_snapshot_index.remove(&group_id);

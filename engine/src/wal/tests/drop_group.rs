@@ -276,13 +276,13 @@ fn header(format_version: u32) -> SegmentHeader {
 
 #[test]
 fn version_1_segment_headers_still_decode() {
-    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(FORMAT_VERSION, 3);
     let v1 = header(FORMAT_VERSION_OLDEST_READ);
     assert_eq!(decode_segment_header(&encode_segment_header(&v1)), Ok(v1));
     for version in [0, FORMAT_VERSION + 1] {
         let refused = decode_segment_header(&encode_segment_header(&header(version)));
         assert_eq!(refused, Err(FormatError::UnsupportedVersion { found: version }));
-        assert!(refused.unwrap_err().to_string().contains("reads 1 to 2"));
+        assert!(refused.unwrap_err().to_string().contains("reads 1 to 3"));
     }
 }
 
@@ -331,6 +331,45 @@ fn a_drop_group_record_in_a_version_1_segment_is_corruption() {
         }
         other => panic!("a drop-group record in a version 1 segment was accepted: {:?}", other.map(|(_, r)| r)),
     }
+}
+
+#[test]
+fn a_hand_off_record_in_a_version_2_segment_is_corruption() {
+    let segment_bytes = 64 * 1024;
+    let mut disk = SimDisk::new();
+    let mut bytes = version_1_segment(&[Record::HandoffInstalled { group_id: 1, since: 4 }], segment_bytes);
+    let v2 = encode_segment_header(&SegmentHeader { segment_bytes, ..header(2) });
+    bytes[..v2.len()].copy_from_slice(&v2);
+    disk.put_segment(1, bytes);
+    match SyncWal::open(disk, config(segment_bytes)) {
+        Err(WalError::Corrupt { reason, .. }) => assert!(reason.contains("format version 2"), "{reason}"),
+        other => panic!("a hand-off record in a version 2 segment was accepted: {:?}", other.map(|(_, r)| r)),
+    }
+}
+
+/// A hand-off record outlives the segment it was written in: every new
+/// segment's checkpoint names it again, until the group is dropped.
+#[test]
+fn a_hand_off_record_survives_segment_rolls_until_its_group_is_dropped() {
+    let segment_bytes = 16 * 1024;
+    let (mut wal, _) = reopen(SimDisk::new(), segment_bytes);
+    write_batch(&mut wal, &[Record::HandoffInstalled { group_id: 5, since: 9 }]);
+    // Group 1 fills segments and snapshots, so the first ones are released.
+    for i in 1..=40u64 {
+        write_batch(&mut wal, &[Record::Entries { group_id: 1, entries: vec![entry(i, 1, 1000)] }]);
+        if i % 8 == 0 {
+            write_batch(
+                &mut wal,
+                &[Record::SnapshotMarker { group_id: 1, marker: SnapshotMarker { index: i, term: 1 } }],
+            );
+        }
+    }
+    assert!(wal.writer_ref().live_segments()[0] > 1, "the first segment was released");
+    let (mut wal, recovered) = reopen(wal.into_store(), segment_bytes);
+    assert_eq!(recovered.groups[&5].handoff_since, Some(9));
+    write_batch(&mut wal, &[Record::DropGroup { group_id: 5 }]);
+    let (_, recovered) = reopen(wal.into_store(), segment_bytes);
+    assert!(!recovered.groups.contains_key(&5));
 }
 
 #[test]
