@@ -332,10 +332,9 @@ pub struct NodeCore {
     drops_sealed: VecDeque<(u64, Vec<ShardId>)>,
     /// Drops that became durable: their snapshot files may be deleted now.
     drops_durable: Vec<ShardId>,
-    /// Hand-offs to this core waiting for their source's state, with what this
-    /// core recovered of the group if it restarted meanwhile (see
-    /// [`NodeCore::install_handoffs`]).
-    handoff_waiting: BTreeMap<ShardId, Option<DurableState>>,
+    /// Hand-offs to this core waiting for their source's state (nothing of
+    /// them is durable here).
+    handoff_waiting: BTreeSet<ShardId>,
     /// Sources' states handed to this core, installed by the next `process`.
     handoff_inbox: Vec<Handoff>,
     /// States this core's stopped sources hand to other cores of this node.
@@ -406,30 +405,34 @@ impl NodeCore {
         let mut hlc = Hlc::new();
         let mut groups = BTreeMap::new();
         let founding = map.epoch == FOUNDING_EPOCH;
-        let mut handoff_waiting = BTreeMap::new();
+        let mut handoff_waiting = BTreeSet::new();
         let mut recovered_dropped = Vec::new();
         for shard in map.shards_on(cfg.node, cfg.core) {
             let voters: Vec<NodeId> =
                 if founding { map.replicas(shard).iter().map(|r| r.node).collect() } else { Vec::new() };
             let rec = recovered.remove(&shard).unwrap_or_default();
-            // The target of a hand-off still under way keeps what it recovered
-            // aside: the state it installed (which the meta group may have moved
-            // the member to already: then it runs from it), or a copy from before
-            // whose drop was not durable (older than the source's state: then the
-            // source's replaces it). A snapshot file alone is an install whose
-            // batch never became durable: it goes.
-            let target = map.handoff(shard, cfg.node).is_some_and(|(from, to, _)| to == cfg.core && from != cfg.core);
-            if target {
-                let kept = if rec.log.is_some() {
-                    Some(durable_state(shard, voters, rec, storage)?)
-                } else {
-                    if rec.snapshot.is_some() {
-                        storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
-                        recovered_dropped.push(shard);
-                    }
-                    None
-                };
-                handoff_waiting.insert(shard, kept);
+            // The target of a hand-off still under way: the state it installed
+            // for this hand-off (its WAL says so, in the install's own batch)
+            // stays parked, ready, as the meta group may have ended the hand-off
+            // already; anything else (an older copy whose drop was not durable,
+            // a snapshot file whose install batch never was) goes, and it waits
+            // for the source's state.
+            let handoff = map.handoff(shard, cfg.node).filter(|&(from, to, _)| to == cfg.core && from != cfg.core);
+            if let Some((_, _, since)) = handoff {
+                let installed = rec.log.as_ref().is_some_and(|l| l.handoff_since == Some(since));
+                if installed {
+                    let durable = durable_state(shard, voters, rec, storage)?;
+                    let mut group = new_group(&cfg, shard, durable)?;
+                    group.parked = true;
+                    let _ = hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
+                    groups.insert(shard, group);
+                    continue;
+                }
+                if rec.log.is_some() || rec.snapshot.is_some() {
+                    storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
+                    recovered_dropped.push(shard);
+                }
+                handoff_waiting.insert(shard);
                 continue;
             }
             let durable = durable_state(shard, voters, rec, storage)?;
@@ -546,7 +549,7 @@ impl NodeCore {
         }
         for &shard in after.difference(&before) {
             if self.handoff_target(shard) {
-                self.handoff_waiting.entry(shard).or_insert(None);
+                self.handoff_waiting.insert(shard);
             } else {
                 self.add_replica(shard);
             }
@@ -580,7 +583,7 @@ impl NodeCore {
         for shard in frozen {
             if self.handoff_target(shard) {
                 self.drop_group(shard, storage)?;
-                self.handoff_waiting.insert(shard, None);
+                self.handoff_waiting.insert(shard);
             } else if self.handoff_source(shard).is_none() {
                 // No map ends a hand-off with the source still placed here: a
                 // stopped replica that ran again could vote twice in a term.
@@ -591,7 +594,9 @@ impl NodeCore {
         let done: Vec<ShardId> = self
             .groups
             .iter()
-            .filter(|&(&s, g)| g.parked && self.map.handoff(s, self.cfg.node).is_none())
+            .filter(|&(&s, g)| {
+                g.parked && self.map.handoff(s, self.cfg.node).is_none() && self.durable_seal >= g.written_in
+            })
             .map(|(&s, _)| s)
             .collect();
         for shard in done {
@@ -602,29 +607,13 @@ impl NodeCore {
             }
         }
         self.step_handoff_sources();
-        let ended: Vec<ShardId> = self.handoff_waiting.keys().copied().filter(|&s| !self.handoff_target(s)).collect();
+        let ended: Vec<ShardId> = self.handoff_waiting.iter().copied().filter(|&s| !self.handoff_target(s)).collect();
         for shard in ended {
-            let kept = self.handoff_waiting.remove(&shard).flatten();
-            let here = self.map.shards_on(self.cfg.node, self.cfg.core).any(|s| s == shard);
-            match kept {
-                // Ended while this core was down: what it kept is the state it
-                // installed (the target reports only once that is durable).
-                Some(durable) if here => {
-                    tracing::info!(shard, "hand-off done while this core was down: it serves the replica");
-                    let group = new_group(&self.cfg, shard, durable)?;
-                    self.groups.insert(shard, group);
-                    self.dirty.insert(shard);
-                }
-                Some(_) => {
-                    storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
-                    self.drops_unsealed.push(shard);
-                    self.stats.replicas_dropped += 1;
-                }
-                // Cannot happen: no replica starts empty under the node's identity.
-                None if here => {
-                    tracing::error!(shard, "a hand-off ended with nothing of it at its target; the replica stays out");
-                }
-                None => {}
+            self.handoff_waiting.remove(&shard);
+            if self.map.shards_on(self.cfg.node, self.cfg.core).any(|s| s == shard) {
+                // Cannot happen (a target reports only a durable install, and keeps
+                // it through restarts): no replica starts empty under the node's id.
+                tracing::error!(shard, "a hand-off ended with nothing of it at its target; the replica stays out");
             }
         }
         Ok(())
@@ -720,7 +709,7 @@ impl NodeCore {
     /// A hand-off source on another core of this node gave its state: installed
     /// by the next `process` if this core waits for it.
     pub fn receive_handoff(&mut self, handoff: Handoff) {
-        if self.handoff_waiting.contains_key(&handoff.shard) {
+        if self.handoff_waiting.contains(&handoff.shard) {
             self.handoff_inbox.retain(|h| h.shard != handoff.shard);
             self.handoff_inbox.push(handoff);
         }
@@ -738,28 +727,7 @@ impl NodeCore {
                 .map
                 .handoff(h.shard, self.cfg.node)
                 .is_some_and(|(_, to, since)| to == self.cfg.core && since == h.since);
-            if !current || !self.handoff_waiting.contains_key(&h.shard) {
-                continue;
-            }
-            // What this core kept from before a restart: the state it installed,
-            // at least as new as what the source holds now (the source gave it
-            // all it held, and may have lost what it had not made durable, which
-            // nobody counted); or an older copy, which the source's state
-            // replaces (a copy the source's state grew from: never newer).
-            if let Some(kept) = self.handoff_waiting.get_mut(&h.shard).and_then(Option::take) {
-                let shard = h.shard;
-                if progress_key(&kept) >= progress_key(&h.state) {
-                    let mut group = new_group(&self.cfg, shard, kept)?;
-                    group.parked = true;
-                    tracing::info!(shard, "hand-off: the target keeps the state it installed before a restart");
-                    self.handoff_waiting.remove(&shard);
-                    self.groups.insert(shard, group);
-                    continue;
-                }
-                storage.append(&Record::DropGroup { group_id: u64::from(shard) })?;
-                self.drops_unsealed.push(shard);
-                tracing::info!(shard, "hand-off: an older copy kept here gives way to the source's state");
-                self.handoff_inbox.push(h);
+            if !current || !self.handoff_waiting.contains(&h.shard) {
                 continue;
             }
             // The whole state goes in one batch (the target's WAL holds all of it
@@ -777,7 +745,7 @@ impl NodeCore {
                 self.handoff_inbox.push(h);
                 continue;
             }
-            let Handoff { shard, state, .. } = h;
+            let Handoff { shard, state, since } = h;
             let group_id = u64::from(shard);
             let snap = &state.snapshot;
             storage.save_snapshot(group_id, snap)?;
@@ -787,6 +755,8 @@ impl NodeCore {
                 storage.append_entries(group_id, &state.entries)?;
             }
             storage.append(&Record::HardState { group_id, hard_state: state.hard_state })?;
+            // Last: the install is whole (a restart keeps it only with this).
+            storage.append(&Record::HandoffInstalled { group_id, since })?;
             self.records_unsealed = true;
             let mut group = new_group(&self.cfg, shard, state)?;
             group.marker_index = marker.index;
@@ -1093,13 +1063,25 @@ impl NodeCore {
             // end the hand-off (once an interval, until the map shows it); it
             // acts from that map on.
             if g.parked {
-                if let Some((_, _, since)) = self.map.handoff(g.shard, self.cfg.node)
-                    && self.durable_seal >= g.written_in
-                    && (g.relocated_reported_at == 0 || self.ticks >= g.relocated_reported_at + interval)
-                {
-                    g.relocated_reported_at = self.ticks;
-                    let to = Replica { node: self.cfg.node, core: self.cfg.core };
-                    reports.push(MetaEdit::Relocated { shard: g.shard, to, since });
+                let durable = self.durable_seal >= g.written_in;
+                match self.map.handoff(g.shard, self.cfg.node) {
+                    Some((_, to, since))
+                        if to == self.cfg.core
+                            && durable
+                            && (g.relocated_reported_at == 0 || self.ticks >= g.relocated_reported_at + interval) =>
+                    {
+                        g.relocated_reported_at = self.ticks;
+                        let to = Replica { node: self.cfg.node, core: self.cfg.core };
+                        reports.push(MetaEdit::Relocated { shard: g.shard, to, since });
+                    }
+                    // Ended (the map lists this core) while the install was not
+                    // durable yet: it acts now.
+                    None if durable && self.map.core_of(g.shard, self.cfg.node) == Some(self.cfg.core) => {
+                        tracing::info!(shard = g.shard, "hand-off done: this core serves the replica");
+                        g.parked = false;
+                        self.dirty.insert(g.shard);
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -1161,7 +1143,7 @@ impl NodeCore {
         if self.heartbeat_boundary {
             let asks: Vec<(ShardId, CoreIndex, Epoch)> = self
                 .handoff_waiting
-                .keys()
+                .iter()
                 .filter(|&&s| !self.handoff_inbox.iter().any(|h| h.shard == s))
                 .filter_map(|&s| self.map.handoff(s, self.cfg.node).map(|(from, _, since)| (s, from, since)))
                 .collect();
@@ -1343,7 +1325,13 @@ impl NodeCore {
         let stopped = self.groups.get(&shard).is_none_or(|g| g.frozen);
         if stopped || !key_in_shard(&self.map, &request) {
             self.stats.redirects += 1;
-            let hint = self.map.replicas(shard).first().map_or(0, |r| r.node);
+            // A stopped hand-off source names the leader it last knew.
+            let known = self.groups.get(&shard).map_or(0, |g| g.leader);
+            let hint = if known != 0 && known != self.cfg.node {
+                known
+            } else {
+                self.map.replicas(shard).first().map_or(0, |r| r.node)
+            };
             return self.answer(client, Response::WrongShard { hint, epoch: self.map.epoch });
         }
         if self.requests_pending >= self.cfg.requests_pending_max {
@@ -1984,17 +1972,6 @@ fn g_mut(groups: &mut BTreeMap<ShardId, Group>, shard: ShardId) -> &mut Group {
     groups.get_mut(&shard).expect("known group")
 }
 
-/// How far a replica's state has come, for a hand-off target choosing between
-/// what it kept and its source's state: term, then the last log entry's term
-/// and index (neither ever goes back for a replica), then whether it voted in
-/// its term.
-fn progress_key(state: &DurableState) -> (u64, u64, u64, bool) {
-    let (last_term, last_index) =
-        state.entries.last().map_or((state.snapshot.meta.term, state.snapshot.meta.index), |e| (e.term, e.index));
-    let hs = state.hard_state;
-    (hs.term, last_term, last_index, hs.vote != corekv_rpc::raft::NO_NODE)
-}
-
 /// What [`reconcile`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reconciled {
@@ -2047,7 +2024,9 @@ fn reconcile(map: &ClusterMap, me: NodeId, g: &mut Group) -> Reconciled {
             // to another voter could start two elections.
             None if !wanted.contains(&me) && g.raft.transferee().is_some() => return Reconciled::Transferring,
             None if !wanted.contains(&me) => {
-                let to = wanted.iter().copied().find(|&n| caught_up(&g.raft, n)).unwrap_or(wanted[0]);
+                // Not to a node handing its replica over: nobody there would campaign.
+                let ready = |n: NodeId| caught_up(&g.raft, n) && map.handoff(g.shard, n).is_none();
+                let to = wanted.iter().copied().find(|&n| ready(n)).unwrap_or(wanted[0]);
                 let _ = g.raft.transfer_leader(to);
                 tracing::debug!(shard = g.shard, to, "move: leadership handed over before leaving");
                 return Reconciled::Transferring;

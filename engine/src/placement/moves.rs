@@ -93,7 +93,10 @@ pub fn begin(map: &ClusterMap, shard: ShardId, from: NodeId, to: Replica) -> Res
     if state != NodeState::Up {
         return Err(MoveError::TargetNotUp { node: to.node, state: state.name() });
     }
-    if !s.outgoing.is_empty() {
+    // A hand-off takes its node out of quorums for a moment: no move on top of
+    // it, unless its node leaves (its replicas move off all the same).
+    let handing = s.handoff.is_some_and(|h| map.node(h.to.node).is_some_and(|n| !n.state.leaves()));
+    if !s.outgoing.is_empty() || handing {
         return Err(MoveError::AlreadyMoving { shard });
     }
     let at = s.replicas.iter().position(|r| r.node == from).ok_or(MoveError::NotAReplica { shard, node: from })?;
@@ -304,6 +307,37 @@ mod tests {
 
     fn conf(voters: &[NodeId], learners: &[NodeId]) -> ConfState {
         ConfState { voters: voters.to_vec(), learners: learners.to_vec() }
+    }
+
+    #[test]
+    fn a_hand_off_names_its_epoch_and_ends_only_by_its_own_report() {
+        let to = Replica { node: 2, core: 1 };
+        let begun = relocate(&map(), 0, to).unwrap();
+        assert_eq!(begun.handoff_of(0), Some(Handoff { to, since: 4 }));
+        assert_eq!(begun.core_of(0, 2), Some(0), "messages still go to the source");
+        assert!(begun.shards_on(2, 1).any(|s| s == 0) && begun.shards_on(2, 0).any(|s| s == 0));
+        assert_eq!(relocate(&begun, 0, Replica { node: 3, core: 1 }), Err(MoveError::AlreadyMoving { shard: 0 }));
+        assert_eq!(relocate(&map(), 0, r(2)), Err(MoveError::TargetHoldsShard { shard: 0, node: 2 }));
+        assert_eq!(
+            relocate(&map(), 0, Replica { node: 4, core: 1 }),
+            Err(MoveError::NotAReplica { shard: 0, node: 4 })
+        );
+        assert_eq!(
+            relocate(&map(), META_SHARD, Replica { node: 1, core: 1 }).map(|_| ()),
+            Err(MoveError::UnknownTarget { node: 1, core: 1 })
+        );
+        // A late report of another hand-off changes nothing.
+        assert_eq!(relocated(&begun, 0, to, 3), None);
+        let done = relocated(&begun, 0, to, 4).unwrap();
+        assert_eq!((done.core_of(0, 2), done.handoff_of(0)), (Some(1), None));
+        // No move starts on a shard handing off, unless the hand-off's node leaves.
+        assert_eq!(begin(&begun, 0, 1, r(4)), Err(MoveError::AlreadyMoving { shard: 0 }));
+        let mut leaving = begun.clone();
+        leaving.nodes[1].state = corekv_rpc::map::NodeState::Draining;
+        let moved = begin(&leaving, 0, 2, r(4)).unwrap();
+        // Once node 2's member is gone, so is its hand-off.
+        let settled = drop_stale_handoffs(settle(&moved, 0, &conf(&[1, 3, 4], &[])).unwrap());
+        assert_eq!(settled.handoff_of(0), None);
     }
 
     #[test]
