@@ -2180,6 +2180,16 @@ fn durable_state(
             message: format!("the log resumes at {} after a snapshot at {}", first.index, snapshot.meta.index),
         });
     }
+    if snapshot.meta.index > marker_index {
+        // The snapshot file is newer than the WAL's marker: the batch with the
+        // marker (an installed snapshot's, or a compaction's) was lost in a crash,
+        // while the file, durable at once, survived. The group resumes from the
+        // file, so the entries it appends next follow the file's index: without
+        // the marker again before them, the WAL would hold them after a gap (its
+        // own log may end below the file's index) and refuse to recover.
+        let marker = SnapshotMarker { index: snapshot.meta.index, term: snapshot.meta.term };
+        storage.append(&Record::SnapshotMarker { group_id: u64::from(shard), marker })?;
+    }
     let hard_state = log.hard_state.unwrap_or_default();
     Ok(DurableState { hard_state, snapshot, entries })
 }

@@ -1106,3 +1106,44 @@ fn a_shard_keeps_answering_writes_while_its_leader_streams_a_slow_snapshot() {
     }
     assert!(cl.ticks - started > 20 && answered > 20, "the transfer was not slow: {} ticks", cl.ticks - started);
 }
+
+/// A crash kept a snapshot file (durable at once) but lost the batch with its
+/// WAL marker, and the WAL's own log ends below the file's index: the group
+/// restarts from the file, and the entries it appends next must not follow a gap
+/// in the WAL (recovery would refuse the core at the next restart).
+#[test]
+fn a_snapshot_file_whose_marker_was_lost_is_marked_again_before_the_log_goes_on() {
+    use crate::wal::{SimDisk, SyncWal, WalConfig, WalIdentity, recover_store};
+    let identity = WalIdentity { cluster_id: 1, node_id: 2, core_id: 0 };
+    let wal_config = WalConfig { segment_bytes: 128 << 10, pending_bytes_max: 64 << 10, ..WalConfig::new(identity) };
+    let entry = |index| Entry { term: 2, index, kind: EntryKind::Normal, data: vec![index as u8; 8] };
+    let shard: ShardId = 2;
+    let group = u64::from(shard);
+    // Before the crash: entries 1..=12 durable; then a snapshot at 15 is installed
+    // (file saved), its marker and truncation lost with the unsynced batch.
+    let (mut wal, _) = SyncWal::open(SimDisk::new(), wal_config.clone()).expect("opens");
+    wal.append(&Record::Entries { group_id: group, entries: (1..=12).map(entry).collect() }).expect("append");
+    wal.flush().expect("flush");
+    let fresh = DurableState::bootstrap(Vec::new());
+    let file = Snapshot {
+        meta: SnapshotMeta { index: 15, term: 2, conf: fresh.snapshot.meta.conf.clone() },
+        data: Arc::from(Vec::new()),
+    };
+    // The restart: the group resumes from the file, then appends 16 and 17.
+    let (mut wal, recovered) = SyncWal::open(wal.into_store(), wal_config.clone()).expect("recovers");
+    let rec = GroupRecovery { log: recovered.groups.get(&group).cloned(), snapshot: Some(file) };
+    let mut storage = MemStorage::default();
+    let durable = durable_state(shard, Vec::new(), rec, &mut storage).expect("restarts from the file");
+    assert_eq!(durable.snapshot.meta.index, 15);
+    assert!(durable.entries.is_empty());
+    for record in &storage.open {
+        wal.append(record).expect("append");
+    }
+    wal.append(&Record::Entries { group_id: group, entries: (16..=17).map(entry).collect() }).expect("append");
+    wal.flush().expect("flush");
+    // The next restart recovers the group: snapshot 15, then 16 and 17.
+    let recovered = recover_store(&mut wal.into_store(), Some(identity)).expect("no gap in the WAL");
+    let log = &recovered.groups[&group];
+    assert_eq!(log.snapshot_index(), 15);
+    assert_eq!(log.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![16, 17]);
+}
