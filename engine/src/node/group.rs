@@ -95,6 +95,8 @@ pub(crate) struct Group {
     /// steps until the map lists the node's member on this core (messages go
     /// to the source's core until then).
     pub parked: bool,
+    /// The hand-off a parked target's state was installed by (its epoch).
+    pub installed_since: u64,
     /// The tick a leading hand-off source last handed leadership over (0:
     /// never): it tries again each election timeout until it does not lead.
     pub handoff_transfer_at: u64,
@@ -132,6 +134,7 @@ impl Group {
             frozen: false,
             package_due: false,
             parked: false,
+            installed_since: 0,
             handoff_transfer_at: 0,
             written_in: 0,
             relocated_reported_at: 0,

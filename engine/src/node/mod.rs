@@ -424,6 +424,7 @@ impl NodeCore {
                     let durable = durable_state(shard, voters, rec, storage)?;
                     let mut group = new_group(&cfg, shard, durable)?;
                     group.parked = true;
+                    group.installed_since = since;
                     let _ = hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
                     groups.insert(shard, group);
                     continue;
@@ -579,6 +580,22 @@ impl NodeCore {
     /// waits for the state like any target; a target the map lists starts
     /// acting; waits that ended go.
     fn sync_handoffs(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
+        // A parked install of an earlier hand-off to this core, now the target of
+        // another one (its map skipped ahead): stale, like a stopped source.
+        let stale: Vec<ShardId> = self
+            .groups
+            .iter()
+            .filter(|&(&s, g)| {
+                g.parked && self.map.handoff(s, self.cfg.node).is_some_and(|(_, _, since)| since != g.installed_since)
+            })
+            .map(|(&s, _)| s)
+            .collect();
+        for shard in stale {
+            if self.handoff_target(shard) {
+                self.drop_group(shard, storage)?;
+                self.handoff_waiting.insert(shard);
+            }
+        }
         let frozen: Vec<ShardId> = self.groups.iter().filter(|(_, g)| g.frozen).map(|(&s, _)| s).collect();
         for shard in frozen {
             if self.handoff_target(shard) {
@@ -762,6 +779,7 @@ impl NodeCore {
             group.marker_index = marker.index;
             group.written_in = self.next_seal;
             group.parked = true;
+            group.installed_since = since;
             let _ = self.hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
             tracing::info!(shard, index = marker.index, "hand-off: the target replica is written");
             self.handoff_waiting.remove(&shard);
@@ -1067,6 +1085,7 @@ impl NodeCore {
                 match self.map.handoff(g.shard, self.cfg.node) {
                     Some((_, to, since))
                         if to == self.cfg.core
+                            && since == g.installed_since
                             && durable
                             && (g.relocated_reported_at == 0 || self.ticks >= g.relocated_reported_at + interval) =>
                     {
