@@ -403,7 +403,7 @@ pub fn run(opts: &JoinOptions) -> Result<JoinReport, String> {
             }
             let plan = drive::plan_for(&map, &Default::default(), |s| sizes[s as usize])
                 .map_err(|e| format!("no plan for the joined map: {e}"))?;
-            // Moves between two cores of one node are not carried out.
+            // A hand-off between two cores of one node sends no bytes between nodes.
             let moves: Vec<_> = plan.moves.iter().filter(|m| m.from.node != m.to.node).collect();
             let bytes = moves.iter().map(|m| m.bytes).sum();
             let minimal = drive::minimal_bytes_for(&map, &Default::default(), |s| sizes[s as usize])

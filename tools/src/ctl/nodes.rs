@@ -204,8 +204,8 @@ fn current_plan(
 }
 
 /// `rebalance --dry-run`: the plan, `{"ok":true,"moves":[{"shard":S,"from":N,
-/// "to":M,"bytes":B}],"bytes":B,"minimal_bytes":B}`. Moves between two cores of
-/// one node are left out (not carried out).
+/// "to":M,"bytes":B}],"bytes":B,"minimal_bytes":B}`. Hand-offs between two cores
+/// of one node are left out: they send no bytes between nodes.
 pub fn render_plan(map: &ClusterMap, status: &ClusterStatus, json: bool) -> Result<Rendered, Failure> {
     let (plan, minimal_bytes) = current_plan(map, status)?;
     let moves: Vec<MoveJson> = plan
