@@ -1509,7 +1509,7 @@ impl NodeCore {
         let reserve = ready_reserve_bytes(&self.cfg);
         let mut worked = false;
         for shard in dirty {
-            if storage.room_bytes() < reserve && !self.unsealed.is_empty() {
+            if storage.room_bytes() < reserve && (!self.unsealed.is_empty() || self.records_unsealed) {
                 // The open batch is nearly full: this group's Ready waits for the
                 // next iteration, after the batch in flight completes.
                 self.dirty.insert(shard);
@@ -2190,7 +2190,10 @@ fn durable_state(
             ),
         });
     }
-    let entries: Vec<Entry> = log.entries.into_iter().filter(|e| e.index > snapshot.meta.index).collect();
+    // The log holds the file's last entry (same index and term): a compaction's
+    // file, or an installed one the log agreed with up to its index.
+    let agrees = log.entries.iter().any(|e| e.index == snapshot.meta.index && e.term == snapshot.meta.term);
+    let mut entries: Vec<Entry> = log.entries.into_iter().filter(|e| e.index > snapshot.meta.index).collect();
     if let Some(first) = entries.first()
         && first.index != snapshot.meta.index + 1
     {
@@ -2208,6 +2211,16 @@ fn durable_state(
         // own log may end below the file's index) and refuse to recover.
         let marker = SnapshotMarker { index: snapshot.meta.index, term: snapshot.meta.term };
         storage.append(&Record::SnapshotMarker { group_id: u64::from(shard), marker })?;
+        if !agrees && !entries.is_empty() {
+            // An installed snapshot's file whose truncation was lost with its
+            // marker, over a log that disagrees at its index: the entries after
+            // it are a stale leader's (terms below the snapshot's can follow it),
+            // and would make the replica's last log term look older than it is
+            // (a vote for a candidate that lacks committed entries). The install
+            // replaced the whole log: so does the restart, durably.
+            entries.clear();
+            storage.append(&Record::Truncate { group_id: u64::from(shard), from_index: snapshot.meta.index + 1 })?;
+        }
     }
     let hard_state = log.hard_state.unwrap_or_default();
     Ok(DurableState { hard_state, snapshot, entries })

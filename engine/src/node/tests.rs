@@ -29,12 +29,16 @@ impl CoreStorage for MemStorage {
         self.room_limit.map_or(u64::MAX / 2, |limit| limit.saturating_sub(used))
     }
     fn append(&mut self, record: &Record) -> Result<(), StorageError> {
+        // Like the WAL: a record the open batch cannot take is an error (the
+        // core stops), which the core must never cause.
+        if record.encoded_bytes() as u64 > self.room_bytes() {
+            return Err(StorageError(format!("the open batch cannot take {record}")));
+        }
         self.open.push(record.clone());
         Ok(())
     }
     fn append_entries(&mut self, group_id: u64, entries: &[Entry]) -> Result<(), StorageError> {
-        self.open.push(Record::Entries { group_id, entries: entries.to_vec() });
-        Ok(())
+        self.append(&Record::Entries { group_id, entries: entries.to_vec() })
     }
     fn save_snapshot(&mut self, group_id: u64, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.snapshots.insert(group_id, snapshot.clone());
@@ -556,6 +560,62 @@ fn a_write_the_open_wal_batch_cannot_take_is_busy_not_a_stopped_core() {
     assert_eq!(replies, vec![(ClientRef { conn: 1, id: 2 }, Response::Busy)]);
     c.core.process(&mut c.storage).expect("the first write fits: no storage error");
     assert!(c.core.has_unsealed());
+}
+
+/// A hand-off's state installed into a nearly full batch while the target core
+/// has a write accepted: the write's Ready waits for the next batch instead of
+/// overflowing this one (which would stop the core, and its node).
+#[test]
+fn a_hand_off_install_that_nearly_fills_the_batch_holds_back_the_writes_behind_it() {
+    use corekv_rpc::map::Handoff as MapHandoff;
+    let map = test_map(3, 2, 2, 3);
+    let mut cl = Cluster::new(map.clone());
+    cl.run_until_led();
+    // The target core leads shard 1 (writes come to it); its node's replica of
+    // shard 0 moves to it from core 0.
+    let target = cl.leader_core(1).expect("led");
+    assert_eq!(target.core, 1);
+    let source = Replica { node: target.node, core: 0 };
+    let mut moved = (*map).clone();
+    moved.epoch = 2;
+    moved.shards[0].handoff = Some(MapHandoff { to: target, since: 2 });
+    let moved = Arc::new(moved);
+    cl.map = moved.clone();
+    for c in cl.cores.values_mut() {
+        c.core.update_map(moved.clone(), &mut c.storage).expect("map");
+    }
+    let mut given = None;
+    for _ in 0..500 {
+        cl.tick();
+        if let Some((core, h)) = cl.cores.get_mut(&source).unwrap().core.take_handoffs().pop() {
+            assert_eq!(core, 1);
+            given = Some(h);
+            break;
+        }
+    }
+    let mut h = given.expect("the source gives its state");
+    let t = cl.cores.get_mut(&target).unwrap();
+    let reserve = ready_reserve_bytes(&t.core.cfg);
+    t.storage.room_limit = Some(reserve + (200 << 10));
+    t.core.process(&mut t.storage).unwrap(); // learns the room
+    // A 150 KiB write fits the batch when it is accepted.
+    t.core.client_request(ClientRef { conn: 1, id: 1 }, put(&moved, 1, 1, &vec![7u8; 150 << 10]));
+    assert!(t.core.take_replies().is_empty(), "the write is accepted");
+    // The state's log tail leaves the batch less than the reserve.
+    let last = h.state.entries.last().map_or(h.state.snapshot.meta.index, |e| e.index);
+    let tail = reserve + (180 << 10);
+    h.state.entries.push(Entry {
+        term: h.state.hard_state.term,
+        index: last + 1,
+        kind: EntryKind::Normal,
+        data: vec![1; tail as usize],
+    });
+    t.core.receive_handoff(h);
+    t.core.process(&mut t.storage).expect("the install and the write fit, in two batches");
+    assert!(t.core.groups[&0].parked, "the state is installed");
+    cl.settle();
+    let reply = cl.reply(target, ClientRef { conn: 1, id: 1 });
+    assert!(matches!(reply, Some(Response::Outcome(Outcome::Ok(_)))), "{reply:?}");
 }
 
 #[test]
@@ -1146,4 +1206,43 @@ fn a_snapshot_file_whose_marker_was_lost_is_marked_again_before_the_log_goes_on(
     let log = &recovered.groups[&group];
     assert_eq!(log.snapshot_index(), 15);
     assert_eq!(log.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![16, 17]);
+}
+
+/// A crash kept an installed snapshot's file but lost the batch with its marker
+/// and the truncation of the log after it. Where the log disagrees with the
+/// file at its index (a stale leader's entries, of older terms), the restart
+/// drops the log after the file, in the WAL too; where it agrees (a
+/// compaction's file), the log after the file stays.
+#[test]
+fn a_restart_from_an_installed_snapshot_file_drops_a_log_that_disagrees_with_it() {
+    use crate::wal::{SimDisk, SyncWal, WalConfig, WalIdentity, recover_store};
+    let identity = WalIdentity { cluster_id: 1, node_id: 2, core_id: 0 };
+    let wal_config = WalConfig { segment_bytes: 128 << 10, pending_bytes_max: 64 << 10, ..WalConfig::new(identity) };
+    let entry = |term, index| Entry { term, index, kind: EntryKind::Normal, data: vec![index as u8; 8] };
+    let conf = DurableState::bootstrap(Vec::new()).snapshot.meta.conf;
+    let file = Snapshot { meta: SnapshotMeta { index: 10, term: 3, conf }, data: Arc::from(Vec::new()) };
+    for (log_term, kept) in [(2, false), (3, true)] {
+        let shard: ShardId = 4;
+        let group = u64::from(shard);
+        let (mut wal, _) = SyncWal::open(SimDisk::new(), wal_config.clone()).expect("opens");
+        wal.append(&Record::Entries { group_id: group, entries: (1..=14).map(|i| entry(log_term, i)).collect() })
+            .expect("append");
+        wal.flush().expect("flush");
+        let (mut wal, recovered) = SyncWal::open(wal.into_store(), wal_config.clone()).expect("recovers");
+        let rec = GroupRecovery { log: recovered.groups.get(&group).cloned(), snapshot: Some(file.clone()) };
+        let mut storage = MemStorage::default();
+        let durable = durable_state(shard, Vec::new(), rec, &mut storage).expect("restarts from the file");
+        let after: Vec<u64> = durable.entries.iter().map(|e| e.index).collect();
+        let expected: Vec<u64> = if kept { (11..=14).collect() } else { Vec::new() };
+        assert_eq!(after, expected, "entries after the file, log of term {log_term}");
+        for record in &storage.open {
+            wal.append(record).expect("append");
+        }
+        wal.flush().expect("flush");
+        // The next restart agrees: the WAL itself no longer holds the stale log.
+        let recovered = recover_store(&mut wal.into_store(), Some(identity)).expect("recovers");
+        let log = &recovered.groups[&group];
+        assert_eq!(log.snapshot_index(), 10);
+        assert_eq!(log.entries.iter().map(|e| e.index).collect::<Vec<_>>(), expected, "log of term {log_term}");
+    }
 }
