@@ -337,6 +337,9 @@ pub struct NodeCore {
     handoff_waiting: BTreeSet<ShardId>,
     /// Sources' states handed to this core, installed by the next `process`.
     handoff_inbox: Vec<Handoff>,
+    /// Hand-offs (shard, epoch) whose log tail was found too large for a WAL
+    /// batch: logged once each, not at every iteration.
+    handoff_too_large: BTreeSet<(ShardId, Epoch)>,
     /// States this core's stopped sources hand to other cores of this node.
     handoff_out: Vec<(CoreIndex, Handoff)>,
     /// Records appended outside a Ready (a hand-off's state) wait in the open
@@ -477,6 +480,7 @@ impl NodeCore {
             drops_durable: Vec::new(),
             handoff_waiting,
             handoff_inbox: Vec::new(),
+            handoff_too_large: BTreeSet::new(),
             handoff_out: Vec::new(),
             records_unsealed: false,
             durable_seal: 0,
@@ -758,7 +762,14 @@ impl NodeCore {
                 continue;
             }
             if room < bytes {
-                tracing::error!(shard = h.shard, bytes, room, "a hand-off's log tail does not fit a WAL batch");
+                if self.handoff_too_large.insert((h.shard, h.since)) {
+                    tracing::error!(
+                        shard = h.shard,
+                        bytes,
+                        room,
+                        "a hand-off's log tail does not fit a WAL batch: the hand-off waits"
+                    );
+                }
                 self.handoff_inbox.push(h);
                 continue;
             }
@@ -783,6 +794,7 @@ impl NodeCore {
             let _ = self.hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
             tracing::info!(shard, index = marker.index, "hand-off: the target replica is written");
             self.handoff_waiting.remove(&shard);
+            self.handoff_too_large.retain(|&(s, _)| s != shard);
             self.groups.insert(shard, group);
             self.stats.replicas_added += 1;
         }
