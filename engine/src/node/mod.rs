@@ -1353,10 +1353,13 @@ impl NodeCore {
         if let Err(invalid) = request.validate(&self.cfg.shard.limits) {
             return self.answer(client, Response::Outcome(invalid));
         }
-        let stopped = self.groups.get(&shard).is_none_or(|g| g.frozen);
+        // A parked hand-off target serves nothing, stale reads included, until
+        // the map that ends its hand-off.
+        let stopped = self.groups.get(&shard).is_none_or(|g| g.frozen || g.parked);
         if stopped || !key_in_shard(&self.map, &request) {
             self.stats.redirects += 1;
-            // A stopped hand-off source names the leader it last knew.
+            // A stopped hand-off source (or a parked target) names the leader
+            // it last knew.
             let known = self.groups.get(&shard).map_or(0, |g| g.leader);
             let hint = if known != 0 && known != self.cfg.node {
                 known
