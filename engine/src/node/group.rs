@@ -97,6 +97,8 @@ pub(crate) struct Group {
     pub parked: bool,
     /// The hand-off a parked target's state was installed by (its epoch).
     pub installed_since: u64,
+    /// A hand-off source waits for its log tail to shrink (logged once).
+    pub handoff_tail_waits: bool,
     /// The tick a leading hand-off source last handed leadership over (0:
     /// never): it tries again each election timeout until it does not lead.
     pub handoff_transfer_at: u64,
@@ -135,6 +137,7 @@ impl Group {
             package_due: false,
             parked: false,
             installed_since: 0,
+            handoff_tail_waits: false,
             handoff_transfer_at: 0,
             written_in: 0,
             relocated_reported_at: 0,

@@ -73,6 +73,12 @@ pub fn ready_reserve_bytes(cfg: &NodeCoreConfig) -> u64 {
     cfg.raft.inflight_bytes_max + cfg.raft.append_bytes_max + (4 << 10)
 }
 
+/// The most log after its applied index a hand-off source stops with: half a
+/// WAL segment, so that the target's batch (at most a segment) takes it whole.
+fn handoff_tail_bytes_max(cfg: &NodeCoreConfig) -> u64 {
+    cfg.wal_segment_bytes / 2
+}
+
 /// How far above the leader's clock a read at a version may ask: one second of
 /// HLC time (above it: `invalid`).
 const READ_AT_MARGIN_TS: u64 = 1000 << crate::kv::hlc::LOGICAL_BITS;
@@ -663,6 +669,19 @@ impl NodeCore {
                     g.handoff_transfer_at = self.ticks.max(1);
                     self.dirty.insert(shard);
                     tracing::debug!(shard, to, "hand-off: leadership handed over first");
+                }
+                continue;
+            }
+            // The target writes the log after the applied index in one WAL
+            // batch: a source holding more (a stale leader's entries, which the
+            // next leader's first append truncates, or entries its leader has
+            // not committed yet) goes on as a follower until it holds less.
+            let log = g.raft.log();
+            let tail = log.bytes_after(log.applied(), ENTRY_OVERHEAD_BYTES);
+            if tail > handoff_tail_bytes_max(&self.cfg) {
+                if !g.handoff_tail_waits {
+                    g.handoff_tail_waits = true;
+                    tracing::info!(shard, tail, "hand-off: the source waits for its log tail to shrink");
                 }
                 continue;
             }

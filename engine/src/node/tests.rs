@@ -618,6 +618,59 @@ fn a_hand_off_install_that_nearly_fills_the_batch_holds_back_the_writes_behind_i
     assert!(matches!(reply, Some(Response::Outcome(Outcome::Ok(_)))), "{reply:?}");
 }
 
+/// A hand-off source holding more log after its applied index than the
+/// target's WAL batch could take goes on as a follower; it stops once its
+/// leader commits that log (and it applies it), then gives its state.
+#[test]
+fn a_hand_off_source_with_a_long_uncommitted_tail_waits_until_it_is_committed() {
+    use corekv_rpc::map::Handoff as MapHandoff;
+    let map = test_map(3, 2, 1, 3);
+    // Half of a 64 KiB segment: the most tail a source stops with.
+    let mut cl = Cluster::with_config(map.clone(), |cfg| cfg.wal_segment_bytes = 64 << 10);
+    cl.run_until_led();
+    let leader = cl.leader_core(0).expect("led");
+    let source = *map.replicas(0).iter().find(|r| r.node != leader.node).expect("a follower");
+    // Nothing reaches the leader: the followers log its writes, none commits.
+    cl.cut = Some((leader.node, u64::MAX));
+    for seq in 1..=3 {
+        let key = format!("tail-{seq}").into_bytes();
+        let mut req = put(&map, 0, seq, &vec![5u8; 30 << 10]);
+        if let RequestBody::Write { op, .. } = &mut req.body {
+            *op = WriteOp::Put { key, value: vec![5u8; 30 << 10] };
+        }
+        cl.cores.get_mut(&leader).unwrap().core.client_request(ClientRef { conn: 1, id: seq }, req);
+    }
+    cl.settle();
+    let tail = |cl: &Cluster| {
+        let log = cl.cores[&source].core.groups[&0].raft.log();
+        log.bytes_after(log.applied(), 0)
+    };
+    assert!(tail(&cl) > 64 << 10, "the source holds 90 KiB it has not applied");
+    let mut moved = (*map).clone();
+    moved.epoch = 2;
+    moved.shards[0].handoff = Some(MapHandoff { to: Replica { node: source.node, core: 1 }, since: 2 });
+    let moved = Arc::new(moved);
+    cl.map = moved.clone();
+    for c in cl.cores.values_mut() {
+        c.core.update_map(moved.clone(), &mut c.storage).expect("map");
+    }
+    cl.tick();
+    let src = &cl.cores[&source].core;
+    assert!(!src.groups[&0].frozen, "the source does not stop with a tail the target's batch cannot take");
+    // The leader hears its followers again and commits: the source stops.
+    cl.cut = None;
+    let mut given = false;
+    for _ in 0..300 {
+        cl.tick();
+        if !cl.cores.get_mut(&source).unwrap().core.take_handoffs().is_empty() {
+            given = true;
+            break;
+        }
+    }
+    assert!(given, "the source stops and gives its state once its log is committed");
+    assert!(cl.cores[&source].core.groups[&0].frozen);
+}
+
 #[test]
 fn a_snapshot_from_the_leader_that_does_not_decode_stops_the_core_before_it_is_saved() {
     use corekv_rpc::raft::{ConfState, MessageBody, SnapshotMeta};

@@ -146,6 +146,12 @@ impl RaftLog {
         out
     }
 
+    /// Bytes of the entries after `index` (their data and `overhead` each).
+    pub fn bytes_after(&self, index: Index, overhead: u64) -> u64 {
+        let start = index.saturating_sub(self.snapshot_index) as usize;
+        self.entries.range(start.min(self.entries.len())..).map(|e| e.data.len() as u64 + overhead).sum()
+    }
+
     /// Appends entries created by this node as leader.
     pub fn append_own(&mut self, entry: Entry) {
         assert_eq!(entry.index, self.last_index() + 1, "leader appends must be contiguous");
