@@ -214,6 +214,19 @@ impl Cluster {
         panic!("not every shard elected a leader");
     }
 
+    /// The next map, with `shard`'s replica on `to.node` handed to core `to.core`,
+    /// given to every core.
+    fn begin_hand_off(&mut self, shard: ShardId, to: Replica) -> Arc<ClusterMap> {
+        let mut next = (*self.map).clone();
+        next.epoch += 1;
+        next.shards[shard as usize].handoff = Some(corekv_rpc::map::Handoff { to, since: next.epoch });
+        self.map = Arc::new(next);
+        for c in self.cores.values_mut() {
+            c.core.update_map(self.map.clone(), &mut c.storage).expect("map");
+        }
+        self.map.clone()
+    }
+
     fn reply(&mut self, at: Replica, client: ClientRef) -> Option<Response> {
         let c = self.cores.get_mut(&at).expect("known core");
         let pos = c.replies.iter().position(|(r, _)| *r == client)?;
@@ -567,7 +580,6 @@ fn a_write_the_open_wal_batch_cannot_take_is_busy_not_a_stopped_core() {
 /// overflowing this one (which would stop the core, and its node).
 #[test]
 fn a_hand_off_install_that_nearly_fills_the_batch_holds_back_the_writes_behind_it() {
-    use corekv_rpc::map::Handoff as MapHandoff;
     let map = test_map(3, 2, 2, 3);
     let mut cl = Cluster::new(map.clone());
     cl.run_until_led();
@@ -576,14 +588,7 @@ fn a_hand_off_install_that_nearly_fills_the_batch_holds_back_the_writes_behind_i
     let target = cl.leader_core(1).expect("led");
     assert_eq!(target.core, 1);
     let source = Replica { node: target.node, core: 0 };
-    let mut moved = (*map).clone();
-    moved.epoch = 2;
-    moved.shards[0].handoff = Some(MapHandoff { to: target, since: 2 });
-    let moved = Arc::new(moved);
-    cl.map = moved.clone();
-    for c in cl.cores.values_mut() {
-        c.core.update_map(moved.clone(), &mut c.storage).expect("map");
-    }
+    let moved = cl.begin_hand_off(0, target);
     let mut given = None;
     for _ in 0..500 {
         cl.tick();
@@ -623,7 +628,6 @@ fn a_hand_off_install_that_nearly_fills_the_batch_holds_back_the_writes_behind_i
 /// leader commits that log (and it applies it), then gives its state.
 #[test]
 fn a_hand_off_source_with_a_long_uncommitted_tail_waits_until_it_is_committed() {
-    use corekv_rpc::map::Handoff as MapHandoff;
     let map = test_map(3, 2, 1, 3);
     // Half of a 64 KiB segment: the most tail a source stops with.
     let mut cl = Cluster::with_config(map.clone(), |cfg| cfg.wal_segment_bytes = 64 << 10);
@@ -646,14 +650,7 @@ fn a_hand_off_source_with_a_long_uncommitted_tail_waits_until_it_is_committed() 
         log.bytes_after(log.applied(), 0)
     };
     assert!(tail(&cl) > 64 << 10, "the source holds 90 KiB it has not applied");
-    let mut moved = (*map).clone();
-    moved.epoch = 2;
-    moved.shards[0].handoff = Some(MapHandoff { to: Replica { node: source.node, core: 1 }, since: 2 });
-    let moved = Arc::new(moved);
-    cl.map = moved.clone();
-    for c in cl.cores.values_mut() {
-        c.core.update_map(moved.clone(), &mut c.storage).expect("map");
-    }
+    cl.begin_hand_off(0, Replica { node: source.node, core: 1 });
     cl.tick();
     let src = &cl.cores[&source].core;
     assert!(!src.groups[&0].frozen, "the source does not stop with a tail the target's batch cannot take");
