@@ -762,6 +762,9 @@ impl NodeCore {
     /// snapshot file is about to be deleted) or while the batch is nearly full.
     fn install_handoffs(&mut self, storage: &mut dyn CoreStorage) -> Result<(), NodeError> {
         let reserve = ready_reserve_bytes(&self.cfg);
+        // Forget the logged hand-offs whose wait ended (installed, or ended by the map).
+        let waiting = &self.handoff_waiting;
+        self.handoff_too_large.retain(|(s, _)| waiting.contains(s));
         for h in std::mem::take(&mut self.handoff_inbox) {
             let current = self
                 .map
@@ -813,7 +816,6 @@ impl NodeCore {
             let _ = self.hlc.observe(group.sm.last_applied_version().max(group.sm.log_clock_ts()));
             tracing::info!(shard, index = marker.index, "hand-off: the target replica is written");
             self.handoff_waiting.remove(&shard);
-            self.handoff_too_large.retain(|&(s, _)| s != shard);
             self.groups.insert(shard, group);
             self.stats.replicas_added += 1;
         }
