@@ -60,8 +60,36 @@ pub fn kill_all(cluster: &mut LocalCluster) -> Result<(), String> {
 
 /// Hangs node `id` (SIGSTOP): its sockets stay open and nothing answers, like a
 /// node stuck in a long pause. A node that is not running is left alone.
+/// Returns once every thread of the process is stopped: SIGSTOP is delivered
+/// asynchronously, and a node still running a few milliseconds after the signal
+/// can acknowledge what the test then blames on the nodes that remain.
 pub fn pause(cluster: &LocalCluster, id: NodeId) -> Result<(), String> {
-    signal(cluster, id, Signal::SIGSTOP)
+    signal(cluster, id, Signal::SIGSTOP)?;
+    let Some(pid) = cluster.pid(id) else { return Ok(()) };
+    let start = Instant::now();
+    while !all_threads_stopped(pid) {
+        if start.elapsed() > READY_WITHIN {
+            return Err(format!("node {id} (pid {pid}) did not stop after SIGSTOP"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// True when every thread of `pid` is in state `T` (stopped); false while one
+/// still runs, or when the process cannot be read.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|task| {
+        // The state follows the command name, which is in parentheses and may
+        // hold spaces: it is the first field after the last ')'.
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(String::from))
+            })
+            .is_some_and(|state| state == "T" || state == "t")
+    })
 }
 
 /// Wakes node `id` (SIGCONT) after [`pause`].
